@@ -1,0 +1,59 @@
+"""HTTP echo server for the end-to-end tests.
+
+Answers every request with JSON: the pod's name and namespace (from the downward API env),
+the request's method, path, headers and body length, so a test can tell which pod answered
+and what arrived there (through a Service, a port-forward or an intercept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger("http_echo")
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        payload = {
+            "pod": os.environ.get("POD_NAME", socket.gethostname()),
+            "namespace": os.environ.get("POD_NAMESPACE", ""),
+            "method": self.command,
+            "path": self.path,
+            "headers": dict(self.headers.items()),
+            "body_length": len(body),
+        }
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _echo
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        log.info("%s %s", self.address_string(), format % args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    server = ThreadingHTTPServer(("0.0.0.0", args.port), EchoHandler)  # noqa: S104 - pod-local
+    log.info("http echo listening on %d", args.port)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Command line of the local cluster: prepare, up, down, status, logs, kubeconfig, ws."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import kube, layout, lifecycle, network, preparing, supervisor
+from .commands import ClusterError
+
+log = logging.getLogger("kpcluster")
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    for image in preparing.prepare():
+        print(f"{image.name}\t{image.tarball}")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    timings = lifecycle.up(keep_on_failure=args.keep_on_failure)
+    if timings:
+        print(json.dumps(timings))
+    print(f"cluster up; kubeconfig {layout.ADMIN_KUBECONFIG}, workstation {layout.WORKSTATION_KUBECONFIG}")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    lifecycle.down()
+    left = lifecycle.traces_left()
+    if left:
+        print("left behind: " + ", ".join(left), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    procs = supervisor.tracked()
+    healthy = True
+    for name, alive in lifecycle.component_states().items():
+        pid = procs[name].pid if name in procs else "-"
+        print(f"{name:24} {'running' if alive else 'DOWN':8} pid {pid}")
+        healthy &= alive
+    guard = network.guard_present()
+    print(f"{'nft guard':24} {'present' if guard else 'ABSENT'}")
+    if guard:
+        counters = network.guard_counters()
+        print(f"{'guard drops':24} {json.dumps(counters)}")
+        healthy &= not network.leak_drops(counters)
+    api = kube.api_ready()
+    print(f"{'api /readyz':24} {'ok' if api else 'FAIL'}")
+    if api:
+        node = kube.node_ready()
+        dns = kube.deployment_available("coredns", "kube-system")
+        print(f"{'node Ready':24} {node}\n{'CoreDNS Available':24} {dns}")
+        healthy &= node and dns
+    ws = layout.WORKSTATION_NETNS in network.netns_list()
+    print(f"{'workstation netns':24} {'present' if ws else 'ABSENT'}")
+    for name in ("kernel.panic", "kernel.panic_on_oops", "net.ipv4.ip_forward"):
+        print(f"{name:24} {network.read_sysctl(name)}")
+    return 0 if healthy and api and guard and ws else 1
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    if not args.component:
+        for path in sorted(layout.LOGS.glob("*.log")):
+            print(path.stem)
+        return 0
+    print("\n".join(lifecycle.logs_tail(args.component, args.lines)))
+    return 0
+
+
+def _cmd_kubeconfig(args: argparse.Namespace) -> int:
+    print(layout.WORKSTATION_KUBECONFIG if args.workstation else layout.ADMIN_KUBECONFIG)
+    return 0
+
+
+def _cmd_ws(args: argparse.Namespace) -> int:
+    command = [c for c in args.command if c != "--"] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise ClusterError("ws needs a command, e.g. `ws -- kubectl get nodes`")
+    env = kube.kubectl_env(layout.WORKSTATION_KUBECONFIG)
+    argv = ["ip", "netns", "exec", layout.WORKSTATION_NETNS, *command]
+    os.execvpe("ip", argv, env)  # noqa: S606 - replaces this process, argv list
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cluster.py", description="kubepresence's local single-node Kubernetes cluster")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("prepare", help="install packages, build binaries and images").set_defaults(fn=_cmd_prepare)
+    up = sub.add_parser("up", help="bring the cluster up (idempotent)")
+    up.add_argument("--keep-on-failure", action="store_true", help="leave a failed bring-up for debugging")
+    up.set_defaults(fn=_cmd_up)
+    sub.add_parser("down", help="stop everything and remove all traces").set_defaults(fn=_cmd_down)
+    sub.add_parser("status", help="component, guard and health status").set_defaults(fn=_cmd_status)
+    logs = sub.add_parser("logs", help="list components, or tail one component's log")
+    logs.add_argument("component", nargs="?")
+    logs.add_argument("-n", "--lines", type=int, default=100)
+    logs.set_defaults(fn=_cmd_logs)
+    kc = sub.add_parser("kubeconfig", help="print the admin (or workstation) kubeconfig path")
+    kc.add_argument("--workstation", action="store_true")
+    kc.set_defaults(fn=_cmd_kubeconfig)
+    ws = sub.add_parser("ws", help="run a command in the workstation namespace (KUBECONFIG set)")
+    ws.add_argument("command", nargs=argparse.REMAINDER)
+    ws.set_defaults(fn=_cmd_ws)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if os.geteuid() != 0 and args.cmd not in ("kubeconfig", "logs"):
+        print("cluster.py must run as root", file=sys.stderr)
+        return 2
+    try:
+        return int(args.fn(args))
+    except ClusterError as exc:
+        log.error("%s", exc)
+        return 1

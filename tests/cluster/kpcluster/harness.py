@@ -1,0 +1,161 @@
+"""What end-to-end tests need from the cluster: namespaces, workloads, exec, the workstation.
+
+Used by tests/e2e/conftest.py; kept here so kubepresence's own e2e tests (and benchmarks)
+share one implementation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from . import kube, layout, lifecycle, manifests, network
+from .commands import ClusterError, run, wait_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EchoWorkload:
+    """A deployed echo server: its Service name, ClusterIP and port, and one pod."""
+
+    kind: str
+    name: str
+    namespace: str
+    service_ip: str
+    service_port: int
+    pod_name: str
+    pod_ip: str
+    pod_port: int
+
+
+class Cluster:
+    """A running local cluster, as the tests see it."""
+
+    def __init__(self) -> None:
+        self.images = lifecycle.images()
+        if "kubepresence-testapps" not in self.images:
+            raise ClusterError(f"no image catalogue in {lifecycle.IMAGES_FILE}: is the cluster up?")
+
+    @property
+    def testapps_image(self) -> str:
+        return self.images["kubepresence-testapps"]
+
+    # --- kubectl --------------------------------------------------------------------------
+
+    def kubectl(self, *args: str, timeout: float = 60, input_text: str | None = None) -> str:
+        return kube.kubectl(*args, timeout=timeout, input_text=input_text)
+
+    def get(self, *args: str) -> Any:
+        return kube.get_json(*args)
+
+    def apply(self, objects: Sequence[dict[str, Any]]) -> None:
+        kube.apply(objects)
+
+    # --- namespaces -----------------------------------------------------------------------
+
+    @contextmanager
+    def namespace(self, prefix: str = "e2e") -> Iterator[str]:
+        """A fresh namespace, deleted afterwards whatever happened in between."""
+        slug = "".join(c if c.isalnum() else "-" for c in prefix.lower())[:40].strip("-")
+        name = f"{slug}-{secrets.token_hex(3)}"
+        self.kubectl("create", "namespace", name)
+        try:
+            # Pods are refused until the namespace's default ServiceAccount exists.
+            wait_for(
+                f"default ServiceAccount in {name}",
+                lambda: run(
+                    [layout.kubectl(), "--kubeconfig", layout.ADMIN_KUBECONFIG, "get", "sa", "default", "-n", name],
+                    check=False,
+                ).returncode == 0,
+                timeout=30,
+            )
+            yield name
+        finally:
+            self.kubectl("delete", "namespace", name, "--wait=true", "--timeout=90s", timeout=100)
+
+    # --- workloads ------------------------------------------------------------------------
+
+    def deploy_echo(self, kind: str, namespace: str, name: str | None = None, timeout: float = 120) -> EchoWorkload:
+        """Deploy an http/tcp/udp echo server with its Service and wait until it runs."""
+        if name is None:
+            name = "echo" if kind == "http" else f"{kind}-echo"
+        self.apply(manifests.echo(kind, name, namespace, self.testapps_image))
+        kube.wait_rollout(name, namespace, timeout=timeout)
+        return self.describe_echo(kind, name, namespace)
+
+    def describe_echo(self, kind: str, name: str, namespace: str) -> EchoWorkload:
+        _, port, _, service_port = manifests.ECHO_KINDS[kind]
+        svc = self.get("service", name, "-n", namespace)
+        pods = self.get("pods", "-n", namespace, "-l", f"app={name}")["items"]
+        running = [p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")]
+        if not running:
+            raise ClusterError(f"no running pod for {namespace}/{name}")
+        pod = running[0]
+        return EchoWorkload(
+            kind=kind,
+            name=name,
+            namespace=namespace,
+            service_ip=svc["spec"]["clusterIP"],
+            service_port=service_port,
+            pod_name=pod["metadata"]["name"],
+            pod_ip=pod["status"]["podIP"],
+            pod_port=port,
+        )
+
+    def client_pod(self, namespace: str, name: str = "client", timeout: float = 120) -> str:
+        """A sleeping pod with python3 in it, ready for `exec`; returns its name."""
+        self.apply([manifests.client_pod(name, namespace, self.testapps_image)])
+        kube.wait_pod_ready(name, namespace, timeout=timeout)
+        return name
+
+    def exec_in_pod(
+        self, namespace: str, pod: str, argv: Sequence[str], timeout: float = 60, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return run(
+            [layout.kubectl(), "--kubeconfig", layout.ADMIN_KUBECONFIG, "exec", "-n", namespace, pod, "--", *argv],
+            timeout=timeout,
+            check=check,
+        )
+
+    def python_in_pod(self, namespace: str, pod: str, code: str, timeout: float = 60) -> Any:
+        """Run Python code in a pod; it must print one JSON document, which is returned."""
+        out = self.exec_in_pod(namespace, pod, ["python3", "-c", code], timeout=timeout).stdout
+        return json.loads(out)
+
+    # --- workstation ----------------------------------------------------------------------
+
+    def workstation_argv(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", layout.WORKSTATION_NETNS, *argv]
+
+    def on_workstation(
+        self, argv: Sequence[str], timeout: float = 60, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in the workstation namespace with its kubeconfig and kubectl on PATH."""
+        return run(
+            self.workstation_argv(argv),
+            timeout=timeout,
+            check=check,
+            env=kube.kubectl_env(layout.WORKSTATION_KUBECONFIG),
+        )
+
+    def start_on_workstation(self, argv: Sequence[str]) -> subprocess.Popen[str]:
+        """Start a long-running workstation command (e.g. a port-forward); caller stops it."""
+        return subprocess.Popen(  # noqa: S603 - argv list
+            self.workstation_argv(argv),
+            env=kube.kubectl_env(layout.WORKSTATION_KUBECONFIG),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    # --- guard ----------------------------------------------------------------------------
+
+    def guard_counters(self) -> dict[str, int]:
+        return network.guard_counters()

@@ -1,0 +1,68 @@
+"""Finding and removing mounts the cluster left behind (overlay rootfs, shm, netns, tmpfs)."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_points(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
+    """Every mount point of this mount namespace, in mount order."""
+    return [_unescape(line.split()[4]) for line in mountinfo.read_text().splitlines() if line.strip()]
+
+
+def _is_under(point: str, root: str) -> bool:
+    root = root.rstrip("/")
+    return point == root or point.startswith(root + "/")
+
+
+def mounts_under(*roots: Path | str) -> list[str]:
+    return [p for p in mount_points() if any(_is_under(p, str(r)) for r in roots)]
+
+
+def unmount(point: str) -> None:
+    target = os.fsencode(point)
+    if _libc.umount2(target, 0) == 0:
+        return
+    err = ctypes.get_errno()
+    # Busy: detach lazily; the kernel frees it when the last user goes away.
+    if _libc.umount2(target, MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {point}: {os.strerror(err)}")
+    log.debug("lazily detached %s (first error %s)", point, os.strerror(err))
+
+
+def unmount_under(*roots: Path | str) -> list[str]:
+    """Unmount everything at or below the roots, deepest and newest first; return what went."""
+    removed = []
+    for _ in range(5):  # stacked mounts on one point need one round each; bounded
+        found = mounts_under(*roots)
+        if not found:
+            break
+        for point in sorted(reversed(found), key=lambda p: p.count("/"), reverse=True):
+            try:
+                unmount(point)
+                removed.append(point)
+            except OSError as exc:
+                log.warning("could not unmount %s: %s", point, exc)
+    return removed

@@ -1,0 +1,72 @@
+"""Fixtures for end-to-end tests on the project's local cluster (tests/cluster).
+
+- `cluster` (session): reuses a healthy running cluster, else brings one up; with
+  `--cluster-down` it tears the cluster down after the session.
+- `namespace`: a fresh namespace per test, deleted afterwards even when the test fails.
+- A session check that the nft guard's leak counters stayed 0 across the whole suite.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
+
+from kpcluster import layout, lifecycle, network  # noqa: E402 - after the path set-up
+from kpcluster.harness import Cluster  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--cluster-down", action="store_true", help="tear the local cluster down after the session")
+
+
+def _machine_can_run_cluster() -> str | None:
+    """The reason this machine cannot run the cluster, or None."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, nft, containerd)"
+    for tool in ("ip", "nft", "iptables"):
+        if shutil.which(tool) is None:
+            return f"needs the {tool} command"
+    if not Path("/sys/fs/cgroup").is_dir():
+        return "needs cgroups mounted at /sys/fs/cgroup"
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    reason = _machine_can_run_cluster()
+    if reason:
+        pytest.skip(reason)
+    if not lifecycle.is_healthy():
+        lifecycle.up()
+    counters_before = network.guard_counters()
+    yield Cluster()
+    try:
+        # A leak drop means something tried to send lab traffic off the machine (or across
+        # the lab LAN): the guard stopped it, but the setup or a test is wrong.
+        after = network.guard_counters()
+        grown = {k: after[k] - counters_before.get(k, 0) for k in network.leak_drops(after) if after[k] > counters_before.get(k, 0)}
+        assert not grown, f"nft guard dropped leaking packets during the suite: {grown}"
+    finally:
+        if request.config.getoption("--cluster-down"):
+            lifecycle.down()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    with cluster.namespace(request.node.name) as name:
+        yield name
+
+
+@pytest.fixture
+def ws_kubeconfig() -> Path:
+    return layout.WORKSTATION_KUBECONFIG

@@ -1,0 +1,183 @@
+"""The local cluster itself works the way kubepresence's tests rely on.
+
+Scenarios:
+- The node is Ready and CoreDNS is Available.
+- An HTTP echo Deployment and its Service become Ready.
+- From a pod, http://echo.<namespace> resolves through cluster DNS to the Service's
+  ClusterIP and answers with the echo pod's name, the method, the path and the body length.
+- From a pod, the TCP and UDP echo Services echo bytes back.
+- From the workstation namespace, `kubectl get nodes` works through the API server.
+- From the workstation, a pod IP and a ClusterIP are NOT reachable (while the host reaches
+  both): only the API server is, so anything else must go through kubepresence.
+- From the workstation, `kubectl port-forward` to the echo pod works (curl through it).
+- The workstation can create a TUN device (room for kubepresence's root daemon).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import subprocess
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kpcluster import kube, layout
+from kpcluster.harness import Cluster
+
+UNREACHABLE_TIMEOUT = 3.0
+
+
+def test_node_is_ready(cluster: Cluster) -> None:
+    node = cluster.get("node", layout.NODE_NAME)
+    conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+    assert conditions["Ready"] == "True"
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    assert addresses["InternalIP"] == layout.NODE_IP
+
+
+def test_coredns_is_available(cluster: Cluster) -> None:
+    dep = cluster.get("deployment", "coredns", "-n", "kube-system")
+    conditions = {c["type"]: c["status"] for c in dep["status"]["conditions"]}
+    assert conditions["Available"] == "True"
+    svc = cluster.get("service", "kube-dns", "-n", "kube-system")
+    assert svc["spec"]["clusterIP"] == layout.DNS_SERVICE_IP
+
+
+def test_echo_deployment_and_service_ready(cluster: Cluster, namespace: str) -> None:
+    echo = cluster.deploy_echo("http", namespace)
+    dep = cluster.get("deployment", "echo", "-n", namespace)
+    assert dep["status"]["readyReplicas"] == 1
+    slices = cluster.get("endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=echo")["items"]
+    ready = [
+        ep["addresses"][0] for s in slices for ep in s.get("endpoints") or [] if ep["conditions"].get("ready")
+    ]
+    assert ready == [echo.pod_ip]
+
+
+def test_pod_reaches_echo_by_name_through_cluster_dns(cluster: Cluster, namespace: str) -> None:
+    echo = cluster.deploy_echo("http", namespace)
+    client = cluster.client_pod(namespace)
+    code = textwrap.dedent(
+        f"""
+        import json, socket, urllib.request
+        host = "echo.{namespace}"
+        address = socket.gethostbyname(host)
+        req = urllib.request.Request("http://" + host + "/some/path?q=1", data=b"x" * 123, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = json.load(resp)
+        print(json.dumps({{"address": address, "body": body}}))
+        """
+    )
+    result = cluster.python_in_pod(namespace, client, code)
+    assert result["address"] == echo.service_ip
+    assert result["body"]["pod"] == echo.pod_name
+    assert result["body"]["namespace"] == namespace
+    assert result["body"]["method"] == "POST"
+    assert result["body"]["path"] == "/some/path?q=1"
+    assert result["body"]["body_length"] == 123
+
+
+def test_pod_reaches_tcp_and_udp_echo(cluster: Cluster, namespace: str) -> None:
+    tcp = cluster.deploy_echo("tcp", namespace)
+    udp = cluster.deploy_echo("udp", namespace)
+    client = cluster.client_pod(namespace)
+    code = textwrap.dedent(
+        f"""
+        import json, socket
+        with socket.create_connection(("{tcp.name}.{namespace}", {tcp.service_port}), timeout=10) as s:
+            s.sendall(b"hello over tcp")
+            tcp = s.recv(100).decode()
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(2)
+        udp = None
+        for _ in range(5):  # the UDP server may still be binding; datagrams can be lost
+            u.sendto(b"hello over udp", ("{udp.name}.{namespace}", {udp.service_port}))
+            try:
+                udp = u.recv(100).decode()
+                break
+            except socket.timeout:
+                continue
+        print(json.dumps({{"tcp": tcp, "udp": udp}}))
+        """
+    )
+    result = cluster.python_in_pod(namespace, client, code, timeout=60)
+    assert result == {"tcp": "hello over tcp", "udp": "hello over udp"}
+
+
+def test_workstation_kubectl_get_nodes(cluster: Cluster) -> None:
+    out = cluster.on_workstation(["kubectl", "get", "nodes", "-o", "name"]).stdout.split()
+    assert out == [f"node/{layout.NODE_NAME}"]
+
+
+def _connect_code(ip: str, port: int) -> str:
+    return textwrap.dedent(
+        f"""
+        import json, socket
+        try:
+            socket.create_connection(("{ip}", {port}), timeout={UNREACHABLE_TIMEOUT}).close()
+            print(json.dumps("connected"))
+        except OSError as exc:
+            print(json.dumps(type(exc).__name__ + ": " + str(exc)))
+        """
+    )
+
+
+def test_workstation_cannot_reach_pod_or_cluster_ip(cluster: Cluster, namespace: str) -> None:
+    echo = cluster.deploy_echo("http", namespace)
+    targets = [(echo.pod_ip, echo.pod_port), (echo.service_ip, echo.service_port)]
+    for ip, port in targets:
+        # Control: the addresses are right and the server answers, seen from the host.
+        with urllib.request.urlopen(f"http://{ip}:{port}/control", timeout=10) as resp:  # noqa: S310
+            assert json.load(resp)["pod"] == echo.pod_name
+        started = time.monotonic()
+        proc = cluster.on_workstation(["python3", "-c", _connect_code(ip, port)], timeout=30)
+        outcome = json.loads(proc.stdout)
+        assert outcome != "connected", f"workstation reached {ip}:{port}"
+        assert time.monotonic() - started < UNREACHABLE_TIMEOUT + 10
+
+
+def test_workstation_port_forward_to_echo_pod(cluster: Cluster, namespace: str) -> None:
+    echo = cluster.deploy_echo("http", namespace)
+    forward = cluster.start_on_workstation(
+        ["kubectl", "port-forward", "-n", namespace, f"pod/{echo.pod_name}", f"18080:{echo.pod_port}"]
+    )
+    try:
+        assert forward.stdout is not None
+        ready, _, _ = select.select([forward.stdout], [], [], 30)
+        assert ready, "kubectl port-forward printed nothing within 30 s"
+        first = forward.stdout.readline()  # "Forwarding from 127.0.0.1:18080 -> 8080"
+        assert re.match(r"Forwarding from 127\.0\.0\.1:18080", first), first
+        out = cluster.on_workstation(
+            ["curl", "-sS", "--max-time", "10", "-H", "X-Test: port-forward", "http://127.0.0.1:18080/through/pf"]
+        ).stdout
+        body = json.loads(out)
+        assert body["pod"] == echo.pod_name
+        assert body["path"] == "/through/pf"
+        assert body["headers"]["X-Test"] == "port-forward"
+    finally:
+        forward.terminate()
+        try:
+            forward.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            forward.kill()
+            forward.wait(timeout=10)
+
+
+def test_workstation_can_create_a_tun_device(cluster: Cluster) -> None:
+    if not Path("/dev/net/tun").exists():
+        pytest.skip("machine has no /dev/net/tun")
+    cluster.on_workstation(["ip", "tuntap", "add", "dev", "kptest0", "mode", "tun"])
+    try:
+        links = cluster.on_workstation(["ip", "-j", "link", "show", "dev", "kptest0"]).stdout
+        assert json.loads(links)[0]["ifname"] == "kptest0"
+    finally:
+        cluster.on_workstation(["ip", "link", "del", "kptest0"], check=False)
+
+
+def test_admin_kubeconfig_points_at_the_lab_address(cluster: Cluster) -> None:
+    server = kube.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
+    assert server == layout.API_URL

@@ -1,0 +1,71 @@
+"""`cluster.py down` leaves the machine as it was before `up`.
+
+Scenarios:
+- After down, no process the cluster started is alive: neither the components from the pid
+  files, nor containerd's shims, nor container processes (pids read before down).
+- No network namespace (ws1, cni-*), no link (k8slan0, ksvc0, cni0, ws1-h), no mount under
+  the cluster's directories, no kubepods cgroup, no KUBE-/CNI- iptables chain and no nft
+  guard table is left.
+- The sysctls bring-up changed (ip_forward, kernel.panic, panic_on_oops, ...) are back to
+  their values from before `up`.
+
+Runs after the e2e suite in CI; brings the cluster up first if it is not running, so there
+is always something to tear down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
+
+from kpcluster import layout, lifecycle, mounts, network, supervisor  # noqa: E402
+
+
+def _pids_to_check() -> dict[str, supervisor.Tracked]:
+    procs = {f"component {n}": p for n, p in supervisor.tracked().items()}
+    tasks = lifecycle.TASKS
+    if tasks.is_dir():
+        for name in ("shim.pid", "init.pid"):
+            for path in tasks.glob(f"*/*/{name}"):
+                proc = supervisor.read_pid_file(path)
+                if proc is not None:
+                    procs[f"{path.parent.name[:12]} {name}"] = proc
+    return procs
+
+
+def test_down_leaves_nothing_behind() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, nft, containerd)")
+    if not lifecycle.is_healthy():
+        lifecycle.up()
+    before = json.loads(layout.BEFORE.read_text())
+    procs = _pids_to_check()
+    assert len([k for k in procs if k.startswith("component")]) == len(lifecycle.COMPONENTS)
+    assert any("shim.pid" in k for k in procs), "a running cluster has at least CoreDNS's shim"
+
+    lifecycle.down()
+
+    alive = [name for name, proc in procs.items() if supervisor.is_alive(proc)]
+    assert alive == []
+    assert [n for n in network.netns_list() if n == layout.WORKSTATION_NETNS or n.startswith("cni-")] == []
+    for link in (layout.LAN_BRIDGE, layout.SERVICE_SINK, layout.POD_BRIDGE, layout.WORKSTATION_HOST_VETH):
+        assert not network.link_exists(link), link
+    left_mounts = mounts.mounts_under(layout.STATE, layout.DATA, "/run/netns", "/run/containerd")
+    assert left_mounts == []
+    assert sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods")) == []
+    assert not network.guard_present()
+    assert network.own_iptables_chains("ip") == {}
+    assert network.own_iptables_chains("ip6") == {}
+    assert sorted(network.nft_tables()) == sorted(before["nft_tables"])
+    assert network.sysctl_snapshot() == before["sysctls"]
+    for path in lifecycle.FOREIGN_PATHS:
+        assert path.exists() == (str(path) in before["existing_paths"]), path
+    for d in (layout.STATE, layout.DATA, layout.CONFIG, layout.WORKSTATION_NETNS_ETC):
+        assert not d.exists(), d
+    assert lifecycle.traces_left() == []
