@@ -1,0 +1,1 @@
+"""kubepresence traffic agent: the sidecar in intercepted pods."""

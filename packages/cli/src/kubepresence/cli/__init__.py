@@ -1,0 +1,1 @@
+"""kubepresence command line: the friendly face of the user daemon."""

@@ -1,0 +1,286 @@
+"""The `kubepresence` command: typer commands, each a thin shell over core/ and rpc/.
+
+Every command runs through `command()`, which runs async bodies on uvloop (typer does not
+run `async def` commands: it would silently skip them) and turns a `KubepresenceError`
+into one line on stderr and the exit code of its category.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec
+
+import anyio
+import typer
+import yaml
+from rich.console import Console
+
+from kubepresence.cli.core import kubeconfig
+from kubepresence.cli.core.exits import ExitCode, exit_code
+from kubepresence.cli.core.rendering import OutputFormat, render
+from kubepresence.cli.rpc import daemons
+from kubepresence.protocol import paths, version_of
+from kubepresence.protocol.errors import ConfigError, KubepresenceError, NotBuiltError
+from kubepresence.protocol.logs import LEVELS
+
+P = ParamSpec("P")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+app = typer.Typer(
+    name="kubepresence",
+    help="Join a Kubernetes cluster's network from your workstation and intercept its traffic.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show the configuration kubepresence uses.", no_args_is_help=True)
+helm_app = typer.Typer(help="Install, upgrade or remove the traffic manager.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(helm_app, name="helm")
+
+OutputOption = Annotated[
+    OutputFormat, typer.Option("--output", "-o", help="text for people, json or yaml for scripts")
+]
+
+
+def command(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
+    """Run an async command body on uvloop and map errors to one line and an exit code."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            anyio.run(
+                functools.partial(fn, *args, **kwargs),
+                backend="asyncio",
+                backend_options={"use_uvloop": True},
+            )
+        except KubepresenceError as error:
+            err.print(f"[red]kubepresence:[/red] {error.message}", markup=True)
+            raise typer.Exit(exit_code(error.category)) from None
+
+    return run
+
+
+def not_built(what: str) -> NotBuiltError:
+    return NotBuiltError(f"'{what}' is not built yet in kubepresence {client_version()}")
+
+
+def client_version() -> str:
+    return version_of("kubepresence-cli")
+
+
+# --- commands that work -------------------------------------------------------------
+
+
+@app.command()
+@command
+async def version(output: OutputOption = OutputFormat.TEXT) -> None:
+    """Show the versions of the client, the daemons and the traffic manager."""
+    state: dict[str, Any] = {"client": client_version()}
+    state["user_daemon"] = await _userd_version()
+    state["root_daemon"] = await _rootd_version()
+    state["traffic_manager"] = "not connected"
+    out.print(render(state, output), markup=False)
+
+
+@app.command()
+@command
+async def status(output: OutputOption = OutputFormat.TEXT) -> None:
+    """Show whether the daemons run and what they are connected to."""
+    state: dict[str, Any] = {}
+    socket = paths.userd_socket()
+    if daemons.socket_is_live(socket):
+        info = await daemons.userd_status(socket)
+        state["user_daemon"] = {
+            "running": True,
+            "version": info.version,
+            "state": info.state,
+            "context": info.context,
+            "namespace": info.namespace,
+        }
+    else:
+        state["user_daemon"] = {"running": False}
+    state["root_daemon"] = {"running": daemons.socket_is_live(paths.rootd_socket())}
+    out.print(render(state, output), markup=False)
+
+
+@app.command(name="quit")
+@command
+async def quit_() -> None:
+    """Stop the daemons; the machine is left as it was before `connect`."""
+    stopped = []
+    if daemons.socket_is_live(paths.rootd_socket()):
+        await daemons.quit_rootd(paths.rootd_socket())
+        stopped.append("root daemon")
+    if daemons.socket_is_live(paths.userd_socket()):
+        await daemons.quit_userd(paths.userd_socket())
+        stopped.append("user daemon")
+    out.print(f"Stopped the {' and the '.join(stopped)}." if stopped else "Nothing was running.")
+
+
+@app.command()
+@command
+async def loglevel(
+    level: Annotated[str, typer.Argument(help=f"one of {', '.join(LEVELS)}")],
+    duration: Annotated[
+        int, typer.Option("--duration", "-d", help="seconds until the level reverts; 0: never")
+    ] = 0,
+) -> None:
+    """Change the log level of the running user daemon."""
+    if level.lower() not in LEVELS:
+        raise KubepresenceError(f"unknown log level {level!r}: use one of {', '.join(LEVELS)}")
+    socket = paths.userd_socket()
+    if not daemons.socket_is_live(socket):
+        raise ConfigError("the user daemon is not running: run 'kubepresence connect' first")
+    await daemons.set_userd_log_level(socket, level.lower(), duration)
+    out.print(f"User daemon log level: {level.lower()}")
+
+
+@config_app.command("view")
+@command
+async def config_view(
+    output: OutputOption = OutputFormat.TEXT,
+    kubeconfig_flag: Annotated[
+        str | None, typer.Option("--kubeconfig", help="kubeconfig file (default: as kubectl)")
+    ] = None,
+    context: Annotated[str | None, typer.Option("--context", help="kubeconfig context")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+) -> None:
+    """Show the kubeconfig selection and local paths kubepresence would use."""
+    files = kubeconfig.kubeconfig_paths(kubeconfig_flag, os.environ, Path.home())
+    documents = [_load_kubeconfig(f) for f in files if f.exists()]
+    if not documents:
+        raise ConfigError(f"no kubeconfig found (looked at {', '.join(map(str, files))})")
+    chosen = kubeconfig.select(documents, context, namespace)
+    state = {
+        "kubeconfig": [str(f) for f in files],
+        "context": chosen.context,
+        "cluster": chosen.cluster,
+        "server": chosen.server,
+        "namespace": chosen.namespace,
+        "user_daemon_socket": str(paths.userd_socket()),
+        "root_daemon_socket": str(paths.rootd_socket()),
+        "log_dir": str(paths.state_dir()),
+    }
+    out.print(render(state, output), markup=False)
+
+
+# --- planned commands: each says so and exits non-zero ------------------------------
+
+
+@app.command()
+@command
+async def connect(
+    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+    kubeconfig_flag: Annotated[str | None, typer.Option("--kubeconfig")] = None,
+    manager_namespace: Annotated[str, typer.Option()] = "kubepresence",
+    mapped_namespaces: Annotated[list[str] | None, typer.Option()] = None,
+    also_proxy: Annotated[list[str] | None, typer.Option(help="extra CIDR to route")] = None,
+    never_proxy: Annotated[list[str] | None, typer.Option(help="CIDR never to route")] = None,
+    no_install: Annotated[bool, typer.Option(help="fail instead of installing")] = False,
+) -> None:
+    """Join the cluster network: cluster services by name, ClusterIP and pod IP."""
+    raise not_built("connect")
+
+
+@app.command(name="list")
+@command
+async def list_() -> None:
+    """List the workloads that can be intercepted, with agent and intercept state."""
+    raise not_built("list")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@command
+async def intercept(
+    workload: Annotated[str, typer.Argument(help="Deployment, ReplicaSet or StatefulSet")],
+    port: Annotated[str, typer.Option(help="LOCAL[:SVCPORT]")] = "8080",
+) -> None:
+    """Send a workload's traffic in the cluster to a process on this machine."""
+    raise not_built("intercept")
+
+
+@app.command()
+@command
+async def leave(name: Annotated[str, typer.Argument(help="intercept name")]) -> None:
+    """End an intercept; the workload answers its own traffic again."""
+    raise not_built("leave")
+
+
+@app.command()
+@command
+async def uninstall(
+    workloads: Annotated[
+        list[str] | None, typer.Argument(help="workloads to remove agents from")
+    ] = None,
+    all_agents: Annotated[bool, typer.Option("--all-agents")] = False,
+) -> None:
+    """Remove traffic agents from workloads."""
+    raise not_built("uninstall")
+
+
+@app.command(name="gather-logs")
+@command
+async def gather_logs(
+    output_file: Annotated[Path, typer.Option("--output-file")] = Path("kubepresence-logs.zip"),
+) -> None:
+    """Collect the logs of every component, cluster side included, into one archive."""
+    raise not_built("gather-logs")
+
+
+@helm_app.command("install")
+@command
+async def helm_install() -> None:
+    """Install the traffic manager with its Helm chart."""
+    raise not_built("helm install")
+
+
+@helm_app.command("upgrade")
+@command
+async def helm_upgrade() -> None:
+    """Upgrade the traffic manager to this client's version."""
+    raise not_built("helm upgrade")
+
+
+@helm_app.command("uninstall")
+@command
+async def helm_uninstall() -> None:
+    """Remove the traffic manager from the cluster."""
+    raise not_built("helm uninstall")
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+async def _userd_version() -> str:
+    socket = paths.userd_socket()
+    if not daemons.socket_is_live(socket):
+        return "not running"
+    return (await daemons.userd_status(socket)).version
+
+
+async def _rootd_version() -> str:
+    socket = paths.rootd_socket()
+    if not daemons.socket_is_live(socket):
+        return "not running"
+    return (await daemons.rootd_version(socket)).version
+
+
+def _load_kubeconfig(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read kubeconfig {path}: {error}") from error
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"kubeconfig {path} is not a YAML mapping")
+    return loaded
+
+
+# The exit codes are part of the interface: keep the import visible to readers.
+__all__ = ["ExitCode", "app"]

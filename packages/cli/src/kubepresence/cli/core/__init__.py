@@ -1,0 +1,1 @@
+"""Sans-IO logic of the CLI: exit codes, rendering, kubeconfig reading rules."""

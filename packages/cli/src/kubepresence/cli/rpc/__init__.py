@@ -1,0 +1,1 @@
+"""Clients of the daemons: the only place of the CLI that sees generated types."""

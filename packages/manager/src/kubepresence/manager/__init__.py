@@ -1,0 +1,1 @@
+"""kubepresence traffic manager: runs in the cluster, serves clients and agents."""

@@ -1,0 +1,35 @@
+"""kubepresence-manager: the traffic manager (a Deployment in the cluster)."""
+
+from __future__ import annotations
+
+import sys
+
+from kubepresence.manager.app import TrafficManager
+from kubepresence.manager.core.addresses import parse_listen_address
+from kubepresence.protocol.lifecycle import daemon_parser, start_daemon
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = daemon_parser("manager", "kubepresence-manager", __doc__ or "")
+    parser.add_argument(
+        "--grpc-address", default="0.0.0.0:8081", help="HOST:PORT of the gRPC server"
+    )
+    parser.add_argument(
+        "--dial-timeout", type=float, default=10.0, help="seconds to dial a cluster destination"
+    )
+    parser.add_argument(
+        "--flow-idle-timeout", type=float, default=600.0, help="seconds before an idle flow ends"
+    )
+    args = parser.parse_args(argv)
+    try:
+        host, port = parse_listen_address(args.grpc_address)
+    except ValueError as error:
+        parser.error(str(error))
+    manager = TrafficManager(
+        host, port, dial_timeout=args.dial_timeout, idle_timeout=args.flow_idle_timeout
+    )
+    return start_daemon("manager", "kubepresence-manager", args, manager.run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

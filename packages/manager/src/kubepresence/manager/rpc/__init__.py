@@ -1,0 +1,1 @@
+"""grpclib servicers of the traffic manager: the only place with generated types."""

@@ -1,0 +1,73 @@
+"""The Manager service: what clients and agents call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpclib.const
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from kubepresence.manager.core.addresses import destination
+from kubepresence.protocol import version_of
+from kubepresence.protocol.gen import common, manager
+from kubepresence.protocol.gen.google import protobuf
+from kubepresence.protocol.tunnel import control, describe, relay, send_reset
+
+log = logging.getLogger(__name__)
+
+TUNNEL_PATH = "/kubepresence.manager.Manager/Tunnel"
+
+
+class ManagerService(manager.ManagerBase):
+    def __init__(self, *, dial_timeout: float, idle_timeout: float) -> None:
+        self._dial_timeout = dial_timeout
+        self._idle_timeout = idle_timeout
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
+        # The tunnel needs both directions at once: serve it on the raw stream rather
+        # than through the generated async-generator method.
+        mapping[TUNNEL_PATH] = grpclib.const.Handler(
+            self._tunnel, Cardinality.STREAM_STREAM, common.TunnelMessage, common.TunnelMessage
+        )
+        return mapping
+
+    async def version(self, message: protobuf.Empty) -> common.VersionInfo:
+        return common.VersionInfo(name="manager", version=version_of("kubepresence-manager"))
+
+    async def _tunnel(self, stream: Stream[Any, Any]) -> None:
+        first = await stream.recv_message()
+        if first is None or first.open is None or first.open.connection is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "a tunnel starts with an open message")
+        conn = first.open.connection
+        if conn.protocol != common.Protocol.TCP:
+            raise GRPCError(Status.UNIMPLEMENTED, "only TCP flows are relayed so far")
+        try:
+            host, port = destination(conn.destination_ip, conn.destination_port)
+        except ValueError as error:
+            raise GRPCError(Status.INVALID_ARGUMENT, str(error)) from error
+        idle = self._idle_timeout
+        if first.open.idle_timeout is not None and first.open.idle_timeout.total_seconds() > 0:
+            idle = first.open.idle_timeout.total_seconds()
+        try:
+            async with asyncio.timeout(self._dial_timeout):
+                reader, writer = await asyncio.open_connection(host, port)
+        except (OSError, TimeoutError) as error:
+            log.info("dial %s:%d failed: %s", host, port, describe(error))
+            await stream.send_message(
+                control(common.TunnelControlCode.DIAL_FAILED, describe(error))
+            )
+            return
+        log.debug("flow to %s:%d open", host, port)
+        await stream.send_message(control(common.TunnelControlCode.CONNECTED))
+        try:
+            await relay(stream, reader, writer, idle_timeout=idle)
+        except Exception as error:  # noqa: BLE001 - any failure ends this one flow only
+            log.info("flow to %s:%d ended: %s", host, port, describe(error))
+            await send_reset(stream, describe(error))
+        else:
+            log.debug("flow to %s:%d closed", host, port)

@@ -1,0 +1,92 @@
+"""Error categories that travel across gRPC, so the CLI knows whom to blame.
+
+Every part raises `KubepresenceError` (or a subclass) for expected failures. On the server
+side `transport` turns it into a gRPC status whose code encodes the category; on the client
+side `from_grpc_error` turns the status back into the same category. Anything else that
+escapes a servicer is a bug and arrives as INTERNAL.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+
+class Category(enum.Enum):
+    """Whom an error blames."""
+
+    USER = "user"  # bad input: the command line must change
+    CONFIG = "config"  # kubeconfig or machine setup
+    CLUSTER = "cluster"  # the cluster refused or cannot be reached
+    INTERNAL = "internal"  # a bug: the log file tells more
+    UNAVAILABLE = "unavailable"  # a feature this build does not have yet
+
+
+class KubepresenceError(Exception):
+    """An expected failure with a one-line message for the user."""
+
+    category: Category = Category.INTERNAL
+
+    def __init__(self, message: str, category: Category | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if category is not None:
+            self.category = category
+
+
+class UserError(KubepresenceError):
+    category = Category.USER
+
+
+class ConfigError(KubepresenceError):
+    category = Category.CONFIG
+
+
+class ClusterError(KubepresenceError):
+    category = Category.CLUSTER
+
+
+class InternalError(KubepresenceError):
+    category = Category.INTERNAL
+
+
+class NotBuiltError(KubepresenceError):
+    """A planned feature that this build does not have yet."""
+
+    category = Category.UNAVAILABLE
+
+
+# One status code per category on the way out; on the way in, codes that other gRPC
+# servers use for the same kind of failure map to the same category.
+_STATUS_OF = {
+    Category.USER: Status.INVALID_ARGUMENT,
+    Category.CONFIG: Status.FAILED_PRECONDITION,
+    Category.CLUSTER: Status.UNAVAILABLE,
+    Category.INTERNAL: Status.INTERNAL,
+    Category.UNAVAILABLE: Status.UNIMPLEMENTED,
+}
+_CATEGORY_OF = {
+    Status.INVALID_ARGUMENT: Category.USER,
+    Status.NOT_FOUND: Category.USER,
+    Status.ALREADY_EXISTS: Category.USER,
+    Status.OUT_OF_RANGE: Category.USER,
+    Status.FAILED_PRECONDITION: Category.CONFIG,
+    Status.UNAVAILABLE: Category.CLUSTER,
+    Status.DEADLINE_EXCEEDED: Category.CLUSTER,
+    Status.PERMISSION_DENIED: Category.CLUSTER,
+    Status.UNAUTHENTICATED: Category.CLUSTER,
+    Status.UNIMPLEMENTED: Category.UNAVAILABLE,
+}
+
+
+def to_grpc_error(error: KubepresenceError) -> GRPCError:
+    """The gRPC status that carries `error` to a client."""
+    return GRPCError(_STATUS_OF[error.category], error.message)
+
+
+def from_grpc_error(error: GRPCError) -> KubepresenceError:
+    """The category and message a client reports for a failed RPC."""
+    category = _CATEGORY_OF.get(error.status, Category.INTERNAL)
+    return KubepresenceError(error.message or error.status.name.lower(), category)

@@ -1,0 +1,82 @@
+"""Logging setup shared by every process.
+
+Daemons on the workstation log to a file in the state dir; cluster parts log to stdout
+(kubectl logs). Both can write plain text or JSON lines (one object per record, for log
+collectors). The level can be changed at run time (the SetLogLevel RPCs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+LogFormat = Literal["text", "json"]
+LEVELS = ("debug", "info", "warning", "error")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, component, logger, message, exception."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self.component = component
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "component": self.component,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def text_formatter(component: str) -> logging.Formatter:
+    formatter = logging.Formatter(
+        f"%(asctime)s.%(msecs)03dZ %(levelname)-7s {component} %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    formatter.converter = time.gmtime
+    return formatter
+
+
+def setup_logging(
+    component: str,
+    *,
+    level: str = "info",
+    file: Path | None = None,
+    log_format: LogFormat = "text",
+) -> logging.Handler:
+    """Route all records of this process to `file` (appending) or to stdout."""
+    handler: logging.Handler
+    if file is None:
+        handler = logging.StreamHandler(sys.stdout)
+    else:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(file, encoding="utf-8")
+    handler.setFormatter(
+        JsonFormatter(component) if log_format == "json" else text_formatter(component)
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    set_level(level)
+    return handler
+
+
+def set_level(level: str) -> None:
+    """Set the level of every kubepresence logger; libraries stay at warning or above."""
+    if level.lower() not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}: use one of {', '.join(LEVELS)}")
+    numeric = logging.getLevelName(level.upper())
+    logging.getLogger().setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("kubepresence").setLevel(numeric)

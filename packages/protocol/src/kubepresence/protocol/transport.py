@@ -1,0 +1,162 @@
+"""gRPC servers and channels over unix sockets and TCP, with the project's error rules.
+
+Every server built here translates `KubepresenceError` raised by a servicer into the gRPC
+status of its category (see `errors`), and can refuse peers whose uid is not the one
+allowed (rootd serves only the user that started it). Clients wrap calls in
+`client_errors()` to get the category back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from pathlib import Path
+from typing import Any
+
+from grpclib.client import Channel
+from grpclib.config import Configuration
+from grpclib.const import Status
+from grpclib.events import RecvRequest, listen
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.server import Server, Stream
+
+from kubepresence.protocol.errors import (
+    Category,
+    KubepresenceError,
+    from_grpc_error,
+    to_grpc_error,
+)
+
+log = logging.getLogger(__name__)
+
+# h2 defaults (16 KiB frames, 64 KiB windows) cost a Python-level round of work per frame;
+# the tunnel carries bulk data, so both ends use large frames and windows.
+_WINDOW = 16 * 1024 * 1024
+CONFIGURATION = Configuration(
+    http2_connection_window_size=_WINDOW, http2_stream_window_size=_WINDOW
+)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def _translate(
+    method: Callable[[Stream[Any, Any]], Coroutine[Any, Any, None]],
+) -> Callable[[Stream[Any, Any]], Coroutine[Any, Any, None]]:
+    async def translated(stream: Stream[Any, Any]) -> None:
+        try:
+            await method(stream)
+        except KubepresenceError as error:
+            raise to_grpc_error(error) from error
+
+    return translated
+
+
+def _install_request_hooks(server: Server, allowed_uids: Collection[int] | None) -> None:
+    async def on_request(event: RecvRequest) -> None:
+        if allowed_uids is not None:
+            # grpclib does not expose the socket of a peer; its transport does.
+            transport = event.peer._transport
+            sock = transport.get_extra_info("socket")
+            uid = peer_uid(sock) if sock is not None else -1
+            if uid not in allowed_uids:
+                log.warning("refused %s from uid %d", event.method_name, uid)
+                raise GRPCError(Status.PERMISSION_DENIED, "this socket serves another user")
+        event.method_func = _translate(event.method_func)
+
+    listen(server, RecvRequest, on_request)
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove a socket left by a crashed process; refuse to replace a live one."""
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+        return
+    finally:
+        probe.close()
+    raise KubepresenceError(f"another process already serves {path}")
+
+
+async def serve_unix(
+    handlers: Collection[Any],
+    path: Path,
+    *,
+    mode: int = 0o600,
+    allowed_uids: Collection[int] | None = None,
+    owner_uid: int | None = None,
+) -> Server:
+    """Start a gRPC server on a unix socket with the given mode (and owner)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _remove_stale_socket(path)
+    server = Server(list(handlers), config=CONFIGURATION)
+    _install_request_hooks(server, allowed_uids)
+    # Create the socket with no permissions for anyone else, then open it up to `mode`.
+    old_umask = os.umask(0o177)
+    try:
+        await server.start(path=str(path))
+    finally:
+        os.umask(old_umask)
+    path.chmod(mode)  # noqa: ASYNC240 - once at start-up, before any call is served
+    if owner_uid is not None:
+        os.chown(path, owner_uid, -1)
+    log.info("serving %s", path)
+    return server
+
+
+async def serve_tcp(handlers: Collection[Any], host: str, port: int) -> Server:
+    """Start a gRPC server on a TCP address (in-cluster parts)."""
+    server = Server(list(handlers), config=CONFIGURATION)
+    _install_request_hooks(server, None)
+    await server.start(host, port)
+    log.info("serving %s:%d", host, port)
+    return server
+
+
+async def close_server(server: Server, grace: float = 3.0) -> None:
+    """Stop accepting, give running calls `grace` seconds, then drop them."""
+    server.close()
+    try:
+        async with asyncio.timeout(grace):
+            await server.wait_closed()
+    except TimeoutError:
+        log.warning("calls still running after %.1f s at shutdown; dropping them", grace)
+
+
+def unix_channel(path: Path) -> Channel:
+    """A channel to a local daemon's socket."""
+    return Channel(path=str(path), config=CONFIGURATION)
+
+
+@contextlib.asynccontextmanager
+async def client_errors(
+    what: str, unreachable: Category = Category.CLUSTER
+) -> AsyncIterator[None]:
+    """Turn the failure of an RPC into a `KubepresenceError` of the right category.
+
+    A status from the server keeps the server's category; a peer that cannot be reached
+    or misses the deadline gets `unreachable` (a local daemon that does not answer is a
+    bug; a manager that does not answer is the cluster's trouble).
+    """
+    try:
+        yield
+    except GRPCError as error:
+        raise from_grpc_error(error) from error
+    except TimeoutError as error:
+        raise KubepresenceError(f"{what}: no answer in time", unreachable) from error
+    except (OSError, StreamTerminatedError) as error:
+        raise KubepresenceError(f"{what}: {error}", unreachable) from error

@@ -1,0 +1,1 @@
+"""kubepresence root daemon: the VIF (TUN device), routes and cluster DNS."""

@@ -1,0 +1,1 @@
+"""grpclib servicers of the root daemon: the only place with generated types."""

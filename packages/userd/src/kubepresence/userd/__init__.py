@@ -1,0 +1,1 @@
+"""kubepresence user daemon: the workstation's one channel to the cluster."""

@@ -1,0 +1,22 @@
+"""kubepresence-userd: the user daemon, normally started by `kubepresence connect`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from kubepresence.protocol import paths
+from kubepresence.protocol.lifecycle import daemon_parser, start_daemon
+from kubepresence.userd.app import UserDaemon
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = daemon_parser("userd", "kubepresence-userd", __doc__ or "")
+    parser.add_argument("--socket", type=Path, default=None, help="unix socket to serve the CLI on")
+    args = parser.parse_args(argv)
+    daemon = UserDaemon(socket_path=args.socket or paths.userd_socket())
+    return start_daemon("userd", "kubepresence-userd", args, daemon.run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

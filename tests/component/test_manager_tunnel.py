@@ -1,0 +1,129 @@
+"""Component test: the manager's gRPC service and the user daemon's manager client.
+
+Scenarios:
+- userd's client asks the manager for its version over a unix socket (unary, deadline).
+- a flow through the manager's Tunnel (bidi stream) reaches a TCP echo server and carries
+  4 MiB both ways intact, with half-close handed through;
+- dialling a closed port fails fast with a cluster error, not a hang;
+- a call to a manager that never answers fails at its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from grpclib.client import Channel
+from grpclib.server import Server
+
+from kubepresence.manager.rpc.manager import ManagerService
+from kubepresence.protocol.errors import Category, KubepresenceError
+from kubepresence.protocol.transport import serve_unix, unix_channel
+from kubepresence.protocol.tunnel import relay
+from kubepresence.userd.rpc.manager import Destination, ManagerClient
+
+
+@pytest.fixture
+async def manager_socket(tmp_path: Path) -> AsyncIterator[Path]:
+    path = tmp_path / "manager.socket"
+    server: Server = await serve_unix(
+        [ManagerService(dial_timeout=2.0, idle_timeout=30.0)], path
+    )
+    yield path
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+async def echo_port() -> AsyncIterator[int]:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.write_eof()  # half-close after the client's half-close
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+async def channel(manager_socket: Path) -> AsyncIterator[Channel]:
+    ch = unix_channel(manager_socket)
+    yield ch
+    ch.close()
+
+
+async def test_version_over_unix_socket(channel: Channel) -> None:
+    version = await ManagerClient(channel).version()
+    assert version.count(".") >= 2
+
+
+async def test_tunnel_carries_bytes_both_ways_and_half_close(
+    channel: Channel, echo_port: int
+) -> None:
+    payload = os.urandom(4 * 1024 * 1024)
+    client = ManagerClient(channel)
+    # A local socket pair plays the application on the workstation side of the flow.
+    app_side, relay_side = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=relay_side)
+    app_reader, app_writer = await asyncio.open_connection(sock=app_side)
+
+    async def application() -> bytes:
+        app_writer.write(payload)
+        await app_writer.drain()
+        app_writer.write_eof()
+        received = await app_reader.read()  # until the echo's half-close arrives
+        app_writer.close()
+        return received
+
+    async with client.dial("session-1", Destination("127.0.0.1", echo_port), 10.0) as stream:
+        app_task = asyncio.create_task(application())
+        await relay(stream, reader, writer, idle_timeout=10.0)
+        received = await asyncio.wait_for(app_task, 10.0)
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+
+
+async def test_dial_to_closed_port_fails_fast(channel: Channel) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nobody listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = ManagerClient(channel)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(KubepresenceError) as caught:
+        async with client.dial("session-1", Destination("127.0.0.1", port), 10.0):
+            pass
+    assert caught.value.category is Category.CLUSTER
+    assert "refused" in caught.value.message.lower()
+    assert loop.time() - started < 5.0
+
+
+async def test_deadline_when_manager_never_answers(tmp_path: Path) -> None:
+    path = tmp_path / "silent.socket"
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    def accept_and_ignore(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # never speaks HTTP/2
+
+    silent = await asyncio.start_unix_server(accept_and_ignore, path=str(path))
+    ch = unix_channel(path)
+    try:
+        with pytest.raises(KubepresenceError) as caught:
+            await ManagerClient(ch, timeout=0.5).version()
+        assert caught.value.category is Category.CLUSTER
+    finally:
+        ch.close()
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
