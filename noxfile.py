@@ -69,7 +69,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over every part, the tests and the tools."""
     install_parts(session)
-    install(session, "mypy", "types-pyyaml", "pytest", "pytest-asyncio", "hypothesis")
+    install(session, "mypy", "nox", "types-pyyaml", "pytest", "pytest-asyncio", "hypothesis")
     sources = [f"{d}/src" for d in PART_DIRS]
     session.run("mypy", *sources, "tools", "noxfile.py")
     # Tests are checked per directory: each part's tests/ is its own root.

@@ -31,9 +31,7 @@ from kubepresence.userd.rpc.manager import Destination, ManagerClient
 @pytest.fixture
 async def manager_socket(tmp_path: Path) -> AsyncIterator[Path]:
     path = tmp_path / "manager.socket"
-    server: Server = await serve_unix(
-        [ManagerService(dial_timeout=2.0, idle_timeout=30.0)], path
-    )
+    server: Server = await serve_unix([ManagerService(dial_timeout=2.0, idle_timeout=30.0)], path)
     yield path
     server.close()
     await server.wait_closed()

@@ -23,7 +23,7 @@ from kubepresence.cli.core.exits import ExitCode, exit_code
 from kubepresence.cli.core.rendering import OutputFormat, render
 from kubepresence.cli.rpc import daemons
 from kubepresence.protocol import paths, version_of
-from kubepresence.protocol.errors import ConfigError, KubepresenceError, NotBuiltError
+from kubepresence.protocol.errors import ConfigError, KubepresenceError, NotBuiltError, UserError
 from kubepresence.protocol.logs import LEVELS
 
 P = ParamSpec("P")
@@ -133,7 +133,7 @@ async def loglevel(
 ) -> None:
     """Change the log level of the running user daemon."""
     if level.lower() not in LEVELS:
-        raise KubepresenceError(f"unknown log level {level!r}: use one of {', '.join(LEVELS)}")
+        raise UserError(f"unknown log level {level!r}: use one of {', '.join(LEVELS)}")
     socket = paths.userd_socket()
     if not daemons.socket_is_live(socket):
         raise ConfigError("the user daemon is not running: run 'kubepresence connect' first")

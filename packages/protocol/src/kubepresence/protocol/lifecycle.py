@@ -33,6 +33,7 @@ from kubepresence.protocol.logs import LEVELS, setup_logging
 log = logging.getLogger(__name__)
 
 EXIT_NOW_CODE = 130
+REPLY_FLUSH_DELAY = 0.2
 
 
 class Supervisor:
@@ -57,6 +58,14 @@ class Supervisor:
             log.info("stopping: %s", reason)
             self.stop_reason = reason
             self.stopping.set()
+
+    def request_stop_after_reply(self, reason: str) -> None:
+        """Stop once the RPC that asks for it has sent its reply.
+
+        Closing the server cancels running calls, so stopping at once would drop the
+        answer to a Quit; a short delay lets grpclib flush it first.
+        """
+        asyncio.get_running_loop().call_later(REPLY_FLUSH_DELAY, self.request_stop, reason)
 
     def running_tasks(self) -> list[str]:
         return sorted(t.get_name() for t in self._tasks if not t.done())
@@ -120,7 +129,7 @@ def run(main: Callable[[Supervisor], Awaitable[None]], *, grace: float = 5.0) ->
     """Entry point of a daemon: run `main` on uvloop; 0 on a clean stop, 1 on a failure."""
     try:
         uvloop.run(supervise(main, grace=grace))
-    except* Exception:
+    except Exception:  # an ExceptionGroup from the task group: log it, exit non-zero
         log.exception("stopped by an error")
         return 1
     return 0

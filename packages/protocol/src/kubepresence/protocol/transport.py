@@ -14,10 +14,11 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
+from grpclib._typing import IServerMethodFunc
 from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.const import Status
@@ -49,9 +50,7 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
-def _translate(
-    method: Callable[[Stream[Any, Any]], Coroutine[Any, Any, None]],
-) -> Callable[[Stream[Any, Any]], Coroutine[Any, Any, None]]:
+def _translate(method: IServerMethodFunc) -> IServerMethodFunc:
     async def translated(stream: Stream[Any, Any]) -> None:
         try:
             await method(stream)
@@ -143,9 +142,7 @@ def unix_channel(path: Path) -> Channel:
 
 
 @contextlib.asynccontextmanager
-async def client_errors(
-    what: str, unreachable: Category = Category.CLUSTER
-) -> AsyncIterator[None]:
+async def client_errors(what: str, unreachable: Category = Category.CLUSTER) -> AsyncIterator[None]:
     """Turn the failure of an RPC into a `KubepresenceError` of the right category.
 
     A status from the server keeps the server's category; a peer that cannot be reached

@@ -32,5 +32,5 @@ class DaemonService(daemon.DaemonBase):
         return protobuf.Empty()
 
     async def quit(self, message: protobuf.Empty) -> protobuf.Empty:
-        self._supervisor.request_stop("quit requested by userd")
+        self._supervisor.request_stop_after_reply("quit requested by userd")
         return protobuf.Empty()

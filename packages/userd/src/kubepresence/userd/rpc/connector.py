@@ -45,5 +45,5 @@ class ConnectorService(connector.ConnectorBase):
         return protobuf.Empty()
 
     async def quit(self, message: protobuf.Empty) -> protobuf.Empty:
-        self._supervisor.request_stop("quit requested by the CLI")
+        self._supervisor.request_stop_after_reply("quit requested by the CLI")
         return protobuf.Empty()

@@ -89,7 +89,7 @@ class ManagerClient:
 
 async def _first_reply(stream: Stream[Any, Any]) -> common.TunnelMessage:
     async with asyncio.timeout(DIAL_TIMEOUT):
-        reply = await stream.recv_message()
+        reply: common.TunnelMessage | None = await stream.recv_message()
     if reply is None:
         raise ClusterError("the traffic manager closed the tunnel before dialling")
     return reply

@@ -1,0 +1,125 @@
+"""The command line as a user meets it, without daemons or a cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kubepresence.cli.app import app
+from kubepresence.cli.core.exits import ExitCode
+
+runner = CliRunner()
+
+PLANNED = [
+    ["connect"],
+    ["list"],
+    ["intercept", "orders", "--port", "8080"],
+    ["leave", "orders"],
+    ["uninstall", "orders"],
+    ["gather-logs"],
+    ["helm", "install"],
+    ["helm", "upgrade"],
+    ["helm", "uninstall"],
+]
+
+
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
+def test_help_lists_the_planned_command_groups() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in (
+        "connect",
+        "status",
+        "list",
+        "intercept",
+        "leave",
+        "quit",
+        "version",
+        "config",
+        "loglevel",
+        "gather-logs",
+        "helm",
+        "uninstall",
+    ):
+        assert f" {name} " in result.output, name
+
+
+@pytest.mark.parametrize("argv", PLANNED, ids=lambda a: " ".join(a))
+def test_planned_commands_say_so_in_one_line(argv: list[str]) -> None:
+    result = runner.invoke(app, argv)
+    assert result.exit_code == ExitCode.NOT_BUILT
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert "is not built yet" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_status_without_daemons_as_json() -> None:
+    result = runner.invoke(app, ["status", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "user_daemon": {"running": False},
+        "root_daemon": {"running": False},
+    }
+
+
+def test_version_reports_the_client() -> None:
+    result = runner.invoke(app, ["version", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["client"].count(".") >= 2
+    assert data["user_daemon"] == "not running"
+
+
+def test_quit_with_nothing_running() -> None:
+    result = runner.invoke(app, ["quit"])
+    assert (result.exit_code, result.output.strip()) == (0, "Nothing was running.")
+
+
+def test_loglevel_without_daemon_is_a_config_error() -> None:
+    result = runner.invoke(app, ["loglevel", "debug"])
+    assert result.exit_code == ExitCode.CONFIG
+    assert "not running" in result.output
+
+
+def test_bad_loglevel_is_a_user_error() -> None:
+    result = runner.invoke(app, ["loglevel", "loud"])
+    assert result.exit_code == ExitCode.USER
+    assert "unknown log level 'loud'" in result.output
+
+
+def test_bad_output_format_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["status", "-o", "xml"])
+    assert result.exit_code == ExitCode.USER
+
+
+def test_config_view_reads_the_kubeconfig(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: lab\n"
+        "contexts: [{name: lab, context: {cluster: c1, user: u, namespace: shop}}]\n"
+        "clusters: [{name: c1, cluster: {server: 'https://10.77.0.1:6443'}}]\n"
+        "users: [{name: u, user: {}}]\n"
+    )
+    result = runner.invoke(app, ["config", "view", "--kubeconfig", str(config), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert (data["context"], data["server"], data["namespace"]) == (
+        "lab",
+        "https://10.77.0.1:6443",
+        "shop",
+    )
+
+
+def test_config_view_without_kubeconfig(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config", "view", "--kubeconfig", str(tmp_path / "none")])
+    assert result.exit_code == ExitCode.CONFIG
+    assert "no kubeconfig found" in result.output

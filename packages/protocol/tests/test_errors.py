@@ -1,0 +1,50 @@
+"""Error categories survive the trip through a gRPC status."""
+
+from __future__ import annotations
+
+import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from kubepresence.protocol.errors import (
+    Category,
+    ClusterError,
+    ConfigError,
+    InternalError,
+    KubepresenceError,
+    NotBuiltError,
+    UserError,
+    from_grpc_error,
+    to_grpc_error,
+)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        UserError("bad port"),
+        ConfigError("no kubeconfig"),
+        ClusterError("apiserver down"),
+        InternalError("bug"),
+        NotBuiltError("later"),
+    ],
+)
+def test_category_and_message_round_trip(error: KubepresenceError) -> None:
+    back = from_grpc_error(to_grpc_error(error))
+    assert back.category is error.category
+    assert back.message == error.message
+
+
+def test_foreign_statuses_map_to_a_category() -> None:
+    assert from_grpc_error(GRPCError(Status.NOT_FOUND, "x")).category is Category.USER
+    assert from_grpc_error(GRPCError(Status.DEADLINE_EXCEEDED)).category is Category.CLUSTER
+    assert from_grpc_error(GRPCError(Status.UNKNOWN, "boom")).category is Category.INTERNAL
+
+
+def test_status_without_message_still_says_something() -> None:
+    assert from_grpc_error(GRPCError(Status.UNAVAILABLE)).message == "unavailable"
+
+
+def test_explicit_category_overrides_the_class_default() -> None:
+    assert KubepresenceError("x", Category.USER).category is Category.USER
+    assert KubepresenceError("x").category is Category.INTERNAL

@@ -1,0 +1,142 @@
+"""Component test: the real daemons, started as processes, driven by the real CLI.
+
+Scenarios:
+- `kubepresence status` / `version` see a running user daemon and root daemon over their
+  unix sockets (mode 0600);
+- `kubepresence loglevel debug` changes the running userd's level (its log shows it);
+- `kubepresence quit` stops both daemons: they exit 0 and remove their sockets;
+- SIGTERM stops a daemon gracefully, with exit code 0 and a log line saying why;
+- rootd refuses a caller whose uid is not the one it serves;
+- every daemon answers `--version`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s")
+
+
+class Daemons:
+    def __init__(self, tmp: Path) -> None:
+        self.env = dict(
+            os.environ, XDG_RUNTIME_DIR=str(tmp / "run"), XDG_STATE_HOME=str(tmp / "state")
+        )
+        self.run_dir = tmp / "run" / "kubepresence"
+        self.logs = tmp / "state"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = self.logs / f"{name}.log"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(
+            [str(BIN / f"kubepresence-{name}"), "--log-file", str(log), *args], env=self.env
+        )
+        self.procs.append(proc)
+        socket = self.run_dir / f"{name}.socket"
+        wait_for(lambda: socket.is_socket() or proc.poll() is not None)
+        assert proc.poll() is None, log.read_text()
+        return proc
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "kubepresence"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    def stop_all(self) -> None:
+        for proc in self.procs:  # only the processes this test started, by PID
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    d = Daemons(tmp_path)
+    yield d
+    d.stop_all()
+
+
+def test_status_version_loglevel_and_quit(daemons: Daemons) -> None:
+    userd = daemons.start("userd")
+    rootd = daemons.start("rootd")
+    for name in ("userd", "rootd"):
+        assert (daemons.run_dir / f"{name}.socket").stat().st_mode & 0o777 == 0o600
+
+    status = daemons.cli("status", "-o", "json")
+    assert status.returncode == 0, status.stderr
+    state = json.loads(status.stdout)
+    assert state["user_daemon"]["running"] is True
+    assert state["user_daemon"]["state"] == "disconnected"
+    assert state["root_daemon"] == {"running": True}
+
+    version = json.loads(daemons.cli("version", "-o", "json").stdout)
+    assert version["user_daemon"] == version["root_daemon"] == version["client"]
+
+    level = daemons.cli("loglevel", "debug")
+    assert level.returncode == 0, level.stderr
+    assert "log level set to debug" in (daemons.logs / "userd.log").read_text()
+
+    quit_ = daemons.cli("quit")
+    assert quit_.returncode == 0, quit_.stderr
+    assert "Stopped the root daemon and the user daemon." in quit_.stdout
+    assert userd.wait(10) == 0
+    assert rootd.wait(10) == 0
+    assert not (daemons.run_dir / "userd.socket").exists()
+    assert not (daemons.run_dir / "rootd.socket").exists()
+    assert json.loads(daemons.cli("status", "-o", "json").stdout)["user_daemon"] == {
+        "running": False
+    }
+
+
+def test_sigterm_is_a_graceful_stop(daemons: Daemons) -> None:
+    userd = daemons.start("userd")
+    userd.send_signal(signal.SIGTERM)
+    assert userd.wait(10) == 0
+    log = (daemons.logs / "userd.log").read_text()
+    assert "stopping: received SIGTERM" in log
+    assert "kubepresence-userd stopped (exit 0)" in log
+
+
+def test_rootd_refuses_another_uid(daemons: Daemons) -> None:
+    other_uid = os.getuid() + 4242
+    daemons.start("rootd", "--user", str(other_uid))
+    result = daemons.cli("version")
+    assert result.returncode != 0
+    assert "this socket serves another user" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["userd", "rootd", "manager", "agent"])
+def test_daemon_version_flag(name: str) -> None:
+    result = subprocess.run(
+        [str(BIN / f"kubepresence-{name}"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout.startswith(f"kubepresence-{name} 0.")
