@@ -19,14 +19,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
 
-from kpcluster import layout, lifecycle, network  # noqa: E402 - after the path set-up
-from kpcluster.harness import Cluster  # noqa: E402
+from kpcluster import layout, lifecycle, network
+from kpcluster.harness import Cluster
 
 log = logging.getLogger(__name__)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--cluster-down", action="store_true", help="tear the local cluster down after the session")
+    parser.addoption(
+        "--cluster-down", action="store_true", help="tear the local cluster down after the session"
+    )
 
 
 def _machine_can_run_cluster() -> str | None:
@@ -54,7 +56,11 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         # A leak drop means something tried to send lab traffic off the machine (or across
         # the lab LAN): the guard stopped it, but the setup or a test is wrong.
         after = network.guard_counters()
-        grown = {k: after[k] - counters_before.get(k, 0) for k in network.leak_drops(after) if after[k] > counters_before.get(k, 0)}
+        grown = {
+            k: after[k] - counters_before.get(k, 0)
+            for k in network.leak_drops(after)
+            if after[k] > counters_before.get(k, 0)
+        }
         assert not grown, f"nft guard dropped leaking packets during the suite: {grown}"
     finally:
         if request.config.getoption("--cluster-down"):

@@ -51,9 +51,14 @@ def test_echo_deployment_and_service_ready(cluster: Cluster, namespace: str) -> 
     echo = cluster.deploy_echo("http", namespace)
     dep = cluster.get("deployment", "echo", "-n", namespace)
     assert dep["status"]["readyReplicas"] == 1
-    slices = cluster.get("endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=echo")["items"]
+    slices = cluster.get(
+        "endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=echo"
+    )["items"]
     ready = [
-        ep["addresses"][0] for s in slices for ep in s.get("endpoints") or [] if ep["conditions"].get("ready")
+        ep["addresses"][0]
+        for s in slices
+        for ep in s.get("endpoints") or []
+        if ep["conditions"].get("ready")
     ]
     assert ready == [echo.pod_ip]
 
@@ -66,7 +71,8 @@ def test_pod_reaches_echo_by_name_through_cluster_dns(cluster: Cluster, namespac
         import json, socket, urllib.request
         host = "echo.{namespace}"
         address = socket.gethostbyname(host)
-        req = urllib.request.Request("http://" + host + "/some/path?q=1", data=b"x" * 123, method="POST")
+        url = "http://" + host + "/some/path?q=1"
+        req = urllib.request.Request(url, data=b"x" * 123, method="POST")
         with urllib.request.urlopen(req, timeout=10) as resp:
             body = json.load(resp)
         print(json.dumps({{"address": address, "body": body}}))
@@ -88,7 +94,8 @@ def test_pod_reaches_tcp_and_udp_echo(cluster: Cluster, namespace: str) -> None:
     code = textwrap.dedent(
         f"""
         import json, socket
-        with socket.create_connection(("{tcp.name}.{namespace}", {tcp.service_port}), timeout=10) as s:
+        tcp_address = ("{tcp.name}.{namespace}", {tcp.service_port})
+        with socket.create_connection(tcp_address, timeout=10) as s:
             s.sendall(b"hello over tcp")
             tcp = s.recv(100).decode()
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -131,7 +138,7 @@ def test_workstation_cannot_reach_pod_or_cluster_ip(cluster: Cluster, namespace:
     targets = [(echo.pod_ip, echo.pod_port), (echo.service_ip, echo.service_port)]
     for ip, port in targets:
         # Control: the addresses are right and the server answers, seen from the host.
-        with urllib.request.urlopen(f"http://{ip}:{port}/control", timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://{ip}:{port}/control", timeout=10) as resp:
             assert json.load(resp)["pod"] == echo.pod_name
         started = time.monotonic()
         proc = cluster.on_workstation(["python3", "-c", _connect_code(ip, port)], timeout=30)
@@ -143,7 +150,14 @@ def test_workstation_cannot_reach_pod_or_cluster_ip(cluster: Cluster, namespace:
 def test_workstation_port_forward_to_echo_pod(cluster: Cluster, namespace: str) -> None:
     echo = cluster.deploy_echo("http", namespace)
     forward = cluster.start_on_workstation(
-        ["kubectl", "port-forward", "-n", namespace, f"pod/{echo.pod_name}", f"18080:{echo.pod_port}"]
+        [
+            "kubectl",
+            "port-forward",
+            "-n",
+            namespace,
+            f"pod/{echo.pod_name}",
+            f"18080:{echo.pod_port}",
+        ]
     )
     try:
         assert forward.stdout is not None
@@ -152,7 +166,15 @@ def test_workstation_port_forward_to_echo_pod(cluster: Cluster, namespace: str) 
         first = forward.stdout.readline()  # "Forwarding from 127.0.0.1:18080 -> 8080"
         assert re.match(r"Forwarding from 127\.0\.0\.1:18080", first), first
         out = cluster.on_workstation(
-            ["curl", "-sS", "--max-time", "10", "-H", "X-Test: port-forward", "http://127.0.0.1:18080/through/pf"]
+            [
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                "-H",
+                "X-Test: port-forward",
+                "http://127.0.0.1:18080/through/pf",
+            ]
         ).stdout
         body = json.loads(out)
         assert body["pod"] == echo.pod_name
@@ -179,5 +201,7 @@ def test_workstation_can_create_a_tun_device(cluster: Cluster) -> None:
 
 
 def test_admin_kubeconfig_points_at_the_lab_address(cluster: Cluster) -> None:
-    server = kube.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
+    server = kube.kubectl(
+        "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"
+    )
     assert server == layout.API_URL

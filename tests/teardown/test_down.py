@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
 
-from kpcluster import layout, lifecycle, mounts, network, supervisor  # noqa: E402
+from kpcluster import layout, lifecycle, mounts, network, supervisor
 
 
 def _pids_to_check() -> dict[str, supervisor.Tracked]:
@@ -53,8 +53,15 @@ def test_down_leaves_nothing_behind() -> None:
 
     alive = [name for name, proc in procs.items() if supervisor.is_alive(proc)]
     assert alive == []
-    assert [n for n in network.netns_list() if n == layout.WORKSTATION_NETNS or n.startswith("cni-")] == []
-    for link in (layout.LAN_BRIDGE, layout.SERVICE_SINK, layout.POD_BRIDGE, layout.WORKSTATION_HOST_VETH):
+    assert [
+        n for n in network.netns_list() if n == layout.WORKSTATION_NETNS or n.startswith("cni-")
+    ] == []
+    for link in (
+        layout.LAN_BRIDGE,
+        layout.SERVICE_SINK,
+        layout.POD_BRIDGE,
+        layout.WORKSTATION_HOST_VETH,
+    ):
         assert not network.link_exists(link), link
     left_mounts = mounts.mounts_under(layout.STATE, layout.DATA, "/run/netns", "/run/containerd")
     assert left_mounts == []

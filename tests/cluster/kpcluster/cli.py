@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import kube, layout, lifecycle, network, preparing, supervisor
+from . import imagebuild, kube, layout, lifecycle, network, preparing, supervisor
 from .commands import ClusterError
 
 log = logging.getLogger("kpcluster")
@@ -25,7 +25,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
     timings = lifecycle.up(keep_on_failure=args.keep_on_failure)
     if timings:
         print(json.dumps(timings))
-    print(f"cluster up; kubeconfig {layout.ADMIN_KUBECONFIG}, workstation {layout.WORKSTATION_KUBECONFIG}")
+    print(
+        f"cluster up; kubeconfig {layout.ADMIN_KUBECONFIG},"
+        f" workstation {layout.WORKSTATION_KUBECONFIG}"
+    )
     return 0
 
 
@@ -74,6 +77,18 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_images(args: argparse.Namespace) -> int:
+    """Build the kubepresence manager/agent images; import them when the cluster runs."""
+    version = args.version or imagebuild.project_version()
+    built = imagebuild.build_kubepresence_images(version)
+    states = lifecycle.component_states()
+    for image in built:
+        if states.get("containerd"):
+            lifecycle.import_image(image)
+        print(f"{image.name}\t{image.tarball}")
+    return 0
+
+
 def _cmd_kubeconfig(args: argparse.Namespace) -> int:
     print(layout.WORKSTATION_KUBECONFIG if args.workstation else layout.ADMIN_KUBECONFIG)
     return 0
@@ -85,16 +100,22 @@ def _cmd_ws(args: argparse.Namespace) -> int:
         raise ClusterError("ws needs a command, e.g. `ws -- kubectl get nodes`")
     env = kube.kubectl_env(layout.WORKSTATION_KUBECONFIG)
     argv = ["ip", "netns", "exec", layout.WORKSTATION_NETNS, *command]
-    os.execvpe("ip", argv, env)  # noqa: S606 - replaces this process, argv list
+    os.execvpe("ip", argv, env)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cluster.py", description="kubepresence's local single-node Kubernetes cluster")
+    p = argparse.ArgumentParser(
+        prog="cluster.py", description="kubepresence's local single-node Kubernetes cluster"
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("prepare", help="install packages, build binaries and images").set_defaults(fn=_cmd_prepare)
+    sub.add_parser("prepare", help="install packages, build binaries and images").set_defaults(
+        fn=_cmd_prepare
+    )
     up = sub.add_parser("up", help="bring the cluster up (idempotent)")
-    up.add_argument("--keep-on-failure", action="store_true", help="leave a failed bring-up for debugging")
+    up.add_argument(
+        "--keep-on-failure", action="store_true", help="leave a failed bring-up for debugging"
+    )
     up.set_defaults(fn=_cmd_up)
     sub.add_parser("down", help="stop everything and remove all traces").set_defaults(fn=_cmd_down)
     sub.add_parser("status", help="component, guard and health status").set_defaults(fn=_cmd_status)
@@ -102,6 +123,11 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("component", nargs="?")
     logs.add_argument("-n", "--lines", type=int, default=100)
     logs.set_defaults(fn=_cmd_logs)
+    img = sub.add_parser(
+        "images", help="build localhost/kubepresence-{manager,agent}:<version> (import if up)"
+    )
+    img.add_argument("--version", help="image tag (default: packages/manager's version)")
+    img.set_defaults(fn=_cmd_images)
     kc = sub.add_parser("kubeconfig", help="print the admin (or workstation) kubeconfig path")
     kc.add_argument("--workstation", action="store_true")
     kc.set_defaults(fn=_cmd_kubeconfig)

@@ -35,7 +35,7 @@ def run(
     args = [str(a) for a in argv]
     log.debug("run: %s", " ".join(args))
     try:
-        proc = subprocess.run(  # noqa: S603 - argv lists only, never a shell
+        proc = subprocess.run(
             args,
             capture_output=True,
             text=True,
@@ -46,10 +46,13 @@ def run(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise ClusterError(f"{args[0]} did not finish within {timeout:.0f} s: {' '.join(args)}") from exc
+        raise ClusterError(
+            f"{args[0]} did not finish within {timeout:.0f} s: {' '.join(args)}"
+        ) from exc
     if check and proc.returncode != 0:
         raise ClusterError(
-            f"{' '.join(args)} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-2000:]}"
+            f"{' '.join(args)} exited {proc.returncode}: "
+            f"{(proc.stderr or proc.stdout).strip()[-2000:]}"
         )
     return proc
 

@@ -21,7 +21,14 @@ def containerd_toml(pause_image: str) -> str:
 version = 2
 root = "{layout.CONTAINERD_ROOT}"
 state = "{layout.CONTAINERD_STATE}"
-disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp"]
+disabled_plugins = [
+  "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp",
+]
 [grpc]
   address = "{layout.CONTAINERD_SOCK}"
 [ttrpc]

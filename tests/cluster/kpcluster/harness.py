@@ -70,10 +70,22 @@ class Cluster:
             # Pods are refused until the namespace's default ServiceAccount exists.
             wait_for(
                 f"default ServiceAccount in {name}",
-                lambda: run(
-                    [layout.kubectl(), "--kubeconfig", layout.ADMIN_KUBECONFIG, "get", "sa", "default", "-n", name],
-                    check=False,
-                ).returncode == 0,
+                lambda: (
+                    run(
+                        [
+                            layout.kubectl(),
+                            "--kubeconfig",
+                            layout.ADMIN_KUBECONFIG,
+                            "get",
+                            "sa",
+                            "default",
+                            "-n",
+                            name,
+                        ],
+                        check=False,
+                    ).returncode
+                    == 0
+                ),
                 timeout=30,
             )
             yield name
@@ -82,7 +94,9 @@ class Cluster:
 
     # --- workloads ------------------------------------------------------------------------
 
-    def deploy_echo(self, kind: str, namespace: str, name: str | None = None, timeout: float = 120) -> EchoWorkload:
+    def deploy_echo(
+        self, kind: str, namespace: str, name: str | None = None, timeout: float = 120
+    ) -> EchoWorkload:
         """Deploy an http/tcp/udp echo server with its Service and wait until it runs."""
         if name is None:
             name = "echo" if kind == "http" else f"{kind}-echo"
@@ -94,7 +108,9 @@ class Cluster:
         _, port, _, service_port = manifests.ECHO_KINDS[kind]
         svc = self.get("service", name, "-n", namespace)
         pods = self.get("pods", "-n", namespace, "-l", f"app={name}")["items"]
-        running = [p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")]
+        running = [
+            p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")
+        ]
         if not running:
             raise ClusterError(f"no running pod for {namespace}/{name}")
         pod = running[0]
@@ -119,7 +135,17 @@ class Cluster:
         self, namespace: str, pod: str, argv: Sequence[str], timeout: float = 60, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         return run(
-            [layout.kubectl(), "--kubeconfig", layout.ADMIN_KUBECONFIG, "exec", "-n", namespace, pod, "--", *argv],
+            [
+                layout.kubectl(),
+                "--kubeconfig",
+                layout.ADMIN_KUBECONFIG,
+                "exec",
+                "-n",
+                namespace,
+                pod,
+                "--",
+                *argv,
+            ],
             timeout=timeout,
             check=check,
         )
@@ -147,7 +173,7 @@ class Cluster:
 
     def start_on_workstation(self, argv: Sequence[str]) -> subprocess.Popen[str]:
         """Start a long-running workstation command (e.g. a port-forward); caller stops it."""
-        return subprocess.Popen(  # noqa: S603 - argv list
+        return subprocess.Popen(
             self.workstation_argv(argv),
             env=kube.kubectl_env(layout.WORKSTATION_KUBECONFIG),
             stdout=subprocess.PIPE,

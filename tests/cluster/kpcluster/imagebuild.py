@@ -20,7 +20,14 @@ from pathlib import Path
 
 from . import layout, mounts
 from .commands import ClusterError, run
-from .images import FileSpec, ImageConfig, Layer, write_docker_archive, write_layer_from_dir, write_layer_from_files
+from .images import (
+    FileSpec,
+    ImageConfig,
+    Layer,
+    write_docker_archive,
+    write_layer_from_dir,
+    write_layer_from_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +59,15 @@ def _digest(*parts: bytes | str) -> str:
 
 
 def _files_digest(paths: Sequence[Path]) -> str:
-    return _digest(*[p.name + ":" + hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(paths)])
+    return _digest(
+        *[p.name + ":" + hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(paths)]
+    )
 
 
-def debian_mirror(sources: Path = Path("/etc/apt/sources.list.d/debian.sources"),
-                  legacy: Path = Path("/etc/apt/sources.list")) -> str:
+def debian_mirror(
+    sources: Path = Path("/etc/apt/sources.list.d/debian.sources"),
+    legacy: Path = Path("/etc/apt/sources.list"),
+) -> str:
     """The machine's Debian mirror for the base suite, read at run time (never hardcoded)."""
     if sources.exists():
         for stanza in re.split(r"\n\s*\n", sources.read_text()):
@@ -66,13 +77,18 @@ def debian_mirror(sources: Path = Path("/etc/apt/sources.list.d/debian.sources")
                     key, _, value = line.partition(":")
                     fields[key.strip().lower()] = value.strip()
             suites = fields.get("suites", "").split()
-            if BASE_SUITE in suites and "deb" in fields.get("types", "").split() and fields.get("uris"):
+            if (
+                BASE_SUITE in suites
+                and "deb" in fields.get("types", "").split()
+                and fields.get("uris")
+            ):
                 return fields["uris"].split()[0]
     if legacy.exists():
         for line in legacy.read_text().splitlines():
-            words = line.split()
+            # "deb [options] URI suite components"; options are bracketed words, skip them.
+            words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
             if len(words) >= 3 and words[0] == "deb" and words[2] == BASE_SUITE:
-                return next(w for w in words[1:] if not w.startswith("["))
+                return words[1]
     raise ClusterError(f"no Debian mirror for {BASE_SUITE} in {sources} or {legacy}")
 
 
@@ -88,9 +104,14 @@ def build_pause(cache: Path = layout.IMAGE_CACHE) -> BuiltImage:
             binary = Path(tmp) / "pause"
             run(["gcc", "-Os", "-static", "-o", binary, source])
             run(["strip", binary])
-            layer = write_layer_from_files([FileSpec(binary, "/pause", 0o755)], Path(tmp) / "layer.tar")
+            layer = write_layer_from_files(
+                [FileSpec(binary, "/pause", 0o755)], Path(tmp) / "layer.tar"
+            )
             write_docker_archive(
-                PAUSE_IMAGE, [layer], ImageConfig(entrypoint=["/pause"], user="65535:65535"), tarball
+                PAUSE_IMAGE,
+                [layer],
+                ImageConfig(entrypoint=["/pause"], user="65535:65535"),
+                tarball,
             )
     return BuiltImage(PAUSE_IMAGE, tarball)
 
@@ -115,7 +136,9 @@ def build_coredns(cache: Path = layout.IMAGE_CACHE) -> BuiltImage:
     tarball = cache / f"coredns-{key}.tar"
     if not tarball.exists():
         with tempfile.TemporaryDirectory(prefix="kp-coredns-") as tmp:
-            layer = write_layer_from_files([FileSpec(binary, "/coredns", 0o755)], Path(tmp) / "layer.tar")
+            layer = write_layer_from_files(
+                [FileSpec(binary, "/coredns", 0o755)], Path(tmp) / "layer.tar"
+            )
             write_docker_archive(name, [layer], ImageConfig(entrypoint=["/coredns"]), tarball)
     return BuiltImage(name, tarball)
 
@@ -135,16 +158,34 @@ def base_layer(cache: Path = layout.CACHE) -> Layer:
     rootfs = home / "rootfs"
     shutil.rmtree(rootfs, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
-    log.info("debootstrap %s (%s) from %s; takes about a minute", BASE_SUITE, ",".join(BASE_PACKAGES), mirror)
+    log.info(
+        "debootstrap %s (%s) from %s; takes about a minute",
+        BASE_SUITE,
+        ",".join(BASE_PACKAGES),
+        mirror,
+    )
     try:
         run(
-            ["debootstrap", "--variant=minbase", "--include=" + ",".join(BASE_PACKAGES), BASE_SUITE, rootfs, mirror],
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=" + ",".join(BASE_PACKAGES),
+                BASE_SUITE,
+                rootfs,
+                mirror,
+            ],
             timeout=900,
         )
     finally:
         # debootstrap mounts proc/sys inside the target; a failed run can leave them behind.
         mounts.unmount_under(rootfs)
-    for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info"):
+    for junk in (
+        "var/cache/apt/archives",
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/info",
+    ):
         target = rootfs / junk
         if target.is_dir():
             for child in target.iterdir():
@@ -175,7 +216,10 @@ def build_testapps(cache: Path = layout.IMAGE_CACHE) -> BuiltImage:
             write_docker_archive(
                 name,
                 [base, app],
-                ImageConfig(cmd=["python3", f"{TESTAPPS_IN_IMAGE}/http_echo.py"], env=[PATH_ENV, "PYTHONUNBUFFERED=1"]),
+                ImageConfig(
+                    cmd=["python3", f"{TESTAPPS_IN_IMAGE}/http_echo.py"],
+                    env=[PATH_ENV, "PYTHONUNBUFFERED=1"],
+                ),
                 tarball,
             )
     return BuiltImage(name, tarball)
@@ -192,6 +236,7 @@ def build_python_app_image(
     module: str,
     out: Path,
     constraints: Path | None = None,
+    base: Layer | None = None,
 ) -> BuiltImage:
     """Wheels of project_dirs (+ dependencies) installed with --target into a layer on the base.
 
@@ -200,7 +245,7 @@ def build_python_app_image(
     resolved. The entrypoint is `python3 -m module` with PYTHONPATH, since console scripts
     land in a bin/ directory the base's python3 does not know.
     """
-    base = base_layer()
+    base = base or base_layer()
     with tempfile.TemporaryDirectory(prefix="kp-app-") as tmp_str:
         tmp = Path(tmp_str)
         wheels = tmp / "wheels"
@@ -210,11 +255,26 @@ def build_python_app_image(
         run([*cmd, *project_dirs], timeout=900)
         staging = tmp / "root"
         site = staging / KUBEPRESENCE_SITE.strip("/")
+        # The wheelhouse is exactly the closure pip resolved for project_dirs; install it as
+        # is. (Resolving again would follow the parts' `name @ file://` references back to
+        # the source trees and need their build backend, offline.)
         run(
-            ["python3", "-m", "pip", "install", "--no-index", "--find-links", wheels, "--no-compile",
-             "--target", site, requirement],
+            [
+                "python3",
+                "-m",
+                "pip",
+                "install",
+                "--no-deps",
+                "--no-index",
+                "--no-compile",
+                "--target",
+                site,
+                *sorted(wheels.glob("*.whl")),
+            ],
             timeout=600,
         )
+        if not (site / module.replace(".", "/")).exists():
+            raise ClusterError(f"{requirement} did not install module {module}")
         # Console-script shims point at the build host's interpreter; the image runs `-m`.
         shutil.rmtree(site / "bin", ignore_errors=True)
         app = write_layer_from_dir(staging, tmp / "app.tar")
@@ -230,10 +290,22 @@ def build_python_app_image(
     return BuiltImage(name, out)
 
 
+def project_version() -> str:
+    """The version in packages/manager/pyproject.toml: the default tag of both images."""
+    text = (layout.REPO / "packages" / "manager" / "pyproject.toml").read_text()
+    match = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    if not match:
+        raise ClusterError("no version in packages/manager/pyproject.toml")
+    return match.group(1)
+
+
 def build_kubepresence_images(version: str, cache: Path = layout.IMAGE_CACHE) -> list[BuiltImage]:
     """localhost/kubepresence-manager:<version> and localhost/kubepresence-agent:<version>."""
     packages = layout.REPO / "packages"
-    parts = {"manager": [packages / "protocol", packages / "manager"], "agent": [packages / "protocol", packages / "agent"]}
+    parts = {
+        "manager": [packages / "protocol", packages / "manager"],
+        "agent": [packages / "protocol", packages / "agent"],
+    }
     missing = [d for dirs in parts.values() for d in dirs if not (d / "pyproject.toml").exists()]
     if missing:
         raise ClusterError("kubepresence packages not found: " + ", ".join(map(str, missing)))
@@ -260,4 +332,6 @@ def cluster_images() -> list[BuiltImage]:
 
 def write_catalogue(images: Sequence[BuiltImage], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({i.name.split("/")[-1].split(":")[0]: i.name for i in images}, indent=1))
+    path.write_text(
+        json.dumps({i.name.split("/")[-1].split(":")[0]: i.name for i in images}, indent=1)
+    )

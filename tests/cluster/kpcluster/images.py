@@ -68,7 +68,10 @@ def _parent_dirs(dest: str) -> list[str]:
 def write_layer_from_files(specs: Sequence[FileSpec], out: Path) -> Layer:
     """Write a layer holding the given files (and their parent directories)."""
     dirs = sorted({d for spec in specs for d in _parent_dirs(spec.dest)})
-    with _HashingFile(out) as sink, tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        _HashingFile(out) as sink,
+        tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for d in dirs:
             info = _normalise(tarfile.TarInfo(d))
             info.type = tarfile.DIRTYPE
@@ -85,11 +88,16 @@ def write_layer_from_files(specs: Sequence[FileSpec], out: Path) -> Layer:
 
 def write_layer_from_dir(root: Path, out: Path) -> Layer:
     """Write a layer holding a directory tree (device nodes, sockets and fifos skipped)."""
-    with _HashingFile(out) as sink, tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        _HashingFile(out) as sink,
+        tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for path in _ordered_tree(root):
             rel = path.relative_to(root).as_posix()
             st = path.lstat()
-            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            if not (
+                stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)
+            ):
                 continue
             info = _normalise(tar.gettarinfo(str(path), arcname=rel))
             if info.isreg():

@@ -24,7 +24,14 @@ def kubectl(
     input_text: str | None = None,
 ) -> str:
     proc = run(
-        [layout.kubectl(), "--kubeconfig", kubeconfig, "--request-timeout", f"{max(5, int(timeout))}s", *args],
+        [
+            layout.kubectl(),
+            "--kubeconfig",
+            kubeconfig,
+            "--request-timeout",
+            f"{max(5, int(timeout))}s",
+            *args,
+        ],
         timeout=timeout + 10,
         check=check,
         input_text=input_text,
@@ -44,7 +51,9 @@ def api_ready(timeout: float = 3) -> bool:
     """GET /readyz with the cluster CA (anonymous access to health endpoints stays on)."""
     ctx = ssl.create_default_context(cafile=str(layout.PKI / "ca.crt"))
     try:
-        with urllib.request.urlopen(f"{layout.API_URL}/readyz", context=ctx, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(
+            f"{layout.API_URL}/readyz", context=ctx, timeout=timeout
+        ) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False
@@ -55,7 +64,9 @@ def node_ready() -> bool:
         node = get_json("node", layout.NODE_NAME, timeout=10)
     except ClusterError:
         return False
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", [])
+    )
 
 
 def deployment_available(name: str, namespace: str) -> bool:
@@ -68,11 +79,27 @@ def deployment_available(name: str, namespace: str) -> bool:
 
 
 def wait_rollout(name: str, namespace: str, timeout: float = 120) -> None:
-    kubectl("rollout", "status", f"deployment/{name}", "-n", namespace, f"--timeout={int(timeout)}s", timeout=timeout)
+    kubectl(
+        "rollout",
+        "status",
+        f"deployment/{name}",
+        "-n",
+        namespace,
+        f"--timeout={int(timeout)}s",
+        timeout=timeout,
+    )
 
 
 def wait_pod_ready(name: str, namespace: str, timeout: float = 120) -> None:
-    kubectl("wait", "--for=condition=Ready", f"pod/{name}", "-n", namespace, f"--timeout={int(timeout)}s", timeout=timeout)
+    kubectl(
+        "wait",
+        "--for=condition=Ready",
+        f"pod/{name}",
+        "-n",
+        namespace,
+        f"--timeout={int(timeout)}s",
+        timeout=timeout,
+    )
 
 
 def wait_node_ready(timeout: float) -> None:

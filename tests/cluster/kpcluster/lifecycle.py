@@ -19,7 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import configs, imagebuild, kube, layout, manifests, mounts, network, pki, preparing, supervisor
+from . import (
+    configs,
+    imagebuild,
+    kube,
+    layout,
+    manifests,
+    mounts,
+    network,
+    pki,
+    preparing,
+    supervisor,
+)
 from .commands import ClusterError, run, wait_for
 
 log = logging.getLogger(__name__)
@@ -43,6 +54,7 @@ FOREIGN_PATHS = (
     Path("/etc/cni"),
 )
 TASKS = layout.CONTAINERD_STATE / "io.containerd.runtime.v2.task"
+CTR = ["ctr", "--address", str(layout.CONTAINERD_SOCK)]
 
 
 @dataclass
@@ -84,7 +96,7 @@ def _k8s(name: str) -> str:
 
 
 def command_lines() -> dict[str, list[str]]:
-    P, E = layout.PKI, layout.CONFIG  # noqa: N806 - the notes' names
+    p, e = layout.PKI, layout.CONFIG
     return {
         "containerd": ["containerd", "--config", str(layout.CONTAINERD_CONFIG)],
         "etcd": [
@@ -108,22 +120,22 @@ def command_lines() -> dict[str, list[str]]:
             f"--secure-port={layout.API_PORT}",
             "--etcd-servers=http://127.0.0.1:2379",
             f"--service-cluster-ip-range={layout.SERVICE_CIDR}",
-            f"--client-ca-file={P}/ca.crt",
-            f"--tls-cert-file={P}/apiserver.crt",
-            f"--tls-private-key-file={P}/apiserver.key",
+            f"--client-ca-file={p}/ca.crt",
+            f"--tls-cert-file={p}/apiserver.crt",
+            f"--tls-private-key-file={p}/apiserver.key",
             "--kubelet-preferred-address-types=InternalIP",
-            f"--kubelet-client-certificate={P}/apiserver-kubelet-client.crt",
-            f"--kubelet-client-key={P}/apiserver-kubelet-client.key",
+            f"--kubelet-client-certificate={p}/apiserver-kubelet-client.crt",
+            f"--kubelet-client-key={p}/apiserver-kubelet-client.key",
             "--profiling=false",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={P}/sa.pub",
-            f"--service-account-signing-key-file={P}/sa.key",
+            f"--service-account-key-file={p}/sa.pub",
+            f"--service-account-signing-key-file={p}/sa.key",
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",
             "--allow-privileged=true",
-            f"--requestheader-client-ca-file={P}/front-proxy-ca.crt",
-            f"--proxy-client-cert-file={P}/front-proxy-client.crt",
-            f"--proxy-client-key-file={P}/front-proxy-client.key",
+            f"--requestheader-client-ca-file={p}/front-proxy-ca.crt",
+            f"--proxy-client-cert-file={p}/front-proxy-client.crt",
+            f"--proxy-client-key-file={p}/front-proxy-client.key",
             "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-username-headers=X-Remote-User",
             "--requestheader-group-headers=X-Remote-Group",
@@ -131,16 +143,16 @@ def command_lines() -> dict[str, list[str]]:
         ],
         "kube-controller-manager": [
             _k8s("kube-controller-manager"),
-            f"--kubeconfig={E}/controller-manager.conf",
-            f"--authentication-kubeconfig={E}/controller-manager.conf",
-            f"--authorization-kubeconfig={E}/controller-manager.conf",
+            f"--kubeconfig={e}/controller-manager.conf",
+            f"--authentication-kubeconfig={e}/controller-manager.conf",
+            f"--authorization-kubeconfig={e}/controller-manager.conf",
             "--bind-address=127.0.0.1",
             "--leader-elect=false",
             "--use-service-account-credentials=true",
-            f"--service-account-private-key-file={P}/sa.key",
-            f"--root-ca-file={P}/ca.crt",
-            f"--cluster-signing-cert-file={P}/ca.crt",
-            f"--cluster-signing-key-file={P}/ca.key",
+            f"--service-account-private-key-file={p}/sa.key",
+            f"--root-ca-file={p}/ca.crt",
+            f"--cluster-signing-cert-file={p}/ca.crt",
+            f"--cluster-signing-key-file={p}/ca.key",
             "--allocate-node-cidrs=true",
             f"--cluster-cidr={layout.POD_CIDR}",
             "--node-cidr-mask-size=24",
@@ -148,22 +160,22 @@ def command_lines() -> dict[str, list[str]]:
         ],
         "kube-scheduler": [
             _k8s("kube-scheduler"),
-            f"--kubeconfig={E}/scheduler.conf",
-            f"--authentication-kubeconfig={E}/scheduler.conf",
-            f"--authorization-kubeconfig={E}/scheduler.conf",
+            f"--kubeconfig={e}/scheduler.conf",
+            f"--authentication-kubeconfig={e}/scheduler.conf",
+            f"--authorization-kubeconfig={e}/scheduler.conf",
             "--bind-address=127.0.0.1",
             "--leader-elect=false",
         ],
         "kubelet": [
             _k8s("kubelet"),
-            f"--config={E}/kubelet.yaml",
-            f"--kubeconfig={E}/kubelet.conf",
+            f"--config={e}/kubelet.yaml",
+            f"--kubeconfig={e}/kubelet.conf",
             f"--root-dir={layout.KUBELET_ROOT}",
             f"--hostname-override={layout.NODE_NAME}",
             f"--node-ip={layout.NODE_IP}",
             "--v=2",
         ],
-        "kube-proxy": [_k8s("kube-proxy"), f"--config={E}/kube-proxy.yaml", "--v=2"],
+        "kube-proxy": [_k8s("kube-proxy"), f"--config={e}/kube-proxy.yaml", "--v=2"],
     }
 
 
@@ -188,9 +200,24 @@ def is_healthy() -> bool:
 
 def traces_left() -> list[str]:
     """Anything a previous run left behind (pid files, links, namespaces, guard, mounts)."""
-    found = [f"pid file {p}" for p in sorted(layout.PIDS.glob("*.pid"))] if layout.PIDS.is_dir() else []
-    found += [f"link {n}" for n in (layout.LAN_BRIDGE, layout.SERVICE_SINK, layout.POD_BRIDGE, layout.WORKSTATION_HOST_VETH) if network.link_exists(n)]
-    found += [f"netns {n}" for n in network.netns_list() if n == layout.WORKSTATION_NETNS or n.startswith("cni-")]
+    found = (
+        [f"pid file {p}" for p in sorted(layout.PIDS.glob("*.pid"))] if layout.PIDS.is_dir() else []
+    )
+    found += [
+        f"link {n}"
+        for n in (
+            layout.LAN_BRIDGE,
+            layout.SERVICE_SINK,
+            layout.POD_BRIDGE,
+            layout.WORKSTATION_HOST_VETH,
+        )
+        if network.link_exists(n)
+    ]
+    found += [
+        f"netns {n}"
+        for n in network.netns_list()
+        if n == layout.WORKSTATION_NETNS or n.startswith("cni-")
+    ]
     if network.guard_present():
         found.append(f"nft table {layout.GUARD_FAMILY} {layout.GUARD_TABLE}")
     found += [f"mount {m}" for m in mounts.mounts_under(layout.STATE, layout.DATA)]
@@ -232,6 +259,11 @@ def up(*, keep_on_failure: bool = False) -> dict[str, float]:
     return timings
 
 
+def import_image(image: imagebuild.BuiltImage) -> None:
+    """Import into the CRI's namespace (k8s.io); anywhere else kubelet would not see it."""
+    run([*CTR, "-n", "k8s.io", "images", "import", str(image.tarball)], timeout=300)
+
+
 def _phase(timings: dict[str, float], name: str, t0: float) -> float:
     now = time.monotonic()
     timings[name] = round(now - t0, 2)
@@ -260,10 +292,14 @@ def _bring_up(built: list[imagebuild.BuiltImage], timings: dict[str, float]) -> 
     t = _phase(timings, "config", t)
 
     supervisor.start("containerd", cmds["containerd"])
-    ctr = ["ctr", "--address", str(layout.CONTAINERD_SOCK)]
-    wait_for("containerd", lambda: run([*ctr, "version"], check=False, timeout=10).returncode == 0, timeout=30, interval=0.2)
+    wait_for(
+        "containerd",
+        lambda: run([*CTR, "version"], check=False, timeout=10).returncode == 0,
+        timeout=30,
+        interval=0.2,
+    )
     for image in built:
-        run([*ctr, "-n", "k8s.io", "images", "import", image.tarball], timeout=300)
+        import_image(image)
     IMAGES_FILE.write_text(
         json.dumps({i.name.split("/")[-1].split(":")[0]: i.name for i in built}, indent=1)
     )
@@ -272,7 +308,12 @@ def _bring_up(built: list[imagebuild.BuiltImage], timings: dict[str, float]) -> 
     supervisor.start("etcd", cmds["etcd"])
     wait_for("etcd /health", _etcd_healthy, timeout=30, interval=0.2)
     supervisor.start("kube-apiserver", cmds["kube-apiserver"])
-    wait_for("kube-apiserver /readyz", _alive_and(kube.api_ready, "kube-apiserver"), timeout=120, interval=0.5)
+    wait_for(
+        "kube-apiserver /readyz",
+        _alive_and(kube.api_ready, "kube-apiserver"),
+        timeout=120,
+        interval=0.5,
+    )
     t = _phase(timings, "etcd+apiserver", t)
 
     supervisor.start("kube-controller-manager", cmds["kube-controller-manager"])
@@ -313,7 +354,7 @@ def _alive_and(probe: Any, *names: str) -> Any:
 
 def _etcd_healthy() -> bool:
     try:
-        with urllib.request.urlopen("http://127.0.0.1:2379/health", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen("http://127.0.0.1:2379/health", timeout=2) as resp:
             return bool(json.loads(resp.read()).get("health") == "true")
     except OSError:
         return False
@@ -340,15 +381,20 @@ def _undo_kubelet_panic_settings(panic_on_oops_before: str | None) -> None:
     for name in ("kernel.panic_on_oops", "kernel.panic"):
         if name in wanted:
             network.write_sysctl(name, wanted[name])
-    log.info("kernel.panic_on_oops=%s kernel.panic=%s restored after kubelet start",
-             network.read_sysctl("kernel.panic_on_oops"), network.read_sysctl("kernel.panic"))
+    log.info(
+        "kernel.panic_on_oops=%s kernel.panic=%s restored after kubelet start",
+        network.read_sysctl("kernel.panic_on_oops"),
+        network.read_sysctl("kernel.panic"),
+    )
 
 
 def check_disk(minimum_free: int = 2 << 30) -> None:
     """kubelet evicts and image GC bites when the disk is nearly full (notes R6)."""
     usage = shutil.disk_usage("/var/lib")
     if usage.free < minimum_free:
-        raise ClusterError(f"only {usage.free >> 20} MiB free under /var/lib; need {minimum_free >> 20} MiB")
+        raise ClusterError(
+            f"only {usage.free >> 20} MiB free under /var/lib; need {minimum_free >> 20} MiB"
+        )
 
 
 # --- down --------------------------------------------------------------------------------
@@ -405,7 +451,13 @@ def _remove_pods(procs: dict[str, supervisor.Tracked]) -> None:
     crictl = layout.binary("crictl")
     if containerd is None or not supervisor.is_alive(containerd) or not crictl.exists():
         return
-    base = [str(crictl), "--config", str(layout.CONFIG / "crictl.yaml"), "--runtime-endpoint", f"unix://{layout.CONTAINERD_SOCK}"]
+    base = [
+        str(crictl),
+        "--config",
+        str(layout.CONFIG / "crictl.yaml"),
+        "--runtime-endpoint",
+        f"unix://{layout.CONTAINERD_SOCK}",
+    ]
     for args in (["stopp"], ["rmp", "-f"]):
         ids = run([*base, "pods", "-q"], check=False, timeout=30).stdout.split()
         if ids:
@@ -446,7 +498,11 @@ def _kubepods_pids() -> list[int]:
 def _remove_cgroups() -> None:
     for top in sorted(CGROUP_ROOT.glob("*/kubepods")):
         for _ in range(10):  # a cgroup whose last task is exiting needs a moment; bounded
-            dirs = sorted((p for p in [top, *top.rglob("*")] if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+            dirs = sorted(
+                (p for p in [top, *top.rglob("*")] if p.is_dir()),
+                key=lambda p: len(p.parts),
+                reverse=True,
+            )
             failed = []
             for d in dirs:
                 try:
@@ -471,7 +527,7 @@ def _remove_new_paths(before: Before | None) -> None:
     containers_log = Path("/var/log/containers")
     if containers_log.is_dir():
         for link in containers_log.iterdir():
-            if link.is_symlink() and str(os.readlink(link)).startswith(str(layout.POD_LOGS)):
+            if link.is_symlink() and str(link.readlink()).startswith(str(layout.POD_LOGS)):
                 link.unlink()
 
 

@@ -38,21 +38,37 @@ def coredns(image: str) -> list[Manifest]:
     labels = {"k8s-app": "kube-dns"}
     ns = "kube-system"
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": ns}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "coredns", "namespace": ns},
+        },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": {"name": "system:coredns"},
             "rules": [
-                {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+                {
+                    "apiGroups": [""],
+                    "resources": ["endpoints", "services", "pods", "namespaces"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"],
+                },
             ],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": "system:coredns"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:coredns",
+            },
             "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": ns}],
         },
         {
@@ -85,14 +101,26 @@ def coredns(image: str) -> list[Manifest]:
                                     {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
                                     {"name": "metrics", "containerPort": 9153, "protocol": "TCP"},
                                 ],
-                                "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
+                                "volumeMounts": [
+                                    {
+                                        "name": "config",
+                                        "mountPath": "/etc/coredns",
+                                        "readOnly": True,
+                                    }
+                                ],
                                 "livenessProbe": {
                                     "httpGet": {"path": "/health", "port": 8080},
                                     "initialDelaySeconds": 10,
                                     "periodSeconds": 10,
                                 },
-                                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2},
-                                "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/ready", "port": 8181},
+                                    "periodSeconds": 2,
+                                },
+                                "resources": {
+                                    "requests": {"cpu": "50m", "memory": "32Mi"},
+                                    "limits": {"memory": "128Mi"},
+                                },
                                 "securityContext": {
                                     "runAsUser": 65532,
                                     "runAsGroup": 65532,
@@ -143,13 +171,19 @@ def echo(kind: str, name: str, namespace: str, image: str, replicas: int = 1) ->
         "ports": [{"name": kind, "containerPort": port, "protocol": protocol}],
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
         ],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
     }
     # UDP has no probe that proves the server is up; the process being started must do.
     if kind == "http":
-        container["readinessProbe"] = {"httpGet": {"path": "/ready", "port": port}, "periodSeconds": 1}
+        container["readinessProbe"] = {
+            "httpGet": {"path": "/ready", "port": port},
+            "periodSeconds": 1,
+        }
     elif protocol == "TCP":
         container["readinessProbe"] = {"tcpSocket": {"port": port}, "periodSeconds": 1}
     return [
@@ -172,7 +206,9 @@ def echo(kind: str, name: str, namespace: str, image: str, replicas: int = 1) ->
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {
                 "selector": labels,
-                "ports": [{"name": kind, "port": service_port, "targetPort": port, "protocol": protocol}],
+                "ports": [
+                    {"name": kind, "port": service_port, "targetPort": port, "protocol": protocol}
+                ],
             },
         },
     ]
@@ -193,7 +229,10 @@ def client_pod(name: str, namespace: str, image: str) -> Manifest:
                     "image": image,
                     "imagePullPolicy": "Never",
                     "command": ["sleep", "infinity"],
-                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "128Mi"}},
+                    "resources": {
+                        "requests": {"cpu": "10m", "memory": "16Mi"},
+                        "limits": {"memory": "128Mi"},
+                    },
                 }
             ],
         },

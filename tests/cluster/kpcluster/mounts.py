@@ -28,7 +28,9 @@ def _unescape(field: str) -> str:
 
 def mount_points(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
     """Every mount point of this mount namespace, in mount order."""
-    return [_unescape(line.split()[4]) for line in mountinfo.read_text().splitlines() if line.strip()]
+    return [
+        _unescape(line.split()[4]) for line in mountinfo.read_text().splitlines() if line.strip()
+    ]
 
 
 def _is_under(point: str, root: str) -> bool:
@@ -59,7 +61,11 @@ def unmount_under(*roots: Path | str) -> list[str]:
         found = mounts_under(*roots)
         if not found:
             break
-        for point in sorted(reversed(found), key=lambda p: p.count("/"), reverse=True):
+        # Deepest first; at equal depth the most recent mount (later in mountinfo) first.
+        order = sorted(
+            enumerate(found), key=lambda item: (item[1].count("/"), item[0]), reverse=True
+        )
+        for _, point in order:
             try:
                 unmount(point)
                 removed.append(point)

@@ -10,8 +10,8 @@ namespace has no default route: it reaches 10.77.0.1:6443 and nothing else.
 from __future__ import annotations
 
 import json
-import shlex
 import logging
+import shlex
 from pathlib import Path
 
 from . import layout
@@ -19,12 +19,14 @@ from .commands import run
 
 log = logging.getLogger(__name__)
 
+_LAB = f"{layout.POD_CIDR}, {layout.SERVICE_CIDR}, {layout.LAN_CIDR}"
+_BRIDGES = f'"{layout.POD_BRIDGE}", "{layout.LAN_BRIDGE}"'
 GUARD_RULES = f"""\
 table {layout.GUARD_FAMILY} {layout.GUARD_TABLE} {{
-  set lab4 {{ type ipv4_addr; flags interval; elements = {{ {layout.POD_CIDR}, {layout.SERVICE_CIDR}, {layout.LAN_CIDR} }} }}
+  set lab4 {{ type ipv4_addr; flags interval; elements = {{ {_LAB} }} }}
   chain guard_forward {{
     type filter hook forward priority raw; policy accept;
-    iifname {{ "{layout.POD_BRIDGE}", "{layout.LAN_BRIDGE}" }} oifname "{layout.HOST_UPLINK}" counter drop
+    iifname {{ {_BRIDGES} }} oifname "{layout.HOST_UPLINK}" counter drop
     iifname "{layout.LAN_BRIDGE}" counter drop
     oifname "{layout.LAN_BRIDGE}" counter drop
     oifname "{layout.HOST_UPLINK}" ip saddr @lab4 counter drop
@@ -88,7 +90,12 @@ def sysctl_snapshot() -> dict[str, str]:
 
 
 def guard_present() -> bool:
-    return run(["nft", "list", "table", layout.GUARD_FAMILY, layout.GUARD_TABLE], check=False).returncode == 0
+    return (
+        run(
+            ["nft", "list", "table", layout.GUARD_FAMILY, layout.GUARD_TABLE], check=False
+        ).returncode
+        == 0
+    )
 
 
 def install_guard() -> None:
@@ -177,11 +184,27 @@ def create_workstation() -> None:
     etc.mkdir(parents=True, exist_ok=True)
     # `ip netns exec` bind-mounts this over /etc/resolv.conf: no resolver the namespace could
     # reach, so names fail fast instead of leaking a query (kubepresence adds cluster DNS).
-    (etc / "resolv.conf").write_text("# kubepresence workstation: no resolver outside the tunnel\nnameserver 127.0.0.1\n")
+    (etc / "resolv.conf").write_text(
+        "# kubepresence workstation: no resolver outside the tunnel\nnameserver 127.0.0.1\n"
+    )
     if ns not in netns_list():
         run(["ip", "netns", "add", ns])
     if not link_exists(layout.WORKSTATION_HOST_VETH):
-        run(["ip", "link", "add", layout.WORKSTATION_HOST_VETH, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                layout.WORKSTATION_HOST_VETH,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            ]
+        )
     run(["ip", "link", "set", layout.WORKSTATION_HOST_VETH, "master", layout.LAN_BRIDGE, "up"])
     run(["ip", "-n", ns, "addr", "replace", f"{layout.WORKSTATION_IP}/24", "dev", "eth0"])
     run(["ip", "-n", ns, "link", "set", "eth0", "up"])
@@ -223,7 +246,12 @@ def remove_iptables_leftovers() -> None:
             out = run([save, "-t", table], check=False).stdout
             for line in out.splitlines():
                 words = shlex.split(line)
-                if len(words) > 2 and words[0] == "-A" and words[1] not in own and any(w in own for w in words):
+                if (
+                    len(words) > 2
+                    and words[0] == "-A"
+                    and words[1] not in own
+                    and any(w in own for w in words)
+                ):
                     run([binary, "-t", table, "-D", *words[1:]], check=False)
             for chain in chains:
                 run([binary, "-t", table, "-F", chain], check=False)
@@ -235,7 +263,11 @@ def nft_tables() -> list[str]:
     out = run(["nft", "-j", "list", "tables"], check=False).stdout
     if not out.strip():
         return []
-    return [f"{i['table']['family']} {i['table']['name']}" for i in json.loads(out)["nftables"] if "table" in i]
+    return [
+        f"{i['table']['family']} {i['table']['name']}"
+        for i in json.loads(out)["nftables"]
+        if "table" in i
+    ]
 
 
 def remove_nft_tables(keep: list[str]) -> None:

@@ -71,7 +71,12 @@ def leaves(node_name: str, node_ip: str, api_service_ip: str) -> list[Leaf]:
             ),
             ips=(api_service_ip, node_ip, "127.0.0.1"),
         ),
-        Leaf("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters", client=True),
+        Leaf(
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            "system:masters",
+            client=True,
+        ),
         Leaf("kubelet-serving", node_name, server=True, dns_names=(node_name,), ips=(node_ip,)),
         Leaf("front-proxy-client", "front-proxy-client", client=True, ca="front-proxy-ca"),
         Leaf("admin", "kubernetes-admin", "system:masters", client=True),
@@ -86,7 +91,9 @@ def leaves(node_name: str, node_ip: str, api_service_ip: str) -> list[Leaf]:
 KUBECONFIGS = (
     KubeconfigSpec("admin.conf", "admin", "kubernetes-admin"),
     KubeconfigSpec("workstation.conf", "workstation", "kubepresence-developer"),
-    KubeconfigSpec("controller-manager.conf", "controller-manager", "system:kube-controller-manager"),
+    KubeconfigSpec(
+        "controller-manager.conf", "controller-manager", "system:kube-controller-manager"
+    ),
     KubeconfigSpec("scheduler.conf", "scheduler", "system:kube-scheduler"),
     KubeconfigSpec("kubelet.conf", "kubelet", f"system:node:{layout.NODE_NAME}"),
     KubeconfigSpec("kube-proxy.conf", "kube-proxy", "system:kube-proxy"),
@@ -106,7 +113,7 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 def _now() -> dt.datetime:
     # Back-dated a little so a clock a few seconds behind does not reject fresh certificates.
-    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    return dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
 
 
 def make_ca(cn: str) -> Issued:

@@ -82,7 +82,7 @@ def build_binaries() -> None:
         raise ClusterError("Go toolchain not found: needed to build Kubernetes from Go modules")
     script = layout.CLUSTER_DIR / "build-binaries.sh"
     log.info("building binaries with %s", script)
-    proc = subprocess.run(["bash", str(script)], timeout=3 * 3600, check=False)  # noqa: S603,S607
+    proc = subprocess.run(["bash", str(script)], timeout=3 * 3600, check=False)
     if proc.returncode != 0:
         raise ClusterError(f"{script} failed with exit code {proc.returncode}")
 

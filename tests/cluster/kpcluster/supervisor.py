@@ -9,6 +9,7 @@ name. There is no restart loop (no systemd here): a component that dies stays do
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -91,9 +92,11 @@ def start(
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{name}.log"
     with log_path.open("ab") as out:
-        out.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} start {name}\n".encode())
+        out.write(
+            f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} start {name}\n".encode()
+        )
         out.flush()
-        child = subprocess.Popen(  # noqa: S603 - argv list, no shell
+        child = subprocess.Popen(
             [str(a) for a in argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -145,12 +148,8 @@ def _signal(proc: Tracked, sig: int) -> None:
     # Re-check identity right before signalling: the window for pid reuse is now tiny.
     if process_start_time(proc.pid) != proc.start_time:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(proc.pid, sig)
-    except ProcessLookupError:
-        pass
     # Reap it if it is our own child (same CLI invocation started it), or it lingers as a zombie.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(proc.pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
