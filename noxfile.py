@@ -72,8 +72,9 @@ def typecheck(session: nox.Session) -> None:
     install(session, "mypy", "nox", "types-pyyaml", "pytest", "pytest-asyncio", "hypothesis")
     sources = [f"{d}/src" for d in PART_DIRS]
     session.run("mypy", *sources, "tools", "noxfile.py")
+    session.run("mypy", "benchmarks")
     # Tests are checked per directory: each part's tests/ is its own root.
-    for test_dir in [*(f"{d}/tests" for d in PART_DIRS), "tests/component"]:
+    for test_dir in [*(f"{d}/tests" for d in PART_DIRS), "tests/component", "tests/packaging"]:
         if Path(test_dir).is_dir():
             session.run("mypy", test_dir)
 
@@ -83,7 +84,14 @@ def unit(session: nox.Session) -> None:
     """Unit tests of every part and the component tests (no root, no cluster)."""
     install_parts(session)
     install(session, "pytest", "pytest-asyncio", "pytest-timeout", "hypothesis")
-    session.run("pytest", "--timeout=120", *PART_DIRS, "tests/component", *session.posargs)
+    session.run(
+        "pytest",
+        "--timeout=120",
+        *PART_DIRS,
+        "tests/component",
+        "tests/packaging",
+        *session.posargs,
+    )
 
 
 def _require_root(session: nox.Session) -> None:
@@ -121,7 +129,7 @@ def teardown(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks; figures are ratios against a baseline measured in the same run."""
     install_parts(session)
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
 
 
 @nox.session(python=PYTHON)

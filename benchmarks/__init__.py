@@ -1,0 +1,1 @@
+"""kubepresence benchmarks: run with `nox -s bench`."""
