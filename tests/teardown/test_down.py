@@ -29,13 +29,8 @@ from kpcluster import layout, lifecycle, mounts, network, supervisor
 
 def _pids_to_check() -> dict[str, supervisor.Tracked]:
     procs = {f"component {n}": p for n, p in supervisor.tracked().items()}
-    tasks = lifecycle.TASKS
-    if tasks.is_dir():
-        for name in ("shim.pid", "init.pid"):
-            for path in tasks.glob(f"*/*/{name}"):
-                proc = supervisor.read_pid_file(path)
-                if proc is not None:
-                    procs[f"{path.parent.name[:12]} {name}"] = proc
+    procs.update({f"shim {pid}": p for pid, p in lifecycle.shim_processes().items()})
+    procs.update({f"container init {pid}": p for pid, p in lifecycle.task_init_processes().items()})
     return procs
 
 
@@ -47,7 +42,8 @@ def test_down_leaves_nothing_behind() -> None:
     before = json.loads(layout.BEFORE.read_text())
     procs = _pids_to_check()
     assert len([k for k in procs if k.startswith("component")]) == len(lifecycle.COMPONENTS)
-    assert any("shim.pid" in k for k in procs), "a running cluster has at least CoreDNS's shim"
+    assert any(k.startswith("shim") for k in procs), "a running cluster has at least CoreDNS's shim"
+    assert any(k.startswith("container init") for k in procs)
 
     lifecycle.down()
 

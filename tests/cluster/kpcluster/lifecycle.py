@@ -464,14 +464,42 @@ def _remove_pods(procs: dict[str, supervisor.Tracked]) -> None:
             run([*base, *args, *ids], check=False, timeout=120)
 
 
-def _kill_container_leftovers() -> None:
-    """Kill container init processes and shims by the pids containerd recorded (crash case)."""
+def shim_processes() -> dict[int, supervisor.Tracked]:
+    """containerd shims of this cluster: processes whose working directory is one of its
+    task bundles. (Debian's containerd 1.6 shim writes no shim.pid; the cwd identifies a
+    shim as ours without looking at any process name.)"""
+    found: dict[int, supervisor.Tracked] = {}
+    tasks = str(TASKS) + "/"
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cwd = str((proc_dir / "cwd").readlink())
+        except OSError:
+            continue
+        if cwd.startswith(tasks):
+            pid = int(proc_dir.name)
+            start = supervisor.process_start_time(pid)
+            if start is not None:
+                found[pid] = supervisor.Tracked(pid, start)
+    return found
+
+
+def task_init_processes() -> dict[int, supervisor.Tracked]:
+    """Container init processes, from the init.pid files in the task bundles."""
+    found: dict[int, supervisor.Tracked] = {}
     if TASKS.is_dir():
-        for name in ("init.pid", "shim.pid"):
-            for pid_path in sorted(TASKS.glob(f"*/*/{name}")):
-                proc = supervisor.read_pid_file(pid_path)
-                if proc is not None:
-                    supervisor.kill(proc)
+        for pid_path in sorted(TASKS.glob("*/*/init.pid")):
+            proc = supervisor.read_pid_file(pid_path)
+            if proc is not None:
+                found[proc.pid] = proc
+    return found
+
+
+def _kill_container_leftovers() -> None:
+    """Kill container processes and shims a crashed run left (normally there are none)."""
+    for proc in [*task_init_processes().values(), *shim_processes().values()]:
+        supervisor.kill(proc)
     # Whatever still runs in the pods' cgroups was started by this cluster's containers.
     for _ in range(20):
         pids = _kubepods_pids()

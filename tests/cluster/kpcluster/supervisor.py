@@ -63,7 +63,7 @@ def read_pid_file(path: Path) -> Tracked | None:
     pid = int(words[0])
     if len(words) > 1:
         return Tracked(pid, int(words[1]))
-    # containerd's shim.pid files hold only a pid: identify the process by its current start time.
+    # containerd's init.pid files hold only a pid: identify the process by its current start time.
     start = process_start_time(pid)
     return Tracked(pid, start) if start is not None else None
 
