@@ -69,10 +69,21 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over every part, the tests and the tools."""
     install_parts(session)
-    install(session, "mypy", "nox", "types-pyyaml", "pytest", "pytest-asyncio", "hypothesis")
+    install(
+        session,
+        "mypy",
+        "nox",
+        "types-pyyaml",
+        "pytest",
+        "pytest-asyncio",
+        "hypothesis",
+        "-r",
+        "tests/cluster/requirements.txt",
+    )
     sources = [f"{d}/src" for d in PART_DIRS]
     session.run("mypy", *sources, "tools", "noxfile.py")
     session.run("mypy", "benchmarks")
+    session.run("mypy", "tests/cluster/kpcluster", "tests/cluster/cluster.py")
     # Tests are checked per directory: each part's tests/ is its own root.
     for test_dir in [*(f"{d}/tests" for d in PART_DIRS), "tests/component", "tests/packaging"]:
         if Path(test_dir).is_dir():

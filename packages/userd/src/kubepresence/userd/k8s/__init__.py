@@ -1,0 +1,1 @@
+"""The user daemon's shells around the Kubernetes API (kubernetes-asyncio)."""

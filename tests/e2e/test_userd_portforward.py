@@ -1,0 +1,99 @@
+"""The user daemon's port-forward through the API server, run on the workstation.
+
+Scenarios:
+- from the workstation (which reaches only the API server), userd's port-forward code
+  opens a WebSocket port-forward to the echo pod and an HTTP request through it gets the
+  pod's answer;
+- a port-forward to a port nothing listens on fails with one clear cluster error;
+- a local unix socket served by `serve_local` carries two connections one after another
+  (each its own WebSocket), as the grpclib channel to the manager will use it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+from kpcluster import layout
+from kpcluster.harness import Cluster
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, sys, tempfile
+    from pathlib import Path
+    from kubepresence.protocol.errors import KubepresenceError
+    from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
+    from kubepresence.userd.k8s.portforwarding import PortForwarder
+
+    NS, POD, PORT, BAD_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    REQUEST = b"GET /pf-check HTTP/1.1\\r\\nHost: echo\\r\\nConnection: close\\r\\n\\r\\n"
+
+    async def main():
+        api = websocket_client(await load_configuration(Path(sys.argv[5])))
+        result = {}
+        async with api:
+            forwarder = PortForwarder(api, NS, POD, PORT)
+            async with forwarder.open() as stream:
+                await stream.send(REQUEST)
+                answer = b""
+                while (chunk := await stream.receive()) is not None:
+                    answer += chunk
+                    if b"\\r\\n\\r\\n" in answer and answer.rstrip().endswith(b"}"):
+                        break
+            result["direct"] = answer.decode()
+            try:
+                async with PortForwarder(api, NS, POD, BAD_PORT).open() as stream:
+                    await stream.send(b"x")
+                    await stream.receive()
+                result["bad_port"] = "no error"
+            except KubepresenceError as error:
+                result["bad_port"] = [error.category.value, error.message]
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "pf.socket"
+                server = await forwarder.serve_local(path)
+                answers = []
+                for _ in range(2):
+                    reader, writer = await asyncio.open_unix_connection(str(path))
+                    writer.write(REQUEST)
+                    answers.append((await asyncio.wait_for(reader.read(), 20)).decode())
+                    writer.close()
+                server.close()
+                result["local"] = answers
+        print(json.dumps(result))
+
+    asyncio.run(main())
+    """
+)
+
+
+def _body(http_answer: str) -> dict[str, object]:
+    head, _, body = http_answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.") and " 200 " in head.splitlines()[0], head
+    return dict(json.loads(body))
+
+
+def test_userd_portforward_from_the_workstation(cluster: Cluster, namespace: str) -> None:
+    echo = cluster.deploy_echo("http", namespace)
+    result = cluster.on_workstation(
+        [
+            sys.executable,
+            "-c",
+            SCRIPT,
+            namespace,
+            echo.pod_name,
+            str(echo.pod_port),
+            "9",
+            str(layout.WORKSTATION_KUBECONFIG),
+        ],
+        timeout=120,
+    )
+    data = json.loads(result.stdout)
+    direct = _body(data["direct"])
+    assert direct["path"] == "/pf-check"
+    assert direct["pod"] == echo.pod_name
+    category, message = data["bad_port"]
+    assert category == "cluster"
+    assert "9" in message
+    for answer in data["local"]:
+        assert _body(answer)["pod"] == echo.pod_name
