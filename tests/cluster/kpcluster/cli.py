@@ -95,7 +95,8 @@ def _cmd_kubeconfig(args: argparse.Namespace) -> int:
 
 
 def _cmd_ws(args: argparse.Namespace) -> int:
-    command = [c for c in args.command if c != "--"] if args.command[:1] == ["--"] else args.command
+    # Only the first "--" separates our options from the command; later ones are its own.
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise ClusterError("ws needs a command, e.g. `ws -- kubectl get nodes`")
     env = kube.kubectl_env(layout.WORKSTATION_KUBECONFIG)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,26 @@ class EchoWorkload:
     pod_name: str
     pod_ip: str
     pod_port: int
+
+
+def _answers(workload: EchoWorkload) -> bool:
+    """One echo round trip through the workload's ClusterIP, from the host."""
+    address = (workload.service_ip, workload.service_port)
+    payload = b"probe"
+    try:
+        if workload.kind == "udp":
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(1)
+                sock.sendto(payload, address)
+                return sock.recv(100) == payload
+        with socket.create_connection(address, timeout=2) as sock:
+            if workload.kind == "http":
+                sock.sendall(b"GET /probe HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+                return sock.recv(100).startswith(b"HTTP/1.")
+            sock.sendall(payload)
+            return sock.recv(100) == payload
+    except OSError:
+        return False
 
 
 class Cluster:
@@ -102,7 +123,17 @@ class Cluster:
             name = "echo" if kind == "http" else f"{kind}-echo"
         self.apply(manifests.echo(kind, name, namespace, self.testapps_image))
         kube.wait_rollout(name, namespace, timeout=timeout)
-        return self.describe_echo(kind, name, namespace)
+        workload = self.describe_echo(kind, name, namespace)
+        # A finished rollout does not mean the Service works yet: the EndpointSlice and then
+        # kube-proxy's rules follow (until then kube-proxy rejects: "connection refused").
+        # Wait for exactly that, seen from the host, which reaches ClusterIPs directly.
+        wait_for(
+            f"Service {namespace}/{name} to answer on {workload.service_ip}",
+            lambda: _answers(workload),
+            timeout=60,
+            interval=0.5,
+        )
+        return workload
 
     def describe_echo(self, kind: str, name: str, namespace: str) -> EchoWorkload:
         _, port, _, service_port = manifests.ECHO_KINDS[kind]
@@ -130,6 +161,35 @@ class Cluster:
         self.apply([manifests.client_pod(name, namespace, self.testapps_image)])
         kube.wait_pod_ready(name, namespace, timeout=timeout)
         return name
+
+    def run_pod(
+        self, namespace: str, name: str, image: str, command: Sequence[str], timeout: float = 120
+    ) -> tuple[str, str]:
+        """Run a one-shot pod to completion; return its final phase and its log."""
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": image,
+                        "imagePullPolicy": "Never",
+                        "command": list(command),
+                    }
+                ],
+            },
+        }
+        self.apply([pod])
+
+        def finished() -> str | None:
+            phase = self.get("pod", name, "-n", namespace)["status"].get("phase")
+            return str(phase) if phase in ("Succeeded", "Failed") else None
+
+        phase = wait_for(f"pod {namespace}/{name} to finish", finished, timeout=timeout, interval=1)
+        return phase, self.kubectl("logs", "-n", namespace, name)
 
     def exec_in_pod(
         self, namespace: str, pod: str, argv: Sequence[str], timeout: float = 60, check: bool = True

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -249,7 +250,7 @@ def build_python_app_image(
     with tempfile.TemporaryDirectory(prefix="kp-app-") as tmp_str:
         tmp = Path(tmp_str)
         wheels = tmp / "wheels"
-        cmd: list[str | Path] = ["python3", "-m", "pip", "wheel", "--wheel-dir", wheels]
+        cmd: list[str | Path] = [sys.executable, "-m", "pip", "wheel", "--wheel-dir", wheels]
         if constraints is not None:
             cmd += ["-c", constraints]
         run([*cmd, *project_dirs], timeout=900)
@@ -260,7 +261,7 @@ def build_python_app_image(
         # the source trees and need their build backend, offline.)
         run(
             [
-                "python3",
+                sys.executable,
                 "-m",
                 "pip",
                 "install",

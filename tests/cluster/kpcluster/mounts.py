@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 from pathlib import Path
@@ -47,6 +48,8 @@ def unmount(point: str) -> None:
     if _libc.umount2(target, 0) == 0:
         return
     err = ctypes.get_errno()
+    if err == errno.EINVAL and point not in mount_points():
+        return  # already gone: listed twice (propagated copy) and went with the first
     # Busy: detach lazily; the kernel frees it when the last user goes away.
     if _libc.umount2(target, MNT_DETACH) != 0:
         err = ctypes.get_errno()

@@ -1,0 +1,18 @@
+# kubepresence agent image, for users with a container engine (the project's own cluster
+# builds the same layout without one: tests/cluster/kpcluster/imagebuild.py).
+# Build from the repository root:  docker build -f deploy/images/agent.Dockerfile -t kubepresence-agent:0.1.0 .
+FROM python:3.11-slim-bookworm AS wheels
+WORKDIR /src
+COPY constraints.txt ./
+COPY packages/protocol packages/protocol
+COPY packages/agent packages/agent
+# Resolve once, against the project's constraints; the runtime stage installs exactly this set.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt packages/protocol packages/agent
+
+FROM python:3.11-slim-bookworm
+COPY --from=wheels /wheels /wheels
+RUN pip install --no-cache-dir --no-deps --no-index --no-compile \
+        --target /opt/kubepresence/site-packages /wheels/*.whl \
+    && rm -rf /wheels /opt/kubepresence/site-packages/bin
+ENV PYTHONPATH=/opt/kubepresence/site-packages PYTHONUNBUFFERED=1
+ENTRYPOINT ["python3", "-m", "kubepresence.agent"]
