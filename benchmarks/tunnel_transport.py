@@ -15,12 +15,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubepresence.manager.core.sessions import SessionRegistry
+from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.protocol.transport import serve_unix, unix_channel
 from kubepresence.protocol.tunnel import relay
 from kubepresence.userd.rpc.manager import Destination, ManagerClient
 
 CHUNK = 256 * 1024
+# What the manager would discover in a cluster; the benchmark needs none.
+NETWORK = ClusterNetwork(
+    pod_subnets=["10.244.0.0/16"],
+    service_subnets=["10.96.0.0/16"],
+    cluster_domain="cluster.local",
+    dns_service_ip="10.96.0.10",
+    cluster_id="bench",
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +84,17 @@ async def tunnelled(size: int) -> Transfer:
     server, port, totals = await _sink()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "manager.socket"
-        grpc_server = await serve_unix([ManagerService(dial_timeout=5, idle_timeout=60)], path)
+        grpc_server = await serve_unix(
+            [
+                ManagerService(
+                    sessions=SessionRegistry(ttl=60),
+                    network=NETWORK,
+                    dial_timeout=5,
+                    idle_timeout=60,
+                )
+            ],
+            path,
+        )
         channel = unix_channel(path)
         app_side, relay_side = socket.socketpair()
         reader, writer = await asyncio.open_connection(sock=relay_side)

@@ -69,7 +69,9 @@ SCRIPT = textwrap.dedent(
 
 def _body(http_answer: str) -> dict[str, object]:
     head, _, body = http_answer.partition("\r\n\r\n")
-    assert head.startswith("HTTP/1.") and " 200 " in head.splitlines()[0], head
+    status_line = head.splitlines()[0]
+    assert status_line.startswith("HTTP/1."), head
+    assert " 200 " in status_line, head
     return dict(json.loads(body))
 
 

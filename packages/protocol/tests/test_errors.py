@@ -45,6 +45,15 @@ def test_status_without_message_still_says_something() -> None:
     assert from_grpc_error(GRPCError(Status.UNAVAILABLE)).message == "unavailable"
 
 
+def test_specific_status_overrides_the_category_status() -> None:
+    class GoneError(UserError):
+        status = Status.NOT_FOUND
+
+    error = to_grpc_error(GoneError("session expired"))
+    assert error.status is Status.NOT_FOUND
+    assert from_grpc_error(error).category is Category.USER
+
+
 def test_explicit_category_overrides_the_class_default() -> None:
     assert KubepresenceError("x", Category.USER).category is Category.USER
     assert KubepresenceError("x").category is Category.INTERNAL

@@ -23,10 +23,11 @@ def announce(channel: int, port: int) -> bytes:
 
 def test_announcements_then_data_and_errors() -> None:
     framing = PortForwardFraming(8080)
-    assert framing.receive(announce(0, 8080)) == []
-    assert not framing.ready
-    assert framing.receive(announce(1, 8080)) == []
-    assert framing.ready
+    readiness = []
+    for channel in (0, 1):
+        assert framing.receive(announce(channel, 8080)) == []
+        readiness.append(framing.ready)
+    assert readiness == [False, True]
     assert framing.receive(b"\x00hello") == [Data(b"hello")]
     assert framing.receive(b"\x01failed to connect to localhost:8080\n") == [
         PortError("failed to connect to localhost:8080")

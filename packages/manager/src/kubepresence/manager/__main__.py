@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from kubepresence.manager.app import TrafficManager
@@ -15,6 +16,14 @@ def main(argv: list[str] | None = None) -> int:
         "--grpc-address", default="0.0.0.0:8081", help="HOST:PORT of the gRPC server"
     )
     parser.add_argument(
+        "--namespace",
+        default=os.environ.get("MANAGER_NAMESPACE", "kubepresence"),
+        help="the manager's own namespace (default: $MANAGER_NAMESPACE or kubepresence)",
+    )
+    parser.add_argument(
+        "--session-ttl", type=float, default=60.0, help="seconds a silent session lives"
+    )
+    parser.add_argument(
         "--dial-timeout", type=float, default=10.0, help="seconds to dial a cluster destination"
     )
     parser.add_argument(
@@ -26,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     manager = TrafficManager(
-        host, port, dial_timeout=args.dial_timeout, idle_timeout=args.flow_idle_timeout
+        host,
+        port,
+        namespace=args.namespace,
+        session_ttl=args.session_ttl,
+        dial_timeout=args.dial_timeout,
+        idle_timeout=args.flow_idle_timeout,
     )
     return start_daemon("manager", "kubepresence-manager", args, manager.run)
 

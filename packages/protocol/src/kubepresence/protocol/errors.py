@@ -28,6 +28,8 @@ class KubepresenceError(Exception):
     """An expected failure with a one-line message for the user."""
 
     category: Category = Category.INTERNAL
+    # A more specific status for clients that act on it (e.g. NOT_FOUND: arrive again).
+    status: Status | None = None
 
     def __init__(self, message: str, category: Category | None = None) -> None:
         super().__init__(message)
@@ -83,7 +85,7 @@ _CATEGORY_OF = {
 
 def to_grpc_error(error: KubepresenceError) -> GRPCError:
     """The gRPC status that carries `error` to a client."""
-    return GRPCError(_STATUS_OF[error.category], error.message)
+    return GRPCError(error.status or _STATUS_OF[error.category], error.message)
 
 
 def from_grpc_error(error: GRPCError) -> KubepresenceError:

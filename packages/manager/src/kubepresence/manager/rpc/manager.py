@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 import grpclib.const
@@ -12,6 +13,8 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from kubepresence.manager.core.addresses import destination
+from kubepresence.manager.core.sessions import Session, SessionKind, SessionRegistry
+from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.protocol import version_of
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
@@ -23,9 +26,25 @@ TUNNEL_PATH = "/kubepresence.manager.Manager/Tunnel"
 
 
 class ManagerService(manager.ManagerBase):
-    def __init__(self, *, dial_timeout: float, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        sessions: SessionRegistry,
+        network: ClusterNetwork,
+        dial_timeout: float,
+        idle_timeout: float,
+    ) -> None:
+        self._sessions = sessions
+        self._network = network
         self._dial_timeout = dial_timeout
         self._idle_timeout = idle_timeout
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def _session_info(self, session: Session) -> common.SessionInfo:
+        return common.SessionInfo(session_id=session.id, cluster_id=self._network.cluster_id)
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
@@ -38,6 +57,38 @@ class ManagerService(manager.ManagerBase):
 
     async def version(self, message: protobuf.Empty) -> common.VersionInfo:
         return common.VersionInfo(name="manager", version=version_of("kubepresence-manager"))
+
+    async def get_cluster_info(self, message: protobuf.Empty) -> common.ClusterInfo:
+        net = self._network
+        return common.ClusterInfo(
+            pod_subnets=net.pod_subnets,
+            service_subnets=net.service_subnets,
+            cluster_domain=net.cluster_domain,
+            dns_service_ip=net.dns_service_ip,
+            manager_version=version_of("kubepresence-manager"),
+        )
+
+    async def arrive_as_client(self, message: manager.ClientInfo) -> common.SessionInfo:
+        session = Session(
+            id=f"client-{uuid.uuid4()}",
+            kind=SessionKind.CLIENT,
+            name=message.name,
+            version=message.version,
+            details={"install_id": message.install_id},
+        )
+        self._sessions.arrive(session, self._now())
+        log.info("client %s (%s) arrived: %s", session.name, session.version, session.id)
+        return self._session_info(session)
+
+    async def remain(self, message: common.SessionInfo) -> protobuf.Empty:
+        self._sessions.remain(message.session_id, self._now())
+        return protobuf.Empty()
+
+    async def depart(self, message: common.SessionInfo) -> protobuf.Empty:
+        session = self._sessions.depart(message.session_id)
+        if session is not None:
+            log.info("%s %s departed: %s", session.kind.value, session.name, session.id)
+        return protobuf.Empty()
 
     async def _tunnel(self, stream: Stream[Any, Any]) -> None:
         first = await stream.recv_message()

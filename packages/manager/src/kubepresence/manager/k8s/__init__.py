@@ -1,0 +1,1 @@
+"""The traffic manager's shells around the Kubernetes API (kubernetes-asyncio)."""
