@@ -461,6 +461,8 @@ class PacketWriter:
     ) -> list[Chunk]:
         """A TCP segment; a payload longer than `mss` is sent as a GSO super-segment."""
         payload_length = sum(len(part) for part in payload)
+        if len(options) & 3:
+            options += bytes(4 - (len(options) & 3))  # end-of-options padding
         tcp_header_length = TCP_HEADER_SIZE + len(options)
         transport_length = tcp_header_length + payload_length
         ip_header = self._ip_header(PROTO_TCP, transport_length)
