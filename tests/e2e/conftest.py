@@ -51,8 +51,10 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     if not lifecycle.is_healthy():
         lifecycle.up()
     counters_before = network.guard_counters()
-    yield Cluster()
+    handle = Cluster()
+    yield handle
     try:
+        handle.wait_namespaces_gone()
         # A leak drop means something tried to send lab traffic off the machine (or across
         # the lab LAN): the guard stopped it, but the setup or a test is wrong.
         after = network.guard_counters()

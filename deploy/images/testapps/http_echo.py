@@ -11,7 +11,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import socket
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 log = logging.getLogger("http_echo")
@@ -70,6 +72,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # As PID 1 in its container the server would ignore SIGTERM and wait out the grace period.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = ThreadingHTTPServer(("0.0.0.0", args.port), EchoHandler)  # noqa: S104 - pod-local
     log.info("http echo listening on %d", args.port)
     server.serve_forever()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socketserver
+import sys
 
 log = logging.getLogger("tcp_echo")
 
@@ -28,6 +30,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # As PID 1 in its container the server would ignore SIGTERM and wait out the grace period.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with Server(("0.0.0.0", args.port), EchoHandler) as server:  # noqa: S104 - pod-local
         log.info("tcp echo listening on %d", args.port)
         server.serve_forever()

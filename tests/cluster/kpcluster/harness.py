@@ -61,6 +61,7 @@ class Cluster:
 
     def __init__(self) -> None:
         self.images = lifecycle.images()
+        self._deleting: list[str] = []
         if "kubepresence-testapps" not in self.images:
             raise ClusterError(f"no image catalogue in {lifecycle.IMAGES_FILE}: is the cluster up?")
 
@@ -111,7 +112,23 @@ class Cluster:
             )
             yield name
         finally:
-            self.kubectl("delete", "namespace", name, "--wait=true", "--timeout=90s", timeout=100)
+            # Deletion takes seconds (graceful pod stops, namespace controller); tests do not
+            # wait for it one by one: wait_namespaces_gone() does, once, at the end.
+            self.kubectl("delete", "namespace", name, "--wait=false")
+            self._deleting.append(name)
+
+    def wait_namespaces_gone(self, timeout: float = 180) -> None:
+        """Wait until every namespace this object created and deleted is really gone."""
+        if not self._deleting:
+            return
+        self.kubectl(
+            "wait",
+            "--for=delete",
+            *(f"namespace/{n}" for n in self._deleting),
+            f"--timeout={int(timeout)}s",
+            timeout=timeout,
+        )
+        self._deleting.clear()
 
     # --- workloads ------------------------------------------------------------------------
 

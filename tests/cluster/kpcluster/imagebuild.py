@@ -65,6 +65,13 @@ def _files_digest(paths: Sequence[Path]) -> str:
     )
 
 
+def _prune(cache: Path, prefix: str, keep: Path) -> None:
+    """Drop tarballs of earlier inputs: each holds a full copy of its layers (~150 MB)."""
+    for old in cache.glob(f"{prefix}-*.tar"):
+        if old != keep:
+            old.unlink()
+
+
 def debian_mirror(
     sources: Path = Path("/etc/apt/sources.list.d/debian.sources"),
     legacy: Path = Path("/etc/apt/sources.list"),
@@ -114,6 +121,7 @@ def build_pause(cache: Path = layout.IMAGE_CACHE) -> BuiltImage:
                 ImageConfig(entrypoint=["/pause"], user="65535:65535"),
                 tarball,
             )
+    _prune(cache, "pause", tarball)
     return BuiltImage(PAUSE_IMAGE, tarball)
 
 
@@ -141,6 +149,7 @@ def build_coredns(cache: Path = layout.IMAGE_CACHE) -> BuiltImage:
                 [FileSpec(binary, "/coredns", 0o755)], Path(tmp) / "layer.tar"
             )
             write_docker_archive(name, [layer], ImageConfig(entrypoint=["/coredns"]), tarball)
+    _prune(cache, "coredns", tarball)
     return BuiltImage(name, tarball)
 
 
@@ -223,6 +232,7 @@ def build_testapps(cache: Path = layout.IMAGE_CACHE) -> BuiltImage:
                 ),
                 tarball,
             )
+    _prune(cache, "testapps", tarball)
     return BuiltImage(name, tarball)
 
 

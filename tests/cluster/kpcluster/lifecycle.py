@@ -239,6 +239,7 @@ def up(*, keep_on_failure: bool = False) -> dict[str, float]:
     """Bring the cluster up (or confirm it is up); return the time each phase took."""
     if is_healthy():
         log.info("cluster already up and healthy")
+        _refresh_images(preparing.prepare())
         return {}
     leftovers = traces_left()
     if leftovers:
@@ -257,6 +258,20 @@ def up(*, keep_on_failure: bool = False) -> dict[str, float]:
         raise
     timings["total"] = time.monotonic() - start
     return timings
+
+
+def _catalogue(built: list[imagebuild.BuiltImage]) -> dict[str, str]:
+    return {i.name.split("/")[-1].split(":")[0]: i.name for i in built}
+
+
+def _refresh_images(built: list[imagebuild.BuiltImage]) -> None:
+    """Import images whose inputs changed since bring-up (e.g. an edited test app)."""
+    current = images()
+    for image in built:
+        if image.name not in current.values():
+            log.info("importing changed image %s", image.name)
+            import_image(image)
+    IMAGES_FILE.write_text(json.dumps(_catalogue(built), indent=1))
 
 
 def import_image(image: imagebuild.BuiltImage) -> None:
@@ -300,9 +315,7 @@ def _bring_up(built: list[imagebuild.BuiltImage], timings: dict[str, float]) -> 
     )
     for image in built:
         import_image(image)
-    IMAGES_FILE.write_text(
-        json.dumps({i.name.split("/")[-1].split(":")[0]: i.name for i in built}, indent=1)
-    )
+    IMAGES_FILE.write_text(json.dumps(_catalogue(built), indent=1))
     t = _phase(timings, "containerd+images", t)
 
     supervisor.start("etcd", cmds["etcd"])
@@ -435,8 +448,9 @@ def down() -> None:
         for name, value in before.sysctls.items():
             if network.read_sysctl(name) != value:
                 network.write_sysctl(name, value)
-    else:
-        # No snapshot: at least stop routing, so nothing can be forwarded once the guard goes.
+    elif network.guard_present():
+        # Our guard but no snapshot (lost with a wiped /var/lib): stop routing at least, so
+        # nothing can be forwarded once the guard goes. Without either, nothing was ours.
         network.write_sysctl("net.ipv4.ip_forward", "0")
     for d in (layout.STATE, layout.DATA, layout.CONFIG):
         shutil.rmtree(d, ignore_errors=True)
