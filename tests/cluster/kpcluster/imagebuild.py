@@ -9,6 +9,7 @@ warm machine rebuilds nothing and a changed input never reuses a stale image.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import re
@@ -239,6 +240,17 @@ def build_testapps(cache: Path = layout.IMAGE_CACHE) -> BuiltImage:
 # --- kubepresence manager and agent ------------------------------------------------------
 
 
+def pip_command(cache: Path = layout.CACHE) -> list[str]:
+    """A pip to build wheels with: this interpreter's, or (uv-made venvs have none) one in a
+    private venv under the cache, made once from the standard library's ensurepip."""
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    venv_python = cache / "pip-venv" / "bin" / "python"
+    if not venv_python.exists():
+        run([sys.executable, "-m", "venv", cache / "pip-venv"], timeout=300)
+    return [str(venv_python), "-m", "pip"]
+
+
 def build_python_app_image(
     *,
     name: str,
@@ -260,7 +272,8 @@ def build_python_app_image(
     with tempfile.TemporaryDirectory(prefix="kp-app-") as tmp_str:
         tmp = Path(tmp_str)
         wheels = tmp / "wheels"
-        cmd: list[str | Path] = [sys.executable, "-m", "pip", "wheel", "--wheel-dir", wheels]
+        pip = pip_command()
+        cmd: list[str | Path] = [*pip, "wheel", "--wheel-dir", wheels]
         if constraints is not None:
             cmd += ["-c", constraints]
         run([*cmd, *project_dirs], timeout=900)
@@ -271,9 +284,7 @@ def build_python_app_image(
         # the source trees and need their build backend, offline.)
         run(
             [
-                sys.executable,
-                "-m",
-                "pip",
+                *pip,
                 "install",
                 "--no-deps",
                 "--no-index",
