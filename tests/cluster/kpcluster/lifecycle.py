@@ -40,6 +40,9 @@ NODE = ("kubelet", "kube-proxy")
 COMPONENTS = ("containerd", *CONTROL_PLANE, *NODE)
 IMAGES_FILE = layout.STATE / "images.json"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# kube-apiserver finishes its shutdown sequence in well under a second, then lingers (seen:
+# > 15 s) with nothing left to serve; its state dies with etcd's anyway, so do not wait long.
+STOP_TIMEOUTS = {"kube-apiserver": 3.0}
 # Paths bring-up may create outside its own directories; removed on down only if new.
 FOREIGN_PATHS = (
     Path("/run/netns"),
@@ -421,7 +424,7 @@ def down() -> None:
         if name == "containerd":
             _remove_pods(procs)
         if name in procs:
-            supervisor.stop(procs[name], name, timeout=15)
+            supervisor.stop(procs[name], name, timeout=STOP_TIMEOUTS.get(name, 15))
     for name, proc in procs.items():
         if name not in COMPONENTS:
             supervisor.stop(proc, name)
@@ -432,7 +435,7 @@ def down() -> None:
     network.delete_workstation()
     for ns in network.netns_list():
         if ns.startswith("cni-") and ns not in keep_netns:
-            mounts.unmount_under(f"/run/netns/{ns}")
+            # `ip netns del` detaches the nsfs mount itself (a plain umount gets EINVAL here).
             run(["ip", "netns", "del", ns], check=False)
     for link in (layout.POD_BRIDGE, layout.SERVICE_SINK, layout.LAN_BRIDGE):
         network.delete_link(link)

@@ -48,8 +48,8 @@ def unmount(point: str) -> None:
     if _libc.umount2(target, 0) == 0:
         return
     err = ctypes.get_errno()
-    if err == errno.EINVAL and point not in mount_points():
-        return  # already gone: listed twice (propagated copy) and went with the first
+    if err == errno.EINVAL:
+        raise OSError(err, f"umount {point}: {os.strerror(err)}")  # hidden or not a mount
     # Busy: detach lazily; the kernel frees it when the last user goes away.
     if _libc.umount2(target, MNT_DETACH) != 0:
         err = ctypes.get_errno()
@@ -58,9 +58,15 @@ def unmount(point: str) -> None:
 
 
 def unmount_under(*roots: Path | str) -> list[str]:
-    """Unmount everything at or below the roots, deepest and newest first; return what went."""
-    removed = []
-    for _ in range(5):  # stacked mounts on one point need one round each; bounded
+    """Unmount everything at or below the roots, deepest and newest first; return what went.
+
+    A mount can be hidden under a later mount on a parent (e.g. an nsfs mount that propagated
+    under the `ip netns` bind of /run/netns): unmounting it fails (EINVAL) until the parent is
+    gone, so this goes round a few times and only reports what is still there at the end.
+    """
+    removed: list[str] = []
+    failed: dict[str, OSError] = {}
+    for _ in range(5):  # bounded: each round uncovers at most one more layer
         found = mounts_under(*roots)
         if not found:
             break
@@ -72,6 +78,9 @@ def unmount_under(*roots: Path | str) -> list[str]:
             try:
                 unmount(point)
                 removed.append(point)
+                failed.pop(point, None)
             except OSError as exc:
-                log.warning("could not unmount %s: %s", point, exc)
+                failed[point] = exc
+    for point in mounts_under(*roots):
+        log.warning("could not unmount %s: %s", point, failed.get(point, "still mounted"))
     return removed
