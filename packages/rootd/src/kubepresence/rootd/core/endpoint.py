@@ -66,6 +66,7 @@ from kubepresence.rootd.core.packets import (
     address,
     parse_icmp,
     parse_ip,
+    parse_ipv4_tcp,
     parse_tcp,
     parse_udp,
 )
@@ -203,10 +204,16 @@ class NetworkEndpoint:
                 if len(view) < VNET_HEADER_SIZE:
                     raise MalformedPacketError("shorter than the vnet header")
                 view = view[VNET_HEADER_SIZE:]
+            fast = parse_ipv4_tcp(view)
+            if fast is not None:
+                self._receive_tcp(4, fast[0], fast[1], fast[2], now)
+                return
             ip = parse_ip(view)
             protocol = ip.protocol
             if protocol == PROTO_TCP:
-                self._receive_tcp(ip, parse_tcp(ip.transport), now)
+                self._receive_tcp(
+                    ip.version, ip.source, ip.destination, parse_tcp(ip.transport), now
+                )
             elif protocol == PROTO_UDP:
                 self._receive_udp(ip, now)
             elif protocol in (PROTO_ICMP, PROTO_ICMPV6):
@@ -231,8 +238,10 @@ class NetworkEndpoint:
         self._routed_cache[destination] = routed
         return routed
 
-    def _receive_tcp(self, ip: IpPacket, segment: TcpSegment, now: float) -> None:
-        key = (ip.source, segment.source_port, ip.destination, segment.destination_port)
+    def _receive_tcp(
+        self, version: int, source: bytes, destination: bytes, segment: TcpSegment, now: float
+    ) -> None:
+        key = (source, segment.source_port, destination, segment.destination_port)
         connection = self._connections.get(key)
         flags = segment.flags
         if (
@@ -244,44 +253,50 @@ class NetworkEndpoint:
             self._forget(key, connection)
             connection = None
         if connection is None:
-            self._receive_tcp_unknown(ip, segment, key, now)
+            self._receive_tcp_unknown(version, source, destination, segment, key, now)
             return
         connection.receive(segment, now)
         self._touch(key, connection)
 
     def _receive_tcp_unknown(
-        self, ip: IpPacket, segment: TcpSegment, key: _TcpKey, now: float
+        self,
+        version: int,
+        source: bytes,
+        destination: bytes,
+        segment: TcpSegment,
+        key: _TcpKey,
+        now: float,
     ) -> None:
         flags = segment.flags
         if flags & RST:
             return
         if flags & (SYN | ACK) != SYN:
-            self._reset_reply(ip, segment)
+            self._reset_reply(source, destination, segment)
             return
-        if not self._is_routed(ip.destination):
+        if not self._is_routed(destination):
             self.stats.not_routed += 1
             return
         flow = FlowId(
             PROTO_TCP,
-            address(ip.source),
+            address(source),
             segment.source_port,
-            address(ip.destination),
+            address(destination),
             segment.destination_port,
         )
         if len(self._connections) >= self.config.max_tcp_connections:
             self.stats.dropped_over_limit += 1
-            self._reset_reply(ip, segment)
+            self._reset_reply(source, destination, segment)
             return
         if not self._accept(flow):
             self.stats.refused += 1
-            self._reset_reply(ip, segment)
+            self._reset_reply(source, destination, segment)
             return
-        writer = PacketWriter(ip.destination, ip.source, self._mode)
+        writer = PacketWriter(destination, source, self._mode)
         connection = TcpConnection(
             flow,
             segment_builder(writer.tcp, segment.destination_port, segment.source_port),
             self._events.append,
-            self.config.tcp_config(ip.version),
+            self.config.tcp_config(version),
             self._iss(),
         )
         connection.open_passive(segment, now)
@@ -290,9 +305,9 @@ class NetworkEndpoint:
         self.stats.tcp_opened += 1
         self._touch(key, connection)
 
-    def _reset_reply(self, ip: IpPacket, segment: TcpSegment) -> None:
+    def _reset_reply(self, source: bytes, destination: bytes, segment: TcpSegment) -> None:
         """RST for a segment no connection owns (RFC 9293 §3.10.7.1)."""
-        writer = PacketWriter(ip.destination, ip.source, self._mode)
+        writer = PacketWriter(destination, source, self._mode)
         if segment.flags & ACK:
             seq, ack, flags = segment.ack, 0, RST
         else:

@@ -330,6 +330,61 @@ def parse_tcp(transport: memoryview) -> TcpSegment:
     return segment
 
 
+_IPV4_TCP_HEADERS = struct.Struct("!BBHHHBBH4s4sHHIIBBHHH")
+
+
+def parse_ipv4_tcp(buffer: memoryview) -> tuple[bytes, bytes, TcpSegment] | None:
+    """Fast path for the common packet: IPv4 without options carrying TCP.
+
+    One unpack for both headers; returns (source, destination, segment), or None when the
+    packet is anything else (the caller then takes the general `parse_ip` path).
+    """
+    if len(buffer) < 40 or buffer[0] != 0x45 or buffer[9] != PROTO_TCP:
+        return None
+    (
+        _,
+        _,
+        total_length,
+        _,
+        fragment,
+        _,
+        _,
+        _,
+        source,
+        destination,
+        source_port,
+        destination_port,
+        seq,
+        ack,
+        offset_byte,
+        flags,
+        window,
+        _,
+        _,
+    ) = _IPV4_TCP_HEADERS.unpack_from(buffer)
+    if total_length > len(buffer) or total_length < 40:
+        raise MalformedPacketError(f"IPv4 total length {total_length} in {len(buffer)} bytes")
+    if fragment & (_IPV4_MORE_FRAGMENTS | _IPV4_OFFSET_MASK):
+        raise UnsupportedPacketError("IPv4 fragment")
+    header_length = (offset_byte >> 4) * 4
+    if header_length < TCP_HEADER_SIZE or header_length > total_length - IPV4_HEADER_SIZE:
+        raise MalformedPacketError(f"TCP data offset {header_length}")
+    segment = TcpSegment(
+        source_port,
+        destination_port,
+        seq,
+        ack,
+        flags,
+        window,
+        buffer[IPV4_HEADER_SIZE + header_length : total_length],
+    )
+    if flags & SYN and header_length > TCP_HEADER_SIZE:
+        _parse_syn_options(
+            buffer[IPV4_HEADER_SIZE + TCP_HEADER_SIZE : IPV4_HEADER_SIZE + header_length], segment
+        )
+    return source, destination, segment
+
+
 def _parse_syn_options(options: memoryview, segment: TcpSegment) -> None:
     index = 0
     end = len(options)

@@ -55,13 +55,22 @@ class TcpStream:
                 return b""
             self._readable.clear()
             await self._readable.wait()
-        first = self._received[0]
-        if len(first) <= max_bytes:
-            data = self._received.popleft()
-        else:
-            data = first[:max_bytes]
-            self._received[0] = first[max_bytes:]
-        self._owner.stream_consumed(self.flow, len(data))
+        # Hand out everything buffered (up to max_bytes) at once: one wake-up of the relay
+        # per batch of segments, not per segment.
+        received = self._received
+        parts: list[bytes] = []
+        size = 0
+        while received and size + len(received[0]) <= max_bytes:
+            chunk = received.popleft()
+            parts.append(chunk)
+            size += len(chunk)
+        if not parts:
+            first = received[0]
+            parts.append(first[:max_bytes])
+            received[0] = first[max_bytes:]
+            size = max_bytes
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._owner.stream_consumed(self.flow, size)
         return data
 
     async def write(self, data: Chunk) -> None:
