@@ -56,6 +56,8 @@ FOREIGN_PATHS = (
     Path("/opt/containerd"),
     Path("/etc/cni"),
 )
+# Directories other tools use too (ip netns): removed only when empty once ours are gone.
+SHARED_PATHS = (Path("/run/netns"), Path("/etc/netns"))
 TASKS = layout.CONTAINERD_STATE / "io.containerd.runtime.v2.task"
 CTR = ["ctr", "--address", str(layout.CONTAINERD_SOCK)]
 
@@ -562,18 +564,27 @@ def _remove_cgroups() -> None:
 
 
 def _remove_new_paths(before: Before | None) -> None:
-    existed = set(before.existing_paths) if before else {str(p) for p in FOREIGN_PATHS}
-    for path in FOREIGN_PATHS:
-        if str(path) in existed or not path.exists():
-            continue
-        mounts.unmount_under(path)
-        shutil.rmtree(path, ignore_errors=True)
+    """Remove what bring-up created outside its own directories, if it was not there before."""
     shutil.rmtree(layout.WORKSTATION_NETNS_ETC, ignore_errors=True)
     containers_log = Path("/var/log/containers")
     if containers_log.is_dir():
         for link in containers_log.iterdir():
             if link.is_symlink() and str(link.readlink()).startswith(str(layout.POD_LOGS)):
                 link.unlink()
+    existed = set(before.existing_paths) if before else {str(p) for p in FOREIGN_PATHS}
+    for path in FOREIGN_PATHS:
+        if str(path) in existed or not path.exists():
+            continue
+        if path in SHARED_PATHS:
+            if any(path.iterdir()):
+                log.info("leaving %s: it holds entries of other tools", path)
+                continue
+            if str(path) in mounts.mount_points():
+                mounts.unmount(str(path))  # `ip netns add` bind-mounts /run/netns on itself
+            path.rmdir()
+            continue
+        mounts.unmount_under(path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # --- logs --------------------------------------------------------------------------------
