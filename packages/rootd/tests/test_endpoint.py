@@ -292,3 +292,57 @@ def test_arbitrary_segments_to_a_live_connection_never_raise(
     for connection in endpoint.tcp_connections:
         assert connection.snd_una <= connection.snd_nxt <= connection.snd_max
         assert connection.unconsumed == 0
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(
+            # seq offset from the next expected byte: mostly in order, as real traffic is
+            st.sampled_from([0, 0, 0, 1, -1, 1460]) | st.integers(-3000, 3000),
+            # ack offset from our first data byte (we send 5120 bytes)
+            st.sampled_from([0, 1, 50, 1460, 5120, 5121]) | st.integers(-2, 6000),
+            st.sampled_from([ACK, ACK, ACK | FIN, RST | ACK, SYN, 0]),
+            st.integers(0, 1500),
+            st.integers(0, 65535),
+        ),
+        max_size=15,
+    )
+)
+def test_header_prediction_changes_nothing_but_speed(
+    script: list[tuple[int, int, int, int, int]],
+) -> None:
+    """The same segments to a connection with and without the fast path give the same
+    packets, events and state."""
+    outcomes = []
+    for predicted in (True, False):
+        endpoint, asked = make()
+        client = ScriptedClient()
+        endpoint.receive(client.syn(5000), 0.0)
+        endpoint.flush(0.0)
+        endpoint.receive(client.tcp(5001, 1001), 0.0)
+        flow = asked[0]
+        connection = endpoint.connection(flow)
+        if not predicted:
+            connection._receive_predicted = lambda segment, now: False  # type: ignore[method-assign]
+        endpoint.send(flow, bytes(range(256)) * 20)
+        log: list[object] = [endpoint.flush(0.0)]
+        expected = 5001
+        now = 0.0
+        for seq_offset, ack_offset, flags, length, window in script:
+            now += 0.05
+            payload = bytes([length & 0xFF]) * length
+            endpoint.receive(
+                client.tcp(expected + seq_offset, 1001 + ack_offset, flags, payload, window), now
+            )
+            if seq_offset == 0 and flags & ACK and not flags & (RST | SYN):
+                expected += length
+            events = endpoint.take_events()
+            for event in events:
+                if isinstance(event, DataReceived):
+                    endpoint.consumed(event.flow, len(event.data))
+            endpoint.on_timer(now)
+            log += [events, [packet_bytes(p) for p in endpoint.flush(now)]]
+        log.append((connection.state, connection.snd_una, connection.snd_nxt, connection.rcv_nxt))
+        outcomes.append(log)
+    assert outcomes[0] == outcomes[1]

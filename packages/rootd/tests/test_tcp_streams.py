@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, given, settings
@@ -45,8 +46,19 @@ SERVER = ipaddress.ip_address("198.18.0.10")
 MAX_STEPS = 200_000
 MAX_SIM_SECONDS = 5_000.0
 BUDGET = 64
-# Generous retries and TIME-WAIT: the property is about convergence, not about giving up.
-ROBUST = {"max_retransmissions": 15, "max_syn_retransmissions": 15, "max_rto": 1.0}
+
+
+def robust_config(mss: int, buffer: int) -> TcpConfig:
+    """Generous retries and TIME-WAIT: the property is about convergence, not giving up."""
+    return TcpConfig(
+        mss=mss,
+        receive_buffer=buffer,
+        send_buffer=buffer,
+        time_wait=30.0,
+        max_retransmissions=15,
+        max_syn_retransmissions=15,
+        max_rto=1.0,
+    )
 
 
 @dataclass
@@ -88,13 +100,7 @@ def run(scenario: Scenario) -> tuple[Side, Side, NetworkEndpoint]:
         flow,
         segment_builder(writer.tcp, 40000, 80),
         client_events.append,
-        TcpConfig(
-            mss=scenario.mtu - 40,
-            receive_buffer=scenario.client_buffer,
-            send_buffer=scenario.client_buffer,
-            time_wait=30.0,
-            **ROBUST,  # type: ignore[arg-type]
-        ),
+        robust_config(scenario.mtu - 40, scenario.client_buffer),
         rng.getrandbits(32),
     )
     endpoint = NetworkEndpoint(
@@ -103,12 +109,7 @@ def run(scenario: Scenario) -> tuple[Side, Side, NetworkEndpoint]:
         EndpointConfig(
             mtu=scenario.mtu,
             output=scenario.mode,
-            tcp=TcpConfig(
-                receive_buffer=scenario.server_buffer,
-                send_buffer=scenario.server_buffer,
-                time_wait=30.0,
-                **ROBUST,  # type: ignore[arg-type]
-            ),
+            tcp=robust_config(scenario.mtu - 40, scenario.server_buffer),
         ),
         initial_sequence=lambda: rng.getrandbits(32),
     )
@@ -119,7 +120,7 @@ def run(scenario: Scenario) -> tuple[Side, Side, NetworkEndpoint]:
     now = 0.0
     client.open_active(now)
 
-    def application(side: Side, events: list[TcpEvent], send: object) -> None:
+    def application(side: Side, events: Iterable[object]) -> None:
         for event in events:
             if isinstance(event, DataReceived):
                 side.received += event.data
@@ -132,13 +133,13 @@ def run(scenario: Scenario) -> tuple[Side, Side, NetworkEndpoint]:
 
     for _ in range(MAX_STEPS):
         # Applications: read (maybe not all at once), send what fits, close when done.
-        application(client_side, client_events, None)
+        application(client_side, client_events)
         client_events.clear()
         for event in endpoint.take_events():
             if isinstance(event, Connected):
                 server_flow = event.flow
             assert not isinstance(event, Reset), event
-            application(server_side, [event], None)  # type: ignore[list-item]
+            application(server_side, [event])
         if client_side.unconsumed and rng.random() < scenario.read_eagerness:
             client.consumed(client_side.unconsumed)
             client_side.unconsumed = 0

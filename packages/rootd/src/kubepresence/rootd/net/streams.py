@@ -16,6 +16,8 @@ from typing import Protocol
 from kubepresence.rootd.core.flows import FlowId
 from kubepresence.rootd.core.packets import Chunk
 
+_COALESCE_TARGET = 1 << 16
+
 
 class StreamOwner(Protocol):
     """What a stream needs from the terminator that drives the endpoint."""
@@ -55,12 +57,13 @@ class TcpStream:
                 return b""
             self._readable.clear()
             await self._readable.wait()
-        # Hand out everything buffered (up to max_bytes) at once: one wake-up of the relay
-        # per batch of segments, not per segment.
+        # Hand out several small segments at once (one wake-up of the relay per batch, not
+        # per segment), but never join big ones: a fresh 1 MiB object per read costs page
+        # faults that made 64 KiB GSO reads 40 % slower.
         received = self._received
         parts: list[bytes] = []
         size = 0
-        while received and size + len(received[0]) <= max_bytes:
+        while received and size < _COALESCE_TARGET and size + len(received[0]) <= max_bytes:
             chunk = received.popleft()
             parts.append(chunk)
             size += len(chunk)
