@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from . import imagebuild, kube, layout, lifecycle, network, preparing, supervisor
 from .commands import ClusterError
@@ -94,14 +96,31 @@ def _cmd_kubeconfig(args: argparse.Namespace) -> int:
     return 0
 
 
+def ws_command(words: Sequence[str]) -> list[str]:
+    """The command after `ws`: only the first "--" separates; later ones are the command's."""
+    return list(words[1:] if words[:1] == ["--"] else words)
+
+
 def _cmd_ws(args: argparse.Namespace) -> int:
-    # Only the first "--" separates our options from the command; later ones are its own.
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = ws_command(args.command)
     if not command:
         raise ClusterError("ws needs a command, e.g. `ws -- kubectl get nodes`")
     env = kube.kubectl_env(layout.WORKSTATION_KUBECONFIG)
     argv = ["ip", "netns", "exec", layout.WORKSTATION_NETNS, *command]
     os.execvpe("ip", argv, env)
+
+
+@contextlib.contextmanager
+def _exclusive() -> Iterator[None]:
+    """One changing command at a time (two `up`s at once would fight over every resource)."""
+    layout.CACHE.mkdir(parents=True, exist_ok=True)
+    with (layout.CACHE / "cluster.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another cluster.py holds %s; waiting", lock.name)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def parser() -> argparse.ArgumentParser:
@@ -148,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cluster.py must run as root", file=sys.stderr)
         return 2
     try:
+        if args.cmd in ("prepare", "up", "down", "images"):
+            with _exclusive():
+                return int(args.fn(args))
         return int(args.fn(args))
     except ClusterError as exc:
         log.error("%s", exc)

@@ -49,8 +49,8 @@ def apply(manifests: Sequence[dict[str, Any]], timeout: float = 60) -> None:
 
 def api_ready(timeout: float = 3) -> bool:
     """GET /readyz with the cluster CA (anonymous access to health endpoints stays on)."""
-    ctx = ssl.create_default_context(cafile=str(layout.PKI / "ca.crt"))
     try:
+        ctx = ssl.create_default_context(cafile=str(layout.PKI / "ca.crt"))
         with urllib.request.urlopen(
             f"{layout.API_URL}/readyz", context=ctx, timeout=timeout
         ) as resp:

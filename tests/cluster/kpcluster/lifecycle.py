@@ -363,7 +363,7 @@ def _alive_and(probe: Any, *names: str) -> Any:
         states = component_states()
         dead = [n for n in names if not states.get(n)]
         if dead:
-            tail = "\n".join(logs_tail(dead[0], 30))
+            tail = "\n".join(logs_tail(dead[0], 30, current_run=True))
             raise RuntimeError(f"{dead[0]} died during bring-up; last log lines:\n{tail}")
         return probe()
 
@@ -590,11 +590,19 @@ def _remove_new_paths(before: Before | None) -> None:
 # --- logs --------------------------------------------------------------------------------
 
 
-def logs_tail(component: str, lines: int = 100) -> list[str]:
+def logs_tail(component: str, lines: int = 100, *, current_run: bool = False) -> list[str]:
+    """The last lines of a component's log; with current_run, only since its latest start."""
     path = layout.LOGS / f"{component}.log"
     if not path.exists():
         return [f"(no log at {path})"]
     with path.open("rb") as f:
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - 256 * 1024))
-        return f.read().decode(errors="replace").splitlines()[-lines:]
+        text = f.read().decode(errors="replace").splitlines()
+    if current_run:
+        starts = [
+            i for i, line in enumerate(text) if line.startswith("==== ") and " start " in line
+        ]
+        if starts:
+            text = text[starts[-1] + 1 :]
+    return text[-lines:]

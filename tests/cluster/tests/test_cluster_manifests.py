@@ -67,3 +67,19 @@ def test_guard_rules_cover_the_lab_ranges() -> None:
 def test_mountinfo_unescape() -> None:
     assert mounts._unescape(r"/run/a\040b") == "/run/a b"
     assert mounts._unescape(r"/x\134y") == "/x\\y"
+
+
+def test_ws_keeps_the_commands_own_double_dash() -> None:
+    from kpcluster import cli
+
+    argv = ["ws", "--", "kubectl", "exec", "pod", "--", "python3", "-c", "print(1)"]
+    args = cli.parser().parse_args(argv)
+    assert cli.ws_command(args.command) == [
+        "kubectl",
+        "exec",
+        "pod",
+        "--",
+        "python3",
+        "-c",
+        "print(1)",
+    ]
