@@ -6,6 +6,8 @@ Scenarios:
 - From a pod, http://echo.<namespace> resolves through cluster DNS to the Service's
   ClusterIP and answers with the echo pod's name, the method, the path and the body length.
 - From a pod, the TCP and UDP echo Services echo bytes back.
+- A pod has no route off the machine, and a name outside the cluster does not resolve (CoreDNS
+  has no upstream); the session's guard check proves no such query left.
 - From the workstation namespace, `kubectl get nodes` works through the API server.
 - From the workstation, a pod IP and a ClusterIP are NOT reachable (while the host reaches
   both): only the API server is, so anything else must go through kubepresence.
@@ -15,6 +17,7 @@ Scenarios:
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import select
@@ -113,6 +116,39 @@ def test_pod_reaches_tcp_and_udp_echo(cluster: Cluster, namespace: str) -> None:
     )
     result = cluster.python_in_pod(namespace, client, code, timeout=60)
     assert result == {"tcp": "hello over tcp", "udp": "hello over udp"}
+
+
+def test_pod_has_no_way_off_the_machine(cluster: Cluster, namespace: str) -> None:
+    client = cluster.client_pod(namespace)
+    # connect() on a UDP socket only looks up the route: no packet is sent. 203.0.113.0/24 is
+    # TEST-NET-3 (documentation only), and names under .example are reserved: nothing real.
+    code = textwrap.dedent(
+        """
+        import json, socket
+        result = {}
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.connect(("203.0.113.7", 9))
+            result["route"] = "found"
+        except OSError as exc:
+            result["route"] = exc.errno
+        try:
+            socket.getaddrinfo("kubepresence-e2e.example", 80)
+            result["dns"] = "resolved"
+        except socket.gaierror as exc:
+            result["dns"] = exc.errno
+        try:
+            result["cluster_dns"] = socket.gethostbyname("kubernetes.default")
+        except OSError as exc:
+            result["cluster_dns"] = str(exc)
+        print(json.dumps(result))
+        """
+    )
+    result = cluster.python_in_pod(namespace, client, code)
+    assert result["route"] == errno.ENETUNREACH
+    assert result["dns"] != "resolved"
+    # The same resolver works for cluster names: the failure above is not a broken DNS.
+    assert result["cluster_dns"] == layout.API_SERVICE_IP
 
 
 def test_workstation_kubectl_get_nodes(cluster: Cluster) -> None:
