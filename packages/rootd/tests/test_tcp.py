@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kubepresence.rootd.core.endpoint import EndpointConfig, Event, NetworkEndpoint
 from kubepresence.rootd.core.errors import LocalProtocolError
@@ -631,3 +633,88 @@ def test_sequence_numbers_wrap_around() -> None:
     assert connection.snd_una - connection.iss == 3001
     received = b"".join(e.data for e in endpoint.take_events() if isinstance(e, DataReceived))
     assert received == payload
+
+
+# -- robustness in every state ------------------------------------------------------------
+
+
+def drive_to(state: State) -> Harness:
+    """A harness whose one connection is in `state` (passive side)."""
+    h = Harness()
+    seq = CLIENT_ISN + 1
+    if state is State.SYN_RECEIVED:
+        h.feed(h.client.syn(CLIENT_ISN))
+        h.out()
+        return h
+    h.handshake()
+    if state in (State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSING, State.TIME_WAIT):
+        h.endpoint.close(h.flow)
+        h.out()
+        if state is State.FIN_WAIT_2:
+            h.feed(h.client.tcp(seq, ISS + 2))
+        elif state is State.CLOSING:
+            h.feed(h.client.tcp(seq, ISS + 1, ACK | FIN))
+        elif state is State.TIME_WAIT:
+            h.feed(h.client.tcp(seq, ISS + 2, ACK | FIN))
+    elif state in (State.CLOSE_WAIT, State.LAST_ACK):
+        h.feed(h.client.tcp(seq, ISS + 1, ACK | FIN))
+        if state is State.LAST_ACK:
+            h.endpoint.close(h.flow)
+    h.out()
+    assert h.state() is state
+    return h
+
+
+segment_scripts = st.lists(
+    st.tuples(
+        st.sampled_from([0, 1, -1, 2**31, 2**32 - 1]) | st.integers(0, 2**32 - 1),
+        st.sampled_from([0, 1, 2, -1]) | st.integers(0, 2**32 - 1),
+        st.integers(0, 255),
+        st.binary(max_size=64),
+        st.integers(0, 65535),
+    ),
+    max_size=10,
+)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        State.SYN_RECEIVED,
+        State.ESTABLISHED,
+        State.FIN_WAIT_1,
+        State.FIN_WAIT_2,
+        State.CLOSING,
+        State.TIME_WAIT,
+        State.CLOSE_WAIT,
+        State.LAST_ACK,
+    ],
+)
+@settings(max_examples=60)
+@given(script=segment_scripts)
+def test_arbitrary_segments_in_any_state_never_raise(
+    state: State, script: list[tuple[int, int, int, bytes, int]]
+) -> None:
+    h = drive_to(state)
+    original = h.connection
+    events: list[Event] = []
+    ended_at: int | None = None  # index in `events` of the first Closed/Reset
+    reopened = False  # a SYN after the end may start a new connection on the 5-tuple
+    for seq_offset, ack_offset, flags, payload, window in script:
+        h.now += 0.25
+        seq = (CLIENT_ISN + 1 + seq_offset) & MASK
+        ack = (ISS + 1 + ack_offset) & MASK
+        reopened = reopened or (ended_at is not None and bool(flags & SYN))
+        h.feed(h.client.tcp(seq, ack, flags, payload, window))
+        h.out()
+        h.endpoint.on_timer(h.now)
+        for event in h.events():
+            if ended_at is not None and not reopened:
+                pytest.fail(f"{event} after the connection ended with {events[ended_at]}")
+            events.append(event)
+            if isinstance(event, Closed | Reset) and ended_at is None:
+                ended_at = len(events) - 1
+            if isinstance(event, DataReceived):
+                h.endpoint.consumed(event.flow, len(event.data))
+    if ended_at is not None:
+        assert original.state in (State.CLOSED, State.TIME_WAIT)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubepresence.rootd.core.packets import PROTO_TCP, PROTO_UDP
 
@@ -19,6 +19,26 @@ class FlowId:
     source_port: int
     destination: Address
     destination_port: int
+    # Flows key several dicts on the per-packet path; ipaddress objects hash slowly.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "_hash",
+            hash(
+                (
+                    self.protocol,
+                    self.source,
+                    self.source_port,
+                    self.destination,
+                    self.destination_port,
+                )
+            ),
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def protocol_name(self) -> str:

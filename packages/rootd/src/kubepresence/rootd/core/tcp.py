@@ -396,10 +396,13 @@ class TcpConnection:
     @property
     def deadline(self) -> float | None:
         """When `on_timer` must run next, or None."""
-        best: float | None = None
-        for value in (self._rto_deadline, self._persist_deadline, self._time_wait_deadline):
-            if value is not None and (best is None or value < best):
-                best = value
+        best = self._rto_deadline
+        persist = self._persist_deadline
+        if persist is not None and (best is None or persist < best):
+            best = persist
+        time_wait = self._time_wait_deadline
+        if time_wait is not None and (best is None or time_wait < best):
+            best = time_wait
         return best
 
     def on_timer(self, now: float) -> None:
