@@ -80,6 +80,7 @@ class Terminator:
         self._timer_deadline: float | None = None
         self.packets_read = 0
         self.packets_written = 0
+        self.largest_read = 0  # above the MTU means the kernel hands us GSO super-segments
 
     def start(self) -> None:
         """Begin reading the TUN on the running loop."""
@@ -116,6 +117,7 @@ class Terminator:
         for packet in packets:
             receive(packet, now)
         self.packets_read += len(packets)
+        self.largest_read = max(self.largest_read, max(map(len, packets)))
         self._dispatch()
         self._flush()
 
