@@ -27,6 +27,14 @@ from kubepresence.manager.core.sessions import SessionRegistry
 from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.protocol.errors import Category, KubepresenceError
+from kubepresence.protocol.gen.common import (
+    ConnectionId,
+    Protocol,
+    TunnelControl,
+    TunnelControlCode,
+    TunnelMessage,
+    TunnelOpen,
+)
 from kubepresence.protocol.gen.google.protobuf import Empty
 from kubepresence.protocol.gen.manager import ClientInfo, ManagerStub
 from kubepresence.protocol.transport import serve_unix, unix_channel
@@ -165,3 +173,39 @@ async def test_client_session_arrive_remain_depart(channel: Channel) -> None:
         await stub.remain(session)
     assert caught.value.status is Status.NOT_FOUND
     assert "arrive again" in str(caught.value.message)
+
+
+async def test_udp_flow_carries_datagrams_both_ways(channel: Channel) -> None:
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.transport.sendto(data.upper(), addr)  # type: ignore[attr-defined]
+
+    loop = asyncio.get_running_loop()
+    echo, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    port = echo.get_extra_info("sockname")[1]
+    opening = TunnelMessage(
+        open=TunnelOpen(
+            session_id="s",
+            connection=ConnectionId(
+                protocol=Protocol.UDP, destination_ip=bytes([127, 0, 0, 1]), destination_port=port
+            ),
+        )
+    )
+    try:
+        async with ManagerClient(channel).tunnel_stream() as stream:
+            await stream.send_message(opening)
+            reply = await stream.recv_message()
+            assert reply.control.code == TunnelControlCode.CONNECTED
+            for word in (b"one", b"two", b"three"):
+                await stream.send_message(TunnelMessage(data=word))
+                answer = await asyncio.wait_for(stream.recv_message(), 5)
+                assert answer.data == word.upper()
+            await stream.send_message(
+                TunnelMessage(control=TunnelControl(code=TunnelControlCode.WRITE_CLOSED))
+            )
+            await stream.end()
+    finally:
+        echo.close()

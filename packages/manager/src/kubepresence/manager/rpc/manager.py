@@ -13,9 +13,12 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from kubepresence.manager.core.addresses import destination
+from kubepresence.manager.core.dns import BadQuestionError
 from kubepresence.manager.core.sessions import Session, SessionKind, SessionRegistry
 from kubepresence.manager.k8s.discovery import ClusterNetwork
+from kubepresence.manager.net import datagrams, resolving
 from kubepresence.protocol import version_of
+from kubepresence.protocol.errors import UserError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.tunnel import control, describe, relay, send_reset
@@ -90,13 +93,23 @@ class ManagerService(manager.ManagerBase):
             log.info("%s %s departed: %s", session.kind.value, session.name, session.id)
         return protobuf.Empty()
 
+    async def lookup_dns(self, message: common.DnsRequest) -> common.DnsResponse:
+        self._sessions.remain(message.session_id, self._now())
+        try:
+            rcode, answers = await resolving.resolve(
+                self._network.dns_service_ip, message.name, message.qtype
+            )
+        except BadQuestionError as error:
+            raise UserError(str(error)) from error
+        return common.DnsResponse(rcode=rcode, answers=answers)
+
     async def _tunnel(self, stream: Stream[Any, Any]) -> None:
         first = await stream.recv_message()
         if first is None or first.open is None or first.open.connection is None:
             raise GRPCError(Status.INVALID_ARGUMENT, "a tunnel starts with an open message")
         conn = first.open.connection
-        if conn.protocol != common.Protocol.TCP:
-            raise GRPCError(Status.UNIMPLEMENTED, "only TCP flows are relayed so far")
+        if conn.protocol not in (common.Protocol.TCP, common.Protocol.UDP):
+            raise GRPCError(Status.INVALID_ARGUMENT, "a flow is TCP or UDP")
         try:
             host, port = destination(conn.destination_ip, conn.destination_port)
         except ValueError as error:
@@ -104,6 +117,9 @@ class ManagerService(manager.ManagerBase):
         idle = self._idle_timeout
         if first.open.idle_timeout is not None and first.open.idle_timeout.total_seconds() > 0:
             idle = first.open.idle_timeout.total_seconds()
+        if conn.protocol == common.Protocol.UDP:
+            await self._datagram_flow(stream, host, port, idle)
+            return
         try:
             async with asyncio.timeout(self._dial_timeout):
                 reader, writer = await asyncio.open_connection(host, port)
@@ -122,3 +138,20 @@ class ManagerService(manager.ManagerBase):
             await send_reset(stream, describe(error))
         else:
             log.debug("flow to %s:%d closed", host, port)
+
+    async def _datagram_flow(
+        self, stream: Stream[Any, Any], host: str, port: int, idle: float
+    ) -> None:
+        try:
+            transport, answers = await datagrams.open_datagram_flow(host, port)
+        except OSError as error:
+            await stream.send_message(
+                control(common.TunnelControlCode.DIAL_FAILED, describe(error))
+            )
+            return
+        await stream.send_message(control(common.TunnelControlCode.CONNECTED))
+        try:
+            await datagrams.relay_datagrams(stream, transport, answers, idle_timeout=idle)
+        except Exception as error:  # noqa: BLE001 - any failure ends this one flow only
+            log.info("udp flow to %s:%d ended: %s", host, port, describe(error))
+            await send_reset(stream, describe(error))

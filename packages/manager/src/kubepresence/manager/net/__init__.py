@@ -1,0 +1,1 @@
+"""The traffic manager's network shells."""
