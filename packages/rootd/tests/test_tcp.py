@@ -433,6 +433,24 @@ def test_overlapping_and_duplicate_segments_deliver_each_byte_once() -> None:
     assert acks[-1].ack == seq + 100
 
 
+def test_out_of_order_memory_is_bounded_by_the_receive_buffer() -> None:
+    h = Harness(EndpointConfig(tcp=TcpConfig(receive_buffer=8192)))
+    h.handshake(window_scale=None)
+    seq = CLIENT_ISN + 1
+    # Overlapping copies at every offset past a gap: a hostile peer's memory attack.
+    for start in range(1, 7000, 7):
+        h.feed(h.client.tcp(seq + start, ISS + 1, ACK, data(1000, start)))
+    held = h.connection._out_of_order
+    assert sum(len(chunk) for chunk in held.values()) <= 8192
+    assert h.events() == []
+    # The gap fills: every held byte that fits is delivered once, in order.
+    h.feed(h.client.tcp(seq, ISS + 1, ACK, b"G"))
+    received = b"".join(e.data for e in h.events() if isinstance(e, DataReceived))
+    assert received[:1] == b"G"
+    assert len(received) <= 8192
+    assert h.connection.rcv_nxt == seq + len(received)
+
+
 # -- closing ------------------------------------------------------------------------------
 
 
@@ -697,8 +715,8 @@ def test_arbitrary_segments_in_any_state_never_raise(
 ) -> None:
     h = drive_to(state)
     original = h.connection
-    events: list[Event] = []
-    ended_at: int | None = None  # index in `events` of the first Closed/Reset
+    events: list[Event] = h.events()  # TIME-WAIT has reported Closed already
+    ended_at = next((i for i, e in enumerate(events) if isinstance(e, Closed | Reset)), None)
     reopened = False  # a SYN after the end may start a new connection on the 5-tuple
     for seq_offset, ack_offset, flags, payload, window in script:
         h.now += 0.25

@@ -252,6 +252,7 @@ class TcpConnection:
         self._unconsumed = 0
         self._advertised_edge = 0
         self._out_of_order: dict[int, bytes] = {}
+        self._out_of_order_bytes = 0
         self._peer_fin_seq: int | None = None
         self._syn_options = b""
 
@@ -688,11 +689,17 @@ class TcpConnection:
         if not payload:
             return
         if seq > rcv_nxt:
+            # Held until the gap fills; bounded in count and bytes (overlapping copies from
+            # a hostile peer must not outgrow the receive buffer).
             kept = self._out_of_order.get(seq)
-            if (kept is None or len(kept) < len(payload)) and (
-                kept is not None or len(self._out_of_order) < _MAX_OUT_OF_ORDER_SEGMENTS
+            growth = len(payload) - (len(kept) if kept is not None else 0)
+            if (
+                growth > 0
+                and (kept is not None or len(self._out_of_order) < _MAX_OUT_OF_ORDER_SEGMENTS)
+                and self._out_of_order_bytes + growth <= self._config.receive_buffer
             ):
                 self._out_of_order[seq] = bytes(payload)
+                self._out_of_order_bytes += growth
             return
         self._deliver(bytes(payload))
         if self._out_of_order:
@@ -709,6 +716,7 @@ class TcpConnection:
             if start > self.rcv_nxt:
                 break
             data = kept.pop(start)
+            self._out_of_order_bytes -= len(data)
             end = start + len(data)
             if end > self.rcv_nxt:
                 self._deliver(data[self.rcv_nxt - start :])
@@ -717,6 +725,7 @@ class TcpConnection:
         self._peer_fin_seq = None
         self.rcv_nxt += 1
         self._out_of_order.clear()
+        self._out_of_order_bytes = 0
         self._ack_pending = True
         self._emit(PeerClosed(self.flow))
         self._fire(Trigger.PEER_FIN)
@@ -743,6 +752,7 @@ class TcpConnection:
         self._chunks.clear()
         self._head = self._head_offset = self._cursor_index = self._cursor_offset = 0
         self._out_of_order.clear()
+        self._out_of_order_bytes = 0
         self._end(event)
 
     def _end(self, event: Closed | Reset) -> None:
