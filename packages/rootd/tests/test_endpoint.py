@@ -43,7 +43,7 @@ ROUTED = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:2::/
 def make(accept: bool = True, **config: object) -> tuple[NetworkEndpoint, list[FlowId]]:
     asked: list[FlowId] = []
 
-    def decide(flow: FlowId) -> bool:
+    def decide(flow: FlowId) -> bool | None:
         asked.append(flow)
         return accept
 
@@ -138,6 +138,82 @@ def test_abort_forgets_a_udp_flow() -> None:
     endpoint.receive(ScriptedClient().udp(b"x"), 0.0)
     endpoint.abort(asked[0])
     assert endpoint.udp_flows == []
+
+
+def test_udp_accept_none_drops_the_datagram_and_asks_again() -> None:
+    asked: list[FlowId] = []
+    answers = iter([None, True])
+
+    def decide(flow: FlowId) -> bool | None:
+        asked.append(flow)
+        return next(answers)
+
+    endpoint = NetworkEndpoint(ROUTED, decide)
+    client = ScriptedClient(destination_port=53)
+    endpoint.receive(client.udp(b"first"), 0.0)
+    assert endpoint.flush(0.0) == []
+    assert endpoint.take_events() == []
+    endpoint.receive(client.udp(b"second"), 0.1)
+    assert endpoint.take_events() == [DatagramReceived(asked[0], b"second")]
+    assert len(asked) == 2
+
+
+# -- deferred TCP admission ---------------------------------------------------------------
+
+
+def deferring() -> tuple[NetworkEndpoint, list[FlowId]]:
+    asked: list[FlowId] = []
+
+    def decide(flow: FlowId) -> bool | None:
+        asked.append(flow)
+        return None
+
+    endpoint = NetworkEndpoint(
+        ROUTED, decide, EndpointConfig(admission_timeout=5.0), initial_sequence=lambda: 1000
+    )
+    return endpoint, asked
+
+
+def test_deferred_syn_waits_then_is_accepted() -> None:
+    endpoint, asked = deferring()
+    client = ScriptedClient()
+    endpoint.receive(client.syn(5000), 0.0)
+    endpoint.receive(client.syn(5000), 1.0)  # the client's retransmission
+    assert endpoint.flush(1.0) == []
+    assert len(asked) == 1
+    assert endpoint.decide(asked[0], True, 1.5)
+    (syn_ack,) = [parse_written(p).tcp for p in endpoint.flush(1.5)]
+    assert syn_ack is not None
+    assert syn_ack.flags == SYN | ACK
+    assert syn_ack.ack == 5001
+    endpoint.receive(client.tcp(5001, 1001), 1.6)
+    assert endpoint.take_events() == [Connected(asked[0])]
+
+
+def test_deferred_syn_refused_gets_rst() -> None:
+    endpoint, asked = deferring()
+    client = ScriptedClient()
+    endpoint.receive(client.syn(5000), 0.0)
+    assert endpoint.decide(asked[0], False, 0.5)
+    (rst,) = [parse_written(p).tcp for p in endpoint.flush(0.5)]
+    assert rst is not None
+    assert rst.flags == RST | ACK
+    assert rst.ack == 5001
+    assert not endpoint.decide(asked[0], True, 0.6)  # no longer pending
+
+
+def test_deferred_syn_times_out_with_rst() -> None:
+    endpoint, asked = deferring()
+    endpoint.receive(ScriptedClient().syn(5000), 0.0)
+    assert endpoint.next_deadline() == 5.0
+    endpoint.on_timer(4.9)
+    assert endpoint.flush(4.9) == []
+    endpoint.on_timer(5.0)
+    (rst,) = [parse_written(p).tcp for p in endpoint.flush(5.0)]
+    assert rst is not None
+    assert rst.flags == RST | ACK
+    assert not endpoint.decide(asked[0], True, 6.0)
+    assert endpoint.tcp_connections == []
 
 
 # -- ICMP echo ----------------------------------------------------------------------------

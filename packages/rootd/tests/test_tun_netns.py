@@ -5,7 +5,8 @@ with TSO, vnet header with checksum offload only, plain packets):
 - a TCP client streams 4 MiB to an echo service and reads it back byte-exact;
 - a TCP client uploads 4 MiB, half-closes, and gets the digest of what arrived;
 - a TCP client downloads 4 MiB until the service closes, byte-exact;
-- a connection to a port the relay refuses is refused (RST);
+- a connection to a port the relay refuses is refused (RST), at once or after the relay
+  deferred its answer (the cluster dial failed); the sink's answer is deferred and positive;
 - UDP datagrams to an echo service come back;
 - an ICMP echo to a routed address is answered.
 
@@ -54,7 +55,8 @@ TUN_NAME = "kptun0"
 TUN_ADDRESS = "198.18.0.1/32"
 ROUTED = "198.19.0.0/16"
 SERVICE = "198.19.0.5"
-ECHO_PORT, SINK_PORT, SOURCE_PORT, REFUSED_PORT = 7, 9, 19, 1
+ECHO_PORT, SINK_PORT, SOURCE_PORT, REFUSED_PORT, DIAL_FAILS_PORT = 7, 9, 19, 1, 2
+DIAL_DELAY = 0.05  # the relay "dials the cluster" for deferred ports
 SIZE = 4 << 20
 SEED = 2544
 CLIENT_TIMEOUT = 120.0
@@ -83,12 +85,13 @@ class ServiceRelay:
         self.terminator: Terminator | None = None
         self.refused: list[FlowId] = []
 
-    def accept(self, flow: FlowId) -> bool:
-        if flow.protocol == PROTO_TCP and flow.destination_port in (
-            ECHO_PORT,
-            SINK_PORT,
-            SOURCE_PORT,
-        ):
+    def accept(self, flow: FlowId) -> bool | None:
+        if flow.protocol == PROTO_TCP and flow.destination_port in (SINK_PORT, DIAL_FAILS_PORT):
+            # Deferred admission: answer the SYN once the (pretend) cluster dial is done.
+            succeeds = flow.destination_port == SINK_PORT
+            self._tasks.create_task(self._dial(flow, succeeds), name=f"dial {flow}")
+            return None
+        if flow.protocol == PROTO_TCP and flow.destination_port in (ECHO_PORT, SOURCE_PORT):
             return True
         if flow.protocol == PROTO_UDP and flow.destination_port == ECHO_PORT:
             return True
@@ -104,6 +107,13 @@ class ServiceRelay:
     async def _guard(self, work: Coroutine[Any, Any, None]) -> None:
         # A failing service fails the task group, and with it the test.
         await asyncio.wait_for(work, CLIENT_TIMEOUT)
+
+    async def _dial(self, flow: FlowId, succeeds: bool) -> None:
+        await asyncio.sleep(DIAL_DELAY)
+        assert self.terminator is not None
+        if not succeeds:
+            self.refused.append(flow)
+        assert self.terminator.decide(flow, succeeds)
 
     async def _echo(self, stream: TcpStream) -> None:
         while data := await stream.read():
@@ -139,7 +149,7 @@ class ServiceRelay:
 CLIENT = r"""
 import hashlib, json, random, socket, sys, threading, time
 service, size, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-ECHO, SINK, SOURCE, REFUSED = 7, 9, 19, 1
+ECHO, SINK, SOURCE, REFUSED, DIAL_FAILS = 7, 9, 19, 1, 2
 data = random.Random(seed).randbytes(size)
 results = {}
 
@@ -181,13 +191,14 @@ s.close()
 results["source"] = {"same": received == data, "length": len(received),
                      "seconds": time.monotonic() - start}
 
-try:
-    connect(REFUSED).close()
-    results["refused"] = "connected"
-except ConnectionRefusedError:
-    results["refused"] = "refused"
-except OSError as error:
-    results["refused"] = repr(error)
+for name, port in (("refused", REFUSED), ("dial_fails", DIAL_FAILS)):
+    try:
+        connect(port).close()
+        results[name] = "connected"
+    except ConnectionRefusedError:
+        results[name] = "refused"
+    except OSError as error:
+        results[name] = repr(error)
 
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.settimeout(5)
@@ -270,7 +281,8 @@ async def test_kernel_tcp_and_udp_through_the_terminator(
         assert results["sink"]["digest"] == results["sink"]["expected"]
         assert results["source"] == {**results["source"], "same": True, "length": SIZE}
         assert results["refused"] == "refused"
-        assert [f.destination_port for f in relay.refused] == [REFUSED_PORT]
+        assert results["dial_fails"] == "refused"
+        assert [f.destination_port for f in relay.refused] == [REFUSED_PORT, DIAL_FAILS_PORT]
         assert results["udp"] == [f"echo:ping-{i}" for i in range(5)]
         assert results["ping"] == {"type": 0, "body_same": True}
         assert endpoint.stats.malformed == 0

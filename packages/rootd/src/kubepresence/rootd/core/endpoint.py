@@ -5,11 +5,15 @@ Model
 Every packet the kernel routes into the TUN device is for a cluster address. The endpoint
 plays all of those addresses at once:
 
-* TCP: a SYN to a routed destination asks the owner's `accept(flow)`; yes creates a
-  `TcpConnection` that answers with SYN-ACK, no answers with RST. Later segments go to the
-  connection of their 5-tuple; a segment for no connection gets a RST (RFC 9293 §3.10.7.1).
-* UDP: the first datagram of a 5-tuple asks `accept(flow)`; yes creates a datagram flow that
-  lives until it has been idle for `udp_idle_timeout`, no answers ICMP port unreachable.
+* TCP: a SYN to a routed destination asks the owner's `accept(flow)`; True creates a
+  `TcpConnection` that answers with SYN-ACK, False answers with RST, None defers: the SYN
+  waits (the client's retransmissions are ignored) until `decide(flow, accepted, now)`, or
+  is refused after `admission_timeout`, so a relay can dial the cluster first and give the
+  client "connection refused" when the dial fails. Later segments go to the connection of
+  their 5-tuple; a segment for no connection gets a RST (RFC 9293 §3.10.7.1).
+* UDP: the first datagram of a 5-tuple asks `accept(flow)`; True creates a datagram flow
+  that lives until it has been idle for `udp_idle_timeout`, False answers ICMP port
+  unreachable, None drops this datagram (the next one asks again).
 * ICMP echo to a routed address is answered here (the cluster side has no ping relay).
 * Packets to unrouted destinations are dropped and counted.
 
@@ -116,6 +120,7 @@ class EndpointConfig:
     tcp: TcpConfig = field(default_factory=TcpConfig)
     udp_idle_timeout: float = 60.0
     answer_echo: bool = True
+    admission_timeout: float = 10.0
     max_tcp_connections: int = 16384
     max_udp_flows: int = 16384
 
@@ -153,6 +158,18 @@ class _UdpFlow:
         self.last_active = now
 
 
+@dataclass(frozen=True, slots=True)
+class _PendingSyn:
+    """A SYN whose admission the relay has deferred (its `accept` returned None)."""
+
+    flow: FlowId
+    key: _TcpKey
+    version: int
+    source: bytes
+    destination: bytes
+    syn: TcpSegment
+
+
 @dataclass(slots=True)
 class _Timer:
     deadline: float
@@ -169,7 +186,7 @@ class NetworkEndpoint:
     def __init__(
         self,
         routed: Iterable[Network],
-        accept: Callable[[FlowId], bool],
+        accept: Callable[[FlowId], bool | None],
         config: EndpointConfig | None = None,
         initial_sequence: Callable[[], int] | None = None,
     ) -> None:
@@ -192,6 +209,9 @@ class NetworkEndpoint:
         self._udp_by_flow: dict[FlowId, _UdpFlow] = {}
         self._udp_expiry: list[tuple[float, int, _TcpKey]] = []
         self._control: list[list[Chunk]] = []
+        self._pending: dict[_TcpKey, _PendingSyn] = {}
+        self._pending_by_flow: dict[FlowId, _PendingSyn] = {}
+        self._pending_expiry: list[tuple[float, int, _TcpKey]] = []
 
     # -- packets in ----------------------------------------------------------------------
 
@@ -253,6 +273,8 @@ class NetworkEndpoint:
             self._forget(key, connection)
             connection = None
         if connection is None:
+            if key in self._pending:
+                return  # the relay is still deciding; the client's retransmissions wait
             self._receive_tcp_unknown(version, source, destination, segment, key, now)
             return
         connection.receive(segment, now)
@@ -287,10 +309,33 @@ class NetworkEndpoint:
             self.stats.dropped_over_limit += 1
             self._reset_reply(source, destination, segment)
             return
-        if not self._accept(flow):
+        verdict = self._accept(flow)
+        if verdict is None:
+            pending = _PendingSyn(flow, key, version, source, destination, segment)
+            self._pending[key] = pending
+            self._pending_by_flow[flow] = pending
+            self._timer_order += 1
+            heapq.heappush(
+                self._pending_expiry,
+                (now + self.config.admission_timeout, self._timer_order, key),
+            )
+            return
+        if not verdict:
             self.stats.refused += 1
             self._reset_reply(source, destination, segment)
             return
+        self._open(flow, key, version, source, destination, segment, now)
+
+    def _open(
+        self,
+        flow: FlowId,
+        key: _TcpKey,
+        version: int,
+        source: bytes,
+        destination: bytes,
+        segment: TcpSegment,
+        now: float,
+    ) -> None:
         writer = PacketWriter(destination, source, self._mode)
         connection = TcpConnection(
             flow,
@@ -335,7 +380,10 @@ class NetworkEndpoint:
             if len(self._udp) >= self.config.max_udp_flows:
                 self.stats.dropped_over_limit += 1
                 return
-            if not self._accept(flow):
+            verdict = self._accept(flow)
+            if verdict is None:
+                return  # "not now": this datagram is dropped, the next one asks again
+            if not verdict:
                 self.stats.refused += 1
                 self._port_unreachable(ip)
                 return
@@ -431,6 +479,31 @@ class NetworkEndpoint:
         connection.abort()
         self._touch(key, connection)
 
+    def decide(self, flow: FlowId, accepted: bool, now: float) -> bool:
+        """The relay's late answer to an `accept` that returned None: open the connection
+        (SYN-ACK) or refuse it (RST). False if the SYN is no longer pending (timed out)."""
+        pending = self._pending_by_flow.pop(flow, None)
+        if pending is None:
+            return False
+        del self._pending[pending.key]
+        if len(self._connections) >= self.config.max_tcp_connections:
+            accepted = False
+            self.stats.dropped_over_limit += 1
+        if not accepted:
+            self.stats.refused += 1
+            self._reset_reply(pending.source, pending.destination, pending.syn)
+            return True
+        self._open(
+            flow,
+            pending.key,
+            pending.version,
+            pending.source,
+            pending.destination,
+            pending.syn,
+            now,
+        )
+        return True
+
     def send_datagram(self, flow: FlowId, payload: Chunk) -> None:
         """Send a UDP datagram back to the local client of `flow`."""
         flow_state = self._udp_by_flow.get(flow)
@@ -512,6 +585,8 @@ class NetworkEndpoint:
         deadlines = [timers[0][0]] if timers else []
         if self._udp_expiry:
             deadlines.append(self._udp_expiry[0][0])
+        if self._pending_expiry:
+            deadlines.append(self._pending_expiry[0][0])
         return min(deadlines) if deadlines else None
 
     def on_timer(self, now: float) -> None:
@@ -530,6 +605,15 @@ class NetworkEndpoint:
                 self._forget(key, connection)
             else:
                 self._touch(key, connection)
+        pending_expiry = self._pending_expiry
+        while pending_expiry and pending_expiry[0][0] <= now:
+            _, _, key = heapq.heappop(pending_expiry)
+            pending = self._pending.pop(key, None)
+            if pending is not None:
+                # The relay never answered: refuse rather than leave the client hanging.
+                del self._pending_by_flow[pending.flow]
+                self.stats.refused += 1
+                self._reset_reply(pending.source, pending.destination, pending.syn)
         expiry = self._udp_expiry
         timeout = self.config.udp_idle_timeout
         while expiry and expiry[0][0] <= now:

@@ -48,9 +48,11 @@ class FlowRelay(Protocol):
     that needs to await (open a gRPC stream, say) starts a task in its own task group.
     """
 
-    def accept(self, flow: FlowId) -> bool:
+    def accept(self, flow: FlowId) -> bool | None:
         """A SYN, or the first datagram, for `flow`: True to take it, False to refuse
-        (RST for TCP, ICMP port unreachable for UDP)."""
+        (RST for TCP, ICMP port unreachable for UDP), None to decide later: for TCP, call
+        `Terminator.decide` once the cluster side answered (the SYN waits, up to the
+        endpoint's admission timeout); for UDP, None drops the datagram."""
         ...
 
     def tcp_connected(self, stream: TcpStream) -> None:
@@ -217,6 +219,12 @@ class Terminator:
         self.endpoint.abort(flow)
         self._dispatch()
         self._kick()
+
+    def decide(self, flow: FlowId, accepted: bool) -> bool:
+        """Answer a deferred SYN (SYN-ACK or RST); False if it already timed out."""
+        pending = self.endpoint.decide(flow, accepted, self._now())
+        self._kick()
+        return pending
 
     def send_datagram(self, flow: FlowId, data: Chunk) -> None:
         """Send a UDP datagram back to the client of `flow` (LocalProtocolError if gone)."""
