@@ -33,7 +33,7 @@ from kubepresence.rootd.core.tcp import (
     SendSpace,
 )
 from kubepresence.rootd.net.streams import TcpStream
-from kubepresence.rootd.net.tun import TunDevice
+from kubepresence.rootd.net.tun import TunDevice, TunError
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class Terminator:
         self.packets_read = 0
         self.packets_written = 0
         self.largest_read = 0  # above the MTU means the kernel hands us GSO super-segments
+        self.error: TunError | None = None
+        self.stopped = asyncio.Event()
 
     def start(self) -> None:
         """Begin reading the TUN on the running loop."""
@@ -90,7 +92,11 @@ class Terminator:
         self._loop.add_reader(self.device.fd, self._on_readable)
 
     def stop(self) -> None:
-        """Stop reading and timing; reset every open stream. The device stays open."""
+        """Stop reading and timing; reset every open stream. The device stays open.
+
+        Also called when the device fails (`error` says why); owners wait on `stopped`.
+        """
+        self.stopped.set()
         loop = self._loop
         if loop is None:
             return
@@ -111,7 +117,13 @@ class Terminator:
         return self._loop.time()
 
     def _on_readable(self) -> None:
-        packets = self.device.read_batch(READ_BATCH)
+        try:
+            packets = self.device.read_batch(READ_BATCH)
+        except TunError as error:
+            log.error("TUN device failed, stopping: %s", error)
+            self.error = error
+            self.stop()
+            return
         if not packets:
             return
         now = self._now()

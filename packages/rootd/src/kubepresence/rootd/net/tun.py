@@ -129,19 +129,29 @@ class TunDevice:
         return outcome
 
     def read_batch(self, limit: int) -> list[bytes]:
-        """Up to `limit` queued packets; empty when nothing is waiting."""
-        packets = []
+        """Up to `limit` queued packets; empty when nothing is waiting.
+
+        TunError when the device is gone or broken (readable but failing), so that the
+        owner stops instead of spinning on a descriptor that stays readable.
+        """
+        packets: list[bytes] = []
         fd = self.fd
         read = os.read
         for _ in range(limit):
             try:
-                packets.append(read(fd, READ_SIZE))
-            except BlockingIOError:
+                packet = read(fd, READ_SIZE)
+            except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
                 self.read_errors += 1
-                log.debug("TUN read failed: %s", error)
-                break
+                if packets:
+                    break  # hand over what we have; the error comes back on the next call
+                raise TunError(error.errno, f"reading {self.name}: {error.strerror}") from error
+            if not packet:  # end of file: the device (or a test's socket) is gone
+                if packets:
+                    break
+                raise TunError(errno.EIO, f"reading {self.name}: end of file")
+            packets.append(packet)
         return packets
 
     def write(self, packet: Sequence[Chunk]) -> bool:
