@@ -170,16 +170,6 @@ class _PendingSyn:
     syn: TcpSegment
 
 
-@dataclass(slots=True)
-class _Timer:
-    deadline: float
-    order: int
-    key: _TcpKey = field(compare=False)
-
-    def __lt__(self, other: _Timer) -> bool:
-        return (self.deadline, self.order) < (other.deadline, other.order)
-
-
 class NetworkEndpoint:
     """Terminates TCP, UDP and ICMP echo for the routed subnets; see the module docstring."""
 

@@ -14,7 +14,6 @@ thread). pyroute2's async API fails under uvloop; `ip` needs no dependency and, 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import fcntl
@@ -211,10 +210,3 @@ def configure_link(
         _ip(netns, "address", "add", address, "dev", name)
     for route in routes:
         _ip(netns, "route", "add", route, "dev", name)
-
-
-def remove_routes(name: str, routes: Iterable[str], netns: str | None = None) -> None:
-    """Remove routes added by `configure_link` (closing the device removes them too)."""
-    for route in routes:
-        with contextlib.suppress(TunError):
-            _ip(netns, "route", "del", route, "dev", name)
