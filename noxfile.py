@@ -19,6 +19,15 @@ CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 PARTS = ("protocol", "cli", "userd", "rootd", "manager", "agent")
 PART_DIRS = [f"packages/{part}" for part in PARTS]
 CLUSTER = ("python", "tests/cluster/cluster.py")
+# Tests outside the parts that need neither root nor a cluster.
+UNIT_TEST_DIRS = ("tests/component", "tests/packaging", "tests/cluster/tests")
+E2E_REQUIREMENTS = (
+    "-r",
+    "tests/cluster/requirements.txt",
+    "pytest",
+    "pytest-asyncio",
+    "pytest-timeout",
+)
 
 
 def install_parts(session: nox.Session) -> None:
@@ -85,7 +94,12 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "benchmarks")
     session.run("mypy", "tests/cluster/kpcluster", "tests/cluster/cluster.py")
     # Tests are checked per directory: each part's tests/ is its own root.
-    for test_dir in [*(f"{d}/tests" for d in PART_DIRS), "tests/component", "tests/packaging"]:
+    for test_dir in [
+        *(f"{d}/tests" for d in PART_DIRS),
+        *UNIT_TEST_DIRS,
+        "tests/e2e",
+        "tests/teardown",
+    ]:
         if Path(test_dir).is_dir():
             session.run("mypy", test_dir)
 
@@ -94,15 +108,17 @@ def typecheck(session: nox.Session) -> None:
 def unit(session: nox.Session) -> None:
     """Unit tests of every part and the component tests (no root, no cluster)."""
     install_parts(session)
-    install(session, "pytest", "pytest-asyncio", "pytest-timeout", "hypothesis")
-    session.run(
+    install(
+        session,
         "pytest",
-        "--timeout=120",
-        *PART_DIRS,
-        "tests/component",
-        "tests/packaging",
-        *session.posargs,
+        "pytest-asyncio",
+        "pytest-timeout",
+        "hypothesis",
+        "-r",
+        "tests/cluster/requirements.txt",
     )
+    targets = session.posargs or [*PART_DIRS, *UNIT_TEST_DIRS]
+    session.run("pytest", "--timeout=120", *targets)
 
 
 def _require_root(session: nox.Session) -> None:
@@ -123,16 +139,18 @@ def e2e(session: nox.Session) -> None:
     """End-to-end tests on the local cluster (brought up when not running)."""
     _require_root(session)
     install_parts(session)
-    install(session, "-r", "tests/cluster/requirements.txt", "pytest", "pytest-timeout")
+    install(session, *E2E_REQUIREMENTS)
     session.run(*CLUSTER, "up")
-    session.run("pytest", "--timeout=900", "tests/e2e", *session.posargs)
+    # The manager and agent images of this very checkout, imported into the cluster.
+    session.run(*CLUSTER, "images")
+    session.run("pytest", "--timeout=900", *(session.posargs or ["tests/e2e"]))
 
 
 @nox.session(python=PYTHON)
 def teardown(session: nox.Session) -> None:
     """`cluster down`, then prove nothing the cluster created is left."""
     _require_root(session)
-    install(session, "-r", "tests/cluster/requirements.txt", "pytest", "pytest-timeout")
+    install(session, *E2E_REQUIREMENTS)
     session.run("pytest", "--timeout=600", "tests/teardown", *session.posargs)
 
 
@@ -150,6 +168,7 @@ def demo(session: nox.Session) -> None:
     install_parts(session)
     install(session, "-r", "tests/cluster/requirements.txt")
     session.run(*CLUSTER, "up")
+    session.run(*CLUSTER, "images")
     session.run("python", "tools/demo.py")
 
 

@@ -5,7 +5,7 @@ Scenarios:
   opens a WebSocket port-forward to the echo pod and an HTTP request through it gets the
   pod's answer;
 - a port-forward to a port nothing listens on fails with one clear cluster error;
-- a local unix socket served by `serve_local` carries two connections one after another
+- a local unix socket served by `serve` carries two connections one after another
   (each its own WebSocket), as the grpclib channel to the manager will use it.
 """
 
@@ -51,14 +51,16 @@ SCRIPT = textwrap.dedent(
                 result["bad_port"] = [error.category.value, error.message]
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "pf.socket"
-                server = await forwarder.serve_local(path)
+                ready = asyncio.Event()
+                serving = asyncio.create_task(forwarder.serve(path, ready))
+                await asyncio.wait_for(ready.wait(), 10)
                 answers = []
                 for _ in range(2):
                     reader, writer = await asyncio.open_unix_connection(str(path))
                     writer.write(REQUEST)
                     answers.append((await asyncio.wait_for(reader.read(), 20)).decode())
                     writer.close()
-                server.close()
+                serving.cancel()
                 result["local"] = answers
         print(json.dumps(result))
 

@@ -14,7 +14,6 @@ from kubepresence.cli.core.exits import ExitCode
 runner = CliRunner()
 
 PLANNED = [
-    ["connect"],
     ["list"],
     ["intercept", "orders", "--port", "8080"],
     ["leave", "orders"],

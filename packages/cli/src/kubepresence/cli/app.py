@@ -7,6 +7,8 @@ into one line on stderr and the exit code of its category.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import os
 from collections.abc import Awaitable, Callable
@@ -18,12 +20,19 @@ import typer
 import yaml
 from rich.console import Console
 
+from kubepresence.cli import starting
 from kubepresence.cli.core import kubeconfig
 from kubepresence.cli.core.exits import ExitCode, exit_code
 from kubepresence.cli.core.rendering import OutputFormat, render
 from kubepresence.cli.rpc import daemons
 from kubepresence.protocol import paths, version_of
-from kubepresence.protocol.errors import ConfigError, KubepresenceError, NotBuiltError, UserError
+from kubepresence.protocol.errors import (
+    ConfigError,
+    InternalError,
+    KubepresenceError,
+    NotBuiltError,
+    UserError,
+)
 from kubepresence.protocol.logs import LEVELS
 
 P = ParamSpec("P")
@@ -96,13 +105,8 @@ async def status(output: OutputOption = OutputFormat.TEXT) -> None:
     socket = paths.userd_socket()
     if daemons.socket_is_live(socket):
         info = await daemons.userd_status(socket)
-        state["user_daemon"] = {
-            "running": True,
-            "version": info.version,
-            "state": info.state,
-            "context": info.context,
-            "namespace": info.namespace,
-        }
+        state["user_daemon"] = {"running": True, "version": info.version}
+        state["connection"] = await daemons.userd_info(socket)
     else:
         state["user_daemon"] = {"running": False}
     state["root_daemon"] = {"running": daemons.socket_is_live(paths.rootd_socket())}
@@ -114,11 +118,16 @@ async def status(output: OutputOption = OutputFormat.TEXT) -> None:
 async def quit_() -> None:
     """Stop the daemons; the machine is left as it was before `connect`."""
     stopped = []
+    if daemons.socket_is_live(paths.userd_socket()):
+        with contextlib.suppress(KubepresenceError):  # not connected: nothing to end
+            await daemons.disconnect(paths.userd_socket())
     if daemons.socket_is_live(paths.rootd_socket()):
         await daemons.quit_rootd(paths.rootd_socket())
+        await _wait_gone("root daemon", paths.rootd_socket())
         stopped.append("root daemon")
     if daemons.socket_is_live(paths.userd_socket()):
         await daemons.quit_userd(paths.userd_socket())
+        await _wait_gone("user daemon", paths.userd_socket())
         stopped.append("user daemon")
     out.print(f"Stopped the {' and the '.join(stopped)}." if stopped else "Nothing was running.")
 
@@ -176,17 +185,46 @@ async def config_view(
 @app.command()
 @command
 async def connect(
-    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
-    kubeconfig_flag: Annotated[str | None, typer.Option("--kubeconfig")] = None,
-    manager_namespace: Annotated[str, typer.Option()] = "kubepresence",
-    mapped_namespaces: Annotated[list[str] | None, typer.Option()] = None,
+    output: OutputOption = OutputFormat.TEXT,
+    context: Annotated[str, typer.Option(help="kubeconfig context (default: current)")] = "",
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="default namespace")] = "",
+    kubeconfig_flag: Annotated[
+        str, typer.Option("--kubeconfig", help="kubeconfig file (default: as kubectl)")
+    ] = "",
+    manager_namespace: Annotated[
+        str, typer.Option(help="namespace of the traffic manager")
+    ] = "kubepresence",
+    mapped_namespaces: Annotated[
+        list[str] | None, typer.Option(help="namespaces whose names resolve without suffix")
+    ] = None,
     also_proxy: Annotated[list[str] | None, typer.Option(help="extra CIDR to route")] = None,
     never_proxy: Annotated[list[str] | None, typer.Option(help="CIDR never to route")] = None,
-    no_install: Annotated[bool, typer.Option(help="fail instead of installing")] = False,
+    no_install: Annotated[
+        bool, typer.Option(help="fail instead of installing the traffic manager")
+    ] = False,
 ) -> None:
     """Join the cluster network: cluster services by name, ClusterIP and pod IP."""
-    raise not_built("connect")
+    socket = await starting.ensure_userd()
+    arguments = daemons.ConnectArguments(
+        kubeconfig=kubeconfig_flag,
+        context=context,
+        namespace=namespace,
+        manager_namespace=manager_namespace,
+        mapped_namespaces=mapped_namespaces or [],
+        also_proxy=also_proxy or [],
+        never_proxy=never_proxy or [],
+        no_install=no_install,
+        environment={k: v for k, v in os.environ.items() if k == "KUBECONFIG"},
+    )
+    with err.status("connecting", spinner="dots") as spinner:
+        info = await daemons.connect(socket, arguments, lambda s: spinner.update(s))
+    if output is OutputFormat.TEXT:
+        out.print(
+            f"Connected to context {info['context']} ({info['server']}), "
+            f"namespace {info['namespace']}."
+        )
+    else:
+        out.print(render(info, output), markup=False)
 
 
 @app.command(name="list")
@@ -256,6 +294,20 @@ async def helm_uninstall() -> None:
 
 
 # --- helpers ------------------------------------------------------------------------
+
+QUIT_TIMEOUT = 15.0
+
+
+async def _wait_gone(name: str, socket: Path) -> None:
+    """A daemon removes its socket last, after undoing what it changed: wait for that."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + QUIT_TIMEOUT
+    while daemons.socket_is_live(socket):
+        if loop.time() > deadline:
+            raise InternalError(
+                f"the {name} did not stop within {QUIT_TIMEOUT:.0f} s; see {paths.state_dir()}"
+            )
+        await asyncio.sleep(0.05)
 
 
 async def _userd_version() -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.transport import close_server, serve_unix
+from kubepresence.userd.connecting import ClusterConnection, ConnectOptions, Progress
 from kubepresence.userd.core.session import SessionState
+from kubepresence.userd.k8s.apiclient import kubeconfig_source, resolve_target
 from kubepresence.userd.rpc.connector import ConnectorService
 
 log = logging.getLogger(__name__)
@@ -16,13 +19,73 @@ log = logging.getLogger(__name__)
 class UserDaemon:
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
+        self.manager_socket = socket_path.parent / "manager.socket"
         self.state = SessionState()
+        self.connection: ClusterConnection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor: Supervisor | None = None
 
     async def run(self, supervisor: Supervisor) -> None:
-        service = ConnectorService(self.state, supervisor)
+        self._supervisor = supervisor
+        service = ConnectorService(self, supervisor)
         server = await serve_unix([service], self.socket_path, mode=0o600)
         try:
             await supervisor.stopping.wait()
         finally:
+            await self.disconnect()
             await close_server(server)
             self.socket_path.unlink(missing_ok=True)
+
+    async def connect(
+        self,
+        *,
+        kubeconfig: str,
+        environment: dict[str, str],
+        context: str,
+        namespace: str,
+        options: ConnectOptions,
+        progress: Progress,
+    ) -> ClusterConnection:
+        """Join the cluster named by the kubeconfig; on any failure nothing stays behind."""
+        assert self._supervisor is not None, "connect before run"
+        progress("reading the kubeconfig")
+        target = await resolve_target(
+            kubeconfig_source(kubeconfig, environment), context, namespace
+        )
+        self.state.begin_connect(target.context, target.namespace)
+        connection = ClusterConnection(target, options, self.manager_socket)
+        try:
+            await connection.ensure_manager(progress)
+            ready = asyncio.Event()
+            self._tasks.append(
+                self._supervisor.spawn(
+                    connection.forwarder.serve(self.manager_socket, ready),
+                    name="manager-port-forward",
+                )
+            )
+            await connection.open(ready, progress)
+            self._tasks.append(
+                self._supervisor.spawn(connection.keep_alive(), name="session-keep-alive")
+            )
+        except BaseException:
+            await self._tear_down(connection)
+            raise
+        self.connection = connection
+        self.state.connected(connection.session_id)
+        return connection
+
+    async def disconnect(self) -> bool:
+        """End the session and everything it started; False when there was none."""
+        connection, self.connection = self.connection, None
+        if connection is None:
+            return False
+        await self._tear_down(connection)
+        return True
+
+    async def _tear_down(self, connection: ClusterConnection) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await connection.close()
+        self.state.disconnected()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from kubepresence.protocol.errors import Category
+from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.gen import common, connector, daemon
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.transport import client_errors, unix_channel
@@ -78,3 +80,95 @@ async def set_userd_log_level(socket: Path, level: str, duration: int) -> None:
             await stub.set_log_level(common.LogLevelRequest(level=level, duration_seconds=duration))
     finally:
         channel.close()
+
+
+@dataclass(frozen=True)
+class ConnectArguments:
+    kubeconfig: str
+    context: str
+    namespace: str
+    manager_namespace: str
+    mapped_namespaces: list[str]
+    also_proxy: list[str]
+    never_proxy: list[str]
+    no_install: bool
+    environment: dict[str, str]
+
+
+# Connecting may install the traffic manager and wait for it to be Ready.
+CONNECT_TIMEOUT = 300.0
+
+
+async def connect(
+    socket: Path, args: ConnectArguments, on_step: Callable[[str], None]
+) -> dict[str, Any]:
+    """Run Connect on userd, reporting each step; returns the connection info as a dict."""
+    channel = unix_channel(socket)
+    try:
+        stub = connector.ConnectorStub(channel, timeout=CONNECT_TIMEOUT)
+        request = connector.ConnectRequest(
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            namespace=args.namespace,
+            manager_namespace=args.manager_namespace,
+            mapped_namespaces=args.mapped_namespaces,
+            also_proxy=args.also_proxy,
+            never_proxy=args.never_proxy,
+            no_install=args.no_install,
+            environment=args.environment,
+        )
+        done: connector.ConnectInfo | None = None
+        async with client_errors("the user daemon does not answer", Category.INTERNAL):
+            async for progress in stub.connect(request):
+                if progress.step:
+                    on_step(progress.step)
+                if progress.done is not None:
+                    done = progress.done
+        if done is None:
+            raise KubepresenceError("the user daemon ended the connect without a result")
+        return connect_info_dict(done)
+    finally:
+        channel.close()
+
+
+async def userd_info(socket: Path) -> dict[str, Any]:
+    channel = unix_channel(socket)
+    try:
+        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT)
+        async with client_errors("the user daemon does not answer", Category.INTERNAL):
+            return connect_info_dict(await stub.status(protobuf.Empty()))
+    finally:
+        channel.close()
+
+
+async def disconnect(socket: Path) -> None:
+    channel = unix_channel(socket)
+    try:
+        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT)
+        async with client_errors("the user daemon does not answer", Category.INTERNAL):
+            await stub.disconnect(protobuf.Empty())
+    finally:
+        channel.close()
+
+
+def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
+    """The CLI's view of a connection, ready for rendering."""
+    data: dict[str, Any] = {"state": connector.ConnectState(info.state).name.lower()}
+    if info.state != connector.ConnectState.CONNECTED:
+        return data
+    data["context"] = info.context
+    data["server"] = info.cluster_server
+    data["namespace"] = info.namespace
+    data["manager_namespace"] = info.manager_namespace
+    if info.session is not None:
+        data["session"] = info.session.session_id
+    if info.cluster is not None:
+        data["cluster"] = {
+            "pod_subnets": list(info.cluster.pod_subnets),
+            "service_subnets": list(info.cluster.service_subnets),
+            "cluster_domain": info.cluster.cluster_domain,
+            "dns_service_ip": info.cluster.dns_service_ip,
+            "manager_version": info.cluster.manager_version,
+        }
+    data["events"] = list(info.events)
+    return data

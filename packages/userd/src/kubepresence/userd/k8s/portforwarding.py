@@ -2,7 +2,7 @@
 
 kubernetes-asyncio opens the authenticated WebSocket (`connect_get_namespaced_pod_portforward`);
 the framing is `core.portforward`. One WebSocket carries one connection to one pod port.
-`serve_local` bridges every connection accepted on a local socket to a fresh WebSocket,
+`serve` bridges every connection accepted on a local socket to a fresh WebSocket,
 which is how a grpclib channel reaches the traffic manager's pod.
 """
 
@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,25 @@ class PortForwardStream:
         self._pending: list[bytes] = []
 
     async def send(self, data: bytes) -> None:
-        await self._ws.send_bytes(self._framing.data_message(data))
+        try:
+            await self._ws.send_bytes(self._framing.data_message(data))
+        except (aiohttp.ClientError, ConnectionError) as error:
+            # The server closes the WebSocket right after an error message: read it.
+            reason = await self._closing_reason()
+            raise ClusterError(
+                f"port-forward to port {self._framing.port} closed: {reason or error}"
+            ) from error
+
+    async def _closing_reason(self) -> str:
+        try:
+            async with asyncio.timeout(1.0):
+                while (message := await self._ws.receive()).type == aiohttp.WSMsgType.BINARY:
+                    for event in self._framing.receive(message.data):
+                        if isinstance(event, PortError):
+                            return event.message
+        except (TimeoutError, aiohttp.ClientError, PortForwardProtocolError):
+            pass
+        return ""
 
     async def receive(self) -> bytes | None:
         """The next bytes from the pod, or None when the connection ended."""
@@ -80,21 +100,36 @@ class PortForwardStream:
                     self._pending.append(event.payload)
 
 
-class PortForwarder:
-    """Opens port-forward connections to one port of one pod."""
+PodFinder = Callable[[], Awaitable[str]]
 
-    def __init__(self, api: WsApiClient, namespace: str, pod: str, port: int) -> None:
+
+class PortForwarder:
+    """Opens port-forward connections to one port of a pod.
+
+    `pod` is a name, or an async function that names the pod to use for each new
+    connection (the traffic manager's pod can be replaced while a session lives).
+    """
+
+    def __init__(self, api: WsApiClient, namespace: str, pod: str | PodFinder, port: int) -> None:
         self._core = client.CoreV1Api(api_client=api)
         self.namespace = namespace
-        self.pod = pod
+        self._pod = pod
         self.port = port
+        self.pod = pod if isinstance(pod, str) else ""
+
+    async def _pod_name(self) -> str:
+        if isinstance(self._pod, str):
+            return self._pod
+        self.pod = await self._pod()
+        return self.pod
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[PortForwardStream]:
         try:
             async with asyncio.timeout(OPEN_TIMEOUT):
+                pod = await self._pod_name()
                 opening: Any = await self._core.connect_get_namespaced_pod_portforward(
-                    self.pod, self.namespace, ports=self.port, _preload_content=False
+                    pod, self.namespace, ports=self.port, _preload_content=False
                 )
                 ws = await opening.__aenter__()
                 stream = PortForwardStream(ws, PortForwardFraming(self.port))
@@ -123,20 +158,38 @@ class PortForwarder:
                 # No half-close in v4: whichever side ends first ends the connection.
                 for task in (to_pod, from_pod):
                     task.cancel()
-        except* ClusterError as errors:
-            log.warning("%s", errors.exceptions[0])
+        except* (ClusterError, aiohttp.ClientError, OSError) as errors:
+            # One failed connection must not end the others: report it and move on.
+            log.warning("port-forward connection failed: %s", errors.exceptions[0])
         finally:
             writer.close()
 
-    async def serve_local(self, path: Path) -> asyncio.Server:
-        """Accept local connections on a unix socket, each bridged to the pod port."""
+    async def serve(self, path: Path, ready: asyncio.Event | None = None) -> None:
+        """Bridge every connection accepted on a unix socket to the pod port, until cancelled.
 
-        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self.bridge(reader, writer)
-
-        server = await asyncio.start_unix_server(accepted, path=str(path))
-        path.chmod(0o600)  # noqa: ASYNC240 - once, before the path is handed out
-        return server
+        The bridges are tasks of this coroutine's own group: cancelling it ends them all.
+        """
+        loop = asyncio.get_running_loop()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            path.unlink(missing_ok=True)  # noqa: ASYNC240 - our own socket path, once
+            old_umask = os.umask(0o177)  # born 0600: the forward carries the user's identity
+            try:
+                listener.bind(str(path))
+            finally:
+                os.umask(old_umask)
+            listener.listen(64)
+            listener.setblocking(False)
+            if ready is not None:
+                ready.set()
+            async with asyncio.TaskGroup() as group:
+                while True:
+                    conn, _ = await loop.sock_accept(listener)
+                    reader, writer = await asyncio.open_unix_connection(sock=conn)
+                    group.create_task(self.bridge(reader, writer), name="port-forward-bridge")
+        finally:
+            listener.close()
+            path.unlink(missing_ok=True)  # noqa: ASYNC240 - cleanup on the way out
 
 
 async def _local_to_pod(reader: asyncio.StreamReader, stream: PortForwardStream) -> None:

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import TYPE_CHECKING, Any
+
+import grpclib.const
+from grpclib.const import Cardinality
+from grpclib.server import Stream
 
 from kubepresence.protocol import version_of
-from kubepresence.protocol.errors import UserError
+from kubepresence.protocol.errors import ConfigError, KubepresenceError, UserError
 from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.logs import set_level
-from kubepresence.userd.core.session import Phase, SessionState
+from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
+from kubepresence.userd.core.session import Phase
+
+if TYPE_CHECKING:
+    from kubepresence.userd.app import UserDaemon
 
 log = logging.getLogger(__name__)
+
+CONNECT_PATH = "/kubepresence.connector.Connector/Connect"
+TUNNEL_PATH = "/kubepresence.connector.Connector/Tunnel"
 
 _STATE = {
     Phase.DISCONNECTED: connector.ConnectState.DISCONNECTED,
@@ -22,19 +35,129 @@ _STATE = {
 
 
 class ConnectorService(connector.ConnectorBase):
-    def __init__(self, state: SessionState, supervisor: Supervisor) -> None:
-        self._state = state
+    def __init__(self, daemon: UserDaemon, supervisor: Supervisor) -> None:
+        self._daemon = daemon
         self._supervisor = supervisor
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
+        # Connect streams progress while the work runs: serve it on the raw stream.
+        mapping[CONNECT_PATH] = grpclib.const.Handler(
+            self._connect,
+            Cardinality.UNARY_STREAM,
+            connector.ConnectRequest,
+            connector.ConnectProgress,
+        )
+        # A flow from rootd is relayed to the manager message by message, both ways at once.
+        mapping[TUNNEL_PATH] = grpclib.const.Handler(
+            self._tunnel,
+            Cardinality.STREAM_STREAM,
+            common.TunnelMessage,
+            common.TunnelMessage,
+        )
+        return mapping
+
+    def _connection(self) -> ClusterConnection:
+        connection = self._daemon.connection
+        if connection is None:
+            raise ConfigError("not connected: run 'kubepresence connect'")
+        return connection
+
+    async def _tunnel(self, stream: Stream[Any, Any]) -> None:
+        connection = self._connection()
+        first: common.TunnelMessage | None = await stream.recv_message()
+        if first is None or first.open is None:
+            raise UserError("a tunnel starts with an open message")
+        first.open.session_id = connection.session_id  # rootd does not know the session
+        async with connection.manager.tunnel_stream() as upstream:
+            await upstream.send_message(first)
+            async with asyncio.TaskGroup() as group:
+                up = group.create_task(_pump_to_manager(stream, upstream), name="tunnel-up")
+                down = group.create_task(_pump_to_rootd(upstream, stream), name="tunnel-down")
+                await down
+                up.cancel()  # the manager ended the flow: nothing more can go up
+
+    async def lookup_dns(self, message: common.DnsRequest) -> common.DnsResponse:
+        connection = self._connection()
+        rcode, answers = await connection.manager.lookup_dns(
+            connection.session_id, message.name, message.qtype
+        )
+        return common.DnsResponse(rcode=rcode, answers=answers)
 
     async def version(self, message: protobuf.Empty) -> common.VersionInfo:
         return common.VersionInfo(name="userd", version=version_of("kubepresence-userd"))
 
     async def status(self, message: protobuf.Empty) -> connector.ConnectInfo:
-        return connector.ConnectInfo(
-            state=_STATE[self._state.phase],
-            context=self._state.context,
-            namespace=self._state.namespace,
+        return self._info()
+
+    def _info(self) -> connector.ConnectInfo:
+        state = self._daemon.state
+        info = connector.ConnectInfo(
+            state=_STATE[state.phase], context=state.context, namespace=state.namespace
         )
+        conn = self._daemon.connection
+        if conn is not None:
+            info.cluster_server = conn.target.server
+            info.manager_namespace = conn.options.manager_namespace
+            info.session = common.SessionInfo(
+                session_id=conn.session_id, cluster_id=conn.cluster_id
+            )
+            if conn.network is not None:
+                info.cluster = common.ClusterInfo(
+                    pod_subnets=conn.network.pod_subnets,
+                    service_subnets=conn.network.service_subnets,
+                    cluster_domain=conn.network.cluster_domain,
+                    dns_service_ip=conn.network.dns_service_ip,
+                    manager_version=conn.network.manager_version,
+                )
+            info.events = list(conn.events)
+        return info
+
+    async def _connect(self, stream: Stream[Any, Any]) -> None:
+        request: connector.ConnectRequest | None = await stream.recv_message()
+        assert request is not None  # grpclib delivers the one request of a unary-stream call
+        steps: asyncio.Queue[str] = asyncio.Queue()
+        try:
+            # If the CLI goes away, the group cancels the connect, which undoes itself.
+            async with asyncio.TaskGroup() as group:
+                work = group.create_task(
+                    self._run_connect(request, steps.put_nowait), name="connect"
+                )
+                while not work.done():
+                    getter = group.create_task(steps.get(), name="connect-progress")
+                    await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        await stream.send_message(connector.ConnectProgress(step=getter.result()))
+                    else:
+                        getter.cancel()  # the item, if any, stays queued
+                while not steps.empty():
+                    await stream.send_message(connector.ConnectProgress(step=steps.get_nowait()))
+        except* KubepresenceError as failed:
+            raise failed.exceptions[0] from None
+        await stream.send_message(connector.ConnectProgress(done=self._info()))
+
+    async def _run_connect(
+        self, request: connector.ConnectRequest, progress: Any
+    ) -> ClusterConnection:
+        return await self._daemon.connect(
+            kubeconfig=request.kubeconfig,
+            environment=dict(request.environment),
+            context=request.context,
+            namespace=request.namespace,
+            options=ConnectOptions(
+                manager_namespace=request.manager_namespace or "kubepresence",
+                mapped_namespaces=list(request.mapped_namespaces),
+                also_proxy=list(request.also_proxy),
+                never_proxy=list(request.never_proxy),
+                no_install=request.no_install,
+            ),
+            progress=progress,
+        )
+
+    async def disconnect(self, message: protobuf.Empty) -> protobuf.Empty:
+        if not await self._daemon.disconnect():
+            raise UserError("not connected")
+        return protobuf.Empty()
 
     async def set_log_level(self, message: common.LogLevelRequest) -> protobuf.Empty:
         try:
@@ -47,3 +170,14 @@ class ConnectorService(connector.ConnectorBase):
     async def quit(self, message: protobuf.Empty) -> protobuf.Empty:
         self._supervisor.request_stop_after_reply("quit requested by the CLI")
         return protobuf.Empty()
+
+
+async def _pump_to_manager(source: Stream[Any, Any], upstream: Any) -> None:
+    while (message := await source.recv_message()) is not None:
+        await upstream.send_message(message)
+    await upstream.end()
+
+
+async def _pump_to_rootd(upstream: Any, sink: Stream[Any, Any]) -> None:
+    while (message := await upstream.recv_message()) is not None:
+        await sink.send_message(message)

@@ -16,7 +16,8 @@ from datetime import timedelta
 from typing import Any
 
 from grpclib.client import Channel, Stream
-from grpclib.const import Cardinality
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
 
 from kubepresence.protocol.errors import ClusterError
 from kubepresence.protocol.gen import common, manager
@@ -26,6 +27,21 @@ from kubepresence.protocol.transport import client_errors
 TUNNEL_PATH = "/kubepresence.manager.Manager/Tunnel"
 CALL_TIMEOUT = 10.0
 DIAL_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class ClusterNetwork:
+    """What the manager reports about the cluster's network."""
+
+    pod_subnets: list[str]
+    service_subnets: list[str]
+    cluster_domain: str
+    dns_service_ip: str
+    manager_version: str
+
+
+class SessionGoneError(ClusterError):
+    """The manager no longer knows our session (it expired): arrive again."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,39 @@ class ManagerClient:
         async with client_errors("the traffic manager does not answer"):
             info = await self._stub.version(protobuf.Empty())
         return info.version
+
+    async def arrive(self, name: str, install_id: str, version: str) -> tuple[str, str]:
+        """Start a client session: (session id, cluster id)."""
+        async with client_errors("the traffic manager does not answer"):
+            info = await self._stub.arrive_as_client(
+                manager.ClientInfo(name=name, install_id=install_id, version=version)
+            )
+        return info.session_id, info.cluster_id
+
+    async def remain(self, session_id: str) -> None:
+        """Keep the session alive; SessionGoneError when the manager forgot it."""
+        async with client_errors("the traffic manager does not answer"):
+            try:
+                await self._stub.remain(common.SessionInfo(session_id=session_id))
+            except GRPCError as error:
+                if error.status is Status.NOT_FOUND:
+                    raise SessionGoneError(error.message or "session expired") from error
+                raise
+
+    async def depart(self, session_id: str) -> None:
+        async with client_errors("the traffic manager does not answer"):
+            await self._stub.depart(common.SessionInfo(session_id=session_id))
+
+    async def cluster_network(self) -> ClusterNetwork:
+        async with client_errors("the traffic manager does not answer"):
+            info = await self._stub.get_cluster_info(protobuf.Empty())
+        return ClusterNetwork(
+            pod_subnets=list(info.pod_subnets),
+            service_subnets=list(info.service_subnets),
+            cluster_domain=info.cluster_domain,
+            dns_service_ip=info.dns_service_ip,
+            manager_version=info.manager_version,
+        )
 
     @contextlib.asynccontextmanager
     async def dial(
@@ -67,13 +116,7 @@ class ManagerClient:
         )
         async with (
             client_errors(f"tunnel to {destination.host}:{destination.port}"),
-            self._channel.request(
-                TUNNEL_PATH,
-                Cardinality.STREAM_STREAM,
-                common.TunnelMessage,
-                common.TunnelMessage,
-                timeout=None,  # a flow lives as long as it moves; the relay bounds idleness
-            ) as stream,
+            self.tunnel_stream() as stream,
         ):
             await stream.send_message(opening)
             reply = await _first_reply(stream)
@@ -85,6 +128,23 @@ class ManagerClient:
             yield stream
             # The relay has exchanged WRITE_CLOSED both ways: end our half of the stream.
             await stream.end()
+
+    def tunnel_stream(self) -> Any:
+        """A raw Tunnel stream (async context manager): the caller speaks the flow protocol."""
+        return self._channel.request(
+            TUNNEL_PATH,
+            Cardinality.STREAM_STREAM,
+            common.TunnelMessage,
+            common.TunnelMessage,
+            timeout=None,  # a flow lives as long as it moves; idle timeouts bound it
+        )
+
+    async def lookup_dns(self, session_id: str, name: str, qtype: int) -> tuple[int, list[bytes]]:
+        async with client_errors("the traffic manager does not answer"):
+            reply = await self._stub.lookup_dns(
+                common.DnsRequest(session_id=session_id, name=name, qtype=qtype)
+            )
+        return reply.rcode, list(reply.answers)
 
 
 async def _first_reply(stream: Stream[Any, Any]) -> common.TunnelMessage:

@@ -95,6 +95,11 @@ class ConnectInfo(betterproto2.Message):
 
     vif_name: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
 
+    events: "list[str]" = betterproto2.field(10, betterproto2.TYPE_STRING, repeated=True)
+    """
+    what happened to the session, newest last
+    """
+
 
 default_message_pool.register_message("kubepresence.connector", "ConnectInfo", ConnectInfo)
 

@@ -1,0 +1,101 @@
+"""Starting the daemons on demand: userd as the user, rootd as root (through sudo).
+
+Each daemon is started detached (its own session, no terminal), logs to the user's state
+dir, and is waited for until its socket answers, so a slow start shows as a spinner and
+a failed start as one line that points at the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from kubepresence.cli.rpc import daemons
+from kubepresence.protocol import paths
+from kubepresence.protocol.errors import ConfigError, InternalError, KubepresenceError
+
+START_TIMEOUT = 15.0
+
+
+def _executable(name: str) -> str:
+    """The daemon's console script, next to this interpreter first (same install)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError(f"{name} is not installed (pip install kubepresence-{name[13:]})")
+    return found
+
+
+async def _spawn_detached(argv: list[str]) -> None:
+    """Start a daemon in its own session; it outlives this command, so nobody waits for it."""
+    await asyncio.to_thread(
+        subprocess.Popen,
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+async def _answers(check: object, socket: Path) -> bool:
+    if not daemons.socket_is_live(socket):
+        return False
+    try:
+        await check(socket)  # type: ignore[operator]
+    except KubepresenceError:
+        return False
+    return True
+
+
+async def _wait_until_answering(name: str, socket: Path, log_file: Path, check: object) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_TIMEOUT
+    while loop.time() < deadline:
+        if await _answers(check, socket):
+            return
+        await asyncio.sleep(0.1)
+    raise InternalError(f"the {name} did not start within {START_TIMEOUT:.0f} s; see {log_file}")
+
+
+async def ensure_userd() -> Path:
+    socket = paths.userd_socket()
+    if await _answers(daemons.userd_status, socket):
+        return socket
+    log_file = paths.state_dir() / "userd.log"
+    await _spawn_detached(
+        [_executable("kubepresence-userd"), "--log-file", str(log_file), "--socket", str(socket)]
+    )
+    await _wait_until_answering("user daemon", socket, log_file, daemons.userd_status)
+    return socket
+
+
+async def ensure_rootd() -> Path:
+    socket = paths.rootd_socket()
+    if await _answers(daemons.rootd_version, socket):
+        return socket
+    log_file = paths.state_dir() / "rootd.log"
+    argv = [
+        _executable("kubepresence-rootd"),
+        "--log-file",
+        str(log_file),
+        "--socket",
+        str(socket),
+        "--user",
+        str(os.getuid()),
+    ]
+    if os.geteuid() != 0:
+        # sudo asks for a password on the terminal once; the daemon then runs detached.
+        sudo = await asyncio.to_thread(subprocess.run, ["sudo", "-v"], check=False)
+        if sudo.returncode != 0:
+            raise ConfigError("the root daemon needs root: sudo was refused")
+        argv = ["sudo", "--non-interactive", "--background", *argv]
+    await _spawn_detached(argv)
+    await _wait_until_answering("root daemon", socket, log_file, daemons.rootd_version)
+    return socket

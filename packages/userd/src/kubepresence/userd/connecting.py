@@ -1,0 +1,148 @@
+"""The user daemon's live link to a cluster: API clients, the port-forward to the traffic
+manager, the gRPC channel over it, and the client session with its keep-alive.
+
+`ClusterConnection.open` does the slow steps once and reports each through `progress`;
+`run` then keeps the session alive until cancelled, arriving again when the manager
+forgot it (it restarted, or we were away longer than its TTL) and riding out a lost
+port-forward (every new gRPC connection opens a fresh port-forward to whichever manager
+pod is Ready). What happened meanwhile is kept in `events` for `status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubernetes_asyncio import client
+
+from kubepresence.protocol import version_of
+from kubepresence.protocol.errors import ConfigError, KubepresenceError
+from kubepresence.protocol.transport import unix_channel
+from kubepresence.userd.core.manifests import ManagerInstall
+from kubepresence.userd.k8s import installing
+from kubepresence.userd.k8s.apiclient import KubeTarget, websocket_client
+from kubepresence.userd.k8s.manager_pods import find_manager_pod
+from kubepresence.userd.k8s.portforwarding import PortForwarder
+from kubepresence.userd.rpc.manager import ClusterNetwork, ManagerClient, SessionGoneError
+
+log = logging.getLogger(__name__)
+
+MANAGER_GRPC_PORT = 8081
+REMAIN_INTERVAL = 5.0
+MAX_BACKOFF = 30.0
+EVENTS_KEPT = 20
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ConnectOptions:
+    manager_namespace: str = "kubepresence"
+    mapped_namespaces: list[str] = field(default_factory=list)
+    also_proxy: list[str] = field(default_factory=list)
+    never_proxy: list[str] = field(default_factory=list)
+    no_install: bool = False
+
+
+class ClusterConnection:
+    def __init__(self, target: KubeTarget, options: ConnectOptions, socket_path: Path) -> None:
+        self.target = target
+        self.options = options
+        self.socket_path = socket_path
+        self.api = client.ApiClient(target.configuration)
+        self.ws_api = websocket_client(target.configuration)
+        self.forwarder = PortForwarder(
+            self.ws_api, options.manager_namespace, self._manager_pod, MANAGER_GRPC_PORT
+        )
+        self.channel = unix_channel(socket_path)
+        self.manager = ManagerClient(self.channel)
+        self.session_id = ""
+        self.cluster_id = ""
+        self.network: ClusterNetwork | None = None
+        self.events: list[str] = []
+
+    async def _manager_pod(self) -> str:
+        return await find_manager_pod(self.api, self.options.manager_namespace)
+
+    def note(self, event: str) -> None:
+        stamped = f"{time.strftime('%H:%M:%S')} {event}"
+        log.info("%s", event)
+        self.events = [*self.events, stamped][-EVENTS_KEPT:]
+
+    async def ensure_manager(self, progress: Progress) -> None:
+        namespace = self.options.manager_namespace
+        progress(f"looking for the traffic manager in namespace {namespace}")
+        installed = await installing.find_manager(self.api, namespace)
+        ours = version_of("kubepresence-userd")
+        if installed is None:
+            if self.options.no_install:
+                raise ConfigError(
+                    f"no traffic manager in namespace {namespace} and --no-install was given: "
+                    "install it with 'kubepresence helm install'"
+                )
+            progress(f"installing the traffic manager {ours} in namespace {namespace}")
+            outcome = await installing.ensure_manager(
+                self.api, ManagerInstall(namespace=namespace), progress
+            )
+            self.note(f"traffic manager {outcome}")
+        elif installed != ours:
+            self.note(
+                f"the traffic manager is version {installed}, this client {ours}: "
+                "'kubepresence helm upgrade' brings it in line"
+            )
+            progress(self.events[-1].split(" ", 1)[1])
+
+    async def open(self, forwarder_ready: asyncio.Event, progress: Progress) -> None:
+        """Arrive at the manager (the forwarder must be serving `socket_path`)."""
+        await asyncio.wait_for(forwarder_ready.wait(), 10)
+        progress("connecting to the traffic manager through the API server")
+        await self._arrive()
+        self.network = await self.manager.cluster_network()
+        self.note(
+            f"connected to {self.target.context} as session {self.session_id} "
+            f"(manager {self.network.manager_version})"
+        )
+
+    async def _arrive(self) -> None:
+        name = f"{getpass.getuser()}@{socket.gethostname()}"
+        self.session_id, self.cluster_id = await self.manager.arrive(
+            name, install_id=socket.gethostname(), version=version_of("kubepresence-userd")
+        )
+
+    async def keep_alive(self) -> None:
+        """Remain every few seconds until cancelled; arrive again when forgotten."""
+        backoff = REMAIN_INTERVAL
+        healthy = True
+        while True:
+            await asyncio.sleep(backoff if not healthy else REMAIN_INTERVAL)
+            try:
+                try:
+                    await self.manager.remain(self.session_id)
+                except SessionGoneError:
+                    self.note("the traffic manager forgot the session; arriving again")
+                    await self._arrive()
+                    self.note(f"arrived again as session {self.session_id}")
+                if not healthy:
+                    self.note("traffic manager reachable again")
+                healthy, backoff = True, REMAIN_INTERVAL
+            except KubepresenceError as error:
+                if healthy:
+                    self.note(f"lost the traffic manager: {error.message}")
+                healthy, backoff = False, min(backoff * 2, MAX_BACKOFF)
+
+    async def close(self) -> None:
+        """Depart (best effort: the manager expires us anyway) and drop the clients."""
+        if self.session_id:
+            try:
+                await asyncio.wait_for(self.manager.depart(self.session_id), 3)
+            except (KubepresenceError, TimeoutError) as error:
+                log.info("depart failed (the session will expire): %s", error)
+        self.channel.close()
+        await self.api.close()
+        await self.ws_api.close()

@@ -1,0 +1,156 @@
+"""`kubepresence connect` from the workstation, against the real cluster.
+
+Scenarios (the session half of connect; routing through the VIF has its own tests):
+- on a cluster without a traffic manager in the chosen namespace, `connect` installs it,
+  connects, and `status -o json` shows the session, the cluster's subnets and DNS;
+- `connect` again while connected: one line, exit code 2 (bad input), still connected;
+- `connect --no-install` where no manager runs: one line, exit code 3, no daemon state;
+- an unknown `--context`: one line, exit code 3;
+- the manager pod is deleted while connected: the session comes back by itself and
+  `status` lists what happened;
+- `quit`: the daemons stop and their sockets are gone.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kpcluster import kube, layout
+from kpcluster.harness import Cluster
+
+BIN = Path(sys.executable).parent
+
+
+class Workstation:
+    """The kubepresence CLI run on the workstation namespace, with private user dirs."""
+
+    def __init__(self, cluster: Cluster, home: Path) -> None:
+        self.cluster = cluster
+        self.home = home
+        self.env = {
+            "XDG_RUNTIME_DIR": str(home / "run"),
+            "XDG_STATE_HOME": str(home / "state"),
+            "KUBECONFIG": str(layout.WORKSTATION_KUBECONFIG),
+            "PATH": f"{BIN}:{kube.kubectl_env(layout.WORKSTATION_KUBECONFIG)['PATH']}",
+            "HOME": str(home),
+        }
+
+    def kp(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        argv = ["env", *(f"{k}={v}" for k, v in self.env.items()), str(BIN / "kubepresence"), *args]
+        return self.cluster.on_workstation(argv, timeout=timeout, check=False)
+
+    def status(self) -> dict[str, object]:
+        result = self.kp("status", "-o", "json")
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    def log(self, name: str) -> str:
+        path = self.home / "state" / "kubepresence" / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture
+def manager_namespace(cluster: Cluster) -> Iterator[str]:
+    """A namespace name for this test's own traffic manager, uninstalled afterwards."""
+    name = f"kp-mgr-{secrets.token_hex(3)}"
+    yield name
+    uninstall = (
+        "import asyncio, sys\n"
+        "from kubernetes_asyncio import client\n"
+        "from kubepresence.userd.k8s.apiclient import load_configuration\n"
+        "from kubepresence.userd.k8s.installing import uninstall_manager\n"
+        "async def main():\n"
+        f"    conf = await load_configuration('{layout.ADMIN_KUBECONFIG}')\n"
+        "    async with client.ApiClient(conf) as api:\n"
+        f"        await uninstall_manager(api, '{name}', lambda s: None)\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", uninstall], check=False, timeout=180)
+    cluster.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=false")
+
+
+@pytest.fixture
+def workstation(cluster: Cluster, tmp_path: Path) -> Iterator[Workstation]:
+    ws = Workstation(cluster, tmp_path)
+    yield ws
+    ws.kp("quit", timeout=60)
+    for pid_owner in ("userd", "rootd"):
+        socket = tmp_path / "run" / "kubepresence" / f"{pid_owner}.socket"
+        assert not socket.exists(), f"{pid_owner} still serves {socket}"
+
+
+def test_connect_installs_the_manager_and_reports_the_session(
+    workstation: Workstation, manager_namespace: str
+) -> None:
+    result = workstation.kp("connect", "--manager-namespace", manager_namespace)
+    assert result.returncode == 0, result.stderr + workstation.log("userd")
+    assert "Connected to context" in result.stdout
+    status = workstation.status()
+    connection = status["connection"]
+    assert isinstance(connection, dict)
+    assert connection["state"] == "connected"
+    assert connection["manager_namespace"] == manager_namespace
+    assert str(connection["session"]).startswith("client-")
+    cluster_info = connection["cluster"]
+    assert cluster_info["service_subnets"] == ["10.96.0.0/16"]
+    assert cluster_info["pod_subnets"] == ["10.244.0.0/24"]
+    assert cluster_info["dns_service_ip"] == "10.96.0.10"
+    assert cluster_info["cluster_domain"] == "cluster.local"
+
+    again = workstation.kp("connect", "--manager-namespace", manager_namespace)
+    assert again.returncode == 2
+    assert len(again.stderr.strip().splitlines()) == 1, again.stderr
+    assert "already connected" in again.stderr
+    assert workstation.status()["connection"]["state"] == "connected"  # type: ignore[index]
+
+
+def test_manager_restart_is_ridden_out(
+    cluster: Cluster, workstation: Workstation, manager_namespace: str
+) -> None:
+    assert workstation.kp("connect", "--manager-namespace", manager_namespace).returncode == 0
+    first = workstation.status()["connection"]["session"]  # type: ignore[index]
+    cluster.kubectl(
+        "delete",
+        "pod",
+        "-n",
+        manager_namespace,
+        "-l",
+        "app.kubernetes.io/name=kubepresence-manager",
+        "--wait=false",
+    )
+    deadline = time.monotonic() + 120
+    events: list[str] = []
+    while time.monotonic() < deadline:
+        connection = workstation.status()["connection"]
+        assert isinstance(connection, dict)
+        events = list(connection["events"])
+        if connection["session"] != first and any("arrived again" in e for e in events):
+            break
+        time.sleep(2)
+    else:
+        pytest.fail(f"the session did not come back: {events}\n{workstation.log('userd')}")
+    assert any("forgot the session" in e or "lost the traffic manager" in e for e in events)
+
+
+def test_no_install_without_manager_is_a_config_error(
+    workstation: Workstation, manager_namespace: str
+) -> None:
+    result = workstation.kp("connect", "--no-install", "--manager-namespace", manager_namespace)
+    assert result.returncode == 3, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--no-install" in result.stderr
+    assert workstation.status()["connection"] == {"state": "disconnected"}
+
+
+def test_unknown_context_is_a_config_error(workstation: Workstation) -> None:
+    result = workstation.kp("connect", "--context", "no-such-context")
+    assert result.returncode == 3, result.stderr
+    assert "context 'no-such-context' is not in the kubeconfig" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
