@@ -25,20 +25,25 @@ explicit `_TRANSITIONS` table; resets go straight to CLOSED from any state. A pe
 the rules is answered the TCP way (drop, ACK or RST) and never raises; the owner calling an
 operation the state does not allow raises `LocalProtocolError`.
 
-Sending: `send` appends the caller's buffers (no copy for `bytes`) to a queue that starts at
-the oldest unacknowledged byte; a cursor marks `snd_nxt`. Segments are memoryview slices of
-that queue. Loss recovery is go-back-N: on a retransmission timeout, or three duplicate ACKs,
-the cursor rewinds to `snd_una` and everything from there is sent again as the window allows.
-On a TUN device the only losses are queue overflows, where this converges quickly and needs
-no SACK scoreboard. The RTO follows RFC 6298 (Karn's rule, exponential backoff, bounded
-retries); a zero window is probed with the persist timer (an ACK one below `snd_una`, which
-makes the peer repeat its window).
+Sending: `send` appends the caller's buffers (no copy for `bytes`; small writes are staged
+and joined) to a queue that starts at the oldest unacknowledged byte; a cursor marks
+`snd_nxt`. Segments are memoryview slices of that queue, up to the MSS, or up to 64 KiB
+when the owner's writer emits GSO super-segments. Only the peer's window limits sending:
+there is no congestion control, because the peer is the local kernel across a TUN device,
+not a network. Loss recovery is go-back-N: on a retransmission timeout, or three duplicate
+ACKs, the cursor rewinds to `snd_una` and everything from there is sent again as the
+window allows. On a TUN device the only losses are queue overflows, where this converges
+quickly and needs no SACK scoreboard. The RTO follows RFC 6298 (Karn's rule, exponential
+backoff, a bounded number of retries without any acceptable ACK); a zero window is probed
+with the persist timer (an ACK one below `snd_una`, which makes the peer repeat its window).
 
 Receiving: in-order payload goes to the application as `DataReceived` at once; the
 advertised window is the receive buffer minus what the application has not yet `consumed`.
-Out-of-order segments inside the window are kept (bounded) and delivered when the gap
-fills. After our FIN every segment carries `seq = snd_max`, which is FIN + 1 once the FIN
-has gone: a peer in LAST-ACK drops an ACK whose seq is below what it has received.
+Out-of-order segments inside the window are kept (bounded in count and bytes) and
+delivered when the gap fills. The next in-order segment of a busy connection takes a short
+"header prediction" path that a property test holds equal to the general one. Pure ACKs
+carry `seq = snd_max`, which is FIN + 1 once our FIN has gone: a peer in LAST-ACK drops an
+ACK whose seq is below what it has received, and would retransmit its FIN forever.
 """
 
 from __future__ import annotations
