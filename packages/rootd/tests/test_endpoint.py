@@ -422,3 +422,22 @@ def test_header_prediction_changes_nothing_but_speed(
         log.append((connection.state, connection.snd_una, connection.snd_nxt, connection.rcv_nxt))
         outcomes.append(log)
     assert outcomes[0] == outcomes[1]
+
+
+def test_busy_connections_take_turns_at_the_write_budget() -> None:
+    endpoint, asked = make()
+    clients = [ScriptedClient(source_port=port) for port in (1001, 1002)]
+    for client in clients:
+        endpoint.receive(client.syn(5000, window_scale=10), 0.0)
+    endpoint.flush(0.0)
+    for client in clients:
+        endpoint.receive(client.tcp(5001, 1001), 0.0)
+    for flow in asked:
+        endpoint.send(flow, bytes(300 * 1460))
+    by_port: dict[int, int] = {1001: 0, 1002: 0}
+    for _ in range(4):
+        for packet in endpoint.flush(0.0, budget=64):
+            segment = parse_written(packet).tcp
+            assert segment is not None
+            by_port[segment.destination_port] += 1
+    assert by_port == {1001: 128, 1002: 128}
