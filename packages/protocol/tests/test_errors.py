@@ -13,6 +13,7 @@ from kubepresence.protocol.errors import (
     InternalError,
     KubepresenceError,
     NotBuiltError,
+    NotFoundError,
     UserError,
     from_grpc_error,
     to_grpc_error,
@@ -46,10 +47,7 @@ def test_status_without_message_still_says_something() -> None:
 
 
 def test_specific_status_overrides_the_category_status() -> None:
-    class GoneError(UserError):
-        status = Status.NOT_FOUND
-
-    error = to_grpc_error(GoneError("session expired"))
+    error = to_grpc_error(NotFoundError("session expired"))
     assert error.status is Status.NOT_FOUND
     assert from_grpc_error(error).category is Category.USER
 

@@ -42,6 +42,12 @@ class UserError(KubepresenceError):
     category = Category.USER
 
 
+class NotFoundError(UserError):
+    """What the request names does not exist (any more); clients may act on NOT_FOUND."""
+
+    status = Status.NOT_FOUND
+
+
 class ConfigError(KubepresenceError):
     category = Category.CONFIG
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from grpclib.const import Status
-
-from kubepresence.protocol.errors import Category, KubepresenceError, UserError
+from kubepresence.protocol.errors import NotFoundError, UserError
 
 
 class SessionKind(enum.Enum):
@@ -21,11 +19,8 @@ class SessionKind(enum.Enum):
     AGENT = "agent"
 
 
-class UnknownSessionError(KubepresenceError):
+class UnknownSessionError(NotFoundError):
     """A call named a session that expired or never existed: the caller must arrive again."""
-
-    category = Category.USER
-    status = Status.NOT_FOUND
 
     def __init__(self, session_id: str) -> None:
         super().__init__(f"session {session_id!r} is unknown or expired; arrive again")
