@@ -90,7 +90,7 @@ def test_status_version_loglevel_and_quit(daemons: Daemons) -> None:
     assert status.returncode == 0, status.stderr
     state = json.loads(status.stdout)
     assert state["user_daemon"]["running"] is True
-    assert state["user_daemon"]["state"] == "disconnected"
+    assert state["connection"] == {"state": "disconnected"}
     assert state["root_daemon"] == {"running": True}
 
     version = json.loads(daemons.cli("version", "-o", "json").stdout)
