@@ -314,10 +314,23 @@ class ContainerPort(betterproto2.Message):
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
     port: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+    """
+    the app container's real port
+    """
 
     protocol: "Protocol" = betterproto2.field(
         3, betterproto2.TYPE_ENUM, default_factory=lambda: Protocol(0)
     )
+
+    agent_port: "int" = betterproto2.field(4, betterproto2.TYPE_UINT32)
+    """
+    the agent's port that took it over (0: not taken over)
+    """
+
+    redirected: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+    """
+    numeric takeover: the pod redirects `port` to `agent_port`
+    """
 
 
 default_message_pool.register_message("kubepresence.common", "ContainerPort", ContainerPort)
