@@ -42,12 +42,14 @@ def test_a_new_pod_must_review_again_and_a_gone_pod_is_forgotten() -> None:
     registry.agents_changed("shop", "orders", {"orders-a"})
     intercept = registry.create("alice", "orders", ORDERS, LOCAL)
     registry.review(intercept.id, "orders-a", accepted=True)
+    states = [intercept.state]
     registry.agents_changed("shop", "orders", {"orders-a", "orders-c"})
-    assert intercept.state is InterceptState.WAITING
+    states.append(intercept.state)
     registry.agents_changed("shop", "orders", {"orders-c"})
     assert intercept.accepted_by == set()
     registry.review(intercept.id, "orders-c", accepted=True)
-    assert intercept.state is InterceptState.ACTIVE
+    states.append(intercept.state)
+    assert states == [InterceptState.ACTIVE, InterceptState.WAITING, InterceptState.ACTIVE]
 
 
 def test_no_agent_left() -> None:
