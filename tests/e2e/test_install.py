@@ -14,10 +14,12 @@ Scenarios:
   does not exist yet: it becomes Available and the manager answers Version through a
   port-forward; running it again writes nothing ("unchanged", every resourceVersion
   kept); a changed log level is applied in place to the same Deployment and the new pod
-  answers; a manager image that is not present fails fast, naming the image; a new
+  answers; a resource limit dropped from the settings is dropped from the Deployment; a
+  manager image that is not present fails fast, naming the image; a new
   version (an image tagged for the test) is upgraded in place and `find_manager` reports
   it; `uninstall_manager` leaves nothing behind, cluster-scoped objects and namespace
-  included.
+  included. With namespace-scoped RBAC the Roles land in the listed namespaces, go
+  when the scope changes and at uninstall; a listed namespace itself stays.
 - A user who may only read cannot install: the error names the refused verb and resource.
 - `ensure_manager` leaves a Helm-installed manager to Helm: same version is "unchanged",
   another version is refused with a hint to upgrade it with helm; `uninstall_manager`
@@ -286,7 +288,7 @@ DRIVER = textwrap.dedent(
     from grpclib.client import Channel
     from kubernetes_asyncio import client
     from kubepresence.protocol.errors import KubepresenceError
-    from kubepresence.userd.core.manifests import ManagerInstall
+    from kubepresence.userd.core.manifests import ManagerInstall, Resources
     from kubepresence.userd.k8s import installing
     from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
     from kubepresence.userd.k8s.portforwarding import PortForwarder
@@ -329,6 +331,8 @@ DRIVER = textwrap.dedent(
                     if "impersonate" in ARGS:
                         api.set_default_header("Impersonate-User", ARGS.pop("impersonate"))
                     wait = ARGS.pop("wait", 120)
+                    if "resources" in ARGS:
+                        ARGS["resources"] = Resources(**ARGS["resources"])
                     if ACTION == "ensure":
                         install = ManagerInstall(namespace=NS, **ARGS)
                         out["result"] = await installing.ensure_manager(
@@ -442,6 +446,21 @@ def test_python_install_upgrade_and_uninstall(
         answered, second_pod = ok(workstation(cluster, "version", ns))
         assert (answered, second_pod != first_pod) == (version, True)
 
+        # A limit set once and dropped later goes again: the apply owns what it set.
+        def limits() -> dict[str, str]:
+            live = cluster.get("deployment", MANAGER, "-n", ns)["spec"]["template"]["spec"]
+            return dict(live["containers"][0]["resources"]["limits"])
+
+        with_cpu = workstation(
+            cluster, "ensure", ns, log_level="debug", resources={"limits_cpu": "1"}
+        )
+        assert ok(with_cpu) == f"upgraded from {version}"
+        assert limits() == {"cpu": "1", "memory": "256Mi"}
+        assert (
+            ok(workstation(cluster, "ensure", ns, log_level="debug")) == f"upgraded from {version}"
+        )
+        assert limits() == {"memory": "256Mi"}
+
         # An image the node does not have: a fast, specific failure (no pull attempted).
         missing = workstation(cluster, "ensure", ns, version="0.0.0-missing", pull_policy="Never")
         category, message = missing["error"]
@@ -477,33 +496,40 @@ def test_python_install_upgrade_and_uninstall(
         remove_install(cluster, ns)
 
 
-def test_python_install_with_namespaced_rbac_and_webhook_config(
+def test_python_install_with_namespaced_rbac(
     cluster: Cluster, manager_image: str, namespace: str
 ) -> None:
-    """Roles land in the listed namespace; the webhook configuration exists while wanted."""
+    """Roles land in the listed namespace, go when the scope changes, and at uninstall."""
     ns = fresh_name("kp-pyns")
+    version = ManagerInstall().version
     settings: dict[str, Any] = {"rbac_scope": "namespaced", "rbac_namespaces": [namespace]}
+    rbac = [f"role/{MANAGER}-{ns}", f"rolebinding/{MANAGER}-{ns}"]
     try:
         assert ok(workstation(cluster, "ensure", ns, **settings)) == "installed"
-        roles = existing(cluster, f"role/{MANAGER}-{ns}", f"rolebinding/{MANAGER}-{ns}")
-        assert roles == []  # not in the default namespace
         for where in (ns, namespace):
-            assert (
-                len(
-                    existing(
-                        cluster,
-                        f"role/{MANAGER}-{ns}",
-                        f"rolebinding/{MANAGER}-{ns}",
-                        namespace=where,
-                    )
-                )
-                == 2
-            )
-        # Back to cluster-wide RBAC: the Roles are stale and go.
-        assert ok(workstation(cluster, "ensure", ns)) == f"upgraded from {ManagerInstall().version}"
-        assert existing(cluster, f"role/{MANAGER}-{ns}", namespace=namespace) == []
-        assert ok(workstation(cluster, "uninstall", ns))
+            assert len(existing(cluster, *rbac, namespace=where)) == 2
+        role = cluster.get("clusterrole", f"{MANAGER}-{ns}")
+        assert {r["resources"][0] for r in role["rules"]} == {
+            "nodes",
+            "namespaces",
+            "servicecidrs",
+            "mutatingwebhookconfigurations",
+        }
+        # Cluster-wide RBAC: the Roles are stale and go; back again: they return.
+        assert ok(workstation(cluster, "ensure", ns)) == f"upgraded from {version}"
+        assert existing(cluster, *rbac, namespace=namespace) == []
+        assert existing(cluster, *rbac, namespace=ns) == []
+        assert ok(workstation(cluster, "ensure", ns, **settings)) == f"upgraded from {version}"
+        assert len(existing(cluster, *rbac, namespace=namespace)) == 2
+
+        removed = ok(workstation(cluster, "uninstall", ns))
+        assert f"Role {namespace}/{MANAGER}-{ns}" in removed
+        assert f"RoleBinding {namespace}/{MANAGER}-{ns}" in removed
+        assert existing(cluster, *rbac, namespace=namespace) == []
         assert existing(cluster, *cluster_scoped_names(ns)) == []
+        assert existing(cluster, f"namespace/{ns}") == []
+        # The listed namespace was the user's: it stays.
+        assert existing(cluster, f"namespace/{namespace}") == [f"namespace/{namespace}"]
     finally:
         remove_install(cluster, ns, namespace)
 

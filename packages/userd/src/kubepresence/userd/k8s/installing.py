@@ -198,14 +198,20 @@ class Rest:
         )
         return list(found.get("items") or [])
 
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply: create or update, owning exactly the fields in `obj`."""
+    async def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply: create or update, owning exactly the fields in `obj`.
+
+        With `dry_run` the API server answers with what the object would become.
+        """
         ref = Ref.of(obj)
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        if dry_run:
+            query.append(("dryRun", "All"))
         result = await self._call(
             "PATCH",
             ref.path(),
-            f"apply {ref}",
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            f"apply {ref}{' (dry run)' if dry_run else ''}",
+            query=query,
             body=obj,
             content_type="application/apply-patch+yaml",
         )
@@ -301,7 +307,7 @@ async def ensure_manager(
             continue  # an existing namespace is the user's: used, never adopted
         elif not _ours(live):
             raise ClusterError(f"{ref} exists and does not belong to kubepresence: not touching it")
-        elif not applied(live, obj):
+        elif not applied(live, obj) or await _would_change(rest, live, obj):
             changes.append((obj, False))
     stale = await _stale(rest, install)
 
@@ -317,6 +323,20 @@ async def ensure_manager(
         await rest.delete(ref)
     await wait_available(rest, install, progress, wait_seconds)
     return "installed" if previous is None else f"upgraded from {previous}"
+
+
+def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    return {**obj, "metadata": meta}
+
+
+async def _would_change(rest: Rest, live: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """Whether applying would change the object, e.g. drop a field an earlier apply set.
+
+    `applied` cannot see a field the install no longer sets; the API server's dry run can,
+    since the field manager owns exactly what it applied.
+    """
+    return _comparable(await rest.apply(desired, dry_run=True)) != _comparable(live)
 
 
 async def _stale(rest: Rest, install: ManagerInstall) -> list[Ref]:
