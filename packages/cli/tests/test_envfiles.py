@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from kubepresence.cli.core.envfiles import EnvFileError, parse_dotenv, render_dotenv, render_json
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)
-values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+values = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"))
 
 
 @given(st.dictionaries(names, values, max_size=12))
