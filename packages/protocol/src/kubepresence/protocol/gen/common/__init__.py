@@ -597,6 +597,11 @@ class TunnelOpen(betterproto2.Message):
     set when answering a DialRequest (intercepted inbound flow)
     """
 
+    intercept_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    set by an agent handing an intercepted connection to its client
+    """
+
 
 default_message_pool.register_message("kubepresence.common", "TunnelOpen", TunnelOpen)
 
