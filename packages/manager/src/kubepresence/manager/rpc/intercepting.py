@@ -1,0 +1,237 @@
+"""The manager's intercept desk: intercept RPCs, watches, and handing inbound
+connections from agents to clients (see core.intercepts and core.dials for the rules).
+
+ManagerService delegates to one InterceptDesk. Watches are broadcast: every change bumps
+a generation and wakes every watcher, which sends a fresh snapshot (and one at least
+every KEEP_ALIVE seconds, so a dead stream is found out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpclib.server import Stream
+
+from kubepresence.manager.core.dials import DialBoard
+from kubepresence.manager.core.intercepts import (
+    HeaderFilter,
+    Intercept,
+    InterceptRegistry,
+    InterceptState,
+    Target,
+)
+from kubepresence.protocol.errors import NotFoundError, UserError
+from kubepresence.protocol.gen import common
+from kubepresence.protocol.tunnel import control
+
+log = logging.getLogger(__name__)
+
+KEEP_ALIVE = 15.0
+
+_STATE = {
+    InterceptState.WAITING: common.InterceptState.WAITING,
+    InterceptState.ACTIVE: common.InterceptState.ACTIVE,
+    InterceptState.NO_AGENT: common.InterceptState.NO_AGENT,
+    InterceptState.ERROR: common.InterceptState.ERROR,
+}
+
+
+@dataclass
+class _Rendezvous:
+    """An agent's tunnel waiting for the client to claim its dial."""
+
+    agent_stream: Stream[Any, Any]
+    first: common.TunnelMessage
+    spliced: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class InterceptDesk:
+    def __init__(self, now: Callable[[], float], dial_timeout: float) -> None:
+        self.registry = InterceptRegistry()
+        self.dials = DialBoard(dial_timeout)
+        self._now = now
+        self._generation = 0
+        self._changed = asyncio.Event()
+        self._dial_queues: dict[str, asyncio.Queue[common.DialRequest]] = {}
+        self._rendezvous: dict[str, _Rendezvous] = {}
+        self._environment: dict[str, dict[str, str]] = {}  # intercept id → app env
+
+    # --- changes and watches ----------------------------------------------------------
+
+    def _bump(self) -> None:
+        self._generation += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _changes(self) -> AsyncIterator[None]:
+        """Yield now, then after every change (or KEEP_ALIVE), until the caller stops."""
+        while True:
+            waiter = self._changed
+            yield
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), KEEP_ALIVE)
+
+    async def watch_client(self, client: str) -> AsyncIterator[list[common.InterceptInfo]]:
+        async for _ in self._changes():
+            yield [self.info(i) for i in self.registry.for_client(client)]
+
+    async def watch_workload(
+        self, namespace: str, workload: str
+    ) -> AsyncIterator[list[common.InterceptInfo]]:
+        async for _ in self._changes():
+            yield [self.info(i) for i in self.registry.for_workload(namespace, workload)]
+
+    def info(self, intercept: Intercept) -> common.InterceptInfo:
+        return common.InterceptInfo(
+            id=intercept.id,
+            client_session_id=intercept.client,
+            spec=common.InterceptSpec(
+                name=intercept.name,
+                namespace=intercept.target.namespace,
+                workload_name=intercept.target.workload,
+                service_port=intercept.target.port,
+                local_host=intercept.local_host,
+                local_port=intercept.local_port,
+                http_filter=None
+                if intercept.filter is None
+                else common.HttpFilter(
+                    headers=[
+                        common.HeaderMatch(name=k, value=v) for k, v in intercept.filter.headers
+                    ],
+                    path_prefix=intercept.filter.path_prefix,
+                ),
+            ),
+            state=_STATE[intercept.state],
+            message=intercept.message,
+            environment=self._environment.get(intercept.id, {}),
+        )
+
+    # --- intercept lifecycle ----------------------------------------------------------
+
+    def create(self, client: str, spec: common.InterceptSpec) -> common.InterceptInfo:
+        if not spec.namespace or not spec.workload_name or not spec.service_port:
+            raise UserError("an intercept names a namespace, a workload and a port")
+        if not 0 < spec.local_port < 65536:
+            raise UserError(f"local port {spec.local_port} is out of range")
+        http_filter = None
+        if spec.http_filter is not None and (
+            spec.http_filter.headers or spec.http_filter.path_prefix
+        ):
+            http_filter = HeaderFilter(
+                headers=tuple((h.name.lower(), h.value) for h in spec.http_filter.headers),
+                path_prefix=spec.http_filter.path_prefix,
+            )
+        intercept = self.registry.create(
+            client,
+            spec.name or spec.workload_name,
+            Target(spec.namespace, spec.workload_name, spec.service_port),
+            (spec.local_host or "127.0.0.1", spec.local_port),
+            http_filter,
+        )
+        log.info("intercept %s created: %s", intercept.id, intercept.target)
+        self._bump()
+        return self.info(intercept)
+
+    def remove(self, client: str, name: str) -> None:
+        intercept = self.registry.remove(client, name)
+        self._environment.pop(intercept.id, None)
+        log.info("intercept %s removed", intercept.id)
+        self._bump()
+
+    def client_gone(self, client: str) -> None:
+        for intercept in self.registry.drop_client(client):
+            self._environment.pop(intercept.id, None)
+            log.info("intercept %s ended with its client", intercept.id)
+        self.dials.drop_client(client)
+        self._dial_queues.pop(client, None)
+        self._bump()
+
+    def agents_changed(self, namespace: str, workload: str, pods: set[str]) -> None:
+        if self.registry.agents_changed(namespace, workload, pods):
+            self._bump()
+
+    def review(
+        self, intercept_id: str, pod: str, accepted: bool, message: str, environment: dict[str, str]
+    ) -> None:
+        self.registry.review(intercept_id, pod, accepted, message)
+        if accepted and environment:
+            self._environment[intercept_id] = dict(environment)
+        self._bump()
+
+    # --- dials --------------------------------------------------------------------------
+
+    async def watch_dials(self, client: str) -> AsyncIterator[common.DialRequest]:
+        queue = self._dial_queues.setdefault(client, asyncio.Queue())
+        while True:
+            try:
+                yield await asyncio.wait_for(queue.get(), KEEP_ALIVE)
+            except TimeoutError:
+                yield common.DialRequest()  # keep-alive: an empty dial id
+
+    async def agent_tunnel(self, stream: Stream[Any, Any], first: common.TunnelMessage) -> None:
+        """An agent hands over an intercepted connection; wait for the client, then splice."""
+        assert first.open is not None
+        intercept = self.registry.get(first.open.intercept_id)
+        if intercept.state is not InterceptState.ACTIVE:
+            raise NotFoundError(f"intercept {intercept.id} is not active")
+        dial_id = str(uuid.uuid4())
+        self.dials.post(dial_id, intercept.id, intercept.client, self._now())
+        meeting = _Rendezvous(stream, first)
+        self._rendezvous[dial_id] = meeting
+        queue = self._dial_queues.setdefault(intercept.client, asyncio.Queue())
+        queue.put_nowait(
+            common.DialRequest(
+                dial_id=dial_id,
+                intercept_id=intercept.id,
+                connection=first.open.connection,
+                local_host=intercept.local_host,
+                local_port=intercept.local_port,
+            )
+        )
+        try:
+            await asyncio.wait_for(meeting.spliced.wait(), self.dials.timeout + 1)
+        except TimeoutError:
+            self.dials.withdraw(dial_id)
+            await stream.send_message(
+                control(
+                    common.TunnelControlCode.DIAL_FAILED,
+                    f"the workstation of {intercept.client} did not answer",
+                )
+            )
+        finally:
+            self._rendezvous.pop(dial_id, None)
+
+    async def client_tunnel(
+        self, client: str, stream: Stream[Any, Any], first: common.TunnelMessage
+    ) -> None:
+        """The client answers a dial: splice its tunnel to the waiting agent's."""
+        assert first.open is not None
+        dial = self.dials.claim(first.open.dial_id, client, self._now())
+        meeting = self._rendezvous.get(dial.id)
+        if meeting is None:
+            raise NotFoundError(f"dial {dial.id} has no waiting agent")
+        try:
+            await _splice(meeting.agent_stream, stream)
+        finally:
+            meeting.spliced.set()
+
+
+async def _splice(agent: Stream[Any, Any], client: Stream[Any, Any]) -> None:
+    """Pump tunnel messages both ways until either side ends its stream."""
+
+    async def pump(source: Stream[Any, Any], sink: Stream[Any, Any]) -> None:
+        while (message := await source.recv_message()) is not None:
+            await sink.send_message(message)
+
+    async with asyncio.TaskGroup() as group:
+        up = group.create_task(pump(client, agent), name="splice-to-agent")
+        down = group.create_task(pump(agent, client), name="splice-to-client")
+        await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        up.cancel()
+        down.cancel()
