@@ -55,6 +55,8 @@ class ManagerClient:
     def __init__(self, channel: Channel, timeout: float = CALL_TIMEOUT) -> None:
         self._channel = channel
         self._stub = manager.ManagerStub(channel, timeout=timeout)
+        # Watches live as long as the session: no deadline (the stub's None means "default").
+        self._watch_stub = manager.ManagerStub(channel)
 
     async def version(self) -> str:
         async with client_errors("the traffic manager does not answer"):
@@ -138,6 +140,40 @@ class ManagerClient:
             common.TunnelMessage,
             timeout=None,  # a flow lives as long as it moves; idle timeouts bound it
         )
+
+    async def create_intercept(
+        self, session_id: str, spec: common.InterceptSpec
+    ) -> common.InterceptInfo:
+        async with client_errors("the traffic manager does not answer"):
+            return await self._stub.create_intercept(
+                manager.InterceptRequest(
+                    session=common.SessionInfo(session_id=session_id), spec=spec
+                )
+            )
+
+    async def remove_intercept(self, session_id: str, name: str) -> None:
+        async with client_errors("the traffic manager does not answer"):
+            await self._stub.remove_intercept(
+                manager.RemoveInterceptRequest(
+                    session=common.SessionInfo(session_id=session_id), name=name
+                )
+            )
+
+    async def watch_intercepts(self, session_id: str) -> AsyncIterator[list[common.InterceptInfo]]:
+        """Snapshots of this client's intercepts, on every change (and as keep-alive)."""
+        async with client_errors("the traffic manager does not answer"):
+            async for snapshot in self._watch_stub.watch_intercepts(
+                common.SessionInfo(session_id=session_id)
+            ):
+                yield list(snapshot.intercepts)
+
+    async def watch_dials(self, session_id: str) -> AsyncIterator[common.DialRequest]:
+        """Inbound connections of our intercepts to take (empty dial ids are keep-alives)."""
+        async with client_errors("the traffic manager does not answer"):
+            async for dial in self._watch_stub.watch_dials(
+                common.SessionInfo(session_id=session_id)
+            ):
+                yield dial
 
     async def lookup_dns(self, session_id: str, name: str, qtype: int) -> tuple[int, list[bytes]]:
         async with client_errors("the traffic manager does not answer"):

@@ -1,0 +1,77 @@
+"""Taking the inbound connections of our intercepts: the workstation end of a dial.
+
+The manager posts a dial on our WatchDials stream for every connection an agent hands
+over. We connect to the intercept's local address; if nothing listens we answer
+DIAL_FAILED at once (the caller in the cluster is refused fast, it does not hang);
+otherwise we answer CONNECTED and relay bytes until both sides are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from kubepresence.protocol.errors import KubepresenceError
+from kubepresence.protocol.gen import common
+from kubepresence.protocol.tunnel import control, describe, relay, send_reset
+from kubepresence.userd.rpc.manager import ManagerClient
+
+log = logging.getLogger(__name__)
+
+LOCAL_DIAL_TIMEOUT = 3.0
+FLOW_IDLE_TIMEOUT = 600.0
+MAX_BACKOFF = 15.0
+
+
+async def answer_dials(manager: ManagerClient, session: Callable[[], str]) -> None:
+    """Serve dials until cancelled, re-watching (with backoff) when the stream breaks."""
+    backoff = 0.5
+    async with asyncio.TaskGroup() as group:
+        while True:
+            try:
+                async for dial in manager.watch_dials(session()):
+                    backoff = 0.5
+                    if dial.dial_id:
+                        group.create_task(_answer(manager, session(), dial), name="dial")
+            except KubepresenceError as error:
+                log.info("dial watch interrupted (%s); watching again in %.1f s", error, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+async def _answer(manager: ManagerClient, session_id: str, dial: common.DialRequest) -> None:
+    opening = common.TunnelMessage(
+        open=common.TunnelOpen(session_id=session_id, dial_id=dial.dial_id)
+    )
+    target = f"{dial.local_host}:{dial.local_port}"
+    try:
+        async with asyncio.timeout(LOCAL_DIAL_TIMEOUT):
+            reader, writer = await asyncio.open_connection(dial.local_host, dial.local_port)
+    except (OSError, TimeoutError) as error:
+        log.info("intercepted connection refused locally: nothing answers at %s", target)
+        try:
+            async with manager.tunnel_stream() as stream:
+                await stream.send_message(opening)
+                await stream.send_message(
+                    control(common.TunnelControlCode.DIAL_FAILED, describe(error))
+                )
+                await stream.end()
+        except (KubepresenceError, OSError) as failure:
+            log.debug("could not report the failed dial: %s", describe(failure))
+        return
+    try:
+        async with manager.tunnel_stream() as stream:
+            await stream.send_message(opening)
+            await stream.send_message(control(common.TunnelControlCode.CONNECTED))
+            try:
+                await relay(stream, reader, writer, idle_timeout=FLOW_IDLE_TIMEOUT)
+            except Exception as error:  # noqa: BLE001 - one connection's end, not ours
+                log.info("intercepted connection to %s ended: %s", target, describe(error))
+                await send_reset(stream, describe(error))
+            else:
+                await stream.end()
+    except (KubepresenceError, OSError) as error:
+        log.info("intercepted connection to %s lost: %s", target, describe(error))
+    finally:
+        writer.close()
