@@ -15,7 +15,8 @@ Scenarios:
   port-forward; running it again writes nothing ("unchanged", every resourceVersion
   kept); a changed log level is applied in place to the same Deployment and the new pod
   answers; a resource limit dropped from the settings is dropped from the Deployment; a
-  manager image that is not present fails fast, naming the image; a new
+  manager image that is not present fails fast, naming the image; a pod that cannot be
+  scheduled fails after the wait with its phase and last event; a new
   version (an image tagged for the test) is upgraded in place and `find_manager` reports
   it; `uninstall_manager` leaves nothing behind, cluster-scoped objects and namespace
   included. With namespace-scoped RBAC the Roles land in the listed namespaces, go
@@ -468,9 +469,17 @@ def test_python_install_upgrade_and_uninstall(
         assert f"localhost/{MANAGER}:0.0.0-missing is not present" in message
         assert "ErrImageNeverPull" in message
 
+        # A pod that cannot be scheduled: after the (short) wait, its phase and last event.
+        greedy = workstation(cluster, "ensure", ns, resources={"requests_cpu": "1000"}, wait=8)
+        category, message = greedy["error"]
+        assert category == "cluster"
+        assert f"the traffic manager in {ns} is not available after 8 s: pod " in message
+        assert "is Pending; last event: FailedScheduling: " in message
+        assert "Insufficient cpu" in message
+
         # A new version (the test's tag of the image) is upgraded in place.
         assert ok(workstation(cluster, "ensure", ns, version=test_tag)) == (
-            "upgraded from 0.0.0-missing"
+            f"upgraded from {version}"
         )
         assert ok(workstation(cluster, "find", ns)) == test_tag
         live = cluster.get("deployment", MANAGER, "-n", ns)
