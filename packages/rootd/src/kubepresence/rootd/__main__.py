@@ -9,6 +9,7 @@ from pathlib import Path
 from kubepresence.protocol import paths
 from kubepresence.protocol.lifecycle import daemon_parser, start_daemon
 from kubepresence.rootd.app import RootDaemon
+from kubepresence.rootd.vif.session import STATE_DIR, VifSettings
 
 
 def _invoking_uid() -> int:
@@ -23,9 +24,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--user", type=int, default=None, help="uid allowed to call (default: sudo's caller)"
     )
+    parser.add_argument("--tun-name", default="kp0", help="name of the TUN device (default kp0)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=STATE_DIR,
+        help=f"root-owned directory for the resolv.conf backup (default {STATE_DIR})",
+    )
+    parser.add_argument("--mtu", type=int, default=1500, help="MTU of the TUN device")
     args = parser.parse_args(argv)
+    if not 576 <= args.mtu <= 65535:
+        parser.error(f"--mtu {args.mtu}: must be between 576 and 65535")
+    if not args.tun_name or len(args.tun_name.encode()) > 15 or "/" in args.tun_name:
+        parser.error(f"--tun-name {args.tun_name!r}: not a valid interface name")
     uid = args.user if args.user is not None else _invoking_uid()
-    daemon = RootDaemon(socket_path=args.socket or paths.rootd_socket(), allowed_uid=uid)
+    settings = VifSettings(tun_name=args.tun_name, mtu=args.mtu, state_dir=args.state_dir)
+    daemon = RootDaemon(
+        socket_path=args.socket or paths.rootd_socket(), allowed_uid=uid, settings=settings
+    )
     return start_daemon("rootd", "kubepresence-rootd", args, daemon.run)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from kubepresence.protocol import version_of
 from kubepresence.protocol.errors import UserError
@@ -10,19 +11,59 @@ from kubepresence.protocol.gen import common, daemon
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.logs import set_level
+from kubepresence.rootd.core.network import NetworkRequest
+
+if TYPE_CHECKING:
+    from kubepresence.rootd.app import RootDaemon
+    from kubepresence.rootd.vif.session import VifStatus
 
 log = logging.getLogger(__name__)
 
 
+def network_request(message: daemon.NetworkConfig) -> NetworkRequest:
+    cluster = message.cluster or common.ClusterInfo()
+    session = message.session or common.SessionInfo()
+    return NetworkRequest(
+        session_id=session.session_id,
+        pod_subnets=list(cluster.pod_subnets),
+        service_subnets=list(cluster.service_subnets),
+        cluster_domain=cluster.cluster_domain,
+        dns_service_ip=cluster.dns_service_ip,
+        also_proxy=list(message.also_proxy),
+        never_proxy=list(message.never_proxy),
+        search_namespaces=list(message.search_namespaces),
+        connector_socket=message.connector_socket,
+    )
+
+
+def daemon_status(status: VifStatus) -> daemon.DaemonStatus:
+    return daemon.DaemonStatus(
+        connected=status.connected,
+        vif_name=status.vif_name,
+        routed_subnets=list(status.routed_subnets),
+        dns_address=status.dns_address,
+        open_flows=status.open_flows,
+    )
+
+
 class DaemonService(daemon.DaemonBase):
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, root: RootDaemon, supervisor: Supervisor) -> None:
+        self._root = root
         self._supervisor = supervisor
 
     async def version(self, message: protobuf.Empty) -> common.VersionInfo:
         return common.VersionInfo(name="rootd", version=version_of("kubepresence-rootd"))
 
+    async def connect(self, message: daemon.NetworkConfig) -> daemon.DaemonStatus:
+        return daemon_status(await self._root.connect(network_request(message)))
+
+    async def disconnect(self, message: protobuf.Empty) -> protobuf.Empty:
+        # Idempotent: userd disconnects on quit whether or not the VIF is up.
+        await self._root.disconnect("disconnect requested by userd")
+        return protobuf.Empty()
+
     async def status(self, message: protobuf.Empty) -> daemon.DaemonStatus:
-        return daemon.DaemonStatus(connected=False)
+        return daemon_status(self._root.status())
 
     async def set_log_level(self, message: common.LogLevelRequest) -> protobuf.Empty:
         try:

@@ -1,0 +1,212 @@
+"""DNS on the VIF: which questions the cluster answers, and the replies rootd builds. Sans-IO.
+
+Model
+-----
+rootd points the system resolver at the cluster's DNS service address, which is routed
+into the TUN; every query to `<dns address>:53` (UDP or TCP) arrives at rootd itself.
+
+* A question whose name is `<cluster domain>.` or ends in `.<cluster domain>.` is a
+  cluster name: the traffic manager resolves it in the cluster (through userd) and hands
+  back the response code and each answer record packed alone; `cluster_reply` builds the
+  client's reply around them with the client's own id, flags and question.
+* Every other question is forwarded byte for byte to the resolver(s) that were configured
+  before rootd took over, and their reply goes back unchanged (`is_reply_to` checks that
+  it answers this query). Nothing outside the cluster domain is ever answered here.
+* A query that cannot be parsed gets FORMERR when its header is readable (so the client
+  does not wait for a timeout) and is dropped otherwise; a failed lookup gets SERVFAIL.
+
+UDP replies larger than the client can take (512 bytes, or its EDNS payload size) are
+truncated to header + question with TC set, so the client retries over TCP. TCP messages
+carry a two-byte length prefix (`TcpFramer`).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dnslib
+
+HEADER_SIZE = 12
+CLASSIC_UDP_LIMIT = 512
+# What we announce and honour at most (the DNS flag day 2020 value).
+EDNS_UDP_LIMIT = 1232
+MAX_TCP_MESSAGE = 65535
+
+NOERROR = 0
+FORMERR = 1
+SERVFAIL = 2
+NXDOMAIN = 3
+
+
+class BadQueryError(ValueError):
+    """The bytes are not one DNS query we can answer."""
+
+
+class Route(enum.Enum):
+    """Who answers a question."""
+
+    CLUSTER = "cluster"  # the traffic manager, through userd
+    UPSTREAM = "upstream"  # the resolver that was configured before rootd
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One parsed query: what routing and reply building need."""
+
+    id: int
+    name: str  # as asked (case preserved), fully qualified with the trailing dot
+    qtype: int
+    udp_limit: int  # the largest UDP reply the client takes
+    edns: bool
+    record: dnslib.DNSRecord
+    raw: bytes
+
+    def __str__(self) -> str:
+        return f"{self.name} {dnslib.QTYPE.get(self.qtype, self.qtype)}"
+
+
+def parse_query(data: bytes) -> Query:
+    """Parse a client's query; BadQueryError for anything but one standard question."""
+    try:
+        record = dnslib.DNSRecord.parse(data)
+    except (dnslib.DNSError, ValueError, IndexError, struct.error) as error:
+        raise BadQueryError(f"malformed DNS message: {error}") from None
+    header = record.header
+    if header.qr:
+        raise BadQueryError("a response, not a query")
+    if header.opcode != dnslib.OPCODE.QUERY:
+        raise BadQueryError(f"opcode {header.opcode} is not QUERY")
+    if len(record.questions) != 1:
+        raise BadQueryError(f"{len(record.questions)} questions, expected 1")
+    question = record.questions[0]
+    name = str(question.qname)
+    if not name.endswith("."):
+        name += "."
+    udp_limit = CLASSIC_UDP_LIMIT
+    edns = False
+    for rr in record.ar:
+        if rr.rtype == dnslib.QTYPE.OPT:
+            edns = True
+            # The requester's payload size travels in the CLASS field of OPT.
+            udp_limit = max(CLASSIC_UDP_LIMIT, min(int(rr.rclass), EDNS_UDP_LIMIT))
+    return Query(
+        id=header.id,
+        name=name,
+        qtype=int(question.qtype),
+        udp_limit=udp_limit,
+        edns=edns,
+        record=record,
+        raw=bytes(data),
+    )
+
+
+class DnsPolicy:
+    """Decides who answers a question, for one cluster domain."""
+
+    def __init__(self, cluster_domain: str) -> None:
+        domain = cluster_domain.strip().strip(".").lower()
+        if not domain:
+            raise ValueError("the cluster domain is empty")
+        self.cluster_domain = domain
+        self._suffix = "." + domain + "."
+
+    def route(self, query: Query) -> Route:
+        name = query.name.lower()
+        if name == self._suffix[1:] or name.endswith(self._suffix):
+            return Route.CLUSTER
+        return Route.UPSTREAM
+
+
+def _reply_skeleton(query: Query, rcode: int) -> dnslib.DNSRecord:
+    request = query.record.header
+    header = dnslib.DNSHeader(
+        id=query.id, qr=1, aa=0, ra=1, rd=request.rd, opcode=request.opcode, rcode=rcode
+    )
+    reply = dnslib.DNSRecord(header, questions=list(query.record.questions))
+    if query.edns:
+        reply.add_ar(dnslib.EDNS0(udp_len=EDNS_UDP_LIMIT))
+    return reply
+
+
+def _fit(query: Query, reply: dnslib.DNSRecord, udp: bool) -> bytes:
+    packed = bytes(reply.pack())
+    if not udp or len(packed) <= query.udp_limit:
+        return packed
+    truncated = _reply_skeleton(query, reply.header.rcode)
+    truncated.header.tc = 1
+    return bytes(truncated.pack())
+
+
+def cluster_reply(query: Query, rcode: int, answers: Sequence[bytes], *, udp: bool) -> bytes:
+    """The client's reply from the cluster's answer: each of `answers` one packed record.
+
+    BadQueryError when an answer record does not parse (the manager sent garbage): the
+    caller answers SERVFAIL instead.
+    """
+    if not 0 <= rcode <= 15:
+        raise BadQueryError(f"response code {rcode} out of range")
+    reply = _reply_skeleton(query, rcode)
+    for packed in answers:
+        try:
+            reply.add_answer(dnslib.RR.parse(dnslib.DNSBuffer(packed)))
+        except (dnslib.DNSError, ValueError, IndexError, struct.error) as error:
+            raise BadQueryError(f"malformed answer record from the cluster: {error}") from None
+    return _fit(query, reply, udp)
+
+
+def error_reply(query: Query, rcode: int) -> bytes:
+    """An empty reply with `rcode` (SERVFAIL when a lookup failed)."""
+    return bytes(_reply_skeleton(query, rcode).pack())
+
+
+def formerr_for(data: bytes) -> bytes | None:
+    """FORMERR for an unparseable query whose header can be read, else None (drop it)."""
+    if len(data) < HEADER_SIZE:
+        return None
+    query_id, flags = struct.unpack_from("!HH", data)
+    if flags & 0x8000:  # a response: never answer those
+        return None
+    # QR=1, the request's opcode and RD, RCODE=FORMERR, no sections.
+    reply_flags = 0x8000 | (flags & 0x7900) | 0x0080 | FORMERR
+    return struct.pack("!HHHHHH", query_id, reply_flags, 0, 0, 0, 0)
+
+
+def is_reply_to(query: Query, data: bytes) -> bool:
+    """Whether `data` looks like the upstream's reply to `query` (id and QR bit)."""
+    if len(data) < HEADER_SIZE:
+        return False
+    reply_id, flags = struct.unpack_from("!HH", data)
+    return reply_id == query.id and bool(flags & 0x8000)
+
+
+class TcpFramer:
+    """Splits a TCP byte stream into DNS messages (RFC 1035 §4.2.2 length prefix)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The complete messages that `data` finishes, in order."""
+        self._buffer += data
+        messages: list[bytes] = []
+        while len(self._buffer) >= 2:
+            (length,) = struct.unpack_from("!H", self._buffer)
+            if len(self._buffer) < 2 + length:
+                break
+            messages.append(bytes(self._buffer[2 : 2 + length]))
+            del self._buffer[: 2 + length]
+        return messages
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete message held back."""
+        return len(self._buffer)
+
+    @staticmethod
+    def frame(message: bytes) -> bytes:
+        if len(message) > MAX_TCP_MESSAGE:
+            raise ValueError(f"a DNS message of {len(message)} bytes does not fit TCP framing")
+        return struct.pack("!H", len(message)) + message

@@ -1,0 +1,159 @@
+"""Answering DNS on the VIF: the asyncio shell around `core.dns`.
+
+UDP queries arrive as datagrams of the DNS address's flows, TCP queries as terminated
+streams (both through the relay). Cluster names are looked up through userd; every other
+question is sent unchanged over UDP to the resolvers of the original resolv.conf, one after
+the other, each with a bounded wait; no answer from any of them is SERVFAIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from kubepresence.rootd.core.dns import (
+    SERVFAIL,
+    BadQueryError,
+    DnsPolicy,
+    Query,
+    Route,
+    TcpFramer,
+    cluster_reply,
+    error_reply,
+    formerr_for,
+    is_reply_to,
+    parse_query,
+)
+from kubepresence.rootd.net.streams import StreamResetError, TcpStream
+
+log = logging.getLogger(__name__)
+
+Lookup = Callable[[str, int], Awaitable[tuple[int, list[bytes]]]]
+
+LOOKUP_TIMEOUT = 4.0  # a cluster lookup through userd and the manager
+UPSTREAM_TIMEOUT = 2.0  # each previous resolver
+TCP_IDLE_TIMEOUT = 30.0  # a DNS-over-TCP client that sends nothing more
+MAX_TCP_PENDING = 65537
+
+
+@dataclass(slots=True)
+class DnsCounters:
+    cluster: int = 0
+    upstream: int = 0
+    failed: int = 0
+    malformed: int = 0
+
+
+class _OneReply(asyncio.DatagramProtocol):
+    def __init__(self, query: Query, reply: asyncio.Future[bytes]) -> None:
+        self._query = query
+        self._reply = reply
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if is_reply_to(self._query, data) and not self._reply.done():
+            self._reply.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self._reply.done():  # e.g. ICMP port unreachable: nobody listens there
+            self._reply.set_exception(exc)
+
+
+class DnsService:
+    """Answers the queries sent to the cluster DNS address."""
+
+    def __init__(
+        self,
+        policy: DnsPolicy,
+        lookup: Lookup,
+        upstreams: Sequence[str],
+        *,
+        upstream_port: int = 53,
+        lookup_timeout: float = LOOKUP_TIMEOUT,
+        upstream_timeout: float = UPSTREAM_TIMEOUT,
+    ) -> None:
+        self.policy = policy
+        self._lookup = lookup
+        self.upstreams = list(upstreams)
+        self._upstream_port = upstream_port
+        self._lookup_timeout = lookup_timeout
+        self._upstream_timeout = upstream_timeout
+        self.counters = DnsCounters()
+
+    async def answer(self, data: bytes, *, udp: bool) -> bytes | None:
+        """The reply to one query (None: drop it, it was not a query at all)."""
+        try:
+            query = parse_query(data)
+        except BadQueryError as error:
+            self.counters.malformed += 1
+            log.debug("bad DNS query: %s", error)
+            return formerr_for(data)
+        if self.policy.route(query) == Route.CLUSTER:
+            self.counters.cluster += 1
+            return await self._from_cluster(query, udp)
+        self.counters.upstream += 1
+        reply = await self._forward(query)
+        if reply is None:
+            self.counters.failed += 1
+            return error_reply(query, SERVFAIL)
+        return reply
+
+    async def _from_cluster(self, query: Query, udp: bool) -> bytes:
+        try:
+            async with asyncio.timeout(self._lookup_timeout):
+                rcode, answers = await self._lookup(query.name, query.qtype)
+            return cluster_reply(query, rcode, answers, udp=udp)
+        except (TimeoutError, ConnectionError, OSError, LookupError, BadQueryError) as error:
+            self.counters.failed += 1
+            log.info("cluster lookup of %s failed: %s", query, error or type(error).__name__)
+            return error_reply(query, SERVFAIL)
+
+    async def _forward(self, query: Query) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        for server in self.upstreams:
+            reply: asyncio.Future[bytes] = loop.create_future()
+            try:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda reply=reply: _OneReply(query, reply),  # type: ignore[misc]
+                    remote_addr=(server, self._upstream_port),
+                )
+            except OSError as error:
+                log.info("previous resolver %s unreachable: %s", server, error)
+                continue
+            try:
+                transport.sendto(query.raw)
+                async with asyncio.timeout(self._upstream_timeout):
+                    return await reply
+            except (TimeoutError, OSError) as error:
+                log.info("previous resolver %s gave no answer for %s: %r", server, query, error)
+            finally:
+                transport.close()
+        return None
+
+    async def serve_tcp(self, stream: TcpStream) -> None:
+        """DNS over TCP: length-prefixed queries, answered in order, until the client closes."""
+        framer = TcpFramer()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(TCP_IDLE_TIMEOUT):
+                        data = await stream.read(1 << 16)
+                except TimeoutError:
+                    break
+                if not data:
+                    break
+                for message in framer.feed(data):
+                    reply = await self.answer(message, udp=False)
+                    if reply is not None:
+                        await stream.write(TcpFramer.frame(reply))
+                if framer.pending > MAX_TCP_PENDING:
+                    stream.abort()
+                    return
+            stream.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await stream.wait_closed()
+        except (StreamResetError, BrokenPipeError):
+            return

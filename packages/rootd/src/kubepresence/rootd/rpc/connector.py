@@ -1,0 +1,189 @@
+"""rootd's client of userd's Connector service: tunnels for flows, DNS lookups, liveness.
+
+The only place in rootd that speaks `TunnelMessage`: the relay sees `TunnelEvent`s. grpclib
+failures of the channel itself (the socket refuses, the connection drops) come out as
+`ConnectionError`, so callers can tell "userd is gone" from "this flow failed".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from grpclib.const import Cardinality
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from kubepresence.protocol.gen import common, connector
+from kubepresence.protocol.transport import unix_channel
+from kubepresence.rootd.core.flows import FlowId
+from kubepresence.rootd.core.packets import PROTO_TCP
+from kubepresence.rootd.net.relaying import TunnelEvent, TunnelEventKind
+
+log = logging.getLogger(__name__)
+
+TUNNEL_PATH = "/kubepresence.connector.Connector/Tunnel"
+
+_CONTROL_KINDS = {
+    common.TunnelControlCode.CONNECTED: TunnelEventKind.CONNECTED,
+    common.TunnelControlCode.DIAL_FAILED: TunnelEventKind.DIAL_FAILED,
+    common.TunnelControlCode.WRITE_CLOSED: TunnelEventKind.WRITE_CLOSED,
+    common.TunnelControlCode.RESET: TunnelEventKind.RESET,
+    common.TunnelControlCode.KEEP_ALIVE: TunnelEventKind.KEEP_ALIVE,
+}
+
+
+class UserdUnreachableError(ConnectionError):
+    """userd did not answer; `gone` when its socket refuses (the process is not there)."""
+
+    def __init__(self, message: str, gone: bool) -> None:
+        super().__init__(message)
+        self.gone = gone
+
+
+def connection_id(flow: FlowId) -> common.ConnectionId:
+    return common.ConnectionId(
+        protocol=common.Protocol.TCP if flow.protocol == PROTO_TCP else common.Protocol.UDP,
+        source_ip=flow.source.packed,
+        source_port=flow.source_port,
+        destination_ip=flow.destination.packed,
+        destination_port=flow.destination_port,
+    )
+
+
+def flow_of(connection: common.ConnectionId) -> FlowId:
+    """The FlowId of a ConnectionId (tests' fake servers use it)."""
+    return FlowId(
+        int(connection.protocol),
+        ipaddress.ip_address(connection.source_ip),
+        connection.source_port,
+        ipaddress.ip_address(connection.destination_ip),
+        connection.destination_port,
+    )
+
+
+class GrpcTunnel:
+    """A `Tunnel` over one `Connector.Tunnel` stream."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._ended = False  # we sent END_STREAM
+        self.finished = False  # the far end's trailers arrived
+
+    async def receive(self) -> TunnelEvent:
+        if self.finished:
+            return TunnelEvent(TunnelEventKind.END)
+        try:
+            message: common.TunnelMessage | None = await self._stream.recv_message()
+            if message is None:
+                self.finished = True
+                await self._stream.recv_trailing_metadata()
+                return TunnelEvent(TunnelEventKind.END)
+        except GRPCError as error:
+            self.finished = True
+            return TunnelEvent(TunnelEventKind.RESET, message=error.message or error.status.name)
+        except StreamTerminatedError as error:
+            raise ConnectionResetError(f"userd tunnel: {error}") from None
+        if message.data is not None:
+            return TunnelEvent(TunnelEventKind.DATA, data=message.data)
+        if message.control is not None:
+            kind = _CONTROL_KINDS.get(message.control.code, TunnelEventKind.KEEP_ALIVE)
+            return TunnelEvent(kind, message=message.control.message)
+        return TunnelEvent(TunnelEventKind.KEEP_ALIVE)
+
+    async def _send(self, message: common.TunnelMessage) -> None:
+        if self._ended or self.finished:
+            return  # the stream is over on our side or theirs: nothing can go out
+        try:
+            await self._stream.send_message(message)
+        except StreamTerminatedError as error:
+            raise ConnectionResetError(f"userd tunnel: {error}") from None
+
+    async def send_data(self, data: bytes) -> None:
+        await self._send(common.TunnelMessage(data=data))
+
+    async def send_write_closed(self) -> None:
+        await self._send(_control(common.TunnelControlCode.WRITE_CLOSED))
+
+    async def send_reset(self, reason: str) -> None:
+        await self._send(_control(common.TunnelControlCode.RESET, reason))
+
+    async def end(self) -> None:
+        if self._ended or self.finished:
+            return
+        self._ended = True
+        try:
+            await self._stream.end()
+        except StreamTerminatedError as error:
+            raise ConnectionResetError(f"userd tunnel: {error}") from None
+
+
+def _control(code: common.TunnelControlCode, message: str = "") -> common.TunnelMessage:
+    return common.TunnelMessage(control=common.TunnelControl(code=code, message=message))
+
+
+class ConnectorClient:
+    """A channel to userd's socket, with what rootd calls on it."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self._channel = unix_channel(socket_path)
+        self._stub = connector.ConnectorStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    async def ping(self, seconds: float) -> None:
+        """Ask userd its version; UserdUnreachableError when it does not answer."""
+        try:
+            await self._stub.version(timeout=seconds)
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            raise UserdUnreachableError(f"userd's socket refuses: {error}", gone=True) from None
+        except (TimeoutError, OSError, StreamTerminatedError, GRPCError) as error:
+            raise UserdUnreachableError(f"userd does not answer: {error!r}", gone=False) from None
+
+    async def lookup_dns(
+        self, session_id: str, name: str, qtype: int, seconds: float
+    ) -> tuple[int, list[bytes]]:
+        """The cluster's answer to a question: (rcode, each answer record packed alone)."""
+        try:
+            reply = await self._stub.lookup_dns(
+                common.DnsRequest(session_id=session_id, name=name, qtype=qtype), timeout=seconds
+            )
+        except StreamTerminatedError as error:
+            raise ConnectionResetError(f"userd: {error}") from None
+        except GRPCError as error:
+            raise LookupError(error.message or error.status.name) from None
+        return int(reply.rcode), list(reply.answers)
+
+    @contextlib.asynccontextmanager
+    async def tunnel(self, flow: FlowId) -> AsyncIterator[GrpcTunnel]:
+        """A tunnel for `flow`: the open message is sent; the stream is cancelled on exit
+        unless both sides finished it."""
+        request = self._channel.request(
+            TUNNEL_PATH,
+            Cardinality.STREAM_STREAM,
+            common.TunnelMessage,
+            common.TunnelMessage,
+            timeout=None,  # a flow lives as long as it moves; the manager's idle timeout ends it
+        )
+        try:
+            async with request as stream:
+                tunnel = GrpcTunnel(stream)
+                try:
+                    await stream.send_message(
+                        common.TunnelMessage(open=common.TunnelOpen(connection=connection_id(flow)))
+                    )
+                    yield tunnel
+                finally:
+                    if not tunnel.finished:
+                        with contextlib.suppress(Exception):
+                            await stream.cancel()
+        except StreamTerminatedError as error:
+            raise ConnectionResetError(f"userd tunnel: {error}") from None
+        except GRPCError as error:
+            # Trailers with an error after we were done: the flow is over either way.
+            log.debug("%s: tunnel ended with %s", flow, error)

@@ -1,0 +1,1 @@
+"""The VIF: the TUN device, its routes and DNS for one connected session."""

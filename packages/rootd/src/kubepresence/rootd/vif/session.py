@@ -1,0 +1,274 @@
+"""One connected session of the VIF: bring it up, keep it, take it down.
+
+Bringing up, in an order that leaves nothing behind when a step fails: check the plan
+against the machine's routes (a conflict is refused before anything changes), make sure
+userd answers, save resolv.conf's original bytes, open the TUN device, add its routes,
+start the terminator with the cluster relay, and only then point resolv.conf at the cluster
+DNS address. Every change registers its undo first; the undo steps are synchronous so they
+complete even while the session's task is being cancelled.
+
+The session ends when asked (Disconnect, Quit, SIGTERM), when the TUN fails, or when userd
+goes away: its socket refuses (at once) or it has not answered for `userd_silence`
+seconds. Flow tasks live in the session's task group; the session itself is a task of the
+daemon's supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubepresence.protocol.errors import ConfigError
+from kubepresence.rootd.core import resolvconf
+from kubepresence.rootd.core.dns import DnsPolicy
+from kubepresence.rootd.core.endpoint import EndpointConfig, NetworkEndpoint
+from kubepresence.rootd.core.network import NetworkPlan, local_routes, route_conflict
+from kubepresence.rootd.core.packets import OutputMode
+from kubepresence.rootd.net.dnsserving import DnsService
+from kubepresence.rootd.net.relaying import ClusterRelay
+from kubepresence.rootd.net.rewriting import RESOLV_CONF, ResolvConfRewriter
+from kubepresence.rootd.net.routing import delete_stale_tun, read_routes
+from kubepresence.rootd.net.terminating import Terminator
+from kubepresence.rootd.net.tun import TunDevice, configure_link
+from kubepresence.rootd.rpc.connector import ConnectorClient, UserdUnreachableError
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = Path("/run/kubepresence-rootd")
+DNS_LOOKUP_TIMEOUT = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class VifSettings:
+    """The daemon's command-line choices for every session."""
+
+    tun_name: str = "kp0"
+    mtu: int = 1500
+    state_dir: Path = STATE_DIR
+    resolv_conf: Path = RESOLV_CONF
+    addresses: tuple[str, ...] = ()  # CIDRs for the TUN device; none: the kernel picks a source
+    userd_silence: float = 15.0
+    probe_interval: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class VifStatus:
+    connected: bool
+    vif_name: str = ""
+    routed_subnets: tuple[str, ...] = ()
+    dns_address: str = ""
+    open_flows: int = 0
+
+
+@dataclass(slots=True)
+class _Running:
+    relay: ClusterRelay
+    dns: DnsService
+    terminator: Terminator
+    endpoint: NetworkEndpoint = field(repr=False)
+
+
+class VifSession:
+    """The VIF for one plan; `run` is its task (see the module docstring)."""
+
+    def __init__(self, plan: NetworkPlan, settings: VifSettings) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.stop_reason = ""
+        self.done = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._nudge = asyncio.Event()
+        self._running: _Running | None = None
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            log.info("disconnecting: %s", reason)
+            self.stop_reason = reason
+            self._stop.set()
+
+    @property
+    def running(self) -> _Running | None:
+        return self._running
+
+    def status(self) -> VifStatus:
+        running = self._running
+        if running is None or self.done.is_set():
+            return VifStatus(connected=False)
+        return VifStatus(
+            connected=True,
+            vif_name=running.terminator.device.name,
+            routed_subnets=tuple(str(s) for s in self.plan.routed),
+            dns_address=str(self.plan.dns_address),
+            open_flows=running.relay.open_flows,
+        )
+
+    async def run(self, ready: asyncio.Future[None]) -> None:
+        """Bring the VIF up, set `ready` (or its failure), serve until stopped, undo all."""
+        try:
+            with contextlib.ExitStack() as undo:
+                try:
+                    await self._serve(ready, undo)
+                except Exception as error:  # handed to Connect, or logged once running
+                    if ready.done():
+                        log.exception("the VIF failed")
+                    else:
+                        ready.set_exception(error)
+        finally:
+            self._running = None
+            self.done.set()
+            if not ready.done():
+                ready.set_exception(ConfigError("the VIF stopped before it was up"))
+            log.info("VIF down (%s)", self.stop_reason or "setup failed")
+
+    async def _serve(self, ready: asyncio.Future[None], undo: contextlib.ExitStack) -> None:
+        plan, settings = self.plan, self.settings
+        name = settings.tun_name
+        local = local_routes(await asyncio.to_thread(read_routes), own_device=name)
+        conflict = route_conflict(plan.routes, local)
+        if conflict is not None:
+            raise ConfigError(conflict)
+
+        client = ConnectorClient(Path(plan.connector_socket))
+        undo.callback(client.close)
+        try:
+            await client.ping(seconds=5.0)
+        except UserdUnreachableError as error:
+            raise ConfigError(
+                f"rootd cannot reach userd at {plan.connector_socket}: {error}"
+            ) from None
+
+        rewriter = ResolvConfRewriter(settings.state_dir, settings.resolv_conf)
+        original = rewriter.read()
+        previous = resolvconf.parse(original.decode(errors="replace"))
+        rewriter.save_backup(original)
+        undo.callback(_safely(rewriter.restore, "restoring resolv.conf"))
+
+        try:
+            device = TunDevice.open(name)
+        except OSError as error:
+            hint = " (rootd must run as root)" if error.errno in (errno.EPERM, errno.EACCES) else ""
+            raise ConfigError(
+                f"cannot create the TUN device {name}: {error.strerror or error}{hint}"
+            ) from None
+        undo.callback(_safely(device.close, f"closing {name}"))
+        try:
+            await asyncio.to_thread(
+                configure_link,
+                device.name,
+                settings.mtu,
+                list(settings.addresses),
+                [str(route) for route in plan.routes],
+            )
+        except OSError as error:
+            raise ConfigError(f"cannot route through {name}: {error.strerror or error}") from None
+
+        dns_address = str(plan.dns_address)
+        dns = DnsService(
+            DnsPolicy(plan.cluster_domain),
+            lambda qname, qtype: client.lookup_dns(
+                plan.session_id, qname, qtype, seconds=DNS_LOOKUP_TIMEOUT
+            ),
+            resolvconf.upstreams(previous, dns_address),
+        )
+        offload = device.offload
+        async with asyncio.TaskGroup() as tasks:
+            relay = ClusterRelay(
+                client, tasks, dns, plan.dns_address, on_channel_error=self._channel_error
+            )
+            endpoint = NetworkEndpoint(
+                list(plan.routes),
+                relay.accept,
+                EndpointConfig(
+                    mtu=settings.mtu,
+                    output=OutputMode(offload.vnet_header, offload.checksum, offload.tso),
+                ),
+            )
+            terminator = Terminator(device, endpoint, relay)
+            relay.terminator = terminator
+            terminator.start()
+            watchdog: asyncio.Task[None] | None = None
+            try:
+                rewriter.install(
+                    resolvconf.render(
+                        previous, dns_address, plan.search_namespaces, plan.cluster_domain
+                    )
+                )
+                self._running = _Running(relay, dns, terminator, endpoint)
+                log.info(
+                    "VIF %s up: routes %s, DNS %s for %s (previous resolvers %s)",
+                    device.name,
+                    " ".join(str(r) for r in plan.routes),
+                    dns_address,
+                    plan.cluster_domain,
+                    " ".join(dns.upstreams) or "none",
+                )
+                ready.set_result(None)
+                watchdog = tasks.create_task(self._watch_userd(client), name="userd-watchdog")
+                device_failed = tasks.create_task(terminator.stopped.wait(), name="tun-watch")
+                stop = tasks.create_task(self._stop.wait(), name="stop-wait")
+                await asyncio.wait({device_failed, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if terminator.error is not None:
+                    self.request_stop(f"the TUN device failed: {terminator.error}")
+                device_failed.cancel()
+                stop.cancel()
+            finally:
+                self._running = None
+                terminator.stop()
+                relay.close()
+                if watchdog is not None:
+                    watchdog.cancel()
+
+    def _channel_error(self, error: BaseException) -> None:
+        log.debug("userd channel error: %s", error)
+        self._nudge.set()  # probe userd now rather than at the next interval
+
+    async def _watch_userd(self, client: ConnectorClient) -> None:
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        last_answer = loop.time()
+        while not self._stop.is_set():
+            try:
+                await client.ping(seconds=min(5.0, settings.userd_silence))
+                last_answer = loop.time()
+            except UserdUnreachableError as error:
+                if error.gone:
+                    self.request_stop(f"userd went away ({error})")
+                    return
+                silent = loop.time() - last_answer
+                if silent > settings.userd_silence:
+                    self.request_stop(f"userd has not answered for {silent:.0f} s")
+                    return
+            self._nudge.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.probe_interval):
+                    await self._nudge.wait()
+
+
+def _safely(step: Callable[[], object], what: str) -> Callable[[], None]:
+    """An undo step that logs its failure instead of skipping the steps after it."""
+
+    def run() -> None:
+        try:
+            step()
+        except Exception:
+            log.exception("%s failed", what)
+
+    return run
+
+
+def recover(settings: VifSettings) -> None:
+    """Undo what a crashed run left: restore resolv.conf, delete a stale TUN. Blocking."""
+    rewriter = ResolvConfRewriter(settings.state_dir, settings.resolv_conf)
+    if not rewriter.has_backup():
+        return
+    log.warning("a previous run did not clean up; restoring %s", settings.resolv_conf)
+    try:
+        rewriter.restore()
+    except OSError as error:
+        log.error("could not restore %s: %s", settings.resolv_conf, error)
+    delete_stale_tun(settings.tun_name)

@@ -1,0 +1,197 @@
+"""net.dnsserving: cluster names through a fake lookup, the rest to a real UDP upstream on
+127.0.0.1 (an ephemeral port), SERVFAIL when nobody answers."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator
+from typing import cast
+
+import dnslib
+import pytest
+
+from kubepresence.rootd.core.dns import NXDOMAIN, SERVFAIL, DnsPolicy, TcpFramer
+from kubepresence.rootd.core.flows import FlowId
+from kubepresence.rootd.core.packets import PROTO_TCP, Chunk
+from kubepresence.rootd.net.dnsserving import DnsService
+from kubepresence.rootd.net.streams import TcpStream
+
+
+def question(name: str, qtype: str = "A", qid: int = 100) -> bytes:
+    record = dnslib.DNSRecord.question(name, qtype)
+    record.header.id = qid
+    return bytes(record.pack())
+
+
+def packed(zone: str) -> bytes:
+    buffer = dnslib.DNSBuffer()
+    dnslib.RR.fromZone(zone)[0].pack(buffer)
+    return bytes(buffer.data)
+
+
+class Upstream(asyncio.DatagramProtocol):
+    """The previous resolver: NXDOMAIN for everything, remembering what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        query = dnslib.DNSRecord.parse(data)
+        self.asked.append(str(query.q.qname))
+        reply = query.reply()
+        reply.header.rcode = NXDOMAIN
+        assert self.transport is not None
+        self.transport.sendto(reply.pack(), addr)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[Upstream, int]]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", 0))
+    try:
+        yield protocol, transport.get_extra_info("sockname")[1]
+    finally:
+        transport.close()
+
+
+class Lookups:
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, int]] = []
+        self.fail: BaseException | None = None
+        self.delay = 0.0
+
+    async def __call__(self, name: str, qtype: int) -> tuple[int, list[bytes]]:
+        self.asked.append((name, qtype))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        if name.startswith("echo."):
+            return 0, [packed(f"{name} 5 IN A 10.96.7.7")]
+        return NXDOMAIN, []
+
+
+def service(lookups: Lookups, port: int, upstreams: list[str] | None = None) -> DnsService:
+    return DnsService(
+        DnsPolicy("cluster.local"),
+        lookups,
+        ["127.0.0.1"] if upstreams is None else upstreams,
+        upstream_port=port,
+        lookup_timeout=0.2,
+        upstream_timeout=0.2,
+    )
+
+
+async def test_cluster_names_go_to_the_cluster_only(upstream: tuple[Upstream, int]) -> None:
+    server, port = upstream
+    lookups = Lookups()
+    dns = service(lookups, port)
+    reply = await dns.answer(question("echo.demo.svc.cluster.local", qid=31), udp=True)
+    assert reply is not None
+    parsed = dnslib.DNSRecord.parse(reply)
+    assert parsed.header.id == 31
+    assert [str(rr.rdata) for rr in parsed.rr] == ["10.96.7.7"]
+    assert lookups.asked == [("echo.demo.svc.cluster.local.", 1)]
+    assert server.asked == []
+    nx = await dns.answer(question("nope.demo.svc.cluster.local"), udp=True)
+    assert nx is not None
+    assert dnslib.DNSRecord.parse(nx).header.rcode == NXDOMAIN
+
+
+async def test_other_names_are_forwarded_unchanged(upstream: tuple[Upstream, int]) -> None:
+    server, port = upstream
+    lookups = Lookups()
+    dns = service(lookups, port)
+    reply = await dns.answer(question("example.com", "AAAA", qid=55), udp=True)
+    assert reply is not None
+    parsed = dnslib.DNSRecord.parse(reply)
+    assert (parsed.header.id, parsed.header.rcode) == (55, NXDOMAIN)
+    assert server.asked == ["example.com."]
+    assert lookups.asked == []
+    assert dns.counters.upstream == 1
+
+
+async def test_no_upstream_answer_is_servfail() -> None:
+    # A port nobody listens on: ICMP port unreachable, or silence; either way SERVFAIL.
+    dns = service(Lookups(), 9, ["127.0.0.1", "127.0.0.2"])
+    reply = await asyncio.wait_for(dns.answer(question("example.com", qid=8), udp=True), 2)
+    assert reply is not None
+    parsed = dnslib.DNSRecord.parse(reply)
+    assert (parsed.header.id, parsed.header.rcode) == (8, SERVFAIL)
+    assert dns.counters.failed == 1
+
+
+async def test_a_failing_or_slow_cluster_lookup_is_servfail(
+    upstream: tuple[Upstream, int],
+) -> None:
+    _, port = upstream
+    lookups = Lookups()
+    dns = service(lookups, port)
+    lookups.fail = ConnectionRefusedError("userd is gone")
+    reply = await dns.answer(question("echo.demo.svc.cluster.local"), udp=True)
+    assert reply is not None
+    assert dnslib.DNSRecord.parse(reply).header.rcode == SERVFAIL
+    lookups.fail = None
+    lookups.delay = 1.0
+    reply = await asyncio.wait_for(dns.answer(question("echo.x.svc.cluster.local"), udp=True), 1)
+    assert reply is not None
+    assert dnslib.DNSRecord.parse(reply).header.rcode == SERVFAIL
+
+
+async def test_garbage_gets_formerr_or_nothing(upstream: tuple[Upstream, int]) -> None:
+    _, port = upstream
+    dns = service(Lookups(), port)
+    assert await dns.answer(b"\x01", udp=True) is None
+    reply = await dns.answer(b"\x00\x07\x01\x00" + b"\xff" * 12, udp=True)
+    assert reply is not None
+    assert reply[:2] == b"\x00\x07"
+    assert reply[3] & 0xF == 1
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.fin = False
+
+    def stream_send(self, flow: FlowId, data: Chunk) -> int:
+        self.out += data
+        return len(data)
+
+    def stream_consumed(self, flow: FlowId, count: int) -> None:
+        pass
+
+    def stream_close(self, flow: FlowId) -> None:
+        self.fin = True
+
+    def stream_abort(self, flow: FlowId) -> None:
+        pass
+
+
+async def test_dns_over_tcp_answers_each_framed_query(upstream: tuple[Upstream, int]) -> None:
+    _, port = upstream
+    dns = service(Lookups(), port)
+    owner = Owner()
+    flow = FlowId(
+        PROTO_TCP, ipaddress.ip_address("10.77.0.2"), 1, ipaddress.ip_address("10.96.0.10"), 53
+    )
+    stream = TcpStream(flow, owner)
+    data = TcpFramer.frame(question("echo.a.svc.cluster.local", qid=1)) + TcpFramer.frame(
+        question("example.org", qid=2)
+    )
+    stream.feed(data[:5])
+    stream.feed(data[5:])
+    stream.feed_eof()
+    task = asyncio.create_task(dns.serve_tcp(stream))
+    await asyncio.sleep(0.1)
+    stream.finish(None)
+    await asyncio.wait_for(task, 1)
+    replies = TcpFramer().feed(bytes(owner.out))
+    assert [dnslib.DNSRecord.parse(r).header.id for r in replies] == [1, 2]
+    assert dnslib.DNSRecord.parse(replies[0]).rr[0].rdata is not None
+    assert dnslib.DNSRecord.parse(replies[1]).header.rcode == NXDOMAIN
+    assert owner.fin

@@ -1,0 +1,75 @@
+"""net.rewriting: resolv.conf rewritten in place, restored byte for byte, also after a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kubepresence.rootd.net.rewriting import ResolvConfRewriter, RewriteError
+
+ORIGINAL = b"# odd bytes kept: \xff\xfe\nnameserver 192.0.2.53\nsearch corp.example\n"
+
+
+@pytest.fixture
+def resolv(tmp_path: Path) -> Path:
+    path = tmp_path / "etc" / "resolv.conf"
+    path.parent.mkdir()
+    path.write_bytes(ORIGINAL)
+    return path
+
+
+def test_backup_install_restore_keeps_the_inode_and_the_bytes(resolv: Path, tmp_path: Path) -> None:
+    inode = resolv.stat().st_ino
+    rewriter = ResolvConfRewriter(tmp_path / "state", resolv)
+    rewriter.save_backup(rewriter.read())
+    assert rewriter.has_backup()
+    assert (rewriter.backup_dir.stat().st_mode & 0o777) == 0o700
+    rewriter.install(b"nameserver 10.96.0.10\n")
+    assert resolv.read_bytes() == b"nameserver 10.96.0.10\n"
+    assert resolv.stat().st_ino == inode  # written in place, never renamed over
+    assert rewriter.restore()
+    assert resolv.read_bytes() == ORIGINAL
+    assert resolv.stat().st_ino == inode
+    assert not rewriter.has_backup()
+    assert not rewriter.restore()  # nothing left to do
+
+
+def test_a_new_rewriter_restores_what_a_crashed_one_left(resolv: Path, tmp_path: Path) -> None:
+    crashed = ResolvConfRewriter(tmp_path / "state", resolv)
+    crashed.save_backup(crashed.read())
+    crashed.install(b"nameserver 10.96.0.10\n")
+    restarted = ResolvConfRewriter(tmp_path / "state", resolv)
+    assert restarted.has_backup()
+    assert restarted.restore()
+    assert resolv.read_bytes() == ORIGINAL
+
+
+def test_a_second_backup_is_refused(resolv: Path, tmp_path: Path) -> None:
+    rewriter = ResolvConfRewriter(tmp_path / "state", resolv)
+    rewriter.save_backup(ORIGINAL)
+    with pytest.raises(RewriteError, match="exists already"):
+        rewriter.save_backup(b"changed")
+    assert rewriter.restore()
+    assert resolv.read_bytes() == ORIGINAL
+
+
+def test_another_file_is_never_overwritten(resolv: Path, tmp_path: Path) -> None:
+    rewriter = ResolvConfRewriter(tmp_path / "state", resolv)
+    rewriter.save_backup(ORIGINAL)
+    # resolv.conf was replaced by another file (another namespace's, or a DHCP client's).
+    replacement = resolv.with_name("new")
+    replacement.write_bytes(b"nameserver 198.51.100.1\n")
+    replacement.replace(resolv)
+    assert not rewriter.restore()
+    assert resolv.read_bytes() == b"nameserver 198.51.100.1\n"
+    assert not rewriter.has_backup()
+    stale = rewriter.backup.with_suffix(".stale")
+    assert json.loads(stale.read_text())["path"] == str(resolv)
+
+
+def test_a_missing_resolv_conf_is_one_clear_error(tmp_path: Path) -> None:
+    rewriter = ResolvConfRewriter(tmp_path / "state", tmp_path / "absent.conf")
+    with pytest.raises(RewriteError, match="cannot read"):
+        rewriter.read()
