@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 PAUSE_IMAGE = "localhost/pause:3.10.1"
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3",)
+# The agent image doubles as the init container that redirects numeric ports (iptables).
+AGENT_PACKAGES = (*BASE_PACKAGES, "iptables")
 # Bump when the base recipe changes in a way the other inputs do not capture.
 BASE_RECIPE = "1"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -157,11 +159,11 @@ def build_coredns(cache: Path = layout.IMAGE_CACHE) -> BuiltImage:
 # --- Python base -------------------------------------------------------------------------
 
 
-def base_layer(cache: Path = layout.CACHE) -> Layer:
+def base_layer(cache: Path = layout.CACHE, packages: Sequence[str] = BASE_PACKAGES) -> Layer:
     """The debootstrap minbase + python3 layer, built once per (mirror, packages, debootstrap)."""
     mirror = debian_mirror()
     debootstrap_version = run(["dpkg-query", "-W", "-f=${Version}", "debootstrap"]).stdout
-    key = _digest(BASE_RECIPE, BASE_SUITE, mirror, ",".join(BASE_PACKAGES), debootstrap_version)
+    key = _digest(BASE_RECIPE, BASE_SUITE, mirror, ",".join(packages), debootstrap_version)
     home = cache / "base" / key
     layer_path, diff_file = home / "layer.tar", home / "diff_id"
     if layer_path.exists() and diff_file.exists():
@@ -172,7 +174,7 @@ def base_layer(cache: Path = layout.CACHE) -> Layer:
     log.info(
         "debootstrap %s (%s) from %s; takes about a minute",
         BASE_SUITE,
-        ",".join(BASE_PACKAGES),
+        ",".join(packages),
         mirror,
     )
     try:
@@ -180,7 +182,7 @@ def base_layer(cache: Path = layout.CACHE) -> Layer:
             [
                 "debootstrap",
                 "--variant=minbase",
-                "--include=" + ",".join(BASE_PACKAGES),
+                "--include=" + ",".join(packages),
                 BASE_SUITE,
                 rootfs,
                 mirror,
@@ -342,6 +344,7 @@ def build_kubepresence_images(version: str, cache: Path = layout.IMAGE_CACHE) ->
                 module=f"kubepresence.{part}",
                 out=cache / f"kubepresence-{part}-{version}.tar",
                 constraints=constraints if constraints.exists() else None,
+                base=base_layer(packages=AGENT_PACKAGES) if part == "agent" else None,
             )
         )
     return built

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from kubepresence.agent.app import TrafficAgent
+from kubepresence.agent.core.config import load
+from kubepresence.protocol.errors import ConfigError
 from kubepresence.protocol.lifecycle import daemon_parser, start_daemon
+
+
+def _manager_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +26,16 @@ def main(argv: list[str] | None = None) -> int:
         help="HOST:PORT of the traffic manager's gRPC service",
     )
     args = parser.parse_args(argv)
-    agent = TrafficAgent(manager_address=args.manager_address)
+    try:
+        host, port = _manager_address(args.manager_address)
+    except ValueError as error:
+        parser.error(f"--manager-address: {error}")
+    try:
+        config = load(os.environ)
+    except ConfigError as error:
+        print(f"kubepresence-agent: {error}", file=sys.stderr)
+        return 3
+    agent = TrafficAgent(config, host, port)
     return start_daemon("agent", "kubepresence-agent", args, agent.run)
 
 

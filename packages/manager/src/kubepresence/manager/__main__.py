@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from kubepresence.manager.app import TrafficManager
+from kubepresence.manager.app import TrafficManager, WebhookOptions
 from kubepresence.manager.core.addresses import parse_listen_address
 from kubepresence.protocol.lifecycle import daemon_parser, start_daemon
 
@@ -29,11 +29,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--flow-idle-timeout", type=float, default=600.0, help="seconds before an idle flow ends"
     )
+    parser.add_argument(
+        "--webhook-address",
+        default=None,
+        help="HOST:PORT of the agent-injection webhook (HTTPS); absent: no webhook",
+    )
+    parser.add_argument(
+        "--agent-image",
+        default=os.environ.get("AGENT_IMAGE", ""),
+        help="the traffic agent image the webhook injects (default: $AGENT_IMAGE)",
+    )
+    parser.add_argument(
+        "--agent-pull-policy",
+        default="IfNotPresent",
+        choices=("Always", "IfNotPresent", "Never"),
+        help="imagePullPolicy of injected agents",
+    )
     args = parser.parse_args(argv)
     try:
         host, port = parse_listen_address(args.grpc_address)
     except ValueError as error:
         parser.error(str(error))
+    webhook = None
+    if args.webhook_address is not None:
+        try:
+            webhook_host, webhook_port = parse_listen_address(args.webhook_address)
+        except ValueError as error:
+            parser.error(f"--webhook-address: {error}")
+        if not args.agent_image:
+            parser.error("the webhook needs the agent image: set AGENT_IMAGE or --agent-image")
+        webhook = WebhookOptions(
+            webhook_host,
+            webhook_port,
+            agent_image=args.agent_image,
+            pull_policy=args.agent_pull_policy,
+            agent_log_level=args.log_level,
+        )
     manager = TrafficManager(
         host,
         port,
@@ -41,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         session_ttl=args.session_ttl,
         dial_timeout=args.dial_timeout,
         idle_timeout=args.flow_idle_timeout,
+        webhook=webhook,
     )
     return start_daemon("manager", "kubepresence-manager", args, manager.run)
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+from dataclasses import dataclass
 
+from aiohttp import web
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from kubepresence.manager.core.sessions import SessionRegistry
+from kubepresence.manager.core.injection import MANAGER_SERVICE, InjectionSettings
+from kubepresence.manager.core.sessions import SessionKind, SessionRegistry
 from kubepresence.manager.k8s.discovery import discover
 from kubepresence.manager.rpc.manager import ManagerService
-from kubepresence.protocol.errors import ConfigError
+from kubepresence.manager.webhook import certificates
+from kubepresence.manager.webhook.configuring import install_ca_bundle
+from kubepresence.manager.webhook.serving import serve_webhook
+from kubepresence.protocol.errors import ConfigError, KubepresenceError
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.transport import close_server, serve_tcp
 
@@ -19,6 +26,17 @@ log = logging.getLogger(__name__)
 
 # Expiry runs at most this often: a session's end is noticed within TTL + this.
 EXPIRY_GRANULARITY = 1.0
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    """Where the admission webhook listens and what it injects."""
+
+    host: str
+    port: int
+    agent_image: str
+    pull_policy: str = "IfNotPresent"
+    agent_log_level: str = "info"
 
 
 class TrafficManager:
@@ -31,6 +49,7 @@ class TrafficManager:
         session_ttl: float,
         dial_timeout: float,
         idle_timeout: float,
+        webhook: WebhookOptions | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -38,6 +57,7 @@ class TrafficManager:
         self.sessions = SessionRegistry(ttl=session_ttl)
         self.dial_timeout = dial_timeout
         self.idle_timeout = idle_timeout
+        self.webhook = webhook
 
     async def run(self, supervisor: Supervisor) -> None:
         async with await _api_client() as api:
@@ -48,18 +68,50 @@ class TrafficManager:
                 dial_timeout=self.dial_timeout,
                 idle_timeout=self.idle_timeout,
             )
-            server = await serve_tcp([service], self.host, self.port)
-            supervisor.spawn(self._expire_sessions(), name="session-expiry")
+            # The webhook first: once the gRPC port answers (the readiness probe), the CA
+            # is in place and injection works.
+            runner = None
+            if self.webhook is not None:
+                try:
+                    runner = await self._start_webhook(api)
+                except (KubepresenceError, OSError) as error:
+                    # Clients still need the manager; pods pass untouched (fail open).
+                    log.error("the agent-injection webhook is off: %s", error)
             try:
-                await supervisor.stopping.wait()
+                server = await serve_tcp([service], self.host, self.port)
+                supervisor.spawn(self._expire_sessions(service), name="session-expiry")
+                try:
+                    await supervisor.stopping.wait()
+                finally:
+                    await close_server(server)
             finally:
-                await close_server(server)
+                if runner is not None:
+                    await runner.cleanup()
 
-    async def _expire_sessions(self) -> None:
+    async def _start_webhook(self, api: client.ApiClient) -> web.AppRunner:
+        assert self.webhook is not None
+        options = self.webhook
+        certificate = certificates.generate(
+            MANAGER_SERVICE, self.namespace, datetime.datetime.now(datetime.UTC)
+        )
+        await install_ca_bundle(api, self.namespace, certificate.ca_pem)
+        settings = InjectionSettings(
+            agent_image=options.agent_image,
+            manager_namespace=self.namespace,
+            pull_policy=options.pull_policy,
+            log_level=options.agent_log_level,
+        )
+        return await serve_webhook(
+            settings, options.host, options.port, certificates.server_context(certificate)
+        )
+
+    async def _expire_sessions(self, service: ManagerService) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            for session in self.sessions.expire(loop.time()):
+            expired = self.sessions.expire(loop.time())
+            for session in expired:
                 log.info("%s session %s (%s) expired", session.kind.value, session.id, session.name)
+            service.forget_sessions(s.id for s in expired if s.kind is SessionKind.AGENT)
             due = self.sessions.next_expiry()
             wait = EXPIRY_GRANULARITY if due is None else max(due - loop.time(), 0)
             await asyncio.sleep(max(wait, EXPIRY_GRANULARITY))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import grpclib.const
@@ -13,6 +14,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from kubepresence.manager.core.addresses import destination
+from kubepresence.manager.core.agents import Agent, AgentPort, AgentTable
 from kubepresence.manager.core.dns import BadQuestionError
 from kubepresence.manager.core.sessions import Session, SessionKind, SessionRegistry
 from kubepresence.manager.k8s.discovery import ClusterNetwork
@@ -26,6 +28,65 @@ from kubepresence.protocol.tunnel import control, describe, relay, send_reset
 log = logging.getLogger(__name__)
 
 TUNNEL_PATH = "/kubepresence.manager.Manager/Tunnel"
+# A watch sends the current snapshot at least this often (a keep-alive the client can
+# time out on) and ends when the watcher's session does.
+WATCH_KEEPALIVE = 10.0
+
+_KIND_TO_PROTO = {
+    "Deployment": common.WorkloadKind.DEPLOYMENT,
+    "ReplicaSet": common.WorkloadKind.REPLICASET,
+    "StatefulSet": common.WorkloadKind.STATEFULSET,
+}
+_KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
+_PROTOCOLS = {"TCP": common.Protocol.TCP, "UDP": common.Protocol.UDP}
+
+
+def agent_from_proto(info: common.AgentInfo) -> Agent:
+    return Agent(
+        pod_name=info.pod_name,
+        namespace=info.namespace,
+        pod_ip=info.pod_ip,
+        workload_name=info.workload_name,
+        workload_kind=_KIND_FROM_PROTO.get(info.workload_kind, ""),
+        container=info.container,
+        ports=tuple(
+            AgentPort(
+                name=p.name,
+                app_port=p.port,
+                agent_port=p.agent_port,
+                protocol="UDP" if p.protocol == common.Protocol.UDP else "TCP",
+                redirected=p.redirected,
+            )
+            for p in info.ports
+        ),
+        environment=dict(info.environment),
+        version=info.version,
+        sftp_port=info.sftp_port,
+    )
+
+
+def agent_to_proto(agent: Agent) -> common.AgentInfo:
+    return common.AgentInfo(
+        pod_name=agent.pod_name,
+        namespace=agent.namespace,
+        pod_ip=agent.pod_ip,
+        workload_name=agent.workload_name,
+        workload_kind=_KIND_TO_PROTO.get(agent.workload_kind, common.WorkloadKind.UNSPECIFIED),
+        container=agent.container,
+        ports=[
+            common.ContainerPort(
+                name=p.name,
+                port=p.app_port,
+                protocol=_PROTOCOLS.get(p.protocol, common.Protocol.TCP),
+                agent_port=p.agent_port,
+                redirected=p.redirected,
+            )
+            for p in agent.ports
+        ],
+        environment=dict(agent.environment),
+        sftp_port=agent.sftp_port,
+        version=agent.version,
+    )
 
 
 class ManagerService(manager.ManagerBase):
@@ -38,6 +99,8 @@ class ManagerService(manager.ManagerBase):
         idle_timeout: float,
     ) -> None:
         self._sessions = sessions
+        self._agents = AgentTable()
+        self._agents_changed = asyncio.Event()
         self._network = network
         self._dial_timeout = dial_timeout
         self._idle_timeout = idle_timeout
@@ -83,6 +146,63 @@ class ManagerService(manager.ManagerBase):
         log.info("client %s (%s) arrived: %s", session.name, session.version, session.id)
         return self._session_info(session)
 
+    async def arrive_as_agent(self, message: common.AgentInfo) -> common.SessionInfo:
+        agent = agent_from_proto(message)
+        if not agent.pod_name or not agent.namespace:
+            raise UserError("an agent names its pod and namespace")
+        session = Session(
+            id=f"agent-{uuid.uuid4()}",
+            kind=SessionKind.AGENT,
+            name=agent.pod_name,
+            namespace=agent.namespace,
+            version=agent.version,
+            details={"workload": f"{agent.workload_kind}/{agent.workload_name}"},
+        )
+        self._sessions.arrive(session, self._now())
+        replaced = self._agents.arrive(session.id, agent)
+        if replaced is not None:
+            self._sessions.depart(replaced)
+        self._notify_agents()
+        log.info(
+            "agent of %s/%s (%s %s) arrived: %s",
+            agent.namespace,
+            agent.pod_name,
+            agent.workload_kind or "pod",
+            agent.workload_name,
+            session.id,
+        )
+        return self._session_info(session)
+
+    def forget_sessions(self, session_ids: Iterable[str]) -> None:
+        """Sessions that ended (expired or departed): their agents are gone."""
+        if self._agents.depart(session_ids):
+            self._notify_agents()
+
+    @property
+    def agents(self) -> AgentTable:
+        return self._agents
+
+    def _notify_agents(self) -> None:
+        # Waiters hold the old event; the next change needs a fresh one.
+        self._agents_changed.set()
+        self._agents_changed = asyncio.Event()
+
+    async def watch_agents(
+        self, message: common.SessionInfo
+    ) -> AsyncIterator[manager.AgentSnapshot]:
+        """The present agents now and after every change (at least every 10 s)."""
+        self._sessions.get(message.session_id)  # only sessions may watch
+        while True:
+            changed = self._agents_changed  # taken before the yield: no change is missed
+            yield manager.AgentSnapshot(agents=[agent_to_proto(a) for a in self._agents.snapshot()])
+            try:
+                async with asyncio.timeout(WATCH_KEEPALIVE):
+                    await changed.wait()
+            except TimeoutError:
+                pass  # keep-alive: the same snapshot again
+            # The watch lives as long as the watcher's session.
+            self._sessions.get(message.session_id)
+
     async def remain(self, message: common.SessionInfo) -> protobuf.Empty:
         self._sessions.remain(message.session_id, self._now())
         return protobuf.Empty()
@@ -91,6 +211,7 @@ class ManagerService(manager.ManagerBase):
         session = self._sessions.depart(message.session_id)
         if session is not None:
             log.info("%s %s departed: %s", session.kind.value, session.name, session.id)
+            self.forget_sessions([session.id])
         return protobuf.Empty()
 
     async def lookup_dns(self, message: common.DnsRequest) -> common.DnsResponse:

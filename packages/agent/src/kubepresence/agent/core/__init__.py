@@ -1,0 +1,1 @@
+"""Sans-IO parts of the traffic agent: its configuration, redirects, reconnect backoff."""

@@ -1,0 +1,115 @@
+"""What an injected agent knows about itself, from the variables the webhook sets.
+
+The webhook (manager `core.injection`) gives the agent container:
+- the app container's env and envFrom (so the agent carries the app's environment),
+- KP_AGENT_POD_NAME / KP_AGENT_POD_NAMESPACE / KP_AGENT_POD_IP from the downward API,
+- KP_AGENT_CONFIG: JSON `{"workload_kind", "workload_name", "container", "ports":
+  [{"name", "app_port", "agent_port", "redirected"}], "app_mounts_root"}`.
+
+`load` turns these into an `AgentConfig`, or raises `ConfigError` with one clear line.
+`app_environment` is the app's environment as far as the agent can tell: its own
+environment minus the KP_AGENT_* settings and the variables its image defines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubepresence.protocol.errors import ConfigError
+
+PREFIX = "KP_AGENT_"
+CONFIG_ENV = "KP_AGENT_CONFIG"
+POD_NAME_ENV = "KP_AGENT_POD_NAME"
+POD_NAMESPACE_ENV = "KP_AGENT_POD_NAMESPACE"
+POD_IP_ENV = "KP_AGENT_POD_IP"
+# Set by the agent image or the container runtime, not by the app's pod spec.
+IMAGE_VARIABLES = frozenset({"PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "HOME", "HOSTNAME"})
+
+
+@dataclass(frozen=True)
+class PortTakeover:
+    name: str
+    app_port: int
+    agent_port: int
+    redirected: bool = False
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    pod_name: str
+    namespace: str
+    pod_ip: str
+    workload_kind: str = ""
+    workload_name: str = ""
+    container: str = ""
+    ports: tuple[PortTakeover, ...] = ()
+    app_mounts_root: str = ""
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+def _port(raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 < raw < 65536:
+        raise ConfigError(f"{CONFIG_ENV}: {raw!r} is not a port number")
+    return raw
+
+
+def load(environ: Mapping[str, str]) -> AgentConfig:
+    """The agent's configuration from its environment (see the module docstring)."""
+    missing = [
+        name for name in (CONFIG_ENV, POD_NAME_ENV, POD_NAMESPACE_ENV) if not environ.get(name)
+    ]
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} not set: the agent runs injected by the traffic manager"
+        )
+    try:
+        raw = json.loads(environ[CONFIG_ENV])
+    except ValueError as error:
+        raise ConfigError(f"{CONFIG_ENV} is not JSON: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{CONFIG_ENV} is not a JSON object")
+    ports = []
+    for item in raw.get("ports") or []:
+        if not isinstance(item, dict):
+            raise ConfigError(f"{CONFIG_ENV}: a port is not an object: {item!r}")
+        ports.append(
+            PortTakeover(
+                name=str(item.get("name") or ""),
+                app_port=_port(item.get("app_port")),
+                agent_port=_port(item.get("agent_port")),
+                redirected=bool(item.get("redirected", False)),
+            )
+        )
+    agent_ports = [p.agent_port for p in ports]
+    if len(set(agent_ports)) != len(agent_ports):
+        raise ConfigError(f"{CONFIG_ENV}: an agent port is taken twice")
+    return AgentConfig(
+        pod_name=environ[POD_NAME_ENV],
+        namespace=environ[POD_NAMESPACE_ENV],
+        pod_ip=environ.get(POD_IP_ENV, ""),
+        workload_kind=str(raw.get("workload_kind") or ""),
+        workload_name=str(raw.get("workload_name") or ""),
+        container=str(raw.get("container") or ""),
+        ports=tuple(ports),
+        app_mounts_root=str(raw.get("app_mounts_root") or ""),
+        environment=app_environment(environ),
+    )
+
+
+def app_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The app container's environment as the agent sees it (see the module docstring)."""
+    return {
+        k: v
+        for k, v in sorted(environ.items())
+        if not k.startswith(PREFIX) and k not in IMAGE_VARIABLES
+    }
+
+
+def next_backoff(previous: float, *, first: float = 1.0, limit: float = 30.0) -> float:
+    """The wait before the next attempt to reach the manager: doubling, capped."""
+    if previous <= 0:
+        return first
+    return min(previous * 2, limit)

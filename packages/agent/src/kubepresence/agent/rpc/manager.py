@@ -1,0 +1,111 @@
+"""The agent's session with the traffic manager: arrive, remain, arrive again, depart.
+
+The manager may be away (restarting, scaled to 0, not installed any more): the session
+task then retries with a capped backoff, forever, while the forwarder keeps passing the
+app's traffic. Every call has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from kubepresence.agent.core.config import AgentConfig, next_backoff
+from kubepresence.protocol import version_of
+from kubepresence.protocol.gen import common, manager
+from kubepresence.protocol.transport import CONFIGURATION
+from kubepresence.protocol.tunnel import describe
+
+log = logging.getLogger(__name__)
+
+CALL_TIMEOUT = 5.0
+REMAIN_INTERVAL = 5.0
+_KINDS = {
+    "Deployment": common.WorkloadKind.DEPLOYMENT,
+    "ReplicaSet": common.WorkloadKind.REPLICASET,
+    "StatefulSet": common.WorkloadKind.STATEFULSET,
+}
+
+
+def agent_info(config: AgentConfig) -> common.AgentInfo:
+    return common.AgentInfo(
+        pod_name=config.pod_name,
+        namespace=config.namespace,
+        pod_ip=config.pod_ip,
+        workload_name=config.workload_name,
+        workload_kind=_KINDS.get(config.workload_kind, common.WorkloadKind.UNSPECIFIED),
+        container=config.container,
+        ports=[
+            common.ContainerPort(
+                name=p.name,
+                port=p.app_port,
+                protocol=common.Protocol.TCP,
+                agent_port=p.agent_port,
+                redirected=p.redirected,
+            )
+            for p in config.ports
+        ],
+        environment=dict(config.environment),
+        version=version_of("kubepresence-agent"),
+    )
+
+
+class ManagerSession:
+    def __init__(self, config: AgentConfig, host: str, port: int) -> None:
+        self.config = config
+        self.host, self.port = host, port
+        self.session_id: str | None = None
+        self.arrivals = 0
+        self._channel = Channel(host, port, config=CONFIGURATION)
+        self._stub = manager.ManagerStub(self._channel, timeout=CALL_TIMEOUT)
+
+    async def run(self) -> None:
+        """Arrive and keep the session until cancelled; arrive again whenever it is lost."""
+        backoff = 0.0
+        while True:
+            try:
+                if self.session_id is None:
+                    info = await self._stub.arrive_as_agent(agent_info(self.config))
+                    self.session_id = info.session_id
+                    self.arrivals += 1
+                    log.info(
+                        "arrived at the manager %s:%d%s: %s",
+                        self.host,
+                        self.port,
+                        " again" if self.arrivals > 1 else "",
+                        self.session_id,
+                    )
+                else:
+                    await self._stub.remain(common.SessionInfo(session_id=self.session_id))
+                backoff = 0.0
+                await asyncio.sleep(REMAIN_INTERVAL)
+            except GRPCError as error:
+                if error.status == Status.NOT_FOUND:
+                    log.info("the manager forgot the session: arriving again")
+                    self.session_id = None
+                    continue
+                backoff = await self._wait(backoff, f"{error.status.name}: {error.message}")
+            except (OSError, TimeoutError, StreamTerminatedError) as error:
+                backoff = await self._wait(backoff, describe(error))
+
+    async def _wait(self, backoff: float, reason: str) -> float:
+        backoff = next_backoff(backoff)
+        log.info("the manager is not reachable (%s); again in %.0f s", reason, backoff)
+        await asyncio.sleep(backoff)
+        return backoff
+
+    async def depart(self) -> None:
+        """Leave at once (best effort: the session expires anyway), then close."""
+        try:
+            if self.session_id is not None:
+                await self._stub.depart(common.SessionInfo(session_id=self.session_id), timeout=2.0)
+                log.info("departed: %s", self.session_id)
+        except (GRPCError, OSError, TimeoutError, StreamTerminatedError) as error:
+            log.info("could not depart (%s); the session will expire", describe(error))
+        finally:
+            self.session_id = None
+            self._channel.close()

@@ -1,0 +1,121 @@
+"""The agent's configuration from the webhook's variables, its redirects and its backoff."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kubepresence.agent.core.config import (
+    AgentConfig,
+    PortTakeover,
+    app_environment,
+    load,
+    next_backoff,
+)
+from kubepresence.agent.core.redirects import BadRedirectError, Redirect, parse
+from kubepresence.protocol.errors import ConfigError
+
+CONFIG = {
+    "workload_kind": "Deployment",
+    "workload_name": "echo",
+    "container": "echo",
+    "ports": [
+        {"name": "http", "app_port": 8080, "agent_port": 9900, "redirected": False},
+        {"name": "", "app_port": 9000, "agent_port": 9901, "redirected": True},
+    ],
+    "app_mounts_root": "/kubepresence/app-mounts",
+}
+
+
+def environ(**extra: str) -> dict[str, str]:
+    return {
+        "KP_AGENT_CONFIG": json.dumps(CONFIG),
+        "KP_AGENT_POD_NAME": "echo-abc",
+        "KP_AGENT_POD_NAMESPACE": "shop",
+        "KP_AGENT_POD_IP": "10.244.0.5",
+        "GREETING": "hello",
+        "POD_NAME": "echo-abc",
+        "PATH": "/usr/bin",
+        "PYTHONPATH": "/opt/kubepresence/site-packages",
+        **extra,
+    }
+
+
+def test_load() -> None:
+    assert load(environ()) == AgentConfig(
+        pod_name="echo-abc",
+        namespace="shop",
+        pod_ip="10.244.0.5",
+        workload_kind="Deployment",
+        workload_name="echo",
+        container="echo",
+        ports=(PortTakeover("http", 8080, 9900), PortTakeover("", 9000, 9901, redirected=True)),
+        app_mounts_root="/kubepresence/app-mounts",
+        environment={"GREETING": "hello", "POD_NAME": "echo-abc"},
+    )
+
+
+def test_app_environment_drops_the_agents_own_variables() -> None:
+    assert app_environment(environ(KP_AGENT_X="1", HOME="/root")) == {
+        "GREETING": "hello",
+        "POD_NAME": "echo-abc",
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"KP_AGENT_CONFIG": ""}, "KP_AGENT_CONFIG not set: the agent runs injected"),
+        ({"KP_AGENT_POD_NAME": ""}, "KP_AGENT_POD_NAME not set"),
+        ({"KP_AGENT_CONFIG": "{"}, "is not JSON"),
+        ({"KP_AGENT_CONFIG": "[]"}, "not a JSON object"),
+        ({"KP_AGENT_CONFIG": json.dumps({"ports": [3]})}, "a port is not an object"),
+        (
+            {"KP_AGENT_CONFIG": json.dumps({"ports": [{"app_port": 0, "agent_port": 9900}]})},
+            "0 is not a port number",
+        ),
+        (
+            {"KP_AGENT_CONFIG": json.dumps({"ports": [{"app_port": "80", "agent_port": 9900}]})},
+            "'80' is not a port number",
+        ),
+        (
+            {
+                "KP_AGENT_CONFIG": json.dumps(
+                    {
+                        "ports": [
+                            {"app_port": 80, "agent_port": 9900},
+                            {"app_port": 81, "agent_port": 9900},
+                        ]
+                    }
+                )
+            },
+            "taken twice",
+        ),
+    ],
+)
+def test_bad_configuration_is_one_clear_line(change: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load(environ(**change))
+    assert "\n" not in str(caught.value)
+
+
+def test_backoff_doubles_up_to_a_cap() -> None:
+    waits = [next_backoff(0)]
+    for _ in range(7):
+        waits.append(next_backoff(waits[-1]))
+    assert waits == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_redirects() -> None:
+    redirect = parse("9000:9901")
+    assert redirect == Redirect(9000, 9901)
+    assert redirect.append_argv() == [
+        "iptables", "-w", "5", "-t", "nat", "-A", "PREROUTING", "-p", "tcp",
+        "--dport", "9000", "-j", "REDIRECT", "--to-ports", "9901",
+    ]  # fmt: skip
+    assert redirect.check_argv()[5] == "-C"
+    assert redirect.check_argv()[6:] == redirect.append_argv()[6:]
+    for bad in ("9000", "9000:", ":9901", "a:b", "0:9901", "9000:70000", "9000:9000", "1:2:3"):
+        with pytest.raises(BadRedirectError):
+            parse(bad)

@@ -1,0 +1,482 @@
+"""Agent injection: which pods get the traffic agent, and the JSON patch that adds it.
+
+Theory of operation. The API server sends every pod CREATE in the watched namespaces to
+the manager's mutating webhook as an AdmissionReview (v1). `review` decides and answers:
+
+| the pod …                                                   | answer                    |
+|-------------------------------------------------------------|---------------------------|
+| is not a pod CREATE, or the review is malformed             | allowed, no patch         |
+| lacks `kubepresence.io/inject-traffic-agent: enabled`        | allowed, no patch         |
+| already has the agent (container or init container by name) | allowed, no patch         |
+| names an app container it does not have, or carries a bad   | allowed, no patch (and    |
+|   `kubepresence.io/inject-numeric-ports` annotation          |   the reason is logged)   |
+| otherwise                                                   | allowed, with the patch   |
+
+Every answer allows the pod: the webhook fails open, like its `failurePolicy: Ignore`.
+
+Port takeover (DESIGN §5), for the app container (the first container, or the one named
+by `kubepresence.io/inject-container`):
+- every named TCP container port is renamed in the app container (`http` → `kp-http`, or
+  `kp-port-<i>` when the prefixed name would pass 15 characters) and the agent declares a
+  port of its own (9900 and up, skipping ports the pod already declares) under the
+  original name, so a Service whose targetPort names the port reaches the agent. Probes
+  and lifecycle handlers of the app container that name a renamed port follow the rename
+  (they keep reaching the app directly);
+- every port listed in the pod annotation `kubepresence.io/inject-numeric-ports`
+  (comma-separated numbers, e.g. `"8080,9000"`) is for Services whose targetPort is a
+  number: an init container (the agent image, NET_ADMIN) redirects inbound TCP for that
+  port to the agent's port (iptables REDIRECT in PREROUTING); the agent forwards to the
+  app on 127.0.0.1. A numeric port that is also a named port shares one agent port.
+
+The agent container copies the app container's env and envFrom (it carries the app's
+environment) and its volume mounts, read-write, under `/kubepresence/app-mounts` (so they
+cannot shadow the agent's own files). Its own settings travel in `KP_AGENT_*` variables so
+they never collide with the app's (the echo test app itself defines POD_NAME): the pod's
+identity from the downward API (KP_AGENT_POD_NAME, KP_AGENT_POD_NAMESPACE, KP_AGENT_POD_IP)
+and KP_AGENT_CONFIG, a JSON document with the workload, the app container and the ports.
+
+Pure: no I/O, no clock. The shell (`webhook/serving.py`) hands in the request body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+INJECT_ANNOTATION = "kubepresence.io/inject-traffic-agent"
+INJECT_ENABLED = "enabled"
+NUMERIC_PORTS_ANNOTATION = "kubepresence.io/inject-numeric-ports"
+CONTAINER_ANNOTATION = "kubepresence.io/inject-container"
+INJECTED_ANNOTATION = "kubepresence.io/traffic-agent"
+
+AGENT_CONTAINER = "kubepresence-agent"
+INIT_CONTAINER = "kubepresence-init"
+AGENT_PORT_BASE = 9900
+RENAME_PREFIX = "kp-"
+MAX_PORT_NAME = 15
+APP_MOUNTS_ROOT = "/kubepresence/app-mounts"
+CONFIG_ENV = "KP_AGENT_CONFIG"
+POD_NAME_ENV = "KP_AGENT_POD_NAME"
+POD_NAMESPACE_ENV = "KP_AGENT_POD_NAMESPACE"
+POD_IP_ENV = "KP_AGENT_POD_IP"
+MANAGER_SERVICE = "kubepresence-manager"
+MANAGER_GRPC_PORT = 8081
+ADMISSION_API = "admission.k8s.io/v1"
+
+_PROBES = ("readinessProbe", "livenessProbe", "startupProbe")
+_HANDLER_KINDS = ("httpGet", "tcpSocket", "grpc")
+
+
+@dataclass(frozen=True)
+class InjectionSettings:
+    """What the manager knows when it injects: the agent image and where it listens."""
+
+    agent_image: str
+    manager_namespace: str
+    pull_policy: str = "IfNotPresent"
+    log_level: str = "info"
+    agent_resources: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "10m", "memory": "32Mi"},
+            "limits": {"memory": "128Mi"},
+        }
+    )
+
+    @property
+    def manager_address(self) -> str:
+        return f"{MANAGER_SERVICE}.{self.manager_namespace}:{MANAGER_GRPC_PORT}"
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """One app port the agent takes over."""
+
+    app_port: int
+    agent_port: int
+    name: str = ""  # the original port name the agent now carries ("" for numeric only)
+    renamed_to: str = ""  # the app port's new name
+    redirected: bool = False  # numeric: the init container redirects app_port → agent_port
+
+    def as_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "app_port": self.app_port,
+            "agent_port": self.agent_port,
+            "redirected": self.redirected,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The webhook's answer: always allowed; `patch` is None when the pod stays untouched."""
+
+    uid: str
+    patch: list[dict[str, Any]] | None
+    reason: str  # why (for the log)
+
+    def response(self) -> dict[str, Any]:
+        """The AdmissionReview the API server expects back."""
+        answer: dict[str, Any] = {"uid": self.uid, "allowed": True}
+        if self.patch is not None:
+            answer["patchType"] = "JSONPatch"
+            answer["patch"] = base64.b64encode(json.dumps(self.patch).encode()).decode()
+        return {"apiVersion": ADMISSION_API, "kind": "AdmissionReview", "response": answer}
+
+
+class NotInjectedError(Exception):
+    """The pod cannot get the agent as it is; it passes untouched (reason in the message)."""
+
+
+def review(body: bytes, settings: InjectionSettings) -> Verdict:
+    """Decide about one AdmissionReview request body (see the module docstring)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return Verdict("", None, "malformed AdmissionReview: not JSON")
+    request = document.get("request") if isinstance(document, dict) else None
+    if not isinstance(request, dict):
+        return Verdict("", None, "malformed AdmissionReview: no request")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        return Verdict("", None, "malformed AdmissionReview: no uid")
+    try:
+        return Verdict(uid, *_decide(request, settings))
+    except NotInjectedError as error:
+        return Verdict(uid, None, str(error))
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
+        # The pod is not shaped as expected: let it pass rather than block the user.
+        return Verdict(uid, None, f"malformed pod ({type(error).__name__}: {error})")
+
+
+def _decide(
+    request: dict[str, Any], settings: InjectionSettings
+) -> tuple[list[dict[str, Any]] | None, str]:
+    kind = request.get("kind") or {}
+    if (
+        request.get("operation") != "CREATE"
+        or kind.get("kind") != "Pod"
+        or kind.get("group", "") != ""
+    ):
+        return None, "not a pod creation"
+    pod = request.get("object")
+    if not isinstance(pod, dict):
+        raise NotInjectedError("malformed AdmissionReview: no pod object")
+    namespace = request.get("namespace") or (pod.get("metadata") or {}).get("namespace") or ""
+    if namespace == settings.manager_namespace:
+        return None, "the manager's own namespace"
+    meta = pod.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    if annotations.get(INJECT_ANNOTATION) != INJECT_ENABLED:
+        return None, "not enabled for injection"
+    spec = pod["spec"]
+    containers = spec.get("containers") or []
+    inits = spec.get("initContainers") or []
+    if any(c.get("name") in (AGENT_CONTAINER, INIT_CONTAINER) for c in [*containers, *inits]):
+        return None, "already has the agent"
+    if not containers:
+        raise NotInjectedError("the pod has no containers")
+    return build_patch(pod, settings), "injected"
+
+
+def parse_numeric_ports(text: str) -> list[int]:
+    """`"8080, 9000"` → [8080, 9000]; anything else raises NotInjectedError."""
+    ports: list[int] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not item.isdigit() or not 0 < int(item) < 65536:
+            raise NotInjectedError(
+                f"{NUMERIC_PORTS_ANNOTATION}: {item!r} is not a port number (1-65535)"
+            )
+        if int(item) not in ports:
+            ports.append(int(item))
+    return ports
+
+
+def renamed(name: str, index: int, taken: set[str]) -> str:
+    """The app port's new name: `kp-<name>`, or `kp-port-<i>` past 15 characters."""
+    candidates = [f"{RENAME_PREFIX}{name}", f"{RENAME_PREFIX}port-{index}"]
+    for candidate in candidates:
+        if len(candidate) <= MAX_PORT_NAME and candidate not in taken:
+            return candidate
+    n = index
+    while True:  # bounded by the number of names taken
+        candidate = f"{RENAME_PREFIX}p{n}"
+        if candidate not in taken:
+            return candidate
+        n += 1
+
+
+def _app_container(pod: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    containers = pod["spec"]["containers"]
+    wanted = ((pod.get("metadata") or {}).get("annotations") or {}).get(CONTAINER_ANNOTATION)
+    if not wanted:
+        return 0, containers[0]
+    for index, container in enumerate(containers):
+        if container.get("name") == wanted:
+            return index, container
+    raise NotInjectedError(f"{CONTAINER_ANNOTATION}: the pod has no container {wanted!r}")
+
+
+def plan_takeovers(pod: Mapping[str, Any]) -> list[Takeover]:
+    """Which app ports the agent takes over, on which agent ports (see the docstring)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    numeric = parse_numeric_ports(str(annotations.get(NUMERIC_PORTS_ANNOTATION, "")))
+    _, app = _app_container(pod)
+    all_containers = [*pod["spec"]["containers"], *(pod["spec"].get("initContainers") or [])]
+    declared = {int(p["containerPort"]) for c in all_containers for p in c.get("ports") or []}
+    names = {p["name"] for c in all_containers for p in c.get("ports") or [] if p.get("name")}
+    next_port = AGENT_PORT_BASE
+
+    def agent_port() -> int:
+        nonlocal next_port
+        while next_port in declared or next_port in numeric:
+            next_port += 1
+        if next_port > 65535:
+            raise NotInjectedError("no free port for the agent")
+        chosen = next_port
+        next_port += 1
+        return chosen
+
+    takeovers: list[Takeover] = []
+    for index, port in enumerate(app.get("ports") or []):
+        name = port.get("name")
+        if not name or port.get("protocol", "TCP") != "TCP":
+            continue
+        new_name = renamed(name, index, names)
+        names.add(new_name)
+        app_port = int(port["containerPort"])
+        takeovers.append(
+            Takeover(
+                app_port=app_port,
+                agent_port=agent_port(),
+                name=name,
+                renamed_to=new_name,
+                redirected=app_port in numeric,
+            )
+        )
+    named_ports = {t.app_port for t in takeovers}
+    for number in numeric:
+        if number in named_ports:
+            continue
+        takeovers.append(Takeover(app_port=number, agent_port=agent_port(), redirected=True))
+    return takeovers
+
+
+def workload_of(pod: Mapping[str, Any]) -> tuple[str, str]:
+    """(kind, name) of the workload that owns the pod; ("", "") for a bare pod.
+
+    A ReplicaSet whose name ends in the pod's `pod-template-hash` belongs to a Deployment.
+    """
+    meta = pod.get("metadata") or {}
+    owners = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
+    if not owners:
+        return "", ""
+    owner = owners[0]
+    kind, name = str(owner.get("kind", "")), str(owner.get("name", ""))
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+        return "Deployment", name[: -len(template_hash) - 1]
+    return kind, name
+
+
+def _pointer(*parts: str | int) -> str:
+    """A JSON pointer (RFC 6901) from path parts."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _handler_patches(
+    container: Mapping[str, Any], index: int, renames: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Probes and lifecycle handlers that name a renamed port follow the rename."""
+    ops: list[dict[str, Any]] = []
+    handlers: list[tuple[tuple[str, ...], Any]] = [
+        ((probe,), container.get(probe)) for probe in _PROBES
+    ]
+    lifecycle = container.get("lifecycle") or {}
+    handlers += [(("lifecycle", hook), lifecycle.get(hook)) for hook in ("postStart", "preStop")]
+    for path, handler in handlers:
+        if not isinstance(handler, dict):
+            continue
+        for kind in _HANDLER_KINDS:
+            action = handler.get(kind)
+            if isinstance(action, dict) and action.get("port") in renames:
+                ops.append(
+                    {
+                        "op": "replace",
+                        "path": _pointer("spec", "containers", index, *path, kind, "port"),
+                        "value": renames[action["port"]],
+                    }
+                )
+    return ops
+
+
+def _agent_mounts(app: Mapping[str, Any]) -> list[dict[str, Any]]:
+    mounts = []
+    for mount in app.get("volumeMounts") or []:
+        copied: dict[str, Any] = {
+            "name": mount["name"],
+            "mountPath": APP_MOUNTS_ROOT + "/" + str(mount["mountPath"]).lstrip("/"),
+        }
+        for key in ("subPath", "subPathExpr"):
+            if mount.get(key):
+                copied[key] = mount[key]
+        if mount.get("mountPropagation") == "HostToContainer":
+            copied["mountPropagation"] = "HostToContainer"
+        mounts.append(copied)
+    return mounts
+
+
+def agent_config(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> dict[str, Any]:
+    """What the agent reads from KP_AGENT_CONFIG."""
+    kind, name = workload_of(pod)
+    _, app = _app_container(pod)
+    return {
+        "workload_kind": kind,
+        "workload_name": name,
+        "container": app["name"],
+        "ports": [t.as_config() for t in takeovers],
+        "app_mounts_root": APP_MOUNTS_ROOT,
+    }
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def agent_container(
+    pod: Mapping[str, Any], takeovers: Sequence[Takeover], settings: InjectionSettings
+) -> dict[str, Any]:
+    _, app = _app_container(pod)
+    config = agent_config(pod, takeovers)
+    env = [
+        *(app.get("env") or []),
+        _field_env(POD_NAME_ENV, "metadata.name"),
+        _field_env(POD_NAMESPACE_ENV, "metadata.namespace"),
+        _field_env(POD_IP_ENV, "status.podIP"),
+        {"name": CONFIG_ENV, "value": json.dumps(config, separators=(",", ":"))},
+    ]
+    ports = []
+    for takeover in takeovers:
+        port: dict[str, Any] = {"containerPort": takeover.agent_port, "protocol": "TCP"}
+        if takeover.name:
+            port = {"name": takeover.name, **port}
+        ports.append(port)
+    container: dict[str, Any] = {
+        "name": AGENT_CONTAINER,
+        "image": settings.agent_image,
+        "imagePullPolicy": settings.pull_policy,
+        "args": [
+            f"--manager-address={settings.manager_address}",
+            f"--log-level={settings.log_level}",
+        ],
+        "env": env,
+    }
+    if app.get("envFrom"):
+        container["envFrom"] = list(app["envFrom"])
+    if ports:
+        container["ports"] = ports
+        # The pod is not Ready before the agent listens: all of its traffic passes it.
+        container["readinessProbe"] = {
+            "tcpSocket": {"port": takeovers[0].agent_port},
+            "periodSeconds": 2,
+        }
+    mounts = _agent_mounts(app)
+    if mounts:
+        container["volumeMounts"] = mounts
+    container["resources"] = {k: dict(v) for k, v in settings.agent_resources.items()}
+    security: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+    }
+    # The app's user, so that its files (the exported mounts) are the agent's files too.
+    app_security = app.get("securityContext") or {}
+    pod_security = pod["spec"].get("securityContext") or {}
+    for key in ("runAsUser", "runAsGroup"):
+        value = app_security.get(key, pod_security.get(key))
+        if value is not None:
+            security[key] = value
+    if "runAsUser" not in security:
+        security["runAsUser"] = 1000
+        security["runAsGroup"] = security.get("runAsGroup", 1000)
+    container["securityContext"] = security
+    return container
+
+
+def init_container(takeovers: Sequence[Takeover], settings: InjectionSettings) -> dict[str, Any]:
+    """The init container that redirects numeric ports to the agent (iptables, NET_ADMIN)."""
+    redirects = [f"{t.app_port}:{t.agent_port}" for t in takeovers if t.redirected]
+    return {
+        "name": INIT_CONTAINER,
+        "image": settings.agent_image,
+        "imagePullPolicy": settings.pull_policy,
+        "command": ["python3", "-m", "kubepresence.agent.redirecting", *redirects],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
+        },
+    }
+
+
+def build_patch(pod: Mapping[str, Any], settings: InjectionSettings) -> list[dict[str, Any]]:
+    """The JSON patch (RFC 6902) that adds the agent to `pod`."""
+    index, app = _app_container(pod)
+    takeovers = plan_takeovers(pod)
+    ops: list[dict[str, Any]] = []
+    renames = {t.name: t.renamed_to for t in takeovers if t.renamed_to}
+    for port_index, port in enumerate(app.get("ports") or []):
+        if port.get("name") in renames and port.get("protocol", "TCP") == "TCP":
+            ops.append(
+                {
+                    "op": "replace",
+                    "path": _pointer("spec", "containers", index, "ports", port_index, "name"),
+                    "value": renames[port["name"]],
+                }
+            )
+    ops += _handler_patches(app, index, renames)
+    ops.append(
+        {
+            "op": "add",
+            "path": _pointer("spec", "containers", "-"),
+            "value": agent_container(pod, takeovers, settings),
+        }
+    )
+    if any(t.redirected for t in takeovers):
+        init = init_container(takeovers, settings)
+        if pod["spec"].get("initContainers"):
+            ops.append({"op": "add", "path": _pointer("spec", "initContainers", 0), "value": init})
+        else:
+            ops.append({"op": "add", "path": _pointer("spec", "initContainers"), "value": [init]})
+    summary = ",".join(
+        f"{t.name or t.app_port}={t.agent_port}>{t.app_port}{'(redirect)' if t.redirected else ''}"
+        for t in takeovers
+    )
+    ops.append(
+        {
+            "op": "add",
+            "path": _pointer("metadata", "annotations", INJECTED_ANNOTATION),
+            "value": summary or "no ports",
+        }
+    )
+    return ops
+
+
+def decode_patch(response: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The patch inside an AdmissionReview response (tests and logs)."""
+    encoded = response.get("response", {}).get("patch")
+    if encoded is None:
+        return None
+    try:
+        patch = json.loads(base64.b64decode(encoded))
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"not a base64 JSON patch: {error}") from error
+    return list(patch)

@@ -1,0 +1,1 @@
+"""The mutating admission webhook: its certificate, its HTTPS server, its CA bundle."""
