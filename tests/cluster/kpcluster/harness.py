@@ -133,12 +133,31 @@ class Cluster:
     # --- workloads ------------------------------------------------------------------------
 
     def deploy_echo(
-        self, kind: str, namespace: str, name: str | None = None, timeout: float = 120
+        self,
+        kind: str,
+        namespace: str,
+        name: str | None = None,
+        timeout: float = 120,
+        *,
+        pod_annotations: dict[str, str] | None = None,
+        named_target_port: bool = False,
     ) -> EchoWorkload:
-        """Deploy an http/tcp/udp echo server with its Service and wait until it runs."""
+        """Deploy an http/tcp/udp echo server with its Service and wait until it runs.
+
+        `pod_annotations` and `named_target_port`: see `manifests.echo`.
+        """
         if name is None:
             name = "echo" if kind == "http" else f"{kind}-echo"
-        self.apply(manifests.echo(kind, name, namespace, self.testapps_image))
+        self.apply(
+            manifests.echo(
+                kind,
+                name,
+                namespace,
+                self.testapps_image,
+                pod_annotations=pod_annotations,
+                named_target_port=named_target_port,
+            )
+        )
         kube.wait_rollout(name, namespace, timeout=timeout)
         workload = self.describe_echo(kind, name, namespace)
         # A finished rollout does not mean the Service works yet: the EndpointSlice and then

@@ -159,8 +159,21 @@ ECHO_KINDS = {
 }
 
 
-def echo(kind: str, name: str, namespace: str, image: str, replicas: int = 1) -> list[Manifest]:
-    """A Deployment and a Service for one of the echo servers of deploy/images/testapps."""
+def echo(
+    kind: str,
+    name: str,
+    namespace: str,
+    image: str,
+    replicas: int = 1,
+    *,
+    pod_annotations: dict[str, str] | None = None,
+    named_target_port: bool = False,
+) -> list[Manifest]:
+    """A Deployment and a Service for one of the echo servers of deploy/images/testapps.
+
+    The Service targets the container port by number, or by its name (`kind`) with
+    `named_target_port`; `pod_annotations` go on the pod template (e.g. agent injection).
+    """
     script, port, protocol, service_port = ECHO_KINDS[kind]
     labels = {"app": name}
     container: Manifest = {
@@ -195,7 +208,10 @@ def echo(kind: str, name: str, namespace: str, image: str, replicas: int = 1) ->
                 "replicas": replicas,
                 "selector": {"matchLabels": labels},
                 "template": {
-                    "metadata": {"labels": labels},
+                    "metadata": {
+                        "labels": labels,
+                        **({"annotations": pod_annotations} if pod_annotations else {}),
+                    },
                     "spec": {"terminationGracePeriodSeconds": 2, "containers": [container]},
                 },
             },
@@ -207,7 +223,12 @@ def echo(kind: str, name: str, namespace: str, image: str, replicas: int = 1) ->
             "spec": {
                 "selector": labels,
                 "ports": [
-                    {"name": kind, "port": service_port, "targetPort": port, "protocol": protocol}
+                    {
+                        "name": kind,
+                        "port": service_port,
+                        "targetPort": kind if named_target_port else port,
+                        "protocol": protocol,
+                    }
                 ],
             },
         },
