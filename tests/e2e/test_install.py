@@ -6,10 +6,12 @@ Scenarios:
   RBAC, and for the webhook with a custom registry, tag, pull policy, log level, session
   TTL and resources (Helm's bookkeeping labels aside; the Namespace is Helm's
   `--create-namespace`, the builder makes it itself).
-- `helm install` into a fresh namespace, with cluster-wide and with namespace-scoped RBAC:
-  the manager Deployment becomes Available (the manager runs as uid 1000 and discovers the
-  cluster network with only the RBAC the chart grants); `helm uninstall` removes every
-  object, the cluster-scoped ones and the Roles in other namespaces included.
+- `helm install` into a fresh namespace, with the default values, with the webhook and with
+  namespace-scoped RBAC: the manager Deployment becomes Available (the manager runs as uid
+  1000 and discovers the cluster network with only the RBAC the chart grants); with the
+  webhook, the configuration is registered and the manager writes its CA into it;
+  `helm uninstall` removes every object, the cluster-scoped ones and the Roles in other
+  namespaces included.
 - From the workstation, the user daemon's `ensure_manager` installs into a namespace that
   does not exist yet: it becomes Available and the manager answers Version through a
   port-forward; running it again writes nothing ("unchanged", every resourceVersion
@@ -19,8 +21,11 @@ Scenarios:
   scheduled fails after the wait with its phase and last event; a new
   version (an image tagged for the test) is upgraded in place and `find_manager` reports
   it; `uninstall_manager` leaves nothing behind, cluster-scoped objects and namespace
-  included. With namespace-scoped RBAC the Roles land in the listed namespaces, go
-  when the scope changes and at uninstall; a listed namespace itself stays.
+  included. With namespace-scoped RBAC and the webhook, the Roles land in the listed
+  namespaces and the manager writes its CA into the webhook configuration; re-running is
+  still "unchanged" and an upgrade keeps the CA; switching to cluster-wide RBAC without
+  the webhook removes the Roles and the configuration; uninstall removes the Roles again
+  and leaves the listed namespace alone.
 - A user who may only read cannot install: the error names the refused verb and resource.
 - `ensure_manager` leaves a Helm-installed manager to Helm: same version is "unchanged",
   another version is refused with a hint to upgrade it with helm; `uninstall_manager`
@@ -29,6 +34,7 @@ Scenarios:
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -217,13 +223,25 @@ def test_helm_refuses_bad_values(cluster: Cluster, helm_home: Path) -> None:
 # --- helm install / uninstall --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scope", ["cluster", "namespaced"])
+HELM_INSTALLS = {
+    "default": [],
+    "webhook": ["--set", "webhook.enabled=true"],
+    "namespaced": ["--set", "rbac.scope=namespaced", "--set", "rbac.namespaces={NAMESPACE}"],
+}
+
+
+def ca_bundle(cluster: Cluster, ns: str) -> str:
+    config = cluster.get("mutatingwebhookconfiguration", f"kubepresence-agent-injector-{ns}")
+    return str(config["webhooks"][0]["clientConfig"].get("caBundle", ""))
+
+
+@pytest.mark.parametrize("case", list(HELM_INSTALLS))
 def test_helm_install_and_uninstall(
-    cluster: Cluster, manager_image: str, namespace: str, helm_home: Path, scope: str
+    cluster: Cluster, manager_image: str, namespace: str, helm_home: Path, case: str
 ) -> None:
     ns = fresh_name("kp-helm")
     release = fresh_name("kp")
-    sets = ["--set", "rbac.scope=namespaced", "--set", f"rbac.namespaces={{{namespace}}}"]
+    sets = [arg.replace("NAMESPACE", namespace) for arg in HELM_INSTALLS[case]]
     try:
         helm(
             "install",
@@ -235,7 +253,7 @@ def test_helm_install_and_uninstall(
             "--wait",
             "--timeout",
             "150s",
-            *(sets if scope == "namespaced" else []),
+            *sets,
             home=helm_home,
             timeout=200,
         )
@@ -249,7 +267,13 @@ def test_helm_install_and_uninstall(
         manifest = helm("get", "manifest", release, "-n", ns, home=helm_home)
         objects = [doc for doc in yaml.safe_load_all(manifest) if doc]
         kinds = sorted(o["kind"] for o in objects)
-        if scope == "namespaced":
+        if case == "webhook":
+            # Registered, and the manager wrote its CA into it (helm left caBundle out).
+            assert "MutatingWebhookConfiguration" in kinds
+            wait_for("the manager's CA bundle", lambda: ca_bundle(cluster, ns), timeout=30)
+        else:
+            assert "MutatingWebhookConfiguration" not in kinds
+        if case == "namespaced":
             # Roles in the manager's namespace and in the listed one.
             assert kinds.count("Role") == kinds.count("RoleBinding") == 2
             role_namespaces = {o["metadata"]["namespace"] for o in objects if o["kind"] == "Role"}
@@ -509,16 +533,19 @@ def test_python_install_upgrade_and_uninstall(
         remove_install(cluster, ns)
 
 
-def test_python_install_with_namespaced_rbac(
+def test_python_install_with_namespaced_rbac_and_the_webhook(
     cluster: Cluster, manager_image: str, namespace: str
 ) -> None:
-    """Roles land in the listed namespace, go when the scope changes, and at uninstall."""
+    """Roles land in the listed namespace, go when the scope changes, and at uninstall; the
+    webhook configuration gets the manager's CA, which re-running and upgrading keep."""
     ns = fresh_name("kp-pyns")
     version = ManagerInstall().version
     settings: dict[str, Any] = {"rbac_scope": "namespaced", "rbac_namespaces": [namespace]}
     rbac = [f"role/{MANAGER}-{ns}", f"rolebinding/{MANAGER}-{ns}"]
+    webhook_config = f"mutatingwebhookconfiguration/kubepresence-agent-injector-{ns}"
     try:
-        assert ok(workstation(cluster, "ensure", ns, **settings)) == "installed"
+        first = workstation(cluster, "ensure", ns, webhook_enabled=True, **settings)
+        assert ok(first) == "installed"
         for where in (ns, namespace):
             assert len(existing(cluster, *rbac, namespace=where)) == 2
         role = cluster.get("clusterrole", f"{MANAGER}-{ns}")
@@ -528,10 +555,25 @@ def test_python_install_with_namespaced_rbac(
             "servicecidrs",
             "mutatingwebhookconfigurations",
         }
-        # Cluster-wide RBAC: the Roles are stale and go; back again: they return.
+        # The manager (with only the namespaced RBAC) wrote its CA into the configuration;
+        # applying again must neither see a difference nor drop it.
+        bundle = wait_for("the manager's CA bundle", lambda: ca_bundle(cluster, ns), timeout=30)
+        again = workstation(cluster, "ensure", ns, webhook_enabled=True, **settings)
+        assert ok(again) == "unchanged"
+        assert ca_bundle(cluster, ns) == bundle
+        changed = workstation(
+            cluster, "ensure", ns, webhook_enabled=True, log_level="debug", **settings
+        )
+        assert ok(changed) == f"upgraded from {version}"
+        # The earlier CA is still there (the new manager's CA joins it).
+        assert base64.b64decode(bundle) in base64.b64decode(ca_bundle(cluster, ns))
+        assert ca_bundle(cluster, ns) != bundle
+
+        # Cluster-wide RBAC, no webhook: the Roles and the configuration are stale and go.
         assert ok(workstation(cluster, "ensure", ns)) == f"upgraded from {version}"
         assert existing(cluster, *rbac, namespace=namespace) == []
         assert existing(cluster, *rbac, namespace=ns) == []
+        assert existing(cluster, webhook_config) == []
         assert ok(workstation(cluster, "ensure", ns, **settings)) == f"upgraded from {version}"
         assert len(existing(cluster, *rbac, namespace=namespace)) == 2
 
