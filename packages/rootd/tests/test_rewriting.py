@@ -26,6 +26,7 @@ def test_backup_install_restore_keeps_the_inode_and_the_bytes(resolv: Path, tmp_
     rewriter.save_backup(rewriter.read())
     assert rewriter.has_backup()
     assert (rewriter.backup_dir.stat().st_mode & 0o777) == 0o700
+    assert (rewriter.backup_dir.parent.stat().st_mode & 0o777) == 0o700
     rewriter.install(b"nameserver 10.96.0.10\n")
     assert resolv.read_bytes() == b"nameserver 10.96.0.10\n"
     assert resolv.stat().st_ino == inode  # written in place, never renamed over

@@ -79,7 +79,8 @@ class ResolvConfRewriter:
             "inode": identity.inode,
             "content": base64.b64encode(original).decode(),
         }
-        self.backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.backup_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.backup_dir.mkdir(mode=0o700, exist_ok=True)
         temporary = self.backup.with_suffix(".tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

@@ -1,0 +1,462 @@
+"""The workstation joins the cluster network: the VIF, from the workstation namespace ws1.
+
+Scenarios (one `kubepresence connect --mapped-namespaces <ns>` for the module, its own
+traffic manager namespace, private XDG dirs):
+- `curl http://echo.<ns>`, `http://echo.<ns>.svc.cluster.local`, the ClusterIP, a pod IP,
+  and `http://echo` (a mapped namespace, no suffix) all answer from the echo pod;
+- a UDP client reaches the UDP echo service by name;
+- a 200 MiB download through the VIF is checksum-equal (throughput printed beside the
+  direct path from the node, the physical limit, measured in the same run);
+- 200 concurrent connections all complete;
+- a name outside the cluster is not hijacked: it goes to the resolver that ws1 had before
+  (a recording NXDOMAIN resolver on 127.0.0.1:53 in ws1 during the test) and fails;
+- `quit` leaves no TUN device, no route into the cluster ranges, ws1's resolv.conf byte-
+  identical to before, and no daemon.
+RSS of rootd (idle after connect, peak after the transfers) is printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kpcluster import kube, layout
+from kpcluster.commands import wait_for
+from kpcluster.harness import Cluster, EchoWorkload
+
+BIN = Path(sys.executable).parent
+WS_RESOLV_CONF = Path("/etc/netns") / layout.WORKSTATION_NETNS / "resolv.conf"
+BLOB_MIB = 200
+BLOB_PORT = 8080
+CONCURRENT = 200
+CLUSTER_PREFIXES = ("10.96.", "10.244.")
+
+# A pod that answers every HTTP GET with BLOB_MIB MiB of deterministic bytes: MiB i is a
+# seeded random block with i in its first 8 bytes, so a lost or misplaced MiB shows.
+BLOB_SERVER = r"""
+import random, socket, sys, threading
+mib = int(sys.argv[1])
+block = random.Random(2544).randbytes(1 << 20)
+def serve(conn):
+    with conn:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            data = conn.recv(4096)
+            if not data:
+                return
+            request += data
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                     % (mib << 20))
+        for i in range(mib):
+            conn.sendall(i.to_bytes(8, "big") + block[8:])
+server = socket.create_server(("0.0.0.0", int(sys.argv[2])))
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+
+def blob_digest(mib: int) -> str:
+    import random
+
+    block = random.Random(2544).randbytes(1 << 20)
+    digest = hashlib.sha256()
+    for i in range(mib):
+        digest.update(i.to_bytes(8, "big") + block[8:])
+    return digest.hexdigest()
+
+
+def blob_manifests(namespace: str, image: str) -> list[dict[str, Any]]:
+    labels = {"app": "blob"}
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "blob", "namespace": namespace, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [
+                            {
+                                "name": "blob",
+                                "image": image,
+                                "imagePullPolicy": "Never",
+                                "command": [
+                                    "python3",
+                                    "-c",
+                                    BLOB_SERVER,
+                                    str(BLOB_MIB),
+                                    str(BLOB_PORT),
+                                ],
+                                "ports": [{"containerPort": BLOB_PORT}],
+                                "readinessProbe": {
+                                    "tcpSocket": {"port": BLOB_PORT},
+                                    "periodSeconds": 1,
+                                },
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "blob", "namespace": namespace, "labels": labels},
+            "spec": {"selector": labels, "ports": [{"port": BLOB_PORT, "targetPort": BLOB_PORT}]},
+        },
+    ]
+
+
+class Workstation:
+    """The kubepresence CLI on the workstation namespace, with private user dirs."""
+
+    def __init__(self, cluster: Cluster, home: Path) -> None:
+        self.cluster = cluster
+        self.home = home
+        self.env = {
+            "XDG_RUNTIME_DIR": str(home / "run"),
+            "XDG_STATE_HOME": str(home / "state"),
+            "KUBECONFIG": str(layout.WORKSTATION_KUBECONFIG),
+            "PATH": f"{BIN}:{kube.kubectl_env(layout.WORKSTATION_KUBECONFIG)['PATH']}",
+            "HOME": str(home),
+        }
+
+    def kp(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        argv = ["env", *(f"{k}={v}" for k, v in self.env.items()), str(BIN / "kubepresence"), *args]
+        return self.cluster.on_workstation(argv, timeout=timeout, check=False)
+
+    def run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.cluster.on_workstation(list(argv), timeout=timeout, check=False)
+
+    def python(self, code: str, *args: str, timeout: float = 300) -> Any:
+        result = self.run(sys.executable, "-c", code, *args, timeout=timeout)
+        assert result.returncode == 0, result.stderr + self.logs()
+        return json.loads(result.stdout)
+
+    def logs(self) -> str:
+        parts = []
+        for name in ("userd", "rootd"):
+            path = self.home / "state" / "kubepresence" / f"{name}.log"
+            if path.exists():
+                parts.append(
+                    f"--- {name}.log (tail)\n" + "\n".join(path.read_text().splitlines()[-40:])
+                )
+        return "\n".join(parts)
+
+    def rootd_pid(self) -> int | None:
+        socket = str(self.home / "run" / "kubepresence" / "rootd.socket")
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"kubepresence-rootd" in a for a in argv) and socket.encode() in argv:
+                return int(proc.name)
+        return None
+
+    def rootd_memory(self) -> dict[str, int]:
+        """VmRSS and VmHWM (peak) of rootd, in KiB."""
+        pid = self.rootd_pid()
+        assert pid is not None, "no rootd process for this workstation"
+        fields = {}
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0])
+        return fields
+
+
+def ws_links_and_routes() -> tuple[list[str], list[str]]:
+    links = json.loads(
+        subprocess.run(
+            ["ip", "-j", "-n", layout.WORKSTATION_NETNS, "link", "show"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    )
+    routes = json.loads(
+        subprocess.run(
+            ["ip", "-j", "-n", layout.WORKSTATION_NETNS, "route", "show", "table", "all"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    )
+    tuns = [link["ifname"] for link in links if link["ifname"].startswith("kp")]
+    cluster_routes = [
+        f"{r['dst']} dev {r.get('dev')}"
+        for r in routes
+        if str(r.get("dst", "")).startswith(CLUSTER_PREFIXES)
+        or str(r.get("dev", "")).startswith("kp")
+    ]
+    return tuns, cluster_routes
+
+
+@dataclass
+class Connected:
+    ws: Workstation
+    namespace: str
+    http: EchoWorkload
+    udp: EchoWorkload
+    blob_ip: str
+    resolv_before: bytes
+    idle_memory: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def connected(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connected]:
+    resolv_before = WS_RESOLV_CONF.read_bytes()
+    assert ws_links_and_routes() == ([], []), "ws1 has kubepresence leftovers before the test"
+    manager_namespace = f"kp-mgr-{secrets.token_hex(3)}"
+    ws = Workstation(cluster, tmp_path_factory.mktemp("vif-home"))
+    with cluster.namespace("vif") as namespace:
+        http = cluster.deploy_echo("http", namespace)
+        udp = cluster.deploy_echo("udp", namespace)
+        cluster.apply(blob_manifests(namespace, cluster.testapps_image))
+        kube.wait_rollout("blob", namespace, timeout=120)
+        blob_ip = cluster.get("service", "blob", "-n", namespace)["spec"]["clusterIP"]
+        try:
+            result = ws.kp(
+                "connect",
+                "--manager-namespace",
+                manager_namespace,
+                "--mapped-namespaces",
+                namespace,
+            )
+            assert result.returncode == 0, result.stderr + ws.logs()
+            yield Connected(ws, namespace, http, udp, blob_ip, resolv_before, ws.rootd_memory())
+        finally:
+            ws.kp("quit", timeout=60)
+            _uninstall_manager(manager_namespace, cluster)
+
+
+def _uninstall_manager(name: str, cluster: Cluster) -> None:
+    uninstall = (
+        "import asyncio\n"
+        "from kubernetes_asyncio import client\n"
+        "from kubepresence.userd.k8s.apiclient import load_configuration\n"
+        "from kubepresence.userd.k8s.installing import uninstall_manager\n"
+        "async def main():\n"
+        f"    conf = await load_configuration('{layout.ADMIN_KUBECONFIG}')\n"
+        "    async with client.ApiClient(conf) as api:\n"
+        f"        await uninstall_manager(api, '{name}', lambda s: None)\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", uninstall], check=False, timeout=180)
+    cluster.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=false")
+
+
+def curl_json(ws: Workstation, url: str) -> dict[str, Any]:
+    result = ws.run("curl", "-sS", "--max-time", "20", url, timeout=60)
+    assert result.returncode == 0, f"curl {url}: {result.stderr}\n{ws.logs()}"
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+def test_status_shows_the_vif(connected: Connected) -> None:
+    result = connected.ws.kp("status", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "kp0" in text, text  # the VIF's name is reported
+    tuns, routes = ws_links_and_routes()
+    assert tuns == ["kp0"]
+    assert "10.96.0.0/16 dev kp0" in routes
+    resolv = WS_RESOLV_CONF.read_text()
+    assert "nameserver 10.96.0.10" in resolv
+    search = next(line for line in resolv.splitlines() if line.startswith("search "))
+    assert f" {connected.namespace}.svc.cluster.local " in search
+
+
+@pytest.mark.parametrize("how", ["name.ns", "fqdn", "cluster-ip", "pod-ip", "mapped-name"])
+def test_http_by_name_cluster_ip_and_pod_ip(connected: Connected, how: str) -> None:
+    http, ns = connected.http, connected.namespace
+    url = {
+        "name.ns": f"http://echo.{ns}/",
+        "fqdn": f"http://echo.{ns}.svc.cluster.local/",
+        "cluster-ip": f"http://{http.service_ip}/",
+        "pod-ip": f"http://{http.pod_ip}:{http.pod_port}/",
+        "mapped-name": "http://echo/",
+    }[how]
+    answer = curl_json(connected.ws, url)
+    assert answer["namespace"] == ns
+    assert answer["pod"] == http.pod_name
+
+
+UDP_CLIENT = r"""
+import json, socket, sys
+name, port = sys.argv[1], int(sys.argv[2])
+address = socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+answers = []
+for i in range(5):
+    s.sendto(b"datagram-%d" % i, address)
+    answers.append(s.recv(2048).decode())
+print(json.dumps({"address": address[0], "answers": answers}))
+"""
+
+
+def test_udp_echo_by_name(connected: Connected) -> None:
+    udp = connected.udp
+    result = connected.ws.python(
+        UDP_CLIENT, f"udp-echo.{connected.namespace}", str(udp.service_port)
+    )
+    assert result["address"] == udp.service_ip
+    assert result["answers"] == [f"datagram-{i}" for i in range(5)]
+
+
+DOWNLOAD = r"""
+import hashlib, json, socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+start = time.monotonic()
+s = socket.create_connection((host, port), timeout=60)
+s.settimeout(60)
+s.sendall(b"GET / HTTP/1.1\r\nHost: blob\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(4096)
+head, _, body = head.partition(b"\r\n\r\n")
+lines = head.split(b"\r\n")
+length = int([h for h in lines if h.lower().startswith(b"content-length")][0].split(b":")[1])
+digest = hashlib.sha256(body)
+received = len(body)
+buffer = bytearray(1 << 20)
+while received < length:
+    n = s.recv_into(buffer)
+    if not n:
+        break
+    digest.update(memoryview(buffer)[:n])
+    received += n
+s.close()
+seconds = time.monotonic() - start
+print(json.dumps({"bytes": received, "sha256": digest.hexdigest(), "seconds": seconds}))
+"""
+
+
+def test_200_mib_download_is_checksum_equal(connected: Connected, cluster: Cluster) -> None:
+    expected = blob_digest(BLOB_MIB)
+    through_vif = connected.ws.python(DOWNLOAD, f"blob.{connected.namespace}", str(BLOB_PORT))
+    assert through_vif["bytes"] == BLOB_MIB << 20
+    assert through_vif["sha256"] == expected
+    # Baseline from the same run: the node reaches the ClusterIP directly.
+    direct = subprocess.run(
+        [sys.executable, "-c", DOWNLOAD, connected.blob_ip, str(BLOB_PORT)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    baseline = json.loads(direct.stdout)
+    assert baseline["sha256"] == expected
+    memory = connected.ws.rootd_memory()
+    vif_mbs = BLOB_MIB * 1.048576 / through_vif["seconds"]
+    node_mbs = BLOB_MIB * 1.048576 / baseline["seconds"]
+    print(
+        f"\n200 MiB download: through the VIF {vif_mbs:.0f} MB/s "
+        f"({through_vif['seconds']:.1f} s), direct from the node {node_mbs:.0f} MB/s; "
+        f"rootd RSS idle {connected.idle_memory.get('VmRSS', 0) // 1024} MiB, "
+        f"now {memory['VmRSS'] // 1024} MiB, peak {memory['VmHWM'] // 1024} MiB"
+    )
+
+
+CONCURRENT_CLIENT = r"""
+import json, socket, sys, threading
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+results = [None] * count
+start = threading.Barrier(count)
+def fetch(i):
+    try:
+        start.wait(30)
+        with socket.create_connection((host, port), timeout=60) as s:
+            s.settimeout(60)
+            s.sendall(b"GET /c/%d HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n" % i)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        results[i] = ("/c/%d" % i) in data.decode() and data.startswith(b"HTTP/1.1 200")
+    except Exception as error:
+        results[i] = repr(error)
+threads = [threading.Thread(target=fetch, args=(i,)) for i in range(count)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(120)
+print(json.dumps(results))
+"""
+
+
+def test_200_concurrent_connections_complete(connected: Connected) -> None:
+    http = connected.http
+    results = connected.ws.python(
+        CONCURRENT_CLIENT, http.service_ip, str(http.service_port), str(CONCURRENT)
+    )
+    failures = [r for r in results if r is not True]
+    assert not failures, f"{len(failures)} of {CONCURRENT} failed: {failures[:5]}"
+
+
+RECORDING_RESOLVER = r"""
+import socket, sys
+from dnslib import DNSRecord, RCODE
+server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server.bind(("127.0.0.1", 53))
+print("ready", flush=True)
+server.settimeout(60)
+while True:
+    try:
+        data, peer = server.recvfrom(4096)
+    except TimeoutError:
+        break
+    query = DNSRecord.parse(data)
+    print(str(query.q.qname), flush=True)
+    reply = query.reply()
+    reply.header.rcode = RCODE.NXDOMAIN
+    server.sendto(reply.pack(), peer)
+"""
+
+
+def test_a_non_cluster_name_goes_to_the_previous_resolver(
+    connected: Connected, cluster: Cluster
+) -> None:
+    resolver = cluster.start_on_workstation([sys.executable, "-c", RECORDING_RESOLVER])
+    try:
+        assert resolver.stdout is not None
+        ready = resolver.stdout.readline().strip()
+        assert ready == "ready", f"ws1's 127.0.0.1:53 is taken? {ready}"
+        result = connected.ws.run("getent", "hosts", "nothere.example")
+        assert result.returncode == 2  # not found, and the resolver said so (NXDOMAIN)
+    finally:
+        resolver.terminate()  # the process this test started, by its handle
+        output, _ = resolver.communicate(timeout=10)
+    asked = output.split()
+    assert "nothere.example." in asked, asked
+    assert not any(name.endswith("cluster.local.") for name in asked), asked
+
+
+def test_quit_leaves_nothing_behind(connected: Connected) -> None:
+    """Last in the module: quit, then nothing of the session is left on ws1."""
+    result = connected.ws.kp("quit", timeout=60)
+    assert result.returncode == 0, result.stderr
+    wait_for("rootd to exit", lambda: connected.ws.rootd_pid() is None, timeout=30)
+    assert ws_links_and_routes() == ([], [])
+    assert WS_RESOLV_CONF.read_bytes() == connected.resolv_before
+    run_dir = connected.ws.home / "run" / "kubepresence"
+    assert not (run_dir / "rootd.socket").exists()
+    assert not (run_dir / "userd.socket").exists()
