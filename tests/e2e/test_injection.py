@@ -20,7 +20,8 @@ Scenarios:
   really passes the agent (the pod's REDIRECT rule counts the connections) and so does the
   named one (the EndpointSlice points at the agent's port);
 - an unannotated Deployment is untouched;
-- RSS of the manager and of one agent, idle and during the 100 MiB transfers;
+- RSS of the manager and of one agent, idle and during the 100 MiB transfers, and the
+  transfer times beside an uninjected echo's;
 - an agent that falls silent (SIGSTOP) disappears from WatchAgents within the TTL and
   arrives again when it wakes up; a deleted pod's agent disappears within the TTL and its
   replacement pod's agent arrives;
@@ -498,8 +499,9 @@ def test_injected_apps_serve_as_before(
     deploy(cluster, namespace, "http", "http-numeric", annotations=numeric)
     deploy(cluster, namespace, "tcp", "tcp-numeric", annotations=numeric)
     deploy(cluster, namespace, "http", "http-plain")
+    deploy(cluster, namespace, "tcp", "tcp-plain")  # the baseline for the transfer times
     injected = ["http-named", "tcp-named", "http-numeric", "tcp-numeric"]
-    wait_serving(cluster, namespace, [*injected, "http-plain"])
+    wait_serving(cluster, namespace, [*injected, "http-plain", "tcp-plain"])
     rolled_out = time.time() - start
 
     pods = {name: running_pod(cluster, namespace, name) for name in [*injected, "http-plain"]}
@@ -620,7 +622,10 @@ def test_injected_apps_serve_as_before(
                 stream_job(cluster, namespace, "tcp-numeric", BIG, 4),
             ],
         )
-    for result in big:
+    [baseline_big] = traffic(
+        cluster, namespace, client_pod, [stream_job(cluster, namespace, "tcp-plain", BIG, 6)]
+    )
+    for result in [*big, baseline_big]:
         assert result["bytes"] == BIG
         assert result["got"] == result["sent"]
     arrivals = {name: round(watcher.first_seen[names[name]] - start, 2) for name in injected}
@@ -636,6 +641,7 @@ def test_injected_apps_serve_as_before(
             "transfer_100MiB_echo_s": {
                 "named": round(big[0]["seconds"], 2),
                 "numeric": round(big[1]["seconds"], 2),
+                "without_agent": round(baseline_big["seconds"], 2),
             },
         }
     )

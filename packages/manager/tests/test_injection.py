@@ -340,9 +340,15 @@ def test_agent_carries_the_apps_environment_identity_and_mounts() -> None:
         },
     ]
     assert all("readOnly" not in m for m in agent["volumeMounts"])  # read-write
-    security = agent["securityContext"]
-    assert security["allowPrivilegeEscalation"] is False
-    assert security["runAsUser"] == 1000
+    assert agent["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def test_agent_runs_as_the_apps_user() -> None:
@@ -350,6 +356,11 @@ def test_agent_runs_as_the_apps_user() -> None:
     obj["spec"]["securityContext"] = {"runAsUser": 1, "runAsGroup": 77}
     security = container(injected(obj), AGENT_CONTAINER)["securityContext"]
     assert (security["runAsUser"], security["runAsGroup"]) == (4242, 77)
+    # An app that runs as root explicitly: so does its agent (it must read the app's files).
+    root = pod(containers=[app_container(securityContext={"runAsUser": 0})])
+    security = container(injected(root), AGENT_CONTAINER)["securityContext"]
+    assert security["runAsUser"] == 0
+    assert "runAsNonRoot" not in security
 
 
 def test_numeric_port_gets_the_redirecting_init_container() -> None:

@@ -405,6 +405,10 @@ def agent_container(
     if "runAsUser" not in security:
         security["runAsUser"] = 1000
         security["runAsGroup"] = security.get("runAsGroup", 1000)
+    # What the "restricted" Pod Security Standard asks of a container, where it can be met.
+    if security["runAsUser"] != 0:
+        security["runAsNonRoot"] = True
+    security["seccompProfile"] = {"type": "RuntimeDefault"}
     container["securityContext"] = security
     return container
 
