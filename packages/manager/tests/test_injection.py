@@ -224,6 +224,9 @@ def test_pods_that_pass_untouched(body: bytes, why: str) -> None:
     verdict = review(body, SETTINGS)
     assert verdict.patch is None
     assert why in verdict.reason
+    # Only pods that asked for the agent and cannot have it are worth a warning.
+    routine = ("not enabled", "not a pod creation", "manager's own namespace", "already has")
+    assert verdict.problem == (not why.startswith(routine))
     response = verdict.response()
     assert response["response"] == {"uid": "0d5e-uid", "allowed": True}
     assert response["apiVersion"] == "admission.k8s.io/v1"
@@ -246,6 +249,7 @@ def test_pods_that_pass_untouched(body: bytes, why: str) -> None:
 def test_malformed_reviews_are_allowed_without_patch(body: bytes) -> None:
     verdict = review(body, SETTINGS)
     assert verdict.patch is None
+    assert verdict.problem
     assert "malformed" in verdict.reason
     assert verdict.response()["response"] == {"uid": "", "allowed": True}
 

@@ -117,6 +117,7 @@ class Verdict:
     uid: str
     patch: list[dict[str, Any]] | None
     reason: str  # why (for the log)
+    problem: bool = False  # the pod wanted the agent, or the review was broken: say so
 
     def response(self) -> dict[str, Any]:
         """The AdmissionReview the API server expects back."""
@@ -136,20 +137,20 @@ def review(body: bytes, settings: InjectionSettings) -> Verdict:
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return Verdict("", None, "malformed AdmissionReview: not JSON")
+        return Verdict("", None, "malformed AdmissionReview: not JSON", problem=True)
     request = document.get("request") if isinstance(document, dict) else None
     if not isinstance(request, dict):
-        return Verdict("", None, "malformed AdmissionReview: no request")
+        return Verdict("", None, "malformed AdmissionReview: no request", problem=True)
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
-        return Verdict("", None, "malformed AdmissionReview: no uid")
+        return Verdict("", None, "malformed AdmissionReview: no uid", problem=True)
     try:
         return Verdict(uid, *_decide(request, settings))
     except NotInjectedError as error:
-        return Verdict(uid, None, str(error))
+        return Verdict(uid, None, str(error), problem=True)
     except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
         # The pod is not shaped as expected: let it pass rather than block the user.
-        return Verdict(uid, None, f"malformed pod ({type(error).__name__}: {error})")
+        return Verdict(uid, None, f"malformed pod ({type(error).__name__}: {error})", problem=True)
 
 
 def _decide(

@@ -178,10 +178,6 @@ class ManagerService(manager.ManagerBase):
         if self._agents.depart(session_ids):
             self._notify_agents()
 
-    @property
-    def agents(self) -> AgentTable:
-        return self._agents
-
     def _notify_agents(self) -> None:
         # Waiters hold the old event; the next change needs a fresh one.
         self._agents_changed.set()

@@ -46,16 +46,14 @@ def make_app(settings: InjectionSettings) -> web.Application:
             return _answer(Verdict(_uid_of(body), None, "internal error"))
         if verdict.patch is not None:
             log.info("injecting the agent (review %s)", verdict.uid)
+        elif verdict.problem:
+            log.warning("pod passes without the agent (review %s): %s", verdict.uid, verdict.reason)
         else:
             log.debug("pod passes untouched (review %s): %s", verdict.uid, verdict.reason)
         return _answer(verdict)
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text=json.dumps({"ok": True}), content_type="application/json")
-
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post(PATH, mutate)
-    app.router.add_get("/healthz", healthz)
     return app
 
 
