@@ -204,7 +204,9 @@ async def connect(
     ] = False,
 ) -> None:
     """Join the cluster network: cluster services by name, ClusterIP and pod IP."""
-    socket = await starting.ensure_userd()
+    with err.status("starting the daemons", spinner="dots"):
+        await starting.ensure_rootd()
+        socket = await starting.ensure_userd()
     arguments = daemons.ConnectArguments(
         kubeconfig=kubeconfig_flag,
         context=context,

@@ -13,8 +13,14 @@ from kubepresence.userd.app import UserDaemon
 def main(argv: list[str] | None = None) -> int:
     parser = daemon_parser("userd", "kubepresence-userd", __doc__ or "")
     parser.add_argument("--socket", type=Path, default=None, help="unix socket to serve the CLI on")
+    parser.add_argument(
+        "--rootd-socket", type=Path, default=None, help="where the root daemon serves"
+    )
     args = parser.parse_args(argv)
-    daemon = UserDaemon(socket_path=args.socket or paths.userd_socket())
+    daemon = UserDaemon(
+        socket_path=args.socket or paths.userd_socket(),
+        rootd_socket=args.rootd_socket or paths.rootd_socket(),
+    )
     return start_daemon("userd", "kubepresence-userd", args, daemon.run)
 
 

@@ -6,19 +6,22 @@ import asyncio
 import logging
 from pathlib import Path
 
+from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.transport import close_server, serve_unix
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions, Progress
 from kubepresence.userd.core.session import SessionState
 from kubepresence.userd.k8s.apiclient import kubeconfig_source, resolve_target
+from kubepresence.userd.rpc import rootd
 from kubepresence.userd.rpc.connector import ConnectorService
 
 log = logging.getLogger(__name__)
 
 
 class UserDaemon:
-    def __init__(self, socket_path: Path) -> None:
+    def __init__(self, socket_path: Path, rootd_socket: Path) -> None:
         self.socket_path = socket_path
+        self.rootd_socket = rootd_socket
         self.manager_socket = socket_path.parent / "manager.socket"
         self.state = SessionState()
         self.connection: ClusterConnection | None = None
@@ -64,6 +67,7 @@ class UserDaemon:
                 )
             )
             await connection.open(ready, progress)
+            await self._join_network(connection, progress)
             self._tasks.append(
                 self._supervisor.spawn(connection.keep_alive(), name="session-keep-alive")
             )
@@ -74,6 +78,25 @@ class UserDaemon:
         self.state.connected(connection.session_id)
         return connection
 
+    async def _join_network(self, connection: ClusterConnection, progress: Progress) -> None:
+        assert connection.network is not None, "open() reads the cluster network"
+        progress("bringing up the cluster network (TUN device, routes, DNS)")
+        status = await rootd.connect_network(
+            self.rootd_socket,
+            session_id=connection.session_id,
+            cluster_id=connection.cluster_id,
+            network=connection.network,
+            also_proxy=connection.options.also_proxy,
+            never_proxy=connection.options.never_proxy,
+            search_namespaces=[connection.target.namespace, *connection.options.mapped_namespaces],
+            connector_socket=self.socket_path,
+        )
+        connection.vif_name = status.vif_name
+        connection.routed_subnets = list(status.routed_subnets)
+        connection.note(
+            f"cluster network up on {status.vif_name}: {', '.join(status.routed_subnets)}"
+        )
+
     async def disconnect(self) -> bool:
         """End the session and everything it started; False when there was none."""
         connection, self.connection = self.connection, None
@@ -83,6 +106,12 @@ class UserDaemon:
         return True
 
     async def _tear_down(self, connection: ClusterConnection) -> None:
+        if connection.vif_name:
+            try:
+                await rootd.disconnect_network(self.rootd_socket)
+            except KubepresenceError as error:  # rootd undoes its changes when it stops anyway
+                log.warning("the root daemon did not disconnect: %s", error.message)
+            connection.vif_name = ""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

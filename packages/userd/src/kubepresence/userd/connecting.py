@@ -65,6 +65,8 @@ class ClusterConnection:
         self.session_id = ""
         self.cluster_id = ""
         self.network: ClusterNetwork | None = None
+        self.vif_name = ""
+        self.routed_subnets: list[str] = []
         self.events: list[str] = []
 
     async def _manager_pod(self) -> str:

@@ -170,5 +170,6 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
             "dns_service_ip": info.cluster.dns_service_ip,
             "manager_version": info.cluster.manager_version,
         }
+    data["vif"] = info.vif_name
     data["events"] = list(info.events)
     return data

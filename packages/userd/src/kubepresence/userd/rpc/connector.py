@@ -111,6 +111,7 @@ class ConnectorService(connector.ConnectorBase):
                     manager_version=conn.network.manager_version,
                 )
             info.events = list(conn.events)
+            info.vif_name = conn.vif_name
         return info
 
     async def _connect(self, stream: Stream[Any, Any]) -> None:

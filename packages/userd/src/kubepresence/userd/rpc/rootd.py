@@ -1,0 +1,59 @@
+"""Client of the root daemon: userd asks it to bring the cluster network up and down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kubepresence.protocol.errors import Category
+from kubepresence.protocol.gen import common, daemon
+from kubepresence.protocol.gen.google import protobuf
+from kubepresence.protocol.transport import client_errors, unix_channel
+from kubepresence.userd.rpc.manager import ClusterNetwork
+
+# Bringing up a TUN device, routes and the resolver takes a moment, not minutes.
+NETWORK_TIMEOUT = 30.0
+
+
+async def connect_network(
+    socket: Path,
+    *,
+    session_id: str,
+    cluster_id: str,
+    network: ClusterNetwork,
+    also_proxy: list[str],
+    never_proxy: list[str],
+    search_namespaces: list[str],
+    connector_socket: Path,
+) -> daemon.DaemonStatus:
+    channel = unix_channel(socket)
+    try:
+        stub = daemon.DaemonStub(channel, timeout=NETWORK_TIMEOUT)
+        async with client_errors("the root daemon does not answer", Category.INTERNAL):
+            return await stub.connect(
+                daemon.NetworkConfig(
+                    session=common.SessionInfo(session_id=session_id, cluster_id=cluster_id),
+                    cluster=common.ClusterInfo(
+                        pod_subnets=network.pod_subnets,
+                        service_subnets=network.service_subnets,
+                        cluster_domain=network.cluster_domain,
+                        dns_service_ip=network.dns_service_ip,
+                        manager_version=network.manager_version,
+                    ),
+                    also_proxy=also_proxy,
+                    never_proxy=never_proxy,
+                    search_namespaces=search_namespaces,
+                    connector_socket=str(connector_socket),
+                )
+            )
+    finally:
+        channel.close()
+
+
+async def disconnect_network(socket: Path) -> None:
+    channel = unix_channel(socket)
+    try:
+        stub = daemon.DaemonStub(channel, timeout=NETWORK_TIMEOUT)
+        async with client_errors("the root daemon does not answer", Category.INTERNAL):
+            await stub.disconnect(protobuf.Empty())
+    finally:
+        channel.close()
