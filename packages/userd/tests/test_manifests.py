@@ -53,8 +53,22 @@ def container(objects: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
     return dict(only)
 
 
-def test_default_install_objects_in_apply_order() -> None:
-    objects = manager_objects(ManagerInstall())
+def test_defaults_until_the_webhook_is_switched_on() -> None:
+    install = ManagerInstall()
+    assert (install.namespace, install.registry, install.log_level) == (
+        "kubepresence",
+        "localhost",
+        "info",
+    )
+    assert (install.session_ttl, install.rbac_scope, install.webhook_enabled) == (
+        60,
+        "cluster",
+        False,
+    )
+
+
+def test_install_objects_in_apply_order() -> None:
+    objects = manager_objects(ManagerInstall(webhook_enabled=False))
     keys = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects]
     assert keys == [
         ("Namespace", None, "kubepresence"),
@@ -218,9 +232,8 @@ def test_namespaced_rbac_roles_in_listed_namespaces_and_a_small_cluster_role() -
 
 
 def test_webhook_config_only_when_enabled() -> None:
-    assert not [
-        o for o in manager_objects(ManagerInstall()) if o["kind"] == "MutatingWebhookConfiguration"
-    ]
+    without = manager_objects(ManagerInstall(webhook_enabled=False))
+    assert not [o for o in without if o["kind"] == "MutatingWebhookConfiguration"]
     objects = manager_objects(ManagerInstall(namespace="kp", webhook_enabled=True))
     assert objects[-1]["kind"] == "MutatingWebhookConfiguration"
     config = objects[-1]
@@ -266,7 +279,8 @@ def test_namespaced_webhook_injects_only_into_listed_namespaces() -> None:
 
 
 def test_no_webhook_address_without_the_webhook() -> None:
-    args = container(manager_objects(ManagerInstall(namespace="kp")), "kp")["args"]
+    install = ManagerInstall(namespace="kp", webhook_enabled=False)
+    args = container(manager_objects(install), "kp")["args"]
     assert not [a for a in args if a.startswith("--webhook-address")]
 
 
