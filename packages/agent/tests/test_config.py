@@ -57,8 +57,9 @@ def test_load() -> None:
 
 
 def test_app_environment_drops_the_agents_own_variables() -> None:
-    assert app_environment(environ(KP_AGENT_X="1", HOME="/root")) == {
+    assert app_environment(environ(KP_AGENT_X="1", HOME="/root", HOSTNAME="echo-abc")) == {
         "GREETING": "hello",
+        "HOSTNAME": "echo-abc",
         "POD_NAME": "echo-abc",
     }
 

@@ -25,8 +25,9 @@ CONFIG_ENV = "KP_AGENT_CONFIG"
 POD_NAME_ENV = "KP_AGENT_POD_NAME"
 POD_NAMESPACE_ENV = "KP_AGENT_POD_NAMESPACE"
 POD_IP_ENV = "KP_AGENT_POD_IP"
-# Set by the agent image or the container runtime, not by the app's pod spec.
-IMAGE_VARIABLES = frozenset({"PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "HOME", "HOSTNAME"})
+# Set by the agent's image, or by the runtime for the agent's user: the app's may differ.
+# (HOSTNAME and the Service variables are the same in every container of the pod.)
+IMAGE_VARIABLES = frozenset({"PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "HOME"})
 
 
 @dataclass(frozen=True)
