@@ -53,7 +53,7 @@ def container(objects: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
     return dict(only)
 
 
-def test_defaults_until_the_webhook_is_switched_on() -> None:
+def test_defaults() -> None:
     install = ManagerInstall()
     assert (install.namespace, install.registry, install.log_level) == (
         "kubepresence",
@@ -63,7 +63,7 @@ def test_defaults_until_the_webhook_is_switched_on() -> None:
     assert (install.session_ttl, install.rbac_scope, install.webhook_enabled) == (
         60,
         "cluster",
-        False,
+        True,
     )
 
 
@@ -93,7 +93,9 @@ def test_default_version_is_the_user_daemons() -> None:
 
 
 def test_manager_container_per_contract() -> None:
-    install = ManagerInstall(namespace="kp", version="0.3.0", log_level="debug", session_ttl=30)
+    install = ManagerInstall(
+        namespace="kp", version="0.3.0", log_level="debug", session_ttl=30, webhook_enabled=False
+    )
     c = container(manager_objects(install), "kp")
     assert c["image"] == "localhost/kubepresence-manager:0.3.0"
     assert c["imagePullPolicy"] == "IfNotPresent"
@@ -322,7 +324,7 @@ def test_bad_input_is_one_clear_line(kwargs: dict[str, Any], says: str) -> None:
 
 
 def test_applied_ignores_server_additions_but_not_changes() -> None:
-    desired = manager_objects(ManagerInstall(namespace="kp"))[-1]
+    desired = manager_objects(ManagerInstall(namespace="kp", webhook_enabled=False))[-1]
     live = {
         **desired,
         "metadata": {**desired["metadata"], "uid": "u", "generation": 3},

@@ -98,7 +98,7 @@ class ManagerInstall:
     pull_policy: str = "IfNotPresent"
     log_level: str = "info"
     session_ttl: int = 60
-    webhook_enabled: bool = False
+    webhook_enabled: bool = True
     rbac_scope: str = "cluster"
     rbac_namespaces: tuple[str, ...] = ()
     resources: Resources = field(default_factory=Resources)
