@@ -4,8 +4,10 @@ The agent passes every connection on its takeover ports to the app (`forwarding`
 keeps a session with the traffic manager (`rpc.manager`). The two are independent: the
 app's traffic never waits for the manager, which may come and go.
 
-Shutdown (SIGTERM when the pod goes): depart from the manager, stop accepting, give open
-connections a moment to finish, then drop them.
+Shutdown (SIGTERM when the pod goes): depart from the manager; keep accepting for a
+moment (the pod leaves its Services' endpoints at the same time, not before: connections
+still arrive, and the app, told to stop too, may still serve them); stop accepting; give
+open connections a moment to finish; drop the rest. All within the supervisor's grace.
 """
 
 from __future__ import annotations
@@ -21,15 +23,23 @@ from kubepresence.protocol.lifecycle import Supervisor
 
 log = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT = 3.0
+LINGER = 1.0  # keep accepting after the stop signal
+DRAIN_TIMEOUT = 1.5  # then let open connections finish
 
 
 class TrafficAgent:
-    def __init__(self, config: AgentConfig, manager_host: str, manager_port: int) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        manager_host: str,
+        manager_port: int,
+        listen_host: str = "0.0.0.0",  # noqa: S104 - the pod's own interfaces
+    ) -> None:
         self.config = config
         self.manager_host = manager_host
         self.manager_port = manager_port
-        self.forwarder = Forwarder(config.ports)
+        self.forwarder = Forwarder(config.ports, host=listen_host)
+        self.session: ManagerSession | None = None
 
     async def run(self, supervisor: Supervisor) -> None:
         log.info(
@@ -42,7 +52,7 @@ class TrafficAgent:
             self.manager_host,
             self.manager_port,
         )
-        session = ManagerSession(self.config, self.manager_host, self.manager_port)
+        session = self.session = ManagerSession(self.config, self.manager_host, self.manager_port)
         async with asyncio.TaskGroup() as connections:
             await self.forwarder.start(connections)
             keeping = supervisor.spawn(session.run(), name="manager-session")
@@ -51,6 +61,7 @@ class TrafficAgent:
             finally:
                 keeping.cancel()
                 await session.depart()
+                await asyncio.sleep(LINGER)
                 self.forwarder.close()
                 await self._drain()
 

@@ -1,0 +1,113 @@
+"""The whole agent under the shared supervisor, against an echo app and a fake manager.
+
+Scenarios:
+- the agent arrives at the manager and passes a connection to the app;
+- on a stop request it departs at once, keeps accepting for a moment (the pod is still
+  in its Services' endpoints), then stops accepting and returns within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+from grpclib.server import Server
+
+from kubepresence.agent import app as app_module
+from kubepresence.agent.app import TrafficAgent
+from kubepresence.agent.core.config import AgentConfig, PortTakeover
+from kubepresence.agent.rpc import manager as session_module
+from kubepresence.protocol.gen import common, manager
+from kubepresence.protocol.gen.google import protobuf
+from kubepresence.protocol.lifecycle import Supervisor, supervise
+
+
+class FakeManager(manager.ManagerBase):
+    def __init__(self) -> None:
+        self.arrived: list[str] = []
+        self.departed: list[tuple[float, str]] = []
+        self.has_arrived = asyncio.Event()
+        self.has_departed = asyncio.Event()
+
+    async def arrive_as_agent(self, message: common.AgentInfo) -> common.SessionInfo:
+        self.arrived.append(message.pod_name)
+        self.has_arrived.set()
+        return common.SessionInfo(session_id=f"agent-{len(self.arrived)}")
+
+    async def remain(self, message: common.SessionInfo) -> protobuf.Empty:
+        return protobuf.Empty()
+
+    async def depart(self, message: common.SessionInfo) -> protobuf.Empty:
+        self.departed.append((time.monotonic(), message.session_id))
+        self.has_departed.set()
+        return protobuf.Empty()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def round_trip(port: int, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    writer.write_eof()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return answer
+
+
+async def test_agent_serves_arrives_and_stops_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_module, "REMAIN_INTERVAL", 0.1)
+    monkeypatch.setattr(app_module, "LINGER", 0.5)
+    app_port, agent_port, manager_port = free_port(), free_port(), free_port()
+    app_server = await asyncio.start_server(echo, "127.0.0.1", app_port)
+    fake = FakeManager()
+    grpc = Server([fake])
+    await grpc.start("127.0.0.1", manager_port)
+    config = AgentConfig(
+        pod_name="echo-abc",
+        namespace="shop",
+        pod_ip="127.0.0.1",
+        ports=(PortTakeover("http", app_port, agent_port),),
+    )
+    agent = TrafficAgent(config, "127.0.0.1", manager_port, listen_host="127.0.0.1")
+    supervisors: list[Supervisor] = []
+
+    async def main(sup: Supervisor) -> None:
+        supervisors.append(sup)
+        await agent.run(sup)
+
+    running = asyncio.create_task(supervise(main, handle_signals=False))
+    try:
+        await asyncio.wait_for(fake.has_arrived.wait(), 5)
+        assert fake.arrived == ["echo-abc"]
+        assert await round_trip(agent_port, b"before the stop") == b"before the stop"
+
+        stopped = time.monotonic()
+        supervisors[0].request_stop("test over")
+        await asyncio.wait_for(fake.has_departed.wait(), 2)
+        # Departed at once, and still passing connections while it lingers.
+        assert fake.departed[0][0] - stopped < 1.0
+        assert await round_trip(agent_port, b"while lingering") == b"while lingering"
+        await asyncio.wait_for(running, 5)
+        assert time.monotonic() - stopped < 4.5
+        with pytest.raises(ConnectionRefusedError):
+            await round_trip(agent_port, b"after")
+        assert fake.departed[0][1] == "agent-1"
+    finally:
+        running.cancel()
+        grpc.close()
+        await grpc.wait_closed()
+        app_server.close()
+        await app_server.wait_closed()
