@@ -13,15 +13,22 @@ traffic manager namespace, private XDG dirs):
 - `quit` leaves no TUN device, no route into the cluster ranges, ws1's resolv.conf byte-
   identical to before, and no daemon.
 RSS of rootd (idle after connect, peak after the transfers) is printed.
+
+ws1 has one resolv.conf and room for one VIF: the module holds WS1_VIF_LOCK while it is
+connected, so concurrent test sessions that connect in ws1 (they should take the same lock)
+wait instead of colliding.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +45,29 @@ BLOB_MIB = 200
 BLOB_PORT = 8080
 CONCURRENT = 200
 CLUSTER_PREFIXES = ("10.96.", "10.244.")
+WS1_VIF_LOCK = Path("/run/lock/kubepresence-ws1-vif.lock")
+LOCK_WAIT = 900.0
+
+
+@contextlib.contextmanager
+def ws1_vif_lock() -> Iterator[None]:
+    """Exclusive use of ws1's VIF and resolv.conf across test sessions (bounded wait)."""
+    WS1_VIF_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with WS1_VIF_LOCK.open("a") as handle:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{WS1_VIF_LOCK} still held after {LOCK_WAIT:.0f} s")
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
 
 # A pod that answers every HTTP GET with BLOB_MIB MiB of deterministic bytes: MiB i is a
 # seeded random block with i in its first 8 bytes, so a lost or misplaced MiB shows.
@@ -219,10 +249,16 @@ class Connected:
     blob_ip: str
     resolv_before: bytes
     idle_memory: dict[str, int]
+    manager_namespace: str
 
 
 @pytest.fixture(scope="module")
 def connected(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connected]:
+    with ws1_vif_lock():
+        yield from _connected(cluster, tmp_path_factory)
+
+
+def _connected(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connected]:
     resolv_before = WS_RESOLV_CONF.read_bytes()
     assert ws_links_and_routes() == ([], []), "ws1 has kubepresence leftovers before the test"
     manager_namespace = f"kp-mgr-{secrets.token_hex(3)}"
@@ -242,7 +278,10 @@ def connected(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 namespace,
             )
             assert result.returncode == 0, result.stderr + ws.logs()
-            yield Connected(ws, namespace, http, udp, blob_ip, resolv_before, ws.rootd_memory())
+            memory = ws.rootd_memory()
+            yield Connected(
+                ws, namespace, http, udp, blob_ip, resolv_before, memory, manager_namespace
+            )
         finally:
             ws.kp("quit", timeout=60)
             _uninstall_manager(manager_namespace, cluster)
@@ -409,7 +448,9 @@ def test_200_concurrent_connections_complete(connected: Connected) -> None:
         CONCURRENT_CLIENT, http.service_ip, str(http.service_port), str(CONCURRENT)
     )
     failures = [r for r in results if r is not True]
-    assert not failures, f"{len(failures)} of {CONCURRENT} failed: {failures[:5]}"
+    assert not failures, (
+        f"{len(failures)} of {CONCURRENT} failed: {failures[:5]}\n{connected.ws.logs()}"
+    )
 
 
 RECORDING_RESOLVER = r"""
@@ -448,6 +489,48 @@ def test_a_non_cluster_name_goes_to_the_previous_resolver(
     asked = output.split()
     assert "nothere.example." in asked, asked
     assert not any(name.endswith("cluster.local.") for name in asked), asked
+
+
+MANAGER_LABEL = "app.kubernetes.io/name=kubepresence-manager"
+
+
+def test_curl_works_again_after_the_manager_restarts(
+    connected: Connected, cluster: Cluster
+) -> None:
+    namespace = connected.manager_namespace
+
+    def manager_pods() -> list[tuple[str, bool]]:
+        pods = cluster.get("pods", "-n", namespace, "-l", MANAGER_LABEL)["items"]
+        return [
+            (
+                p["metadata"]["name"],
+                any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in p["status"].get("conditions", [])
+                ),
+            )
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+
+    (old, _), *_ = manager_pods()
+    cluster.kubectl("delete", "pod", "-n", namespace, old, "--wait=false")
+    wait_for(
+        "a new manager pod",
+        lambda: any(name != old and ready for name, ready in manager_pods()),
+        timeout=120,
+        interval=1,
+    )
+    url = f"http://echo.{connected.namespace}/"
+
+    def answers() -> bool:
+        result = connected.ws.run("curl", "-sS", "--max-time", "5", url, timeout=30)
+        return result.returncode == 0 and f'"namespace": "{connected.namespace}"' in result.stdout
+
+    # No new connect: userd re-establishes the port-forward and the session by itself,
+    # and the VIF, untouched, carries the new flows through it.
+    wait_for("curl through the VIF after the restart", answers, timeout=120, interval=2)
+    assert ws_links_and_routes()[0] == ["kp0"]
 
 
 def test_quit_leaves_nothing_behind(connected: Connected) -> None:

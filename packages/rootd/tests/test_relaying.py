@@ -453,3 +453,27 @@ async def test_a_closed_relay_refuses_new_flows_and_cancels_old_ones() -> None:
     await close_env(relay)
     assert relay.open_flows == 0
     assert relay.accept(FlowId(PROTO_TCP, CLIENT, 1, SERVICE, 2)) is False
+
+
+async def test_a_far_end_gone_after_both_closes_is_still_a_clean_end() -> None:
+    """userd may reset its finished stream before our end: every byte went through."""
+    owner = Owner()
+    stream = new_stream(owner)
+
+    class ResetAtTheEnd(FakeTunnel):
+        async def receive(self) -> TunnelEvent:
+            event = await super().receive()
+            if event.kind == K.END:
+                raise ConnectionResetError("Stream reset by remote party, error_code: 0")
+            return event
+
+    tunnel = ResetAtTheEnd()
+    task = asyncio.create_task(relay_tcp(stream, tunnel))
+    stream.feed(b"request")
+    stream.feed_eof()
+    far(tunnel, TunnelEvent(K.DATA, b"reply"), TunnelEvent(K.WRITE_CLOSED), TunnelEvent(K.END))
+    await asyncio.sleep(0.01)
+    stream.finish(None)
+    assert await asyncio.wait_for(task, 1) is None
+    assert owner.to_client == b"reply"
+    assert not owner.rst

@@ -50,7 +50,7 @@ def test_a_new_rewriter_restores_what_a_crashed_one_left(resolv: Path, tmp_path:
 def test_a_second_backup_is_refused(resolv: Path, tmp_path: Path) -> None:
     rewriter = ResolvConfRewriter(tmp_path / "state", resolv)
     rewriter.save_backup(ORIGINAL)
-    with pytest.raises(RewriteError, match="exists already"):
+    with pytest.raises(RewriteError, match="by a previous run exists"):
         rewriter.save_backup(b"changed")
     assert rewriter.restore()
     assert resolv.read_bytes() == ORIGINAL
@@ -74,3 +74,22 @@ def test_a_missing_resolv_conf_is_one_clear_error(tmp_path: Path) -> None:
     rewriter = ResolvConfRewriter(tmp_path / "state", tmp_path / "absent.conf")
     with pytest.raises(RewriteError, match="cannot read"):
         rewriter.read()
+
+
+def test_a_live_rootds_backup_is_not_taken_over(resolv: Path, tmp_path: Path) -> None:
+    """Another rootd in the same namespace sees the backup as owned while its maker lives."""
+    rewriter = ResolvConfRewriter(tmp_path / "state", resolv)
+    rewriter.save_backup(ORIGINAL)
+    assert rewriter.live_owner() is None  # our own
+    record = json.loads(rewriter.backup.read_text())
+    # Pretend pid 1 made it: alive, and its start time is what the record says.
+    record["pid"] = 1
+    record["start"] = int(Path("/proc/1/stat").read_text().rsplit(")", 1)[1].split()[19])
+    rewriter.backup.write_text(json.dumps(record))
+    assert rewriter.live_owner() == 1
+    with pytest.raises(RewriteError, match="by rootd pid 1 exists"):
+        rewriter.save_backup(ORIGINAL)
+    # The same pid with another start time is a reused pid: its maker is dead.
+    record["start"] += 1
+    rewriter.backup.write_text(json.dumps(record))
+    assert rewriter.live_owner() is None

@@ -351,11 +351,11 @@ async def userd(
 
 
 class Rootd:
-    def __init__(self, netns: str, scratch: Path) -> None:
+    def __init__(self, netns: str, scratch: Path, name: str = "rootd") -> None:
         self.netns = netns
-        self.socket = scratch / "rootd.socket"
+        self.socket = scratch / f"{name}.socket"
         self.state = scratch / "state"
-        self.log = scratch / "rootd.log"
+        self.log = scratch / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
@@ -641,6 +641,22 @@ async def test_flows_dns_and_every_way_of_ending(
     assert (6, SERVICE, ECHO_PORT) in fake.flows
     assert (6, SERVICE, CLOSED_PORT) in fake.flows
     assert (17, SERVICE, ECHO_PORT) in fake.flows
+
+    # A second rootd in the same namespace (same state dir) leaves the live session alone
+    # at start-up and refuses to connect over it.
+    second = Rootd(netns, rootd.state.parent, name="second")
+    try:
+        await second.start()
+        assert "link kp0" in leftovers(netns)
+        assert resolv_conf(netns) == written.encode()
+        with pytest.raises(GRPCError) as taken:
+            await second.connect(userd_socket)
+        assert taken.value.status == Status.FAILED_PRECONDITION
+        assert "another kubepresence session is connected" in str(taken.value.message)
+        assert resolv_conf(netns) == written.encode()
+        assert (await rootd.status()).connected
+    finally:
+        second.stop()
 
     # 1. Disconnect undoes everything; the daemon stays.
     await rootd.call(lambda stub: stub.disconnect(timeout=STEP_TIMEOUT))

@@ -134,9 +134,10 @@ async def relay_tcp(
         with contextlib.suppress(ConnectionError, OSError):
             await tunnel.end()
         return reason
-    # Both directions closed: we are done sending, let the far end finish, and let the
-    # client's last ACKs arrive.
-    with contextlib.suppress(TimeoutError):
+    # Both directions closed: every byte went through. We are done sending; let the far
+    # end finish (it may already have, and reset the stream) and the client's last ACKs
+    # arrive.
+    with contextlib.suppress(TimeoutError, ConnectionError, OSError):
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await tunnel.end()
             while (await tunnel.receive()).kind != TunnelEventKind.END:

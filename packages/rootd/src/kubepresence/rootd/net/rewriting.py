@@ -9,7 +9,9 @@ crashed run left behind.
 
 The backup lives in a directory per network namespace (keyed by the namespace's inode) and
 records which file it came from (device and inode): a rootd in another namespace, where
-/etc/resolv.conf is another file, never restores it over its own.
+/etc/resolv.conf is another file, never restores it over its own. It also records the rootd
+that made it (pid and start time): while that process lives, the backup is its, and a
+second rootd in the same namespace neither "recovers" it nor connects over it.
 
 All of it is small synchronous file I/O, on purpose: cleanup must finish even while the
 task that runs it is being cancelled.
@@ -69,14 +71,22 @@ class ResolvConfRewriter:
             raise RewriteError(error.errno, f"cannot read {self.path}: {error.strerror}") from None
 
     def save_backup(self, original: bytes) -> None:
-        """Keep `original` safe (durably) before anything changes."""
+        """Keep `original` safe (durably) before anything changes.
+
+        RewriteError when a backup exists (another rootd is connected, or a dead one's
+        leftover was not restored first).
+        """
         if self.backup.exists():
-            raise RewriteError(0, f"a backup of {self.path} exists already: {self.backup}")
+            owner = self.live_owner()
+            holder = f"rootd pid {owner}" if owner is not None else "a previous run"
+            raise RewriteError(0, f"a backup of {self.path} by {holder} exists: {self.backup}")
         identity = _Identity.of(self.path)
         record = {
             "path": str(self.path),
             "device": identity.device,
             "inode": identity.inode,
+            "pid": os.getpid(),
+            "start": _start_time(os.getpid()),
             "content": base64.b64encode(original).decode(),
         }
         self.backup_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -128,6 +138,26 @@ class ResolvConfRewriter:
 
     def has_backup(self) -> bool:
         return self.backup.exists()
+
+    def live_owner(self) -> int | None:
+        """The pid of the (other) running rootd that made the backup, or None."""
+        try:
+            record = json.loads(self.backup.read_bytes())
+            pid, start = int(record["pid"]), record["start"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if pid == os.getpid() or start is None or _start_time(pid) != start:
+            return None
+        return pid
+
+
+def _start_time(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot): tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def _write_in_place(path: Path, content: bytes) -> None:

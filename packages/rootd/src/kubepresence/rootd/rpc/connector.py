@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import h2.exceptions
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
@@ -99,8 +100,8 @@ class GrpcTunnel:
             return  # the stream is over on our side or theirs: nothing can go out
         try:
             await self._stream.send_message(message)
-        except StreamTerminatedError as error:
-            raise ConnectionResetError(f"userd tunnel: {error}") from None
+        except (StreamTerminatedError, h2.exceptions.StreamClosedError) as error:
+            raise ConnectionResetError(f"userd tunnel: {error!r}") from None
 
     async def send_data(self, data: bytes) -> None:
         await self._send(common.TunnelMessage(data=data))
@@ -117,8 +118,10 @@ class GrpcTunnel:
         self._ended = True
         try:
             await self._stream.end()
-        except StreamTerminatedError as error:
-            raise ConnectionResetError(f"userd tunnel: {error}") from None
+        except (StreamTerminatedError, h2.exceptions.StreamClosedError) as error:
+            # userd finished (and reset) its side before our end: nothing is lost, since
+            # we end only after our last data or control message went out.
+            log.debug("tunnel already closed by userd: %r", error)
 
 
 def _control(code: common.TunnelControlCode, message: str = "") -> common.TunnelMessage:

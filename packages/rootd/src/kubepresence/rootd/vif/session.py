@@ -143,6 +143,13 @@ class VifSession:
             ) from None
 
         rewriter = ResolvConfRewriter(settings.state_dir, settings.resolv_conf)
+        owner = rewriter.live_owner()
+        if owner is not None:
+            raise ConfigError(
+                f"another kubepresence session is connected on this machine (rootd pid {owner})"
+            )
+        if rewriter.has_backup():
+            rewriter.restore()  # what a dead rootd left since our start-up
         original = rewriter.read()
         previous = resolvconf.parse(original.decode(errors="replace"))
         rewriter.save_backup(original)
@@ -265,6 +272,13 @@ def recover(settings: VifSettings) -> None:
     """Undo what a crashed run left: restore resolv.conf, delete a stale TUN. Blocking."""
     rewriter = ResolvConfRewriter(settings.state_dir, settings.resolv_conf)
     if not rewriter.has_backup():
+        return
+    owner = rewriter.live_owner()
+    if owner is not None:
+        log.warning(
+            "another rootd (pid %d) is connected in this network namespace; leaving it alone",
+            owner,
+        )
         return
     log.warning("a previous run did not clean up; restoring %s", settings.resolv_conf)
     try:
