@@ -12,8 +12,9 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
 from kubepresence.manager.core.injection import MANAGER_SERVICE, InjectionSettings
-from kubepresence.manager.core.sessions import SessionKind, SessionRegistry
+from kubepresence.manager.core.sessions import SessionRegistry
 from kubepresence.manager.k8s.discovery import discover
+from kubepresence.manager.k8s.workloads import Workloads
 from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.manager.webhook import certificates
 from kubepresence.manager.webhook.configuring import install_ca_bundle
@@ -67,6 +68,7 @@ class TrafficManager:
                 network=network,
                 dial_timeout=self.dial_timeout,
                 idle_timeout=self.idle_timeout,
+                workloads=Workloads(api),
             )
             # The webhook first: once the gRPC port answers (the readiness probe), the CA
             # is in place and injection works.
@@ -111,7 +113,8 @@ class TrafficManager:
             expired = self.sessions.expire(loop.time())
             for session in expired:
                 log.info("%s session %s (%s) expired", session.kind.value, session.id, session.name)
-            service.forget_sessions(s.id for s in expired if s.kind is SessionKind.AGENT)
+            # Expired agents leave their workload; expired clients take their intercepts.
+            service.forget_sessions(s.id for s in expired)
             due = self.sessions.next_expiry()
             wait = EXPIRY_GRANULARITY if due is None else max(due - loop.time(), 0)
             await asyncio.sleep(max(wait, EXPIRY_GRANULARITY))

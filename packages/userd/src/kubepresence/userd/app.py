@@ -11,6 +11,7 @@ from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.transport import close_server, serve_unix
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions, Progress
 from kubepresence.userd.core.session import SessionState
+from kubepresence.userd.intercepting import answer_dials
 from kubepresence.userd.k8s.apiclient import kubeconfig_source, resolve_target
 from kubepresence.userd.rpc import rootd
 from kubepresence.userd.rpc.connector import ConnectorService
@@ -68,9 +69,12 @@ class UserDaemon:
             )
             await connection.open(ready, progress)
             await self._join_network(connection, progress)
-            self._tasks.append(
-                self._supervisor.spawn(connection.keep_alive(), name="session-keep-alive")
-            )
+            for coroutine, name in (
+                (connection.keep_alive(), "session-keep-alive"),
+                (connection.follow_intercepts(), "intercept-watch"),
+                (answer_dials(connection.manager, lambda: connection.session_id), "dial-answers"),
+            ):
+                self._tasks.append(self._supervisor.spawn(coroutine, name=name))
         except BaseException:
             await self._tear_down(connection)
             raise

@@ -29,7 +29,12 @@ from kubepresence.userd.k8s import installing
 from kubepresence.userd.k8s.apiclient import KubeTarget, websocket_client
 from kubepresence.userd.k8s.manager_pods import find_manager_pod
 from kubepresence.userd.k8s.portforwarding import PortForwarder
-from kubepresence.userd.rpc.manager import ClusterNetwork, ManagerClient, SessionGoneError
+from kubepresence.userd.rpc.manager import (
+    ClusterNetwork,
+    InterceptView,
+    ManagerClient,
+    SessionGoneError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,8 @@ class ClusterConnection:
         self.network: ClusterNetwork | None = None
         self.vif_name = ""
         self.routed_subnets: list[str] = []
+        self.intercepts: list[InterceptView] = []
+        self._intercepts_changed = asyncio.Event()
         self.events: list[str] = []
 
     async def _manager_pod(self) -> str:
@@ -137,6 +144,25 @@ class ClusterConnection:
                 if healthy:
                     self.note(f"lost the traffic manager: {error.message}")
                 healthy, backoff = False, min(backoff * 2, MAX_BACKOFF)
+
+    async def follow_intercepts(self) -> None:
+        """Keep `intercepts` current from the manager's watch, re-watching when it breaks."""
+        backoff = 0.5
+        while True:
+            try:
+                async for snapshot in self.manager.watch_intercepts(self.session_id):
+                    backoff = 0.5
+                    self.intercepts = snapshot
+                    self._intercepts_changed.set()
+                    self._intercepts_changed = asyncio.Event()
+            except KubepresenceError as error:
+                log.info("intercept watch interrupted (%s)", error.message)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def intercept_changed(self) -> None:
+        """Wait until the next intercept snapshot arrives."""
+        await self._intercepts_changed.wait()
 
     async def close(self) -> None:
         """Depart (best effort: the manager expires us anyway) and drop the clients."""

@@ -18,9 +18,11 @@ from kubepresence.manager.core.agents import Agent, AgentPort, AgentTable
 from kubepresence.manager.core.dns import BadQuestionError
 from kubepresence.manager.core.sessions import Session, SessionKind, SessionRegistry
 from kubepresence.manager.k8s.discovery import ClusterNetwork
+from kubepresence.manager.k8s.workloads import Workloads
 from kubepresence.manager.net import datagrams, resolving
+from kubepresence.manager.rpc.intercepting import InterceptDesk
 from kubepresence.protocol import version_of
-from kubepresence.protocol.errors import UserError
+from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.tunnel import control, describe, relay, send_reset
@@ -97,8 +99,12 @@ class ManagerService(manager.ManagerBase):
         network: ClusterNetwork,
         dial_timeout: float,
         idle_timeout: float,
+        workloads: Workloads | None = None,
     ) -> None:
         self._sessions = sessions
+        self._workloads = workloads
+        self._desk = InterceptDesk(now=self._now, dial_timeout=dial_timeout)
+        self._agent_workloads: set[tuple[str, str]] = set()
         self._agents = AgentTable()
         self._agents_changed = asyncio.Event()
         self._network = network
@@ -174,14 +180,89 @@ class ManagerService(manager.ManagerBase):
         return self._session_info(session)
 
     def forget_sessions(self, session_ids: Iterable[str]) -> None:
-        """Sessions that ended (expired or departed): their agents are gone."""
-        if self._agents.depart(session_ids):
+        """Sessions that ended (expired or departed): their agents and intercepts are gone."""
+        ids = list(session_ids)
+        for session_id in ids:
+            if session_id.startswith("client-"):
+                self._desk.client_gone(session_id)
+        if self._agents.depart(ids):
             self._notify_agents()
 
     def _notify_agents(self) -> None:
         # Waiters hold the old event; the next change needs a fresh one.
         self._agents_changed.set()
         self._agents_changed = asyncio.Event()
+        # Intercepts follow the agents of their workload.
+        pods: dict[tuple[str, str], set[str]] = {}
+        for agent in self._agents.snapshot():
+            pods.setdefault((agent.namespace, agent.workload_name), set()).add(agent.pod_name)
+        for workload in self._agent_workloads | set(pods):
+            self._desk.agents_changed(*workload, pods.get(workload, set()))
+        self._agent_workloads = set(pods)
+
+    # --- intercepts -------------------------------------------------------------------
+
+    def _client(self, session_id: str) -> str:
+        found = self._sessions.get(session_id)
+        if found.kind is not SessionKind.CLIENT:
+            raise UserError("only a client may do this")
+        return found.id
+
+    def _agent(self, session_id: str) -> Agent:
+        agent = self._agents.get(self._sessions.get(session_id).id)
+        if agent is None:
+            raise UserError("only an agent may do this")
+        return agent
+
+    async def create_intercept(self, message: manager.InterceptRequest) -> common.InterceptInfo:
+        client = self._client(message.session.session_id if message.session else "")
+        spec = message.spec or common.InterceptSpec()
+        info = self._desk.create(client, spec)
+        if self._workloads is not None and info.state != common.InterceptState.ACTIVE:
+            try:
+                # Pods without an agent get one: the template annotation rolls them.
+                await self._workloads.ensure_injected(spec.namespace, spec.workload_name)
+            except KubepresenceError:
+                self._desk.remove(client, spec.name or spec.workload_name)
+                raise
+        return info
+
+    async def remove_intercept(self, message: manager.RemoveInterceptRequest) -> protobuf.Empty:
+        self._desk.remove(
+            self._client(message.session.session_id if message.session else ""), message.name
+        )
+        return protobuf.Empty()
+
+    async def watch_intercepts(
+        self, message: common.SessionInfo
+    ) -> AsyncIterator[manager.InterceptSnapshot]:
+        """A client's intercepts, or an agent's workload's, now and after every change."""
+        session = self._sessions.get(message.session_id)
+        if session.kind is SessionKind.CLIENT:
+            snapshots = self._desk.watch_client(session.id)
+        else:
+            agent = self._agent(session.id)
+            snapshots = self._desk.watch_workload(agent.namespace, agent.workload_name)
+        async for intercepts in snapshots:
+            yield manager.InterceptSnapshot(intercepts=intercepts)
+            self._sessions.get(message.session_id)  # the watch ends with the session
+
+    async def review_intercept(self, message: manager.ReviewInterceptRequest) -> protobuf.Empty:
+        agent = self._agent(message.session.session_id if message.session else "")
+        self._desk.review(
+            message.intercept_id,
+            agent.pod_name,
+            message.disposition == manager.Disposition.ACTIVE,
+            message.message,
+            dict(message.environment) or dict(agent.environment),
+        )
+        return protobuf.Empty()
+
+    async def watch_dials(self, message: common.SessionInfo) -> AsyncIterator[common.DialRequest]:
+        client = self._client(message.session_id)
+        async for dial in self._desk.watch_dials(client):
+            yield dial
+            self._sessions.get(client)
 
     async def watch_agents(
         self, message: common.SessionInfo
@@ -222,6 +303,15 @@ class ManagerService(manager.ManagerBase):
 
     async def _tunnel(self, stream: Stream[Any, Any]) -> None:
         first = await stream.recv_message()
+        if first is not None and first.open is not None and first.open.dial_id:
+            # A client takes an intercepted connection it was offered.
+            await self._desk.client_tunnel(self._client(first.open.session_id), stream, first)
+            return
+        if first is not None and first.open is not None and first.open.intercept_id:
+            # An agent hands over an intercepted connection.
+            self._agent(first.open.session_id)
+            await self._desk.agent_tunnel(stream, first)
+            return
         if first is None or first.open is None or first.open.connection is None:
             raise GRPCError(Status.INVALID_ARGUMENT, "a tunnel starts with an open message")
         conn = first.open.connection

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -11,19 +12,21 @@ from grpclib.const import Cardinality
 from grpclib.server import Stream
 
 from kubepresence.protocol import version_of
-from kubepresence.protocol.errors import ConfigError, KubepresenceError, UserError
+from kubepresence.protocol.errors import ClusterError, ConfigError, KubepresenceError, UserError
 from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.logs import set_level
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
 from kubepresence.userd.core.session import Phase
+from kubepresence.userd.rpc.manager import InterceptView
 
 if TYPE_CHECKING:
     from kubepresence.userd.app import UserDaemon
 
 log = logging.getLogger(__name__)
 
+INTERCEPT_WAIT = 120.0
 CONNECT_PATH = "/kubepresence.connector.Connector/Connect"
 TUNNEL_PATH = "/kubepresence.connector.Connector/Tunnel"
 
@@ -77,6 +80,48 @@ class ConnectorService(connector.ConnectorBase):
                 await down
                 up.cancel()  # the manager ended the flow: nothing more can go up
 
+    async def create_intercept(
+        self, message: connector.CreateInterceptRequest
+    ) -> common.InterceptInfo:
+        connection = self._connection()
+        spec = message.spec or common.InterceptSpec()
+        if not spec.workload_name:
+            raise UserError("name the workload to intercept")
+        view = await connection.manager.create_intercept(
+            connection.session_id,
+            name=spec.name or spec.workload_name,
+            namespace=spec.namespace or connection.target.namespace,
+            workload=spec.workload_name,
+            port=spec.service_port,
+            local=(spec.local_host or "127.0.0.1", spec.local_port),
+        )
+        try:
+            async with asyncio.timeout(INTERCEPT_WAIT):
+                while True:
+                    current = next((i for i in connection.intercepts if i.id == view.id), None)
+                    if current is not None and current.state == "active":
+                        return _intercept_info(current)
+                    if current is not None and current.state in ("error", "no_agent"):
+                        raise ClusterError(f"intercept {view.name}: {current.message}")
+                    if current is not None:
+                        view = current
+                    await connection.intercept_changed()
+        except BaseException as failure:
+            # Nothing half-applied: the intercept goes when it cannot become active.
+            with contextlib.suppress(KubepresenceError):
+                await connection.manager.remove_intercept(connection.session_id, view.name)
+            if isinstance(failure, TimeoutError):
+                raise ClusterError(
+                    f"intercept {view.name} not active after {INTERCEPT_WAIT:.0f} s: "
+                    f"{view.message or view.state}"
+                ) from None
+            raise
+
+    async def remove_intercept(self, message: connector.RemoveInterceptRequest) -> protobuf.Empty:
+        connection = self._connection()
+        await connection.manager.remove_intercept(connection.session_id, message.name)
+        return protobuf.Empty()
+
     async def lookup_dns(self, message: common.DnsRequest) -> common.DnsResponse:
         connection = self._connection()
         rcode, answers = await connection.manager.lookup_dns(
@@ -112,6 +157,7 @@ class ConnectorService(connector.ConnectorBase):
                 )
             info.events = list(conn.events)
             info.vif_name = conn.vif_name
+            info.intercepts = [_intercept_info(i) for i in conn.intercepts]
         return info
 
     async def _connect(self, stream: Stream[Any, Any]) -> None:
@@ -171,6 +217,23 @@ class ConnectorService(connector.ConnectorBase):
     async def quit(self, message: protobuf.Empty) -> protobuf.Empty:
         self._supervisor.request_stop_after_reply("quit requested by the CLI")
         return protobuf.Empty()
+
+
+def _intercept_info(view: InterceptView) -> common.InterceptInfo:
+    return common.InterceptInfo(
+        id=view.id,
+        spec=common.InterceptSpec(
+            name=view.name,
+            namespace=view.namespace,
+            workload_name=view.workload,
+            service_port=view.port,
+            local_host=view.local_host,
+            local_port=view.local_port,
+        ),
+        state=common.InterceptState[view.state.upper()],
+        message=view.message,
+        environment=view.environment,
+    )
 
 
 async def _pump_to_manager(source: Stream[Any, Any], upstream: Any) -> None:

@@ -40,6 +40,38 @@ class ClusterNetwork:
     manager_version: str
 
 
+@dataclass(frozen=True)
+class InterceptView:
+    """One of our intercepts as the manager reports it."""
+
+    id: str
+    name: str
+    namespace: str
+    workload: str
+    port: str
+    local_host: str
+    local_port: int
+    state: str  # "waiting", "active", "no_agent", "error"
+    message: str
+    environment: dict[str, str]
+
+    @classmethod
+    def of(cls, info: common.InterceptInfo) -> InterceptView:
+        spec = info.spec or common.InterceptSpec()
+        return cls(
+            id=info.id,
+            name=spec.name,
+            namespace=spec.namespace,
+            workload=spec.workload_name,
+            port=spec.service_port,
+            local_host=spec.local_host,
+            local_port=spec.local_port,
+            state=common.InterceptState(info.state).name.lower(),
+            message=info.message,
+            environment=dict(info.environment),
+        )
+
+
 class SessionGoneError(ClusterError):
     """The manager no longer knows our session (it expired): arrive again."""
 
@@ -142,14 +174,30 @@ class ManagerClient:
         )
 
     async def create_intercept(
-        self, session_id: str, spec: common.InterceptSpec
-    ) -> common.InterceptInfo:
+        self,
+        session_id: str,
+        *,
+        name: str,
+        namespace: str,
+        workload: str,
+        port: str,
+        local: tuple[str, int],
+    ) -> InterceptView:
+        spec = common.InterceptSpec(
+            name=name,
+            namespace=namespace,
+            workload_name=workload,
+            service_port=port,
+            local_host=local[0],
+            local_port=local[1],
+        )
         async with client_errors("the traffic manager does not answer"):
-            return await self._stub.create_intercept(
+            info = await self._stub.create_intercept(
                 manager.InterceptRequest(
                     session=common.SessionInfo(session_id=session_id), spec=spec
                 )
             )
+        return InterceptView.of(info)
 
     async def remove_intercept(self, session_id: str, name: str) -> None:
         async with client_errors("the traffic manager does not answer"):
@@ -159,13 +207,13 @@ class ManagerClient:
                 )
             )
 
-    async def watch_intercepts(self, session_id: str) -> AsyncIterator[list[common.InterceptInfo]]:
+    async def watch_intercepts(self, session_id: str) -> AsyncIterator[list[InterceptView]]:
         """Snapshots of this client's intercepts, on every change (and as keep-alive)."""
         async with client_errors("the traffic manager does not answer"):
             async for snapshot in self._watch_stub.watch_intercepts(
                 common.SessionInfo(session_id=session_id)
             ):
-                yield list(snapshot.intercepts)
+                yield [InterceptView.of(info) for info in snapshot.intercepts]
 
     async def watch_dials(self, session_id: str) -> AsyncIterator[common.DialRequest]:
         """Inbound connections of our intercepts to take (empty dial ids are keep-alives)."""

@@ -1,0 +1,196 @@
+"""Component test: an intercepted connection from an agent reaches the workstation.
+
+The real manager service runs on a unix socket; the test plays the agent through the
+manager's API (the in-cluster agent does the same calls); the client side is the user
+daemon's real code (ManagerClient, answer_dials). Scenarios:
+- an intercept waits for the workload's agent, becomes active when the agent accepts it,
+  and its agent's environment reaches the client;
+- a connection the agent hands over reaches the local server and carries bytes both ways;
+- with nothing listening locally, the agent is told at once (DIAL_FAILED), no hang;
+- a second global intercept of the same port is refused; leaving frees the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Cardinality
+from grpclib.server import Server
+
+from kubepresence.manager.core.sessions import SessionRegistry
+from kubepresence.manager.k8s.discovery import ClusterNetwork
+from kubepresence.manager.rpc.manager import ManagerService
+from kubepresence.protocol.errors import KubepresenceError
+from kubepresence.protocol.gen import common, manager
+from kubepresence.protocol.transport import serve_unix, unix_channel
+from kubepresence.userd.intercepting import answer_dials
+from kubepresence.userd.rpc.manager import ManagerClient
+
+NETWORK = ClusterNetwork(["10.244.0.0/16"], ["10.96.0.0/16"], "cluster.local", "10.96.0.10", "c")
+
+
+@pytest.fixture
+async def channel(tmp_path: Path) -> AsyncIterator[Channel]:
+    path = tmp_path / "manager.socket"
+    server: Server = await serve_unix(
+        [
+            ManagerService(
+                sessions=SessionRegistry(ttl=30),
+                network=NETWORK,
+                dial_timeout=2.0,
+                idle_timeout=30.0,
+            )
+        ],
+        path,
+    )
+    ch = unix_channel(path)
+    yield ch
+    ch.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def local_echo() -> tuple[asyncio.Server, int]:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(b"workstation:" + data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def arrive_agent(stub: manager.ManagerStub) -> str:
+    info = await stub.arrive_as_agent(
+        common.AgentInfo(
+            pod_name="echo-abc",
+            namespace="shop",
+            pod_ip="10.244.0.9",
+            workload_name="echo",
+            workload_kind=common.WorkloadKind.DEPLOYMENT,
+            container="app",
+            environment={"GREETING": "hello from the pod"},
+        )
+    )
+    return info.session_id
+
+
+async def review_when_seen(stub: manager.ManagerStub, agent: str) -> str:
+    """The agent's side: watch its workload's intercepts, accept the first one."""
+    async for snapshot in manager.ManagerStub(stub.channel).watch_intercepts(
+        common.SessionInfo(session_id=agent)
+    ):
+        if snapshot.intercepts:
+            intercept_id = snapshot.intercepts[0].id
+            await stub.review_intercept(
+                manager.ReviewInterceptRequest(
+                    session=common.SessionInfo(session_id=agent),
+                    intercept_id=intercept_id,
+                    disposition=manager.Disposition.ACTIVE,
+                )
+            )
+            return intercept_id
+    raise AssertionError("watch ended")
+
+
+async def hand_over(channel: Channel, agent: str, intercept_id: str) -> Any:
+    stream = channel.request(
+        "/kubepresence.manager.Manager/Tunnel",
+        Cardinality.STREAM_STREAM,
+        common.TunnelMessage,
+        common.TunnelMessage,
+        timeout=10,
+    )
+    return stream, common.TunnelMessage(
+        open=common.TunnelOpen(
+            session_id=agent,
+            intercept_id=intercept_id,
+            connection=common.ConnectionId(
+                protocol=common.Protocol.TCP,
+                source_ip=bytes([10, 244, 0, 5]),
+                source_port=40000,
+                destination_ip=bytes([10, 244, 0, 9]),
+                destination_port=8080,
+            ),
+        )
+    )
+
+
+async def test_intercepted_connection_reaches_the_workstation(channel: Channel) -> None:
+    stub = manager.ManagerStub(channel, timeout=10)
+    client = ManagerClient(channel)
+    session, _ = await client.arrive("dev@laptop", "laptop", "0.1.0")
+    agent = await arrive_agent(stub)
+    server, port = await local_echo()
+    async with asyncio.TaskGroup() as group:
+        reviewer = group.create_task(review_when_seen(stub, agent))
+        view = await client.create_intercept(
+            session,
+            name="echo",
+            namespace="shop",
+            workload="echo",
+            port="http",
+            local=("127.0.0.1", port),
+        )
+        assert view.state == "waiting"
+        intercept_id = await asyncio.wait_for(reviewer, 10)
+        async for snapshot in client.watch_intercepts(session):
+            if snapshot and snapshot[0].state == "active":
+                assert snapshot[0].environment == {"GREETING": "hello from the pod"}
+                break
+        dials = group.create_task(answer_dials(client, lambda: session))
+
+        request, opening = await hand_over(channel, agent, intercept_id)
+        async with request as stream:
+            await stream.send_message(opening)
+            reply = await asyncio.wait_for(stream.recv_message(), 10)
+            assert reply.control.code == common.TunnelControlCode.CONNECTED
+            await stream.send_message(common.TunnelMessage(data=b"ping"))
+            answer = await asyncio.wait_for(stream.recv_message(), 10)
+            assert answer.data == b"workstation:ping"
+            await stream.send_message(
+                common.TunnelMessage(
+                    control=common.TunnelControl(code=common.TunnelControlCode.WRITE_CLOSED)
+                )
+            )
+            await stream.end()
+
+        server.close()  # nothing listens locally any more: refused fast
+        await server.wait_closed()
+        request, opening = await hand_over(channel, agent, intercept_id)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with request as stream:
+            await stream.send_message(opening)
+            reply = await asyncio.wait_for(stream.recv_message(), 10)
+            assert reply.control.code == common.TunnelControlCode.DIAL_FAILED
+            await stream.end()
+        assert loop.time() - started < 3
+        dials.cancel()
+
+    other, _ = await client.arrive("bob@laptop", "laptop2", "0.1.0")
+    with pytest.raises(KubepresenceError, match="already intercepted"):
+        await client.create_intercept(
+            other,
+            name="echo",
+            namespace="shop",
+            workload="echo",
+            port="http",
+            local=("127.0.0.1", port),
+        )
+    await client.remove_intercept(session, "echo")
+    again = await client.create_intercept(
+        other,
+        name="echo",
+        namespace="shop",
+        workload="echo",
+        port="http",
+        local=("127.0.0.1", port),
+    )
+    assert again.state == "waiting"
