@@ -14,9 +14,6 @@ from kubepresence.cli.core.exits import ExitCode
 runner = CliRunner()
 
 PLANNED = [
-    ["list"],
-    ["intercept", "orders", "--port", "8080"],
-    ["leave", "orders"],
     ["uninstall", "orders"],
     ["gather-logs"],
     ["helm", "install"],
@@ -59,6 +56,23 @@ def test_planned_commands_say_so_in_one_line(argv: list[str]) -> None:
     assert len(lines) == 1
     assert "is not built yet" in lines[0]
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["list"], ["intercept", "orders", "--port", "8080:http"], ["leave", "orders"]],
+    ids=lambda a: a[0],
+)
+def test_intercept_commands_need_a_connection(argv: list[str]) -> None:
+    result = runner.invoke(app, argv)
+    assert result.exit_code == ExitCode.CONFIG
+    assert result.output.strip() == "kubepresence: not connected: run 'kubepresence connect' first"
+
+
+def test_bad_port_spec_is_a_user_error() -> None:
+    result = runner.invoke(app, ["intercept", "orders", "--port", "http"])
+    assert result.exit_code == ExitCode.USER
+    assert "the local port must be a number" in result.output
 
 
 def test_status_without_daemons_as_json() -> None:

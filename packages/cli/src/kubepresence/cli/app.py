@@ -22,7 +22,9 @@ from rich.console import Console
 
 from kubepresence.cli import starting
 from kubepresence.cli.core import kubeconfig
+from kubepresence.cli.core.envfiles import render_dotenv, render_json
 from kubepresence.cli.core.exits import ExitCode, exit_code
+from kubepresence.cli.core.ports import parse_port_spec
 from kubepresence.cli.core.rendering import OutputFormat, render
 from kubepresence.cli.rpc import daemons
 from kubepresence.protocol import paths, version_of
@@ -231,26 +233,85 @@ async def connect(
 
 @app.command(name="list")
 @command
-async def list_() -> None:
-    """List the workloads that can be intercepted, with agent and intercept state."""
-    raise not_built("list")
+async def list_(output: OutputOption = OutputFormat.TEXT) -> None:
+    """List your intercepts with their state and local target."""
+    socket = _connected_socket()
+    found = await daemons.intercepts(socket)
+    if output is not OutputFormat.TEXT:
+        out.print(render({"intercepts": [vars(r) for r in found]}, output), markup=False)
+        return
+    if not found:
+        out.print("No intercepts.")
+    for r in found:
+        note = f" — {r.message}" if r.message else ""
+        out.print(
+            f"{r.name}: {r.namespace}/{r.workload} port {r.port} → {r.local} ({r.state}){note}"
+        )
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @command
 async def intercept(
+    ctx: typer.Context,
     workload: Annotated[str, typer.Argument(help="Deployment, ReplicaSet or StatefulSet")],
-    port: Annotated[str, typer.Option(help="LOCAL[:SVCPORT]")] = "8080",
+    port: Annotated[
+        str, typer.Option(help="LOCAL[:PORT]: local port, and the workload's port name or number")
+    ],
+    name: Annotated[str, typer.Option(help="intercept name (default: the workload's)")] = "",
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "",
+    address: Annotated[str, typer.Option(help="local address to send traffic to")] = "127.0.0.1",
+    env_file: Annotated[
+        Path | None, typer.Option(help="write the app's environment (dotenv)")
+    ] = None,
+    env_json: Annotated[
+        Path | None, typer.Option(help="write the app's environment (JSON)")
+    ] = None,
+    output: OutputOption = OutputFormat.TEXT,
 ) -> None:
-    """Send a workload's traffic in the cluster to a process on this machine."""
-    raise not_built("intercept")
+    """Send a workload's traffic in the cluster to a process on this machine.
+
+    With `-- CMD ARGS…` the command runs with the app's environment and the intercept
+    ends when it exits; its exit code becomes ours.
+    """
+    spec = parse_port_spec(port)
+    socket = _connected_socket()
+    intercept_name = name or workload
+    with err.status(f"intercepting {workload} (waiting for its agent)", spinner="dots"):
+        result = await daemons.create_intercept(
+            socket,
+            workload=workload,
+            name=intercept_name,
+            namespace=namespace,
+            port=spec.remote,
+            local=(address, spec.local),
+        )
+    try:
+        for path, text in ((env_file, render_dotenv), (env_json, render_json)):
+            if path is not None:
+                await asyncio.to_thread(path.write_text, text(result.environment))
+        if output is not OutputFormat.TEXT:
+            out.print(render(vars(result), output), markup=False)
+        else:
+            out.print(
+                f"Intercepting {result.namespace}/{result.workload} port {result.port} "
+                f"→ {result.local}"
+            )
+        if ctx.args:
+            code = await _run_with_environment(ctx.args, result.environment)
+            raise typer.Exit(code)
+    except BaseException:
+        if ctx.args:  # the command's intercept ends with the command, whatever happened
+            await daemons.remove_intercept(socket, intercept_name)
+        raise
+    # Without a command the intercept stays until `kubepresence leave`.
 
 
 @app.command()
 @command
 async def leave(name: Annotated[str, typer.Argument(help="intercept name")]) -> None:
     """End an intercept; the workload answers its own traffic again."""
-    raise not_built("leave")
+    await daemons.remove_intercept(_connected_socket(), name)
+    out.print(f"Left {name}.")
 
 
 @app.command()
@@ -296,6 +357,23 @@ async def helm_uninstall() -> None:
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+def _connected_socket() -> Path:
+    socket = paths.userd_socket()
+    if not daemons.socket_is_live(socket):
+        raise ConfigError("not connected: run 'kubepresence connect' first")
+    return socket
+
+
+async def _run_with_environment(argv: list[str], environment: dict[str, str]) -> int:
+    """Run the user's command with the app's environment on top of ours."""
+    try:
+        process = await asyncio.create_subprocess_exec(*argv, env={**os.environ, **environment})
+    except OSError as error:
+        raise UserError(f"cannot run {argv[0]}: {error.strerror}") from error
+    return await process.wait()
+
 
 QUIT_TIMEOUT = 15.0
 

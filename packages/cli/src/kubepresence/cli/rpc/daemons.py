@@ -171,5 +171,84 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
             "manager_version": info.cluster.manager_version,
         }
     data["vif"] = info.vif_name
+    data["intercepts"] = [
+        f"{r.name}: {r.namespace}/{r.workload} port {r.port} -> {r.local} ({r.state})"
+        for r in map(_intercept_result, info.intercepts)
+    ]
     data["events"] = list(info.events)
     return data
+
+
+# Creating an intercept may roll the workload to inject the agent.
+INTERCEPT_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True)
+class InterceptResult:
+    name: str
+    namespace: str
+    workload: str
+    port: str
+    local: str
+    state: str
+    message: str
+    environment: dict[str, str]
+
+
+def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
+    spec = info.spec or common.InterceptSpec()
+    return InterceptResult(
+        name=spec.name,
+        namespace=spec.namespace,
+        workload=spec.workload_name,
+        port=spec.service_port,
+        local=f"{spec.local_host}:{spec.local_port}",
+        state=common.InterceptState(info.state).name.lower(),
+        message=info.message,
+        environment=dict(info.environment),
+    )
+
+
+async def create_intercept(
+    socket: Path, *, workload: str, name: str, namespace: str, port: str, local: tuple[str, int]
+) -> InterceptResult:
+    channel = unix_channel(socket)
+    try:
+        stub = connector.ConnectorStub(channel, timeout=INTERCEPT_TIMEOUT)
+        async with client_errors("the user daemon does not answer", Category.INTERNAL):
+            info = await stub.create_intercept(
+                connector.CreateInterceptRequest(
+                    spec=common.InterceptSpec(
+                        name=name,
+                        namespace=namespace,
+                        workload_name=workload,
+                        service_port=port,
+                        local_host=local[0],
+                        local_port=local[1],
+                    )
+                )
+            )
+        return _intercept_result(info)
+    finally:
+        channel.close()
+
+
+async def remove_intercept(socket: Path, name: str) -> None:
+    channel = unix_channel(socket)
+    try:
+        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT * 2)
+        async with client_errors("the user daemon does not answer", Category.INTERNAL):
+            await stub.remove_intercept(connector.RemoveInterceptRequest(name=name))
+    finally:
+        channel.close()
+
+
+async def intercepts(socket: Path) -> list[InterceptResult]:
+    channel = unix_channel(socket)
+    try:
+        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT)
+        async with client_errors("the user daemon does not answer", Category.INTERNAL):
+            info = await stub.status(protobuf.Empty())
+        return [_intercept_result(i) for i in info.intercepts]
+    finally:
+        channel.close()
