@@ -16,13 +16,19 @@ import asyncio
 import contextlib
 import logging
 
-from kubepresence.agent.core.config import AgentConfig
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from kubepresence.agent.core.config import AgentConfig, PortTakeover
+from kubepresence.agent.core.routing import Routes
 from kubepresence.agent.forwarding import Forwarder
+from kubepresence.agent.intercepting import follow_intercepts, hand_over
 from kubepresence.agent.rpc.manager import ManagerSession
 from kubepresence.protocol.lifecycle import Supervisor
+from kubepresence.protocol.tunnel import describe
 
 log = logging.getLogger(__name__)
 
+FOLLOW_RETRY = 1.0
 LINGER = 1.0  # keep accepting after the stop signal
 DRAIN_TIMEOUT = 1.5  # then let open connections finish
 
@@ -38,8 +44,9 @@ class TrafficAgent:
         self.config = config
         self.manager_host = manager_host
         self.manager_port = manager_port
-        self.forwarder = Forwarder(config.ports, host=listen_host)
+        self.forwarder = Forwarder(config.ports, host=listen_host, divert=self._divert)
         self.session: ManagerSession | None = None
+        self.routes = Routes()
 
     async def run(self, supervisor: Supervisor) -> None:
         log.info(
@@ -56,14 +63,46 @@ class TrafficAgent:
         async with asyncio.TaskGroup() as connections:
             await self.forwarder.start(connections)
             keeping = supervisor.spawn(session.run(), name="manager-session")
+            following = supervisor.spawn(self._follow(session), name="intercept-watch")
             try:
                 await supervisor.stopping.wait()
             finally:
+                following.cancel()
                 keeping.cancel()
                 await session.depart()
                 await asyncio.sleep(LINGER)
                 self.forwarder.close()
                 await self._drain()
+
+    async def _follow(self, session: ManagerSession) -> None:
+        """Follow this workload's intercepts whenever the agent has a session."""
+        while True:
+            await session.arrived.wait()
+            session_id = session.session_id
+            if session_id is None:
+                await asyncio.sleep(FOLLOW_RETRY)
+                continue
+            try:
+                await follow_intercepts(
+                    session.channel,
+                    session_id,
+                    self.config.ports,
+                    self.config.environment,
+                    self.routes,
+                )
+            except (GRPCError, OSError, TimeoutError, StreamTerminatedError) as error:
+                log.info("intercept watch interrupted: %s", describe(error))
+            await asyncio.sleep(FOLLOW_RETRY)
+
+    async def _divert(
+        self, takeover: PortTakeover, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        session = self.session
+        intercept_id = self.routes.intercept_for(takeover)
+        if intercept_id is None or session is None or session.session_id is None:
+            return False
+        await hand_over(session.channel, session.session_id, intercept_id, reader, writer)
+        return True
 
     async def _drain(self) -> None:
         with contextlib.suppress(TimeoutError):

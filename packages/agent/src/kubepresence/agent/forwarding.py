@@ -18,12 +18,15 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from kubepresence.agent.core.config import PortTakeover
 from kubepresence.protocol.tunnel import describe
 
 log = logging.getLogger(__name__)
+
+# Gives an intercept the chance to take a connection: True when it did.
+Divert = Callable[[PortTakeover, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 
 APP_HOST = "127.0.0.1"
 DIAL_TIMEOUT = 5.0
@@ -68,9 +71,15 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> i
 class Forwarder:
     """Listeners on the agent's ports, passing connections to the app."""
 
-    def __init__(self, takeovers: Sequence[PortTakeover], host: str = "0.0.0.0") -> None:  # noqa: S104 - the pod's own interfaces
+    def __init__(
+        self,
+        takeovers: Sequence[PortTakeover],
+        host: str = "0.0.0.0",  # noqa: S104 - the pod's own interfaces
+        divert: Divert | None = None,
+    ) -> None:
         self.takeovers = list(takeovers)
         self.host = host
+        self.divert = divert
         self.connections = 0  # open right now
         self.served = 0  # since start
         self._servers: list[asyncio.Server] = []
@@ -124,6 +133,8 @@ class Forwarder:
         self.idle.clear()
         peer = writer.get_extra_info("peername")
         try:
+            if self.divert is not None and await self.divert(takeover, reader, writer):
+                return  # an intercept took it
             try:
                 async with asyncio.timeout(DIAL_TIMEOUT):
                     app_reader, app_writer = await asyncio.open_connection(

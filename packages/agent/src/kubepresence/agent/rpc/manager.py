@@ -62,6 +62,11 @@ class ManagerSession:
         self.arrivals = 0
         self._channel = Channel(host, port, config=CONFIGURATION)
         self._stub = manager.ManagerStub(self._channel, timeout=CALL_TIMEOUT)
+        self.arrived = asyncio.Event()  # set while the agent has a session
+
+    @property
+    def channel(self) -> Channel:
+        return self._channel
 
     async def run(self) -> None:
         """Arrive and keep the session until cancelled; arrive again whenever it is lost."""
@@ -72,6 +77,7 @@ class ManagerSession:
                     info = await self._stub.arrive_as_agent(agent_info(self.config))
                     self.session_id = info.session_id
                     self.arrivals += 1
+                    self.arrived.set()
                     log.info(
                         "arrived at the manager %s:%d%s: %s",
                         self.host,
@@ -87,6 +93,7 @@ class ManagerSession:
                 if error.status == Status.NOT_FOUND:
                     log.info("the manager forgot the session: arriving again")
                     self.session_id = None
+                    self.arrived.clear()
                     continue
                 backoff = await self._wait(backoff, f"{error.status.name}: {error.message}")
             except (OSError, TimeoutError, StreamTerminatedError) as error:
