@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubepresence.protocol.errors import UserError
+from kubepresence.protocol.errors import ConfigError, UserError
 from kubepresence.rootd import app
 from kubepresence.rootd.core.network import NetworkRequest, plan
 from kubepresence.rootd.rpc.connector import UserdUnreachableError
@@ -107,3 +108,39 @@ async def test_connect_checks_input_and_refuses_a_second_session(
     await daemon.connect(REQUEST)  # a new session after the old one ended
     assert await daemon.disconnect("test")
     await asyncio.gather(*supervisor.tasks)
+
+
+async def test_a_rootd_that_is_not_root_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    vif = session()
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    await asyncio.wait_for(vif.run(ready), 5)
+    with pytest.raises(ConfigError, match="runs as uid 1000: it must run as root") as raised:
+        ready.result()
+    assert "\n" not in str(raised.value)
+    assert vif.done.is_set()
+
+
+async def test_a_cancelled_connect_takes_its_session_down(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    started = asyncio.Event()
+
+    async def slow_run(self: VifSession, ready: asyncio.Future[None]) -> None:
+        started.set()
+        await self._stop.wait()
+        self.done.set()
+
+    monkeypatch.setattr(VifSession, "run", slow_run)
+    daemon = app.RootDaemon(tmp_path / "rootd.socket", 0, VifSettings(state_dir=tmp_path))
+    supervisor = FakeSupervisor()
+    daemon._supervisor = supervisor  # type: ignore[assignment]
+    connect = asyncio.get_running_loop().create_task(daemon.connect(REQUEST))
+    await asyncio.wait_for(started.wait(), 1)
+    connect.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await connect
+    await asyncio.wait_for(asyncio.gather(*supervisor.tasks), 1)  # the session stopped
+    assert not daemon.status().connected

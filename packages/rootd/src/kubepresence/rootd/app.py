@@ -68,6 +68,10 @@ class RootDaemon:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     await ready
+            except asyncio.CancelledError:
+                # userd gave up on this Connect: it will not Disconnect what it never saw.
+                session.request_stop("the Connect call was cancelled")
+                raise
             except KubepresenceError:
                 raise
             except TimeoutError:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,11 @@ class VifSession:
     async def _serve(self, ready: asyncio.Future[None], undo: contextlib.ExitStack) -> None:
         plan, settings = self.plan, self.settings
         name = settings.tun_name
+        if os.geteuid() != 0:
+            raise ConfigError(
+                f"rootd runs as uid {os.geteuid()}: it must run as root to create the TUN "
+                "device, routes and resolver settings"
+            )
         local = local_routes(await asyncio.to_thread(read_routes), own_device=name)
         conflict = route_conflict(plan.routes, local)
         if conflict is not None:
