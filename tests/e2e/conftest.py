@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Iterator
@@ -18,9 +19,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # workstation_cli
 
 from kpcluster import layout, lifecycle, network
 from kpcluster.harness import Cluster
+from workstation_cli import Workstation, uninstall_manager
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +81,22 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 @pytest.fixture
 def ws_kubeconfig() -> Path:
     return layout.WORKSTATION_KUBECONFIG
+
+
+@pytest.fixture
+def manager_namespace(cluster: Cluster) -> Iterator[str]:
+    """A namespace name for this test's own traffic manager, uninstalled afterwards."""
+    name = f"kp-mgr-{secrets.token_hex(3)}"
+    yield name
+    uninstall_manager(cluster, name)
+
+
+@pytest.fixture
+def workstation(cluster: Cluster, tmp_path: Path) -> Iterator[Workstation]:
+    """The kubepresence CLI on the workstation, with private dirs; quit afterwards."""
+    ws = Workstation(cluster, tmp_path)
+    yield ws
+    ws.kp("quit", timeout=60)
+    for daemon in ("userd", "rootd"):
+        socket = tmp_path / "run" / "kubepresence" / f"{daemon}.socket"
+        assert not socket.exists(), f"{daemon} still serves {socket} after quit"

@@ -13,77 +13,11 @@ Scenarios (the session half of connect; routing through the VIF has its own test
 
 from __future__ import annotations
 
-import json
-import secrets
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from kpcluster import kube, layout
 from kpcluster.harness import Cluster
-
-BIN = Path(sys.executable).parent
-
-
-class Workstation:
-    """The kubepresence CLI run on the workstation namespace, with private user dirs."""
-
-    def __init__(self, cluster: Cluster, home: Path) -> None:
-        self.cluster = cluster
-        self.home = home
-        self.env = {
-            "XDG_RUNTIME_DIR": str(home / "run"),
-            "XDG_STATE_HOME": str(home / "state"),
-            "KUBECONFIG": str(layout.WORKSTATION_KUBECONFIG),
-            "PATH": f"{BIN}:{kube.kubectl_env(layout.WORKSTATION_KUBECONFIG)['PATH']}",
-            "HOME": str(home),
-        }
-
-    def kp(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        argv = ["env", *(f"{k}={v}" for k, v in self.env.items()), str(BIN / "kubepresence"), *args]
-        return self.cluster.on_workstation(argv, timeout=timeout, check=False)
-
-    def status(self) -> dict[str, object]:
-        result = self.kp("status", "-o", "json")
-        assert result.returncode == 0, result.stderr
-        return dict(json.loads(result.stdout))
-
-    def log(self, name: str) -> str:
-        path = self.home / "state" / "kubepresence" / f"{name}.log"
-        return path.read_text() if path.exists() else ""
-
-
-@pytest.fixture
-def manager_namespace(cluster: Cluster) -> Iterator[str]:
-    """A namespace name for this test's own traffic manager, uninstalled afterwards."""
-    name = f"kp-mgr-{secrets.token_hex(3)}"
-    yield name
-    uninstall = (
-        "import asyncio, sys\n"
-        "from kubernetes_asyncio import client\n"
-        "from kubepresence.userd.k8s.apiclient import load_configuration\n"
-        "from kubepresence.userd.k8s.installing import uninstall_manager\n"
-        "async def main():\n"
-        f"    conf = await load_configuration('{layout.ADMIN_KUBECONFIG}')\n"
-        "    async with client.ApiClient(conf) as api:\n"
-        f"        await uninstall_manager(api, '{name}', lambda s: None)\n"
-        "asyncio.run(main())\n"
-    )
-    subprocess.run([sys.executable, "-c", uninstall], check=False, timeout=180)
-    cluster.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=false")
-
-
-@pytest.fixture
-def workstation(cluster: Cluster, tmp_path: Path) -> Iterator[Workstation]:
-    ws = Workstation(cluster, tmp_path)
-    yield ws
-    ws.kp("quit", timeout=60)
-    for pid_owner in ("userd", "rootd"):
-        socket = tmp_path / "run" / "kubepresence" / f"{pid_owner}.socket"
-        assert not socket.exists(), f"{pid_owner} still serves {socket}"
+from workstation_cli import Workstation
 
 
 def test_connect_installs_the_manager_and_reports_the_session(

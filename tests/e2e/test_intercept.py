@@ -1,0 +1,147 @@
+"""`kubepresence intercept` on the real cluster: cluster traffic reaches the workstation.
+
+Scenarios (global intercepts; personal ones, mounts and previews have their own issues):
+- a pod in the cluster calls the echo Service; after `intercept echo --port 8090:http`
+  it gets the answer of an HTTP server on the workstation (the agent was injected on
+  demand); after `leave echo` the cluster pod answers again;
+- `intercept … -- CMD` runs CMD with the app container's environment (its POD_NAME) and
+  returns CMD's exit code, and the intercept ends with it;
+- with nothing listening on the workstation, the caller in the cluster fails fast;
+- a second intercept of the same port is refused with one clear line;
+- `list` shows the intercept and its state.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+from kpcluster.harness import Cluster
+from workstation_cli import Workstation
+
+LOCAL_PORT = 8090
+LOCAL_SERVER = textwrap.dedent(
+    f"""
+    import http.server
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = ("workstation says hi to " + self.path).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    http.server.ThreadingHTTPServer(("127.0.0.1", {LOCAL_PORT}), Handler).serve_forever()
+    """
+)
+
+GET = textwrap.dedent(
+    """
+    import json, sys, time, urllib.request
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
+            print(json.dumps({"status": r.status, "body": r.read().decode(),
+                              "seconds": time.monotonic() - started}))
+    except Exception as e:
+        print(json.dumps({"error": repr(e), "seconds": time.monotonic() - started}))
+    """
+)
+
+
+@pytest.fixture
+def local_server(cluster: Cluster) -> Iterator[subprocess.Popen[str]]:
+    process = cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER])
+    time.sleep(0.5)
+    assert process.poll() is None, process.stdout.read() if process.stdout else ""
+    yield process
+    process.terminate()
+    process.wait(10)
+
+
+def get_from_pod(cluster: Cluster, namespace: str, pod: str, url: str) -> dict[str, object]:
+    result = cluster.exec_in_pod(namespace, pod, ["python3", "-c", GET, url], timeout=60)
+    return dict(json.loads(result.stdout))
+
+
+def test_intercept_and_leave(
+    cluster: Cluster,
+    namespace: str,
+    workstation: Workstation,
+    manager_namespace: str,
+    local_server: subprocess.Popen[str],
+) -> None:
+    echo = cluster.deploy_echo("http", namespace, named_target_port=True)
+    client = cluster.client_pod(namespace)
+    url = f"http://echo.{namespace}/before"
+    before = get_from_pod(cluster, namespace, client, url)
+    assert before["status"] == 200
+    assert json.loads(str(before["body"]))["pod"].startswith("echo-")
+
+    connected = workstation.kp("connect", "--manager-namespace", manager_namespace)
+    assert connected.returncode == 0, connected.stderr + workstation.log("userd")
+    started = time.monotonic()
+    result = workstation.kp(
+        "intercept", "echo", "--port", f"{LOCAL_PORT}:http", "-n", namespace, timeout=240
+    )
+    assert result.returncode == 0, result.stderr + workstation.log("userd")
+    intercept_seconds = time.monotonic() - started
+    assert "Intercepting" in result.stdout
+
+    listed = workstation.kp("list", "-o", "json")
+    assert json.loads(listed.stdout)["intercepts"][0]["state"] == "active"
+
+    during = get_from_pod(cluster, namespace, client, f"http://echo.{namespace}/during")
+    assert during == {**during, "status": 200, "body": "workstation says hi to /during"}
+
+    again = workstation.kp(
+        "intercept", "echo", "--port", f"{LOCAL_PORT}:http", "-n", namespace, "--name", "second"
+    )
+    assert again.returncode == 2, again.stderr
+    assert "already intercepted" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+    local_server.terminate()
+    local_server.wait(10)
+    refused = get_from_pod(cluster, namespace, client, f"http://echo.{namespace}/nobody")
+    assert "error" in refused, refused
+    assert float(str(refused["seconds"])) < 10
+
+    left = workstation.kp("leave", "echo")
+    assert left.returncode == 0, left.stderr
+    after = get_from_pod(cluster, namespace, client, f"http://echo.{namespace}/after")
+    assert after["status"] == 200
+    assert json.loads(str(after["body"]))["path"] == "/after"
+    print(f"intercept took {intercept_seconds:.1f} s (agent injected on demand)")
+    assert echo.name == "echo"
+
+
+def test_command_gets_the_app_environment_and_its_exit_code(
+    cluster: Cluster, namespace: str, workstation: Workstation, manager_namespace: str
+) -> None:
+    cluster.deploy_echo("http", namespace, named_target_port=True)
+    assert workstation.kp("connect", "--manager-namespace", manager_namespace).returncode == 0
+    result = workstation.kp(
+        "intercept",
+        "echo",
+        "--port",
+        f"{LOCAL_PORT}:http",
+        "-n",
+        namespace,
+        "--",
+        "sh",
+        "-c",
+        'echo "pod=$POD_NAME ns=$POD_NAMESPACE"; exit 7',
+        timeout=240,
+    )
+    assert result.returncode == 7, result.stderr + workstation.log("userd")
+    assert "pod=echo-" in result.stdout
+    assert f"ns={namespace}" in result.stdout
+    listed = workstation.kp("list", "-o", "json")
+    assert json.loads(listed.stdout)["intercepts"] == []

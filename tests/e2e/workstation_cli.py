@@ -1,0 +1,63 @@
+"""Driving kubepresence on the workstation namespace, for end-to-end tests.
+
+`Workstation` runs the real CLI inside the `ws1` network namespace with private XDG
+directories (so each test has its own daemons and logs); `uninstall_manager` removes a
+test's own traffic manager with the user daemon's real uninstall code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from kpcluster import kube, layout
+from kpcluster.harness import Cluster
+
+BIN = Path(sys.executable).parent
+
+
+class Workstation:
+    """The kubepresence CLI run on the workstation namespace, with private user dirs."""
+
+    def __init__(self, cluster: Cluster, home: Path) -> None:
+        self.cluster = cluster
+        self.home = home
+        self.env = {
+            "XDG_RUNTIME_DIR": str(home / "run"),
+            "XDG_STATE_HOME": str(home / "state"),
+            "KUBECONFIG": str(layout.WORKSTATION_KUBECONFIG),
+            "PATH": f"{BIN}:{kube.kubectl_env(layout.WORKSTATION_KUBECONFIG)['PATH']}",
+            "HOME": str(home),
+        }
+
+    def kp(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        argv = ["env", *(f"{k}={v}" for k, v in self.env.items()), str(BIN / "kubepresence"), *args]
+        return self.cluster.on_workstation(argv, timeout=timeout, check=False)
+
+    def status(self) -> dict[str, object]:
+        result = self.kp("status", "-o", "json")
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    def log(self, name: str) -> str:
+        path = self.home / "state" / "kubepresence" / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+
+def uninstall_manager(cluster: Cluster, namespace: str) -> None:
+    """Remove a test's traffic manager (cluster-scoped objects too) and its namespace."""
+    script = (
+        "import asyncio\n"
+        "from kubernetes_asyncio import client\n"
+        "from kubepresence.userd.k8s.apiclient import load_configuration\n"
+        "from kubepresence.userd.k8s.installing import uninstall_manager\n"
+        "async def main():\n"
+        f"    conf = await load_configuration('{layout.ADMIN_KUBECONFIG}')\n"
+        "    async with client.ApiClient(conf) as api:\n"
+        f"        await uninstall_manager(api, '{namespace}', lambda s: None)\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=False, timeout=180)
+    cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
