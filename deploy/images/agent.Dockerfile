@@ -10,6 +10,9 @@ COPY packages/agent packages/agent
 RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt packages/protocol packages/agent
 
 FROM python:3.11-slim-bookworm
+# iptables: the init container redirects numeric target ports to the agent.
+RUN apt-get update && apt-get install -y --no-install-recommends iptables \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=wheels /wheels /wheels
 RUN pip install --no-cache-dir --no-deps --no-index --no-compile \
         --target /opt/kubepresence/site-packages /wheels/*.whl \
