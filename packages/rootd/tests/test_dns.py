@@ -23,6 +23,7 @@ from kubepresence.rootd.core.dns import (
     formerr_for,
     is_reply_to,
     parse_query,
+    truncated,
 )
 
 
@@ -190,3 +191,12 @@ def test_arbitrary_bytes_never_crash_parsing(data: bytes) -> None:
         return
     POLICY.route(query)
     error_reply(query, SERVFAIL)
+
+
+def test_truncated_reads_the_tc_bit() -> None:
+    query = parse_query(query_bytes("x.example"))
+    reply = dnslib.DNSRecord.parse(error_reply(query, SERVFAIL))
+    assert not truncated(bytes(reply.pack()))
+    reply.header.tc = 1
+    assert truncated(bytes(reply.pack()))
+    assert not truncated(b"\x00\x01")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import struct
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -195,3 +196,53 @@ async def test_dns_over_tcp_answers_each_framed_query(upstream: tuple[Upstream, 
     assert dnslib.DNSRecord.parse(replies[0]).rr[0].rdata is not None
     assert dnslib.DNSRecord.parse(replies[1]).header.rcode == NXDOMAIN
     assert owner.fin
+
+
+class TruncatingUpstream(asyncio.DatagramProtocol):
+    """Answers over UDP with TC set and nothing else: the answer needs TCP."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = dnslib.DNSRecord.parse(data).reply()
+        reply.header.tc = 1
+        self.transport.sendto(reply.pack(), addr)
+
+
+async def test_a_truncated_upstream_answer_is_fetched_over_tcp_for_tcp_clients() -> None:
+    asked_over_tcp: list[str] = []
+
+    async def tcp_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+        query = dnslib.DNSRecord.parse(await reader.readexactly(length))
+        asked_over_tcp.append(str(query.q.qname))
+        reply = query.reply()
+        reply.add_answer(*dnslib.RR.fromZone(f"{query.q.qname} 60 IN A 192.0.2.7"))
+        writer.write(TcpFramer.frame(bytes(reply.pack())))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(tcp_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        TruncatingUpstream, local_addr=("127.0.0.1", port)
+    )
+    try:
+        dns = service(Lookups(), port)
+        over_udp = await dns.answer(question("big.example", qid=3), udp=True)
+        assert over_udp is not None
+        assert dnslib.DNSRecord.parse(over_udp).header.tc == 1  # passed on: retry over TCP
+        assert asked_over_tcp == []
+        over_tcp = await dns.answer(question("big.example", qid=4), udp=False)
+        assert over_tcp is not None
+        parsed = dnslib.DNSRecord.parse(over_tcp)
+        assert parsed.header.id == 4
+        assert parsed.header.tc == 0
+        assert [str(rr.rdata) for rr in parsed.rr] == ["192.0.2.7"]
+        assert asked_over_tcp == ["big.example."]
+    finally:
+        transport.close()
+        server.close()
+        await server.wait_closed()

@@ -182,6 +182,11 @@ def is_reply_to(query: Query, data: bytes) -> bool:
     return reply_id == query.id and bool(flags & 0x8000)
 
 
+def truncated(reply: bytes) -> bool:
+    """Whether a reply has the TC bit: the whole answer needs TCP."""
+    return len(reply) >= HEADER_SIZE and bool(reply[2] & 0x02)
+
+
 class TcpFramer:
     """Splits a TCP byte stream into DNS messages (RFC 1035 §4.2.2 length prefix)."""
 

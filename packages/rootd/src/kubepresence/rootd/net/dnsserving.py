@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from kubepresence.rootd.core.dns import (
     formerr_for,
     is_reply_to,
     parse_query,
+    truncated,
 )
 from kubepresence.rootd.net.streams import StreamResetError, TcpStream
 
@@ -94,7 +96,7 @@ class DnsService:
             self.counters.cluster += 1
             return await self._from_cluster(query, udp)
         self.counters.upstream += 1
-        reply = await self._forward(query)
+        reply = await self._forward(query, udp)
         if reply is None:
             self.counters.failed += 1
             return error_reply(query, SERVFAIL)
@@ -110,27 +112,50 @@ class DnsService:
             log.info("cluster lookup of %s failed: %s", query, error or type(error).__name__)
             return error_reply(query, SERVFAIL)
 
-    async def _forward(self, query: Query) -> bytes | None:
-        loop = asyncio.get_running_loop()
+    async def _forward(self, query: Query, udp: bool) -> bytes | None:
         for server in self.upstreams:
-            reply: asyncio.Future[bytes] = loop.create_future()
-            try:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda reply=reply: _OneReply(query, reply),  # type: ignore[misc]
-                    remote_addr=(server, self._upstream_port),
-                )
-            except OSError as error:
-                log.info("previous resolver %s unreachable: %s", server, error)
-                continue
-            try:
-                transport.sendto(query.raw)
-                async with asyncio.timeout(self._upstream_timeout):
-                    return await reply
-            except (TimeoutError, OSError) as error:
-                log.info("previous resolver %s gave no answer for %s: %r", server, query, error)
-            finally:
-                transport.close()
+            reply = await self._ask_udp(server, query)
+            if reply is not None and not udp and truncated(reply):
+                # The client asked over TCP for the whole answer: ask the same way.
+                reply = await self._ask_tcp(server, query) or reply
+            if reply is not None:
+                return reply
         return None
+
+    async def _ask_tcp(self, server: str, query: Query) -> bytes | None:
+        try:
+            async with asyncio.timeout(self._upstream_timeout):
+                reader, writer = await asyncio.open_connection(server, self._upstream_port)
+                try:
+                    writer.write(TcpFramer.frame(query.raw))
+                    (length,) = struct.unpack("!H", await reader.readexactly(2))
+                    reply = await reader.readexactly(length)
+                finally:
+                    writer.close()
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
+            log.info("previous resolver %s gave no TCP answer for %s: %r", server, query, error)
+            return None
+        return reply if is_reply_to(query, reply) else None
+
+    async def _ask_udp(self, server: str, query: Query) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[bytes] = loop.create_future()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _OneReply(query, reply), remote_addr=(server, self._upstream_port)
+            )
+        except OSError as error:
+            log.info("previous resolver %s unreachable: %s", server, error)
+            return None
+        try:
+            transport.sendto(query.raw)
+            async with asyncio.timeout(self._upstream_timeout):
+                return await reply
+        except (TimeoutError, OSError) as error:
+            log.info("previous resolver %s gave no answer for %s: %r", server, query, error)
+            return None
+        finally:
+            transport.close()
 
     async def serve_tcp(self, stream: TcpStream) -> None:
         """DNS over TCP: length-prefixed queries, answered in order, until the client closes."""
