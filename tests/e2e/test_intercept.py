@@ -145,3 +145,59 @@ def test_command_gets_the_app_environment_and_its_exit_code(
     assert f"ns={namespace}" in result.stdout
     listed = workstation.kp("list", "-o", "json")
     assert json.loads(listed.stdout)["intercepts"] == []
+
+
+def test_bad_intercepts_say_why_and_leave_nothing(
+    cluster: Cluster, namespace: str, workstation: Workstation, manager_namespace: str
+) -> None:
+    cluster.deploy_echo("http", namespace, named_target_port=True)
+    assert workstation.kp("connect", "--manager-namespace", manager_namespace).returncode == 0
+    cases = {
+        ("nope", namespace, "8090:http"): "no Deployment, StatefulSet or ReplicaSet named 'nope'",
+        ("echo", "no-such-namespace", "8090:http"): "in namespace 'no-such-namespace'",
+        ("echo", namespace, "8090:grpc"): "the pod has no port 'grpc' taken over (ports: http)",
+    }
+    for (workload, ns, port), reason in cases.items():
+        result = workstation.kp("intercept", workload, "--port", port, "-n", ns, timeout=240)
+        assert result.returncode != 0, result.stdout
+        assert reason in result.stderr, result.stderr + workstation.log("userd")
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert json.loads(workstation.kp("list", "-o", "json").stdout)["intercepts"] == []
+
+
+def test_uninstall_removes_the_agent(
+    cluster: Cluster, namespace: str, workstation: Workstation, manager_namespace: str
+) -> None:
+    cluster.deploy_echo("http", namespace, named_target_port=True)
+    assert workstation.kp("connect", "--manager-namespace", manager_namespace).returncode == 0
+    result = workstation.kp(
+        "intercept",
+        "echo",
+        "--port",
+        f"{LOCAL_PORT}:http",
+        "-n",
+        namespace,
+        "--",
+        "true",
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+
+    def containers() -> list[list[str]]:
+        pods = cluster.get("pods", "-n", namespace, "-l", "app=echo")["items"]
+        return [
+            [c["name"] for c in p["spec"]["containers"]]
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+
+    assert any(len(c) == 2 for c in containers()), containers()
+    removed = workstation.kp("uninstall", "echo", "-n", namespace)
+    assert removed.returncode == 0, removed.stderr
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and containers() != [["echo"]]:
+        time.sleep(2)
+    assert containers() == [["echo"]]
+    again = workstation.kp("uninstall", "echo", "-n", namespace)
+    assert again.returncode == 2
+    assert "has no traffic agent" in again.stderr

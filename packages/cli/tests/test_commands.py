@@ -14,7 +14,6 @@ from kubepresence.cli.core.exits import ExitCode
 runner = CliRunner()
 
 PLANNED = [
-    ["uninstall", "orders"],
     ["gather-logs"],
     ["helm", "install"],
     ["helm", "upgrade"],
@@ -60,7 +59,12 @@ def test_planned_commands_say_so_in_one_line(argv: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["list"], ["intercept", "orders", "--port", "8080:http"], ["leave", "orders"]],
+    [
+        ["list"],
+        ["intercept", "orders", "--port", "8080:http"],
+        ["leave", "orders"],
+        ["uninstall", "orders"],
+    ],
     ids=lambda a: a[0],
 )
 def test_intercept_commands_need_a_connection(argv: list[str]) -> None:

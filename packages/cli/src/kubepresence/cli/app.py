@@ -318,12 +318,20 @@ async def leave(name: Annotated[str, typer.Argument(help="intercept name")]) -> 
 @command
 async def uninstall(
     workloads: Annotated[
-        list[str] | None, typer.Argument(help="workloads to remove agents from")
+        list[str] | None, typer.Argument(help="workloads to remove the agent from")
     ] = None,
-    all_agents: Annotated[bool, typer.Option("--all-agents")] = False,
+    all_agents: Annotated[
+        bool, typer.Option("--all-agents", help="every workload of the namespace")
+    ] = False,
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "",
 ) -> None:
-    """Remove traffic agents from workloads."""
-    raise not_built("uninstall")
+    """Remove traffic agents from workloads (they roll out without the sidecar)."""
+    if not workloads and not all_agents:
+        raise UserError("name the workloads to remove the agent from, or pass --all-agents")
+    await daemons.uninstall(
+        _connected_socket(), workloads=workloads or [], namespace=namespace, all_agents=all_agents
+    )
+    out.print("Agents removed; the workloads roll out without them.")
 
 
 @app.command(name="gather-logs")

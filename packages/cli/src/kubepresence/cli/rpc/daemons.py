@@ -252,3 +252,19 @@ async def intercepts(socket: Path) -> list[InterceptResult]:
         return [_intercept_result(i) for i in info.intercepts]
     finally:
         channel.close()
+
+
+async def uninstall(
+    socket: Path, *, workloads: list[str], namespace: str, all_agents: bool
+) -> None:
+    channel = unix_channel(socket)
+    try:
+        stub = connector.ConnectorStub(channel, timeout=CONNECT_TIMEOUT)
+        async with client_errors("the user daemon does not answer", Category.INTERNAL):
+            await stub.uninstall(
+                connector.UninstallRequest(
+                    workloads=workloads, namespace=namespace, all_agents=all_agents
+                )
+            )
+    finally:
+        channel.close()

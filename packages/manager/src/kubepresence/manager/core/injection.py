@@ -47,7 +47,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-INJECT_ANNOTATION = "kubepresence.io/inject-traffic-agent"
+from kubepresence.protocol.annotations import INJECT_TRAFFIC_AGENT
+
+INJECT_ANNOTATION = INJECT_TRAFFIC_AGENT
 INJECT_ENABLED = "enabled"
 NUMERIC_PORTS_ANNOTATION = "kubepresence.io/inject-numeric-ports"
 CONTAINER_ANNOTATION = "kubepresence.io/inject-container"

@@ -8,11 +8,12 @@ import logging
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubepresence.protocol.annotations import INJECT_TRAFFIC_AGENT
 from kubepresence.protocol.errors import ClusterError, NotFoundError
 
 log = logging.getLogger(__name__)
 
-INJECT_ANNOTATION = "kubepresence.io/inject-traffic-agent"
+INJECT_ANNOTATION = INJECT_TRAFFIC_AGENT
 NOT_FOUND = 404
 
 

@@ -19,6 +19,7 @@ from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.logs import set_level
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
 from kubepresence.userd.core.session import Phase
+from kubepresence.userd.k8s import agents
 from kubepresence.userd.rpc.manager import InterceptView
 
 if TYPE_CHECKING:
@@ -120,6 +121,18 @@ class ConnectorService(connector.ConnectorBase):
     async def remove_intercept(self, message: connector.RemoveInterceptRequest) -> protobuf.Empty:
         connection = self._connection()
         await connection.manager.remove_intercept(connection.session_id, message.name)
+        return protobuf.Empty()
+
+    async def uninstall(self, message: connector.UninstallRequest) -> protobuf.Empty:
+        connection = self._connection()
+        namespace = message.namespace or connection.target.namespace
+        if message.all_agents:
+            removed = await agents.remove_all_agents(connection.api, namespace)
+            connection.note(f"agents removed in {namespace}: {', '.join(removed) or 'none'}")
+        for workload in message.workloads:
+            if not await agents.remove_agent(connection.api, namespace, workload):
+                raise UserError(f"{namespace}/{workload} has no traffic agent")
+            connection.note(f"agent removed from {namespace}/{workload}")
         return protobuf.Empty()
 
     async def lookup_dns(self, message: common.DnsRequest) -> common.DnsResponse:
