@@ -13,13 +13,6 @@ from kubepresence.cli.core.exits import ExitCode
 
 runner = CliRunner()
 
-PLANNED = [
-    ["gather-logs"],
-    ["helm", "install"],
-    ["helm", "upgrade"],
-    ["helm", "uninstall"],
-]
-
 
 @pytest.fixture(autouse=True)
 def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,16 +38,6 @@ def test_help_lists_the_planned_command_groups() -> None:
         "uninstall",
     ):
         assert f" {name} " in result.output, name
-
-
-@pytest.mark.parametrize("argv", PLANNED, ids=lambda a: " ".join(a))
-def test_planned_commands_say_so_in_one_line(argv: list[str]) -> None:
-    result = runner.invoke(app, argv)
-    assert result.exit_code == ExitCode.NOT_BUILT
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1
-    assert "is not built yet" in lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,6 @@ from kubepresence.protocol.errors import (
     ConfigError,
     InternalError,
     KubepresenceError,
-    NotBuiltError,
     UserError,
 )
 from kubepresence.protocol.logs import LEVELS
@@ -77,10 +76,6 @@ def command(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
     return run
 
 
-def not_built(what: str) -> NotBuiltError:
-    return NotBuiltError(f"'{what}' is not built yet in kubepresence {client_version()}")
-
-
 def client_version() -> str:
     return version_of("kubepresence-cli")
 
@@ -95,7 +90,7 @@ async def version(output: OutputOption = OutputFormat.TEXT) -> None:
     state: dict[str, Any] = {"client": client_version()}
     state["user_daemon"] = await _userd_version()
     state["root_daemon"] = await _rootd_version()
-    state["traffic_manager"] = "not connected"
+    state["traffic_manager"] = await _manager_version()
     out.print(render(state, output), markup=False)
 
 
@@ -233,20 +228,25 @@ async def connect(
 
 @app.command(name="list")
 @command
-async def list_(output: OutputOption = OutputFormat.TEXT) -> None:
-    """List your intercepts with their state and local target."""
-    socket = _connected_socket()
-    found = await daemons.intercepts(socket)
+async def list_(
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "",
+    intercepts_only: Annotated[bool, typer.Option("--intercepts", "-i")] = False,
+    output: OutputOption = OutputFormat.TEXT,
+) -> None:
+    """List the workloads that can be intercepted, with agent and intercept state."""
+    found = await daemons.list_workloads(
+        _connected_socket(), namespace=namespace, intercepts_only=intercepts_only
+    )
     if output is not OutputFormat.TEXT:
-        out.print(render({"intercepts": [vars(r) for r in found]}, output), markup=False)
+        out.print(render({"workloads": found}, output), markup=False)
         return
     if not found:
-        out.print("No intercepts.")
-    for r in found:
-        note = f" — {r.message}" if r.message else ""
-        out.print(
-            f"{r.name}: {r.namespace}/{r.workload} port {r.port} → {r.local} ({r.state}){note}"
-        )
+        out.print("No workloads.")
+    for w in found:
+        state = "; ".join(
+            f"intercepted → {i['local']} ({i['state']})" for i in w["intercepts"]
+        ) or ("agent installed" if w["agent_installed"] else "ready to intercept")
+        out.print(f"{w['name']:30} {w['kind']:12} {state}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -337,31 +337,69 @@ async def uninstall(
 @app.command(name="gather-logs")
 @command
 async def gather_logs(
-    output_file: Annotated[Path, typer.Option("--output-file")] = Path("kubepresence-logs.zip"),
+    output_file: Annotated[Path, typer.Option("--output-file", "-f")] = Path(
+        "kubepresence-logs.zip"
+    ),
 ) -> None:
     """Collect the logs of every component, cluster side included, into one archive."""
-    raise not_built("gather-logs")
+    socket = await starting.ensure_userd()
+    files = await daemons.gather_logs(socket, output_file.resolve())
+    out.print(f"Wrote {output_file} ({len(files)} logs).")
+
+
+HelmNamespace = Annotated[
+    str, typer.Option("--manager-namespace", help="namespace of the traffic manager")
+]
+HelmContext = Annotated[str, typer.Option(help="kubeconfig context (default: current)")]
+HelmKubeconfig = Annotated[str, typer.Option("--kubeconfig", help="kubeconfig file")]
+
+
+async def _helm(action: str, namespace: str, context: str, kubeconfig_flag: str) -> None:
+    socket = await starting.ensure_userd()
+    with err.status(f"helm {action}", spinner="dots") as spinner:
+        result = await daemons.manage_traffic_manager(
+            socket,
+            action=action,
+            namespace=namespace,
+            context=context,
+            kubeconfig=kubeconfig_flag,
+            environment={k: v for k, v in os.environ.items() if k == "KUBECONFIG"},
+            on_step=lambda s: spinner.update(s),
+        )
+    out.print(result[:1].upper() + result[1:] + ".")
 
 
 @helm_app.command("install")
 @command
-async def helm_install() -> None:
-    """Install the traffic manager with its Helm chart."""
-    raise not_built("helm install")
+async def helm_install(
+    manager_namespace: HelmNamespace = "kubepresence",
+    context: HelmContext = "",
+    kubeconfig_flag: HelmKubeconfig = "",
+) -> None:
+    """Install the traffic manager (the same objects as the Helm chart in deploy/helm)."""
+    await _helm("install", manager_namespace, context, kubeconfig_flag)
 
 
 @helm_app.command("upgrade")
 @command
-async def helm_upgrade() -> None:
+async def helm_upgrade(
+    manager_namespace: HelmNamespace = "kubepresence",
+    context: HelmContext = "",
+    kubeconfig_flag: HelmKubeconfig = "",
+) -> None:
     """Upgrade the traffic manager to this client's version."""
-    raise not_built("helm upgrade")
+    await _helm("upgrade", manager_namespace, context, kubeconfig_flag)
 
 
 @helm_app.command("uninstall")
 @command
-async def helm_uninstall() -> None:
-    """Remove the traffic manager from the cluster."""
-    raise not_built("helm uninstall")
+async def helm_uninstall(
+    manager_namespace: HelmNamespace = "kubepresence",
+    context: HelmContext = "",
+    kubeconfig_flag: HelmKubeconfig = "",
+) -> None:
+    """Remove the traffic manager and everything its install created."""
+    await _helm("uninstall", manager_namespace, context, kubeconfig_flag)
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -403,6 +441,15 @@ async def _userd_version() -> str:
     if not daemons.socket_is_live(socket):
         return "not running"
     return (await daemons.userd_status(socket)).version
+
+
+async def _manager_version() -> str:
+    socket = paths.userd_socket()
+    if not daemons.socket_is_live(socket):
+        return "not connected"
+    info = await daemons.userd_info(socket)
+    cluster = info.get("cluster")
+    return str(cluster["manager_version"]) if cluster else "not connected"
 
 
 async def _rootd_version() -> str:

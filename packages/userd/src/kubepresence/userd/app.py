@@ -6,12 +6,17 @@ import asyncio
 import logging
 from pathlib import Path
 
-from kubepresence.protocol.errors import KubepresenceError
+from kubernetes_asyncio import client
+
+from kubepresence.protocol import version_of
+from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.transport import close_server, serve_unix
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions, Progress
+from kubepresence.userd.core.manifests import ManagerInstall
 from kubepresence.userd.core.session import SessionState
 from kubepresence.userd.intercepting import answer_dials
+from kubepresence.userd.k8s import installing
 from kubepresence.userd.k8s.apiclient import kubeconfig_source, resolve_target
 from kubepresence.userd.rpc import rootd
 from kubepresence.userd.rpc.connector import ConnectorService
@@ -100,6 +105,49 @@ class UserDaemon:
         connection.note(
             f"cluster network up on {status.vif_name}: {', '.join(status.routed_subnets)}"
         )
+
+    async def manage_traffic_manager(
+        self,
+        *,
+        action: str,
+        kubeconfig: str,
+        environment: dict[str, str],
+        context: str,
+        namespace: str,
+        progress: Progress,
+    ) -> str:
+        """helm install|upgrade|uninstall of the traffic manager; what was done."""
+        target = await resolve_target(kubeconfig_source(kubeconfig, environment), context)
+        connection = self.connection
+        if (
+            action == "uninstall"
+            and connection is not None
+            and connection.options.manager_namespace == namespace
+            and connection.target.context == target.context
+        ):
+            progress("ending this session: its traffic manager goes away")
+            await self.disconnect()
+        async with client.ApiClient(target.configuration) as api:
+            installed = await installing.find_manager(api, namespace)
+            ours = version_of("kubepresence-userd")
+            if action == "uninstall":
+                if installed is None:
+                    raise UserError(f"no traffic manager in namespace {namespace}")
+                removed = await installing.uninstall_manager(api, namespace, progress)
+                return f"traffic manager removed from {namespace} ({len(removed)} objects)"
+            if action == "install" and installed is not None and installed != ours:
+                raise UserError(
+                    f"traffic manager {installed} is installed in {namespace}: "
+                    "use 'kubepresence helm upgrade'"
+                )
+            if action == "upgrade" and installed is None:
+                raise UserError(
+                    f"no traffic manager in namespace {namespace}: use 'kubepresence helm install'"
+                )
+            outcome = await installing.ensure_manager(
+                api, ManagerInstall(namespace=namespace), progress
+            )
+            return f"traffic manager {ours} in {namespace}: {outcome}"
 
     async def disconnect(self) -> bool:
         """End the session and everything it started; False when there was none."""

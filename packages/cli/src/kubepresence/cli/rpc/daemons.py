@@ -268,3 +268,76 @@ async def uninstall(
             )
     finally:
         channel.close()
+
+
+async def list_workloads(
+    socket: Path, *, namespace: str, intercepts_only: bool
+) -> list[dict[str, Any]]:
+    channel = unix_channel(socket)
+    try:
+        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT * 3)
+        async with client_errors("the user daemon does not answer", Category.INTERNAL):
+            found = await stub.list(
+                connector.ListRequest(namespace=namespace, only_intercepted=intercepts_only)
+            )
+        return [
+            {
+                "name": w.name,
+                "namespace": w.namespace,
+                "kind": common.WorkloadKind(w.kind).name.capitalize(),
+                "agent_installed": w.agent_installed,
+                "intercepts": [vars(_intercept_result(i)) for i in w.intercepts],
+            }
+            for w in found.workloads
+        ]
+    finally:
+        channel.close()
+
+
+# Logs of every agent pod can take a while to fetch.
+GATHER_TIMEOUT = 120.0
+
+
+async def gather_logs(socket: Path, destination: Path) -> list[str]:
+    channel = unix_channel(socket)
+    try:
+        stub = connector.ConnectorStub(channel, timeout=GATHER_TIMEOUT)
+        async with client_errors("the user daemon does not answer", Category.INTERNAL):
+            reply = await stub.gather_logs(
+                connector.GatherLogsRequest(destination=str(destination))
+            )
+        return list(reply.files)
+    finally:
+        channel.close()
+
+
+async def manage_traffic_manager(
+    socket: Path,
+    *,
+    action: str,
+    namespace: str,
+    context: str,
+    kubeconfig: str,
+    environment: dict[str, str],
+    on_step: Callable[[str], None],
+) -> str:
+    channel = unix_channel(socket)
+    try:
+        stub = connector.ConnectorStub(channel, timeout=CONNECT_TIMEOUT)
+        request = connector.TrafficManagerRequest(
+            action=connector.TrafficManagerAction[action.upper()],
+            kubeconfig=kubeconfig,
+            context=context,
+            manager_namespace=namespace,
+            environment=environment,
+        )
+        result = ""
+        async with client_errors("the user daemon does not answer", Category.INTERNAL):
+            async for progress in stub.manage_traffic_manager(request):
+                if progress.step:
+                    on_step(progress.step)
+                if progress.result:
+                    result = progress.result
+        return result
+    finally:
+        channel.close()

@@ -92,3 +92,18 @@ async def remove_all_agents(api: client.ApiClient, namespace: str) -> list[str]:
                 await _patch(kind, patch, workload.metadata.name, namespace)
                 removed.append(f"{kind.lower()}/{workload.metadata.name}")
     return removed
+
+
+async def list_workloads(api: client.ApiClient, namespace: str) -> list[tuple[str, str, bool]]:
+    """(kind, name, has the agent) of the namespace's interceptable workloads."""
+    found = []
+    for kind, _, _, list_ in _kinds(client.AppsV1Api(api)):
+        try:
+            workloads = await list_(namespace)
+        except ApiException as error:
+            raise ClusterError(f"cannot list {kind}s in {namespace}: {error.reason}") from error
+        for workload in workloads.items:
+            if any(o.controller for o in workload.metadata.owner_references or []):
+                continue  # a Deployment's ReplicaSets are the Deployment's business
+            found.append((kind, str(workload.metadata.name), _injected(workload)))
+    return sorted(found, key=lambda w: (w[1], w[0]))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpclib.const
 from grpclib.const import Cardinality
 from grpclib.server import Stream
 
-from kubepresence.protocol import version_of
+from kubepresence.protocol import paths, version_of
 from kubepresence.protocol.errors import ClusterError, ConfigError, KubepresenceError, UserError
 from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.gen.google import protobuf
@@ -19,7 +21,7 @@ from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.logs import set_level
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
 from kubepresence.userd.core.session import Phase
-from kubepresence.userd.k8s import agents
+from kubepresence.userd.k8s import agents, logs
 from kubepresence.userd.rpc.manager import InterceptView
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 INTERCEPT_WAIT = 120.0
 CONNECT_PATH = "/kubepresence.connector.Connector/Connect"
 TUNNEL_PATH = "/kubepresence.connector.Connector/Tunnel"
+MANAGE_PATH = "/kubepresence.connector.Connector/ManageTrafficManager"
 
 _STATE = {
     Phase.DISCONNECTED: connector.ConnectState.DISCONNECTED,
@@ -51,6 +54,12 @@ class ConnectorService(connector.ConnectorBase):
             Cardinality.UNARY_STREAM,
             connector.ConnectRequest,
             connector.ConnectProgress,
+        )
+        mapping[MANAGE_PATH] = grpclib.const.Handler(
+            self._manage_traffic_manager,
+            Cardinality.UNARY_STREAM,
+            connector.TrafficManagerRequest,
+            connector.Progress,
         )
         # A flow from rootd is relayed to the manager message by message, both ways at once.
         mapping[TUNNEL_PATH] = grpclib.const.Handler(
@@ -123,6 +132,71 @@ class ConnectorService(connector.ConnectorBase):
         await connection.manager.remove_intercept(connection.session_id, message.name)
         return protobuf.Empty()
 
+    async def list(self, message: connector.ListRequest) -> connector.WorkloadList:
+        connection = self._connection()
+        namespace = message.namespace or connection.target.namespace
+        workloads = []
+        for kind, name, injected in await agents.list_workloads(connection.api, namespace):
+            intercepts = [
+                _intercept_info(i)
+                for i in connection.intercepts
+                if (i.namespace, i.workload) == (namespace, name)
+            ]
+            if message.only_intercepted and not intercepts:
+                continue
+            workloads.append(
+                connector.WorkloadInfo(
+                    name=name,
+                    namespace=namespace,
+                    kind=common.WorkloadKind[kind.upper()],
+                    agent_installed=injected,
+                    intercepts=intercepts,
+                )
+            )
+        return connector.WorkloadList(workloads=workloads)
+
+    async def gather_logs(
+        self, message: connector.GatherLogsRequest
+    ) -> connector.GatherLogsResponse:
+        if not message.destination:
+            raise UserError("name the archive to write")
+        connection = self._daemon.connection
+        local = sorted(paths.state_dir().glob("*.log"))
+        files = await logs.gather(
+            connection.api if connection is not None else None,
+            local,
+            connection.options.manager_namespace if connection is not None else "",
+            [connection.target.namespace, *connection.options.mapped_namespaces]
+            if connection is not None
+            else [],
+            Path(message.destination),
+        )
+        return connector.GatherLogsResponse(files=files)
+
+    async def _manage_traffic_manager(self, stream: Stream[Any, Any]) -> None:
+        request: connector.TrafficManagerRequest | None = await stream.recv_message()
+        assert request is not None
+        steps: asyncio.Queue[str] = asyncio.Queue()
+        try:
+            async with asyncio.TaskGroup() as group:
+                work = group.create_task(
+                    self._daemon.manage_traffic_manager(
+                        action=connector.TrafficManagerAction(request.action).name.lower(),
+                        kubeconfig=request.kubeconfig,
+                        environment=dict(request.environment),
+                        context=request.context,
+                        namespace=request.manager_namespace or "kubepresence",
+                        progress=steps.put_nowait,
+                    ),
+                    name="traffic-manager",
+                )
+                await _stream_steps(
+                    group, work, steps, lambda s: connector.Progress(step=s), stream
+                )
+        except* KubepresenceError as failed:
+            raise failed.exceptions[0] from None
+        await stream.send_message(connector.Progress(result=work.result()))
+
     async def uninstall(self, message: connector.UninstallRequest) -> protobuf.Empty:
         connection = self._connection()
         namespace = message.namespace or connection.target.namespace
@@ -183,15 +257,9 @@ class ConnectorService(connector.ConnectorBase):
                 work = group.create_task(
                     self._run_connect(request, steps.put_nowait), name="connect"
                 )
-                while not work.done():
-                    getter = group.create_task(steps.get(), name="connect-progress")
-                    await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
-                    if getter.done():
-                        await stream.send_message(connector.ConnectProgress(step=getter.result()))
-                    else:
-                        getter.cancel()  # the item, if any, stays queued
-                while not steps.empty():
-                    await stream.send_message(connector.ConnectProgress(step=steps.get_nowait()))
+                await _stream_steps(
+                    group, work, steps, lambda s: connector.ConnectProgress(step=s), stream
+                )
         except* KubepresenceError as failed:
             raise failed.exceptions[0] from None
         await stream.send_message(connector.ConnectProgress(done=self._info()))
@@ -230,6 +298,25 @@ class ConnectorService(connector.ConnectorBase):
     async def quit(self, message: protobuf.Empty) -> protobuf.Empty:
         self._supervisor.request_stop_after_reply("quit requested by the CLI")
         return protobuf.Empty()
+
+
+async def _stream_steps(
+    group: asyncio.TaskGroup,
+    work: asyncio.Task[Any],
+    steps: asyncio.Queue[str],
+    message: Callable[[str], Any],
+    stream: Stream[Any, Any],
+) -> None:
+    """Send each step `work` reports while it runs, and those left when it is done."""
+    while not work.done():
+        getter = group.create_task(steps.get(), name="progress")
+        await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            await stream.send_message(message(getter.result()))
+        else:
+            getter.cancel()  # the item, if any, stays queued
+    while not steps.empty():
+        await stream.send_message(message(steps.get_nowait()))
 
 
 def _intercept_info(view: InterceptView) -> common.InterceptInfo:

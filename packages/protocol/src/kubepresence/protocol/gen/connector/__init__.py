@@ -14,7 +14,10 @@ __all__ = (
     "GatherLogsRequest",
     "GatherLogsResponse",
     "ListRequest",
+    "Progress",
     "RemoveInterceptRequest",
+    "TrafficManagerAction",
+    "TrafficManagerRequest",
     "UninstallRequest",
     "WorkloadInfo",
     "WorkloadList",
@@ -64,6 +67,34 @@ class ConnectState(betterproto2.Enum):
             "CONNECT_STATE_DISCONNECTED": 1,
             "CONNECT_STATE_CONNECTING": 2,
             "CONNECT_STATE_CONNECTED": 3,
+        }
+
+
+class TrafficManagerAction(betterproto2.Enum):
+    UNSPECIFIED = 0
+
+    INSTALL = 1
+
+    UPGRADE = 2
+
+    UNINSTALL = 3
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "TRAFFIC_MANAGER_ACTION_UNSPECIFIED",
+            1: "TRAFFIC_MANAGER_ACTION_INSTALL",
+            2: "TRAFFIC_MANAGER_ACTION_UPGRADE",
+            3: "TRAFFIC_MANAGER_ACTION_UNINSTALL",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "TRAFFIC_MANAGER_ACTION_UNSPECIFIED": 0,
+            "TRAFFIC_MANAGER_ACTION_INSTALL": 1,
+            "TRAFFIC_MANAGER_ACTION_UPGRADE": 2,
+            "TRAFFIC_MANAGER_ACTION_UNINSTALL": 3,
         }
 
 
@@ -216,12 +247,63 @@ default_message_pool.register_message("kubepresence.connector", "ListRequest", L
 
 
 @dataclass(eq=False, repr=False)
+class Progress(betterproto2.Message):
+    """
+
+
+    Oneofs:
+        - kind:
+    """
+
+    step: "str | None" = betterproto2.field(
+        1, betterproto2.TYPE_STRING, optional=True, group="kind"
+    )
+
+    result: "str | None" = betterproto2.field(
+        2, betterproto2.TYPE_STRING, optional=True, group="kind"
+    )
+    """
+    the last message: what was done
+    """
+
+
+default_message_pool.register_message("kubepresence.connector", "Progress", Progress)
+
+
+@dataclass(eq=False, repr=False)
 class RemoveInterceptRequest(betterproto2.Message):
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
 
 default_message_pool.register_message(
     "kubepresence.connector", "RemoveInterceptRequest", RemoveInterceptRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class TrafficManagerRequest(betterproto2.Message):
+    action: "TrafficManagerAction" = betterproto2.field(
+        1, betterproto2.TYPE_ENUM, default_factory=lambda: TrafficManagerAction(0)
+    )
+
+    kubeconfig: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    context: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    manager_namespace: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    environment: "dict[str, str]" = betterproto2.field(
+        5,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    the CLI's KUBECONFIG
+    """
+
+
+default_message_pool.register_message(
+    "kubepresence.connector", "TrafficManagerRequest", TrafficManagerRequest
 )
 
 
@@ -486,6 +568,28 @@ class ConnectorStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def manage_traffic_manager(
+        self,
+        message: "TrafficManagerRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[Progress]":
+        """
+        helm install|upgrade|uninstall of the traffic manager; streams its steps.
+        """
+
+        async for response in self._unary_stream(
+            "/kubepresence.connector.Connector/ManageTrafficManager",
+            message,
+            Progress,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
     async def tunnel(
         self,
         messages: "AsyncIterable[_common__.TunnelMessage] | Iterable[_common__.TunnelMessage]",
@@ -588,6 +692,16 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
     async def quit(self, message: "__google__protobuf__.Empty") -> "__google__protobuf__.Empty":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def manage_traffic_manager(
+        self, message: "TrafficManagerRequest"
+    ) -> "AsyncIterator[Progress]":
+        """
+        helm install|upgrade|uninstall of the traffic manager; streams its steps.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield Progress()
 
     async def tunnel(
         self, messages: "AsyncIterator[_common__.TunnelMessage]"
@@ -694,6 +808,17 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
         response = await self.quit(request)
         await stream.send_message(response)
 
+    async def __rpc_manage_traffic_manager(
+        self, stream: "grpclib.server.Stream[TrafficManagerRequest, Progress]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await self._call_rpc_handler_server_stream(
+            self.manage_traffic_manager,
+            stream,
+            request,
+        )
+
     async def __rpc_tunnel(
         self, stream: "grpclib.server.Stream[_common__.TunnelMessage, _common__.TunnelMessage]"
     ) -> None:
@@ -779,6 +904,12 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 __google__protobuf__.Empty,
                 __google__protobuf__.Empty,
+            ),
+            "/kubepresence.connector.Connector/ManageTrafficManager": grpclib.const.Handler(
+                self.__rpc_manage_traffic_manager,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                TrafficManagerRequest,
+                Progress,
             ),
             "/kubepresence.connector.Connector/Tunnel": grpclib.const.Handler(
                 self.__rpc_tunnel,
