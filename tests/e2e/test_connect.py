@@ -14,8 +14,10 @@ Scenarios (the session half of connect; routing through the VIF has its own test
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+from kpcluster import layout
 from kpcluster.harness import Cluster
 from workstation_cli import Workstation
 
@@ -88,3 +90,31 @@ def test_unknown_context_is_a_config_error(workstation: Workstation) -> None:
     assert result.returncode == 3, result.stderr
     assert "context 'no-such-context' is not in the kubeconfig" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_unreachable_api_server_is_a_cluster_error(
+    workstation: Workstation, tmp_path: Path
+) -> None:
+    # A port of the lab's API server address that nothing serves (the guard drops it).
+    bad = tmp_path / "unreachable.conf"
+    bad.write_text(layout.WORKSTATION_KUBECONFIG.read_text().replace(":6443", ":6555"))
+    result = workstation.kp("connect", "--kubeconfig", str(bad), timeout=120)
+    assert result.returncode == 4, result.stderr
+    assert "cannot reach the API server" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert workstation.status()["connection"] == {"state": "disconnected"}
+
+
+def test_subnet_conflict_is_refused_with_nothing_applied(
+    cluster: Cluster, workstation: Workstation, manager_namespace: str
+) -> None:
+    # 10.77.0.0/24 is the workstation's own LAN: routing it through the VIF would cut it off.
+    result = workstation.kp(
+        "connect", "--manager-namespace", manager_namespace, "--also-proxy", "10.77.0.0/24"
+    )
+    assert result.returncode == 3, result.stderr
+    assert "overlaps the local route 10.77.0.0/24 via eth0" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert workstation.status()["connection"] == {"state": "disconnected"}
+    links = cluster.on_workstation(["ip", "-o", "link"]).stdout
+    assert "kp0" not in links

@@ -123,3 +123,11 @@ def test_config_view_without_kubeconfig(tmp_path: Path) -> None:
     result = runner.invoke(app, ["config", "view", "--kubeconfig", str(tmp_path / "none")])
     assert result.exit_code == ExitCode.CONFIG
     assert "no kubeconfig found" in result.output
+
+
+def test_error_text_in_brackets_is_printed_verbatim(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text("current-context: '[x]'\ncontexts: []\n")
+    result = runner.invoke(app, ["config", "view", "--kubeconfig", str(config)])
+    assert result.exit_code == ExitCode.CONFIG
+    assert "context '[x]' is not in the kubeconfig" in result.output

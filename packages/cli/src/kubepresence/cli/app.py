@@ -19,6 +19,7 @@ import anyio
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from kubepresence.cli import starting
 from kubepresence.cli.core import kubeconfig
@@ -70,7 +71,8 @@ def command(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
                 backend_options={"use_uvloop": True},
             )
         except KubepresenceError as error:
-            err.print(f"[red]kubepresence:[/red] {error.message}", markup=True)
+            # The message is data: "[Errno 111]" must not be read as rich markup.
+            err.print(f"[red]kubepresence:[/red] {escape(error.message)}", markup=True)
             raise typer.Exit(exit_code(error.category)) from None
 
     return run

@@ -167,9 +167,12 @@ class Rest:
                 return None
             raise translate(error, doing) from error
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise ClusterError(
-                f"cannot reach the API server to {doing}: {error or type(error).__name__}"
-            ) from error
+            reason = (
+                f"no answer within {REQUEST_TIMEOUT:.0f} s"
+                if isinstance(error, TimeoutError)
+                else str(error) or type(error).__name__
+            )
+            raise ClusterError(f"cannot reach the API server to {doing}: {reason}") from error
 
     async def get(self, ref: Ref) -> dict[str, Any] | None:
         found = await self._call("GET", ref.path(), f"read {ref}", missing_ok=True)
