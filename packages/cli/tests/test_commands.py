@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +134,34 @@ def test_error_text_in_brackets_is_printed_verbatim(tmp_path: Path) -> None:
     result = runner.invoke(app, ["config", "view", "--kubeconfig", str(config)])
     assert result.exit_code == ExitCode.CONFIG
     assert "context '[x]' is not in the kubeconfig" in result.output
+
+
+def test_shell_completion_script() -> None:
+    result = runner.invoke(app, ["--show-completion", "bash"], prog_name="kubepresence")
+    assert result.exit_code == 0
+    assert "_KUBEPRESENCE_COMPLETE" in result.output
+
+
+@pytest.mark.parametrize(
+    ("words", "cword", "expected"),
+    [
+        ("kubepresence con", "1", {"connect", "config"}),
+        ("kubepresence helm un", "2", {"uninstall"}),
+    ],
+)
+def test_completion_completes(words: str, cword: str, expected: set[str]) -> None:
+    script = Path(sys.executable).parent / "kubepresence"
+    result = subprocess.run(
+        [str(script)],
+        env={
+            **os.environ,
+            "_KUBEPRESENCE_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": cword,
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert set(result.stdout.split()) == expected
