@@ -13,7 +13,7 @@ class ExitCode(enum.IntEnum):
     USER = 2  # bad input (also click's code for usage errors)
     CONFIG = 3  # kubeconfig, machine setup
     CLUSTER = 4  # the cluster refused or cannot be reached
-    NOT_BUILT = 5  # a planned command this build does not have yet
+    NOT_BUILT = 5  # the daemon or manager lacks the feature (e.g. an older version)
 
 
 _BY_CATEGORY = {
