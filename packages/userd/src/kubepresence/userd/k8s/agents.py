@@ -3,6 +3,7 @@ template, so the workload rolls out without the sidecar."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +17,7 @@ from kubepresence.protocol.errors import ClusterError, NotFoundError
 log = logging.getLogger(__name__)
 
 NOT_FOUND = 404
+ROLLOUT_POLL = 0.5
 # A JSON merge patch with null deletes the key; the template change rolls the pods.
 _REMOVE = {"spec": {"template": {"metadata": {"annotations": {INJECT_TRAFFIC_AGENT: None}}}}}
 
@@ -107,3 +109,48 @@ async def list_workloads(api: client.ApiClient, namespace: str) -> list[tuple[st
                 continue  # a Deployment's ReplicaSets are the Deployment's business
             found.append((kind, str(workload.metadata.name), _injected(workload)))
     return sorted(found, key=lambda w: (w[1], w[0]))
+
+
+def _rolled_out(kind: str, workload: Any) -> bool:
+    status, spec = workload.status, workload.spec
+    wanted = spec.replicas if spec.replicas is not None else 1
+    if (status.observed_generation or 0) < (workload.metadata.generation or 0):
+        return False
+    if kind == "Deployment":
+        return (
+            (status.updated_replicas or 0) == wanted
+            and (status.available_replicas or 0) == wanted
+            and (status.replicas or 0) == wanted  # no old pod left
+        )
+    if kind == "StatefulSet":
+        return (
+            status.current_revision == status.update_revision
+            and (status.ready_replicas or 0) == wanted
+        )
+    return True  # a bare ReplicaSet does not roll: its pods are what they are
+
+
+async def wait_rolled_out(api: client.ApiClient, namespace: str, name: str) -> None:
+    """Until the workload's pods are all new (with the agent) and old ones are gone.
+
+    The caller bounds the wait (asyncio.timeout); a workload that is not found or cannot
+    be read ends it at once.
+    """
+    for kind, read, _, _ in _kinds(client.AppsV1Api(api)):
+        try:
+            await read(name, namespace)
+        except ApiException as error:
+            if error.status == NOT_FOUND:
+                continue
+            raise ClusterError(f"cannot read {kind} {namespace}/{name}: {error.reason}") from error
+        while True:
+            try:
+                workload = await read(name, namespace)
+            except ApiException as error:
+                raise ClusterError(
+                    f"cannot read {kind} {namespace}/{name}: {error.reason}"
+                ) from error
+            if _rolled_out(kind, workload):
+                return
+            await asyncio.sleep(ROLLOUT_POLL)
+    raise NotFoundError(f"no workload named {name!r} in namespace {namespace!r}")

@@ -110,6 +110,11 @@ class ConnectorService(connector.ConnectorBase):
                 while True:
                     current = next((i for i in connection.intercepts if i.id == view.id), None)
                     if current is not None and current.state == "active":
+                        # Every agent accepted; old pods without one may still serve
+                        # until the rollout ends: active means all traffic comes to us.
+                        await agents.wait_rolled_out(
+                            connection.api, current.namespace, current.workload
+                        )
                         return _intercept_info(current)
                     if current is not None and current.state in ("error", "no_agent"):
                         raise ClusterError(f"intercept {view.name}: {current.message}")
