@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,62 +25,62 @@ class UserdStatus:
     namespace: str
 
 
+@contextlib.asynccontextmanager
+async def _userd(
+    socket: Path, deadline_seconds: float = LOCAL_TIMEOUT
+) -> AsyncIterator[connector.ConnectorStub]:
+    """A Connector stub on userd's socket; failures become one-line errors."""
+    channel = unix_channel(socket)
+    try:
+        async with client_errors("the user daemon does not answer", Category.INTERNAL):
+            yield connector.ConnectorStub(channel, timeout=deadline_seconds)
+    finally:
+        channel.close()
+
+
+@contextlib.asynccontextmanager
+async def _rootd(
+    socket: Path, deadline_seconds: float = LOCAL_TIMEOUT
+) -> AsyncIterator[daemon.DaemonStub]:
+    channel = unix_channel(socket)
+    try:
+        async with client_errors("the root daemon does not answer", Category.INTERNAL):
+            yield daemon.DaemonStub(channel, timeout=deadline_seconds)
+    finally:
+        channel.close()
+
+
 def socket_is_live(path: Path) -> bool:
     """A socket file exists; whether someone listens is for the call to find out."""
     return path.is_socket()
 
 
 async def userd_status(socket: Path) -> UserdStatus:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT)
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            version = await stub.version(protobuf.Empty())
-            info = await stub.status(protobuf.Empty())
+    async with _userd(socket) as stub:
+        version = await stub.version(protobuf.Empty())
+        info = await stub.status(protobuf.Empty())
         state = connector.ConnectState(info.state).name.lower()
         return UserdStatus(version.version, state, info.context, info.namespace)
-    finally:
-        channel.close()
 
 
 async def rootd_version(socket: Path) -> common.VersionInfo:
-    channel = unix_channel(socket)
-    try:
-        stub = daemon.DaemonStub(channel, timeout=LOCAL_TIMEOUT)
-        async with client_errors("the root daemon does not answer", Category.INTERNAL):
-            return await stub.version(protobuf.Empty())
-    finally:
-        channel.close()
+    async with _rootd(socket) as stub:
+        return await stub.version(protobuf.Empty())
 
 
 async def quit_userd(socket: Path) -> None:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT)
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            await stub.quit(protobuf.Empty())
-    finally:
-        channel.close()
+    async with _userd(socket) as stub:
+        await stub.quit(protobuf.Empty())
 
 
 async def quit_rootd(socket: Path) -> None:
-    channel = unix_channel(socket)
-    try:
-        stub = daemon.DaemonStub(channel, timeout=LOCAL_TIMEOUT)
-        async with client_errors("the root daemon does not answer", Category.INTERNAL):
-            await stub.quit(protobuf.Empty())
-    finally:
-        channel.close()
+    async with _rootd(socket) as stub:
+        await stub.quit(protobuf.Empty())
 
 
 async def set_userd_log_level(socket: Path, level: str, duration: int) -> None:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT)
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            await stub.set_log_level(common.LogLevelRequest(level=level, duration_seconds=duration))
-    finally:
-        channel.close()
+    async with _userd(socket) as stub:
+        await stub.set_log_level(common.LogLevelRequest(level=level, duration_seconds=duration))
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,7 @@ async def connect(
     socket: Path, args: ConnectArguments, on_step: Callable[[str], None]
 ) -> dict[str, Any]:
     """Run Connect on userd, reporting each step; returns the connection info as a dict."""
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=CONNECT_TIMEOUT)
+    async with _userd(socket, CONNECT_TIMEOUT) as stub:
         request = connector.ConnectRequest(
             kubeconfig=args.kubeconfig,
             context=args.context,
@@ -118,37 +117,24 @@ async def connect(
             environment=args.environment,
         )
         done: connector.ConnectInfo | None = None
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            async for progress in stub.connect(request):
-                if progress.step:
-                    on_step(progress.step)
-                if progress.done is not None:
-                    done = progress.done
+        async for progress in stub.connect(request):
+            if progress.step:
+                on_step(progress.step)
+            if progress.done is not None:
+                done = progress.done
         if done is None:
             raise KubepresenceError("the user daemon ended the connect without a result")
         return connect_info_dict(done)
-    finally:
-        channel.close()
 
 
 async def userd_info(socket: Path) -> dict[str, Any]:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT)
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            return connect_info_dict(await stub.status(protobuf.Empty()))
-    finally:
-        channel.close()
+    async with _userd(socket) as stub:
+        return connect_info_dict(await stub.status(protobuf.Empty()))
 
 
 async def disconnect(socket: Path) -> None:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT)
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            await stub.disconnect(protobuf.Empty())
-    finally:
-        channel.close()
+    async with _userd(socket) as stub:
+        await stub.disconnect(protobuf.Empty())
 
 
 def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
@@ -212,74 +198,51 @@ def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
 async def create_intercept(
     socket: Path, *, workload: str, name: str, namespace: str, port: str, local: tuple[str, int]
 ) -> InterceptResult:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=INTERCEPT_TIMEOUT)
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            info = await stub.create_intercept(
-                connector.CreateInterceptRequest(
-                    spec=common.InterceptSpec(
-                        name=name,
-                        namespace=namespace,
-                        workload_name=workload,
-                        service_port=port,
-                        local_host=local[0],
-                        local_port=local[1],
-                    )
+    async with _userd(socket, INTERCEPT_TIMEOUT) as stub:
+        info = await stub.create_intercept(
+            connector.CreateInterceptRequest(
+                spec=common.InterceptSpec(
+                    name=name,
+                    namespace=namespace,
+                    workload_name=workload,
+                    service_port=port,
+                    local_host=local[0],
+                    local_port=local[1],
                 )
             )
+        )
         return _intercept_result(info)
-    finally:
-        channel.close()
 
 
 async def remove_intercept(socket: Path, name: str) -> None:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT * 2)
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            await stub.remove_intercept(connector.RemoveInterceptRequest(name=name))
-    finally:
-        channel.close()
+    async with _userd(socket, LOCAL_TIMEOUT * 2) as stub:
+        await stub.remove_intercept(connector.RemoveInterceptRequest(name=name))
 
 
 async def intercepts(socket: Path) -> list[InterceptResult]:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT)
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            info = await stub.status(protobuf.Empty())
+    async with _userd(socket) as stub:
+        info = await stub.status(protobuf.Empty())
         return [_intercept_result(i) for i in info.intercepts]
-    finally:
-        channel.close()
 
 
 async def uninstall(
     socket: Path, *, workloads: list[str], namespace: str, all_agents: bool
 ) -> None:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=CONNECT_TIMEOUT)
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            await stub.uninstall(
-                connector.UninstallRequest(
-                    workloads=workloads, namespace=namespace, all_agents=all_agents
-                )
+    async with _userd(socket, CONNECT_TIMEOUT) as stub:
+        await stub.uninstall(
+            connector.UninstallRequest(
+                workloads=workloads, namespace=namespace, all_agents=all_agents
             )
-    finally:
-        channel.close()
+        )
 
 
 async def list_workloads(
     socket: Path, *, namespace: str, intercepts_only: bool
 ) -> list[dict[str, Any]]:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=LOCAL_TIMEOUT * 3)
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            found = await stub.list(
-                connector.ListRequest(namespace=namespace, only_intercepted=intercepts_only)
-            )
+    async with _userd(socket, LOCAL_TIMEOUT * 3) as stub:
+        found = await stub.list(
+            connector.ListRequest(namespace=namespace, only_intercepted=intercepts_only)
+        )
         return [
             {
                 "name": w.name,
@@ -290,8 +253,6 @@ async def list_workloads(
             }
             for w in found.workloads
         ]
-    finally:
-        channel.close()
 
 
 # Logs of every agent pod can take a while to fetch.
@@ -299,16 +260,9 @@ GATHER_TIMEOUT = 120.0
 
 
 async def gather_logs(socket: Path, destination: Path) -> list[str]:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=GATHER_TIMEOUT)
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            reply = await stub.gather_logs(
-                connector.GatherLogsRequest(destination=str(destination))
-            )
+    async with _userd(socket, GATHER_TIMEOUT) as stub:
+        reply = await stub.gather_logs(connector.GatherLogsRequest(destination=str(destination)))
         return list(reply.files)
-    finally:
-        channel.close()
 
 
 async def manage_traffic_manager(
@@ -321,9 +275,7 @@ async def manage_traffic_manager(
     environment: dict[str, str],
     on_step: Callable[[str], None],
 ) -> str:
-    channel = unix_channel(socket)
-    try:
-        stub = connector.ConnectorStub(channel, timeout=CONNECT_TIMEOUT)
+    async with _userd(socket, CONNECT_TIMEOUT) as stub:
         request = connector.TrafficManagerRequest(
             action=connector.TrafficManagerAction[action.upper()],
             kubeconfig=kubeconfig,
@@ -332,12 +284,9 @@ async def manage_traffic_manager(
             environment=environment,
         )
         result = ""
-        async with client_errors("the user daemon does not answer", Category.INTERNAL):
-            async for progress in stub.manage_traffic_manager(request):
-                if progress.step:
-                    on_step(progress.step)
-                if progress.result:
-                    result = progress.result
+        async for progress in stub.manage_traffic_manager(request):
+            if progress.step:
+                on_step(progress.step)
+            if progress.result:
+                result = progress.result
         return result
-    finally:
-        channel.close()
