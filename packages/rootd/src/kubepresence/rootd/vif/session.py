@@ -231,6 +231,8 @@ class VifSession:
                 stop.cancel()
             finally:
                 self._running = None
+                # The resolver first: no moment where it names an address nobody serves.
+                _safely(rewriter.restore, "restoring resolv.conf")()
                 terminator.stop()
                 relay.close()
                 if watchdog is not None:
