@@ -80,6 +80,12 @@ def daemons(tmp_path: Path) -> Iterator[Daemons]:
     d.stop_all()
 
 
+NEEDS_ROOT = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: rootd refuses to run without it"
+)
+
+
+@NEEDS_ROOT
 def test_status_version_loglevel_and_quit(daemons: Daemons) -> None:
     userd = daemons.start("userd")
     rootd = daemons.start("rootd")
@@ -121,6 +127,7 @@ def test_sigterm_is_a_graceful_stop(daemons: Daemons) -> None:
     assert "kubepresence-userd stopped (exit 0)" in log
 
 
+@NEEDS_ROOT
 def test_rootd_refuses_another_uid(daemons: Daemons) -> None:
     other_uid = os.getuid() + 4242
     daemons.start("rootd", "--user", str(other_uid))
@@ -140,3 +147,28 @@ def test_daemon_version_flag(name: str) -> None:
         check=True,
     )
     assert result.stdout.startswith(f"kubepresence-{name} 0.")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start rootd as another user")
+def test_rootd_without_root_says_so_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            str(BIN / "kubepresence-rootd"),
+            "--socket",
+            str(tmp_path / "rootd.socket"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [
+        "kubepresence-rootd: must run as root (it creates a TUN device, routes and the "
+        "resolver settings): start it with sudo, or let 'kubepresence connect' do it"
+    ]
+    assert not (tmp_path / "rootd.socket").exists()

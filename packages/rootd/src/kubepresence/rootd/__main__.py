@@ -11,6 +11,8 @@ from kubepresence.protocol.lifecycle import daemon_parser, start_daemon
 from kubepresence.rootd.app import RootDaemon
 from kubepresence.rootd.vif.session import STATE_DIR, VifSettings
 
+NOT_ROOT_EXIT = 3
+
 
 def _invoking_uid() -> int:
     """The user that asked for this daemon: sudo's caller, else ourselves."""
@@ -37,6 +39,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--mtu {args.mtu}: must be between 576 and 65535")
     if not args.tun_name or len(args.tun_name.encode()) > 15 or "/" in args.tun_name:
         parser.error(f"--tun-name {args.tun_name!r}: not a valid interface name")
+    if os.geteuid() != 0:
+        # Exit code 3: the machine's setup (see kubepresence.cli's exit codes).
+        print(
+            "kubepresence-rootd: must run as root (it creates a TUN device, routes and the "
+            "resolver settings): start it with sudo, or let 'kubepresence connect' do it",
+            file=sys.stderr,
+        )
+        return NOT_ROOT_EXIT
     uid = args.user if args.user is not None else _invoking_uid()
     settings = VifSettings(tun_name=args.tun_name, mtu=args.mtu, state_dir=args.state_dir)
     daemon = RootDaemon(
