@@ -38,8 +38,8 @@ import pytest
 from kpcluster import kube, layout
 from kpcluster.commands import wait_for
 from kpcluster.harness import Cluster, EchoWorkload
+from workstation_cli import Workstation
 
-BIN = Path(sys.executable).parent
 WS_RESOLV_CONF = Path("/etc/netns") / layout.WORKSTATION_NETNS / "resolv.conf"
 BLOB_MIB = 200
 BLOB_PORT = 8080
@@ -148,67 +148,6 @@ def blob_manifests(namespace: str, image: str) -> list[dict[str, Any]]:
             "spec": {"selector": labels, "ports": [{"port": BLOB_PORT, "targetPort": BLOB_PORT}]},
         },
     ]
-
-
-class Workstation:
-    """The kubepresence CLI on the workstation namespace, with private user dirs."""
-
-    def __init__(self, cluster: Cluster, home: Path) -> None:
-        self.cluster = cluster
-        self.home = home
-        self.env = {
-            "XDG_RUNTIME_DIR": str(home / "run"),
-            "XDG_STATE_HOME": str(home / "state"),
-            "KUBECONFIG": str(layout.WORKSTATION_KUBECONFIG),
-            "PATH": f"{BIN}:{kube.kubectl_env(layout.WORKSTATION_KUBECONFIG)['PATH']}",
-            "HOME": str(home),
-        }
-
-    def kp(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        argv = ["env", *(f"{k}={v}" for k, v in self.env.items()), str(BIN / "kubepresence"), *args]
-        return self.cluster.on_workstation(argv, timeout=timeout, check=False)
-
-    def run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return self.cluster.on_workstation(list(argv), timeout=timeout, check=False)
-
-    def python(self, code: str, *args: str, timeout: float = 300) -> Any:
-        result = self.run(sys.executable, "-c", code, *args, timeout=timeout)
-        assert result.returncode == 0, result.stderr + self.logs()
-        return json.loads(result.stdout)
-
-    def logs(self) -> str:
-        parts = []
-        for name in ("userd", "rootd"):
-            path = self.home / "state" / "kubepresence" / f"{name}.log"
-            if path.exists():
-                parts.append(
-                    f"--- {name}.log (tail)\n" + "\n".join(path.read_text().splitlines()[-40:])
-                )
-        return "\n".join(parts)
-
-    def rootd_pid(self) -> int | None:
-        socket = str(self.home / "run" / "kubepresence" / "rootd.socket")
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(b"kubepresence-rootd" in a for a in argv) and socket.encode() in argv:
-                return int(proc.name)
-        return None
-
-    def rootd_memory(self) -> dict[str, int]:
-        """VmRSS and VmHWM (peak) of rootd, in KiB."""
-        pid = self.rootd_pid()
-        assert pid is not None, "no rootd process for this workstation"
-        fields = {}
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0])
-        return fields
 
 
 def ws_links_and_routes() -> tuple[list[str], list[str]]:

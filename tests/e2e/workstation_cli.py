@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from kpcluster import kube, layout
 from kpcluster.harness import Cluster
@@ -44,6 +45,48 @@ class Workstation:
     def log(self, name: str) -> str:
         path = self.home / "state" / "kubepresence" / f"{name}.log"
         return path.read_text() if path.exists() else ""
+
+    def run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.cluster.on_workstation(list(argv), timeout=timeout, check=False)
+
+    def python(self, code: str, *args: str, timeout: float = 300) -> Any:
+        result = self.run(sys.executable, "-c", code, *args, timeout=timeout)
+        assert result.returncode == 0, result.stderr + self.logs()
+        return json.loads(result.stdout)
+
+    def logs(self) -> str:
+        parts = []
+        for name in ("userd", "rootd"):
+            path = self.home / "state" / "kubepresence" / f"{name}.log"
+            if path.exists():
+                parts.append(
+                    f"--- {name}.log (tail)\n" + "\n".join(path.read_text().splitlines()[-40:])
+                )
+        return "\n".join(parts)
+
+    def rootd_pid(self) -> int | None:
+        socket = str(self.home / "run" / "kubepresence" / "rootd.socket")
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"kubepresence-rootd" in a for a in argv) and socket.encode() in argv:
+                return int(proc.name)
+        return None
+
+    def rootd_memory(self) -> dict[str, int]:
+        """VmRSS and VmHWM (peak) of rootd, in KiB."""
+        pid = self.rootd_pid()
+        assert pid is not None, "no rootd process for this workstation"
+        fields = {}
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0])
+        return fields
 
 
 def uninstall_manager(cluster: Cluster, namespace: str) -> None:
