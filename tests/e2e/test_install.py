@@ -269,7 +269,7 @@ def test_helm_install_and_uninstall(
         objects = [doc for doc in yaml.safe_load_all(manifest) if doc]
         kinds = sorted(o["kind"] for o in objects)
         chart_default = yaml.safe_load((CHART / "values.yaml").read_text())["webhook"]["enabled"]
-        if case == "webhook" or (case == "default" and chart_default):
+        if case == "webhook" or (case in ("default", "namespaced") and chart_default):
             # Registered, and the manager wrote its CA into it (helm left caBundle out).
             assert "MutatingWebhookConfiguration" in kinds
             wait_for("the manager's CA bundle", lambda: ca_bundle(cluster, ns), timeout=30)
@@ -385,7 +385,13 @@ DRIVER = textwrap.dedent(
 def workstation(
     cluster: Cluster, action: str, ns: str, timeout: float = 200, **args: Any
 ) -> dict[str, Any]:
-    """Run one installing call with userd's code on the workstation; its JSON answer."""
+    """Run one installing call with userd's code on the workstation; its JSON answer.
+
+    Installs leave the webhook out unless a test asks for it: these tests are about the
+    install's mechanics, and a webhook-less manager is Ready sooner.
+    """
+    if action == "ensure":
+        args.setdefault("webhook_enabled", False)
     proc = cluster.on_workstation(
         [
             sys.executable,
@@ -453,7 +459,7 @@ def test_python_install_upgrade_and_uninstall(
         ns_labels = cluster.get("namespace", ns)["metadata"]["labels"]
         assert ns_labels["app.kubernetes.io/managed-by"] == "kubepresence"
         # Exactly the builder's objects, the cluster-scoped ones included.
-        wanted = manager_objects(ManagerInstall(namespace=ns))
+        wanted = manager_objects(ManagerInstall(namespace=ns, webhook_enabled=False))
         cluster_wide = [
             o for o in wanted if "namespace" not in o["metadata"] and o["kind"] != "Namespace"
         ]

@@ -65,6 +65,14 @@ def local_server(cluster: Cluster) -> Iterator[subprocess.Popen[str]]:
     process.wait(10)
 
 
+def echo_intercepts(workstation: Workstation, namespace: str) -> list[dict[str, str]]:
+    """The intercepts `list` shows on the echo workload."""
+    listed = workstation.kp("list", "-n", namespace, "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    workloads = {w["name"]: w for w in json.loads(listed.stdout)["workloads"]}
+    return list(workloads["echo"]["intercepts"])
+
+
 def get_from_pod(cluster: Cluster, namespace: str, pod: str, url: str) -> dict[str, object]:
     result = cluster.exec_in_pod(namespace, pod, ["python3", "-c", GET, url], timeout=60)
     return dict(json.loads(result.stdout))
@@ -94,8 +102,7 @@ def test_intercept_and_leave(
     intercept_seconds = time.monotonic() - started
     assert "Intercepting" in result.stdout
 
-    listed = workstation.kp("list", "-o", "json")
-    assert json.loads(listed.stdout)["intercepts"][0]["state"] == "active"
+    assert [i["state"] for i in echo_intercepts(workstation, namespace)] == ["active"]
 
     during = get_from_pod(cluster, namespace, client, f"http://echo.{namespace}/during")
     assert during == {**during, "status": 200, "body": "workstation says hi to /during"}
@@ -143,8 +150,7 @@ def test_command_gets_the_app_environment_and_its_exit_code(
     assert result.returncode == 7, result.stderr + workstation.log("userd")
     assert "pod=echo-" in result.stdout
     assert f"ns={namespace}" in result.stdout
-    listed = workstation.kp("list", "-o", "json")
-    assert json.loads(listed.stdout)["intercepts"] == []
+    assert echo_intercepts(workstation, namespace) == []
 
 
 def test_bad_intercepts_say_why_and_leave_nothing(
@@ -162,7 +168,7 @@ def test_bad_intercepts_say_why_and_leave_nothing(
         assert result.returncode != 0, result.stdout
         assert reason in result.stderr, result.stderr + workstation.log("userd")
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert json.loads(workstation.kp("list", "-o", "json").stdout)["intercepts"] == []
+        assert echo_intercepts(workstation, namespace) == []
 
 
 def test_uninstall_removes_the_agent(
