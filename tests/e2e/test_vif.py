@@ -472,6 +472,24 @@ def test_curl_works_again_after_the_manager_restarts(
     assert ws_links_and_routes()[0] == ["kp0"]
 
 
+def test_a_port_nobody_serves_is_refused_fast(connected: Connected) -> None:
+    """The manager's dial is refused in the cluster: the workstation's client gets
+    ECONNREFUSED at once (a clear dial error through the tunnel), it does not hang."""
+    outcome = connected.ws.python(
+        "import json, socket, sys, time\n"
+        "started = time.monotonic()\n"
+        "try:\n"
+        "    socket.create_connection((sys.argv[1], 9), timeout=20).close()\n"
+        "    error = None\n"
+        "except OSError as e:\n"
+        "    error = type(e).__name__\n"
+        "print(json.dumps({'error': error, 'seconds': time.monotonic() - started}))\n",
+        connected.http.pod_ip,
+    )
+    assert outcome["error"] == "ConnectionRefusedError"
+    assert outcome["seconds"] < 5
+
+
 def test_quit_leaves_nothing_behind(connected: Connected) -> None:
     """Last in the module: quit, then nothing of the session is left on ws1."""
     result = connected.ws.kp("quit", timeout=60)
