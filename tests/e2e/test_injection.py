@@ -51,7 +51,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kpcluster import layout, manifests
+from kpcluster import kube, layout, manifests
 from kpcluster.commands import run, wait_for
 from kpcluster.harness import Cluster
 from kubernetes_asyncio import client
@@ -210,6 +210,23 @@ WATCHER = textwrap.dedent(
 )
 
 
+def agent_story(cluster: Cluster, namespace: str, pod: str) -> str:
+    """The agent container's restarts and logs (this and the previous run), for failures."""
+    status = cluster.get("pod", pod, "-n", namespace).get("status", {})
+    restarts = {
+        c["name"]: (c.get("restartCount"), c.get("state"))
+        for c in status.get("containerStatuses", [])
+    }
+    story = [f"\ncontainers: {restarts}"]
+    for previous in (True, False):
+        log = kube.kubectl(
+            "logs", "-n", namespace, pod, "-c", "kubepresence-agent", "--tail=60",
+            *(["--previous"] if previous else []), check=False,
+        )  # fmt: skip
+        story.append(f"\n--- agent log{' (previous run)' if previous else ''}:\n{log}")
+    return "".join(story)
+
+
 class Watcher:
     """WatchAgents through userd's port-forward, one JSON line per snapshot."""
 
@@ -234,9 +251,15 @@ class Watcher:
                 self.lines.put(parsed)
 
     def until(
-        self, what: str, condition: Callable[[list[dict[str, Any]]], bool], timeout: float
+        self,
+        what: str,
+        condition: Callable[[list[dict[str, Any]]], bool],
+        timeout: float,
+        explain: Callable[[], str] = lambda: "",
     ) -> tuple[float, list[dict[str, Any]]]:
-        """Wait for a snapshot that satisfies `condition`; (its time, its agents)."""
+        """Wait for a snapshot that satisfies `condition`; (its time, its agents).
+
+        `explain` adds what the cluster says to a failure (logs, restarts)."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -244,6 +267,7 @@ class Watcher:
                 pytest.fail(
                     f"WatchAgents: no {what} within {timeout:.0f} s; last: {self.latest}\n"
                     + "".join(self.output[-20:])
+                    + explain()
                 )
             try:
                 line = self.lines.get(timeout=min(remaining, 1.0))
@@ -740,7 +764,12 @@ def test_fail_open_and_reconnect(
     cluster.kubectl("rollout", "status", f"deployment/{MANAGER}", "-n", manager_ns,
                     "--timeout=120s", timeout=130)  # fmt: skip
     watcher = watcher_of(manager_ns)
-    watcher.until("the agent to arrive again", lambda agents: pod in pods_of(agents), timeout=60)
+    watcher.until(
+        "the agent to arrive again",
+        lambda agents: pod in pods_of(agents),
+        timeout=60,
+        explain=lambda: agent_story(cluster, namespace, pod),
+    )
     rearrived = time.monotonic() - back
     agent_log = cluster.kubectl("logs", "-n", namespace, pod, "-c", "kubepresence-agent")
     assert "the manager is not reachable" in agent_log

@@ -27,6 +27,7 @@ from kubepresence.protocol.lifecycle import Supervisor, supervise
 class FakeManager(manager.ManagerBase):
     def __init__(self) -> None:
         self.arrived: list[str] = []
+        self.remains = 0
         self.departed: list[tuple[float, str]] = []
         self.has_arrived = asyncio.Event()
         self.has_departed = asyncio.Event()
@@ -37,6 +38,7 @@ class FakeManager(manager.ManagerBase):
         return common.SessionInfo(session_id=f"agent-{len(self.arrived)}")
 
     async def remain(self, message: common.SessionInfo) -> protobuf.Empty:
+        self.remains += 1
         return protobuf.Empty()
 
     async def depart(self, message: common.SessionInfo) -> protobuf.Empty:
@@ -111,3 +113,67 @@ async def test_agent_serves_arrives_and_stops_in_order(monkeypatch: pytest.Monke
         await grpc.wait_closed()
         app_server.close()
         await app_server.wait_closed()
+
+
+class FreezingRelay:
+    """A TCP relay whose open connections can go dead without a FIN: a vanished peer."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.frozen = False  # connections open now stop carrying bytes; new ones work
+        self.connections = 0
+        self.redialled = asyncio.Event()  # a second connection came
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.connections > 1:
+            self.redialled.set()
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        born_frozen = self.frozen
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if self.frozen and not born_frozen:
+                    return  # swallow everything from now on, close nothing
+                dst.write(data)
+                await dst.drain()
+
+        for task in (pump(reader, up_writer), pump(up_reader, writer)):
+            created = asyncio.create_task(task)
+            self._tasks.add(created)
+            created.add_done_callback(self._tasks.discard)
+
+
+async def test_session_dials_afresh_when_its_connection_goes_dead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(session_module, "REMAIN_INTERVAL", 0.1)
+    monkeypatch.setattr(session_module, "CALL_TIMEOUT", 0.5)
+    monkeypatch.setattr(session_module, "next_backoff", lambda previous: 0.1)
+    manager_port, relay_port = free_port(), free_port()
+    fake = FakeManager()
+    grpc = Server([fake])
+    await grpc.start("127.0.0.1", manager_port)
+    relay = FreezingRelay(manager_port)
+    relay_server = await asyncio.start_server(relay.handle, "127.0.0.1", relay_port)
+    config = AgentConfig(pod_name="echo-abc", namespace="shop", pod_ip="127.0.0.1", ports=())
+    session = session_module.ManagerSession(config, "127.0.0.1", relay_port)
+    keeping = asyncio.create_task(session.run())
+    try:
+        await asyncio.wait_for(fake.has_arrived.wait(), 5)
+        assert relay.connections == 1
+        relay.frozen = True
+        # The old connection swallows the next remain; the session must give up on it
+        # and dial a new one rather than time out on the dead one forever.
+        await asyncio.wait_for(relay.redialled.wait(), 5)
+        remains = fake.remains
+        await asyncio.sleep(0.5)  # remains flow again over the new connection
+        assert fake.remains > remains
+        assert (session.session_id, fake.arrived) == ("agent-1", ["echo-abc"])
+    finally:
+        keeping.cancel()
+        session.channel.close()
+        relay_server.close()
+        grpc.close()
+        await grpc.wait_closed()

@@ -105,7 +105,7 @@ def test_backoff_doubles_up_to_a_cap() -> None:
     waits = [next_backoff(0)]
     for _ in range(7):
         waits.append(next_backoff(waits[-1]))
-    assert waits == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert waits == [1, 2, 4, 8, 10, 10, 10, 10]
 
 
 def test_redirects() -> None:

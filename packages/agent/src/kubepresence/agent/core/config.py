@@ -109,8 +109,11 @@ def app_environment(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def next_backoff(previous: float, *, first: float = 1.0, limit: float = 30.0) -> float:
-    """The wait before the next attempt to reach the manager: doubling, capped."""
+def next_backoff(previous: float, *, first: float = 1.0, limit: float = 10.0) -> float:
+    """The wait before the next attempt to reach the manager: doubling, capped.
+
+    The cap bounds how long an agent stays away after the manager returns; one dial per
+    agent every 10 s costs the cluster nothing."""
     if previous <= 0:
         return first
     return min(previous * 2, limit)

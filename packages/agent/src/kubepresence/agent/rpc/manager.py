@@ -97,6 +97,13 @@ class ManagerSession:
                     continue
                 backoff = await self._wait(backoff, f"{error.status.name}: {error.message}")
             except (OSError, TimeoutError, StreamTerminatedError) as error:
+                # The connection may be dead without the kernel knowing it (the manager's
+                # pod went away and no FIN reached us): dial afresh instead of reusing it.
+                self._channel.close()
+                backoff = await self._wait(backoff, describe(error))
+            except Exception as error:  # the app's traffic must outlive any manager fault
+                log.warning("unexpected failure talking to the manager", exc_info=True)
+                self._channel.close()
                 backoff = await self._wait(backoff, describe(error))
 
     async def _wait(self, backoff: float, reason: str) -> float:
