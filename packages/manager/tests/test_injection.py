@@ -311,6 +311,7 @@ def test_named_port_is_renamed_and_taken_by_the_agent() -> None:
         "container": "echo",
         "ports": [{"name": "http", "app_port": 8080, "agent_port": 9900, "redirected": False}],
         "app_mounts_root": APP_MOUNTS_ROOT,
+        "sftp_port": 8022,
     }
     assert result["metadata"]["annotations"][INJECTED_ANNOTATION] == "http=9900>8080"
     # Only the app container's port name, its probe, the agent and the annotation changed.
@@ -336,14 +337,15 @@ def test_agent_carries_the_apps_environment_identity_and_mounts() -> None:
     assert fields["KP_AGENT_POD_NAMESPACE"] == "metadata.namespace"
     assert fields["KP_AGENT_POD_IP"] == "status.podIP"
     assert agent["envFrom"] == [{"configMapRef": {"name": "settings"}}]
+    # Every mount, the service account token too, under the export root; read-only stays so.
     assert agent["volumeMounts"] == [
-        {"name": "data", "mountPath": f"{APP_MOUNTS_ROOT}/var/data"},
+        {"name": "data", "mountPath": f"{APP_MOUNTS_ROOT}/var/data", "readOnly": True},
         {
             "name": "kube-api-access-x",
             "mountPath": f"{APP_MOUNTS_ROOT}/var/run/secrets/kubernetes.io/serviceaccount",
+            "readOnly": True,
         },
     ]
-    assert all("readOnly" not in m for m in agent["volumeMounts"])  # read-write
     assert agent["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -575,3 +577,30 @@ def test_renamed_is_a_valid_new_port_name(name: str, index: int) -> None:
     assert new.startswith("kp-")
     assert "--" not in new
     assert not new.endswith("-")
+
+
+def test_writable_mounts_stay_writable_and_sub_paths_follow() -> None:
+    mounts = [
+        {"name": "cache", "mountPath": "/cache/"},
+        {"name": "conf", "mountPath": "/etc/app.conf", "subPath": "app.conf", "readOnly": False},
+    ]
+    agent = container(
+        injected(pod(containers=[app_container(volumeMounts=mounts)])), AGENT_CONTAINER
+    )
+    assert agent["volumeMounts"] == [
+        {"name": "cache", "mountPath": f"{APP_MOUNTS_ROOT}/cache/"},
+        {"name": "conf", "mountPath": f"{APP_MOUNTS_ROOT}/etc/app.conf", "subPath": "app.conf"},
+    ]
+
+
+def test_sftp_port_skips_ports_the_pod_declares_and_is_0_without_volumes() -> None:
+    ports = [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "ssh", "containerPort": 8022, "protocol": "TCP"},
+    ]
+    sidecar = {"name": "side", "image": "x", "ports": [{"containerPort": 8023}]}
+    result = injected(pod(containers=[app_container(ports=ports), sidecar]))
+    assert agent_config(result)["sftp_port"] == 8024
+    bare = injected(pod(containers=[app_container(volumeMounts=[])]))
+    assert agent_config(bare)["sftp_port"] == 0
+    assert "volumeMounts" not in container(bare, AGENT_CONTAINER)

@@ -29,6 +29,8 @@ APT_PACKAGES = (
     "gcc",
     "libc6-dev",
     "binutils",
+    # `intercept --mount` on the workstation: sshfs (+ fuse3's fusermount3)
+    "sshfs",
 )
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
 BINARIES = (

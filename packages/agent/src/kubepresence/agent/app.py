@@ -20,6 +20,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from kubepresence.agent.core.config import AgentConfig, PortTakeover
 from kubepresence.agent.core.routing import Routes
+from kubepresence.agent.exporting import VolumeExport
 from kubepresence.agent.forwarding import Forwarder
 from kubepresence.agent.intercepting import follow_intercepts, hand_over
 from kubepresence.agent.rpc.manager import ManagerSession
@@ -47,6 +48,7 @@ class TrafficAgent:
         self.forwarder = Forwarder(config.ports, host=listen_host, divert=self._divert)
         self.session: ManagerSession | None = None
         self.routes = Routes()
+        self.export = VolumeExport.of(config)  # the app's volumes, for `intercept --mount`
 
     async def run(self, supervisor: Supervisor) -> None:
         log.info(
@@ -62,6 +64,7 @@ class TrafficAgent:
         session = self.session = ManagerSession(self.config, self.manager_host, self.manager_port)
         async with asyncio.TaskGroup() as connections:
             await self.forwarder.start(connections)
+            await self.export.start(connections)
             keeping = supervisor.spawn(session.run(), name="manager-session")
             following = supervisor.spawn(self._follow(session), name="intercept-watch")
             try:
@@ -72,6 +75,7 @@ class TrafficAgent:
                 await session.depart()
                 await asyncio.sleep(LINGER)
                 self.forwarder.close()
+                self.export.close()
                 await self._drain()
 
     async def _follow(self, session: ManagerSession) -> None:

@@ -50,6 +50,7 @@ def agent_info(config: AgentConfig) -> common.AgentInfo:
             for p in config.ports
         ],
         environment=dict(config.environment),
+        sftp_port=config.sftp_port,
         version=version_of("kubepresence-agent"),
     )
 

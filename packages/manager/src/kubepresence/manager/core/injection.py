@@ -29,8 +29,11 @@ by `kubepresence.io/inject-container`):
   app on 127.0.0.1. A numeric port that is also a named port shares one agent port.
 
 The agent container copies the app container's env and envFrom (it carries the app's
-environment) and its volume mounts, read-write, under `/kubepresence/app-mounts` (so they
-cannot shadow the agent's own files). Its own settings travel in `KP_AGENT_*` variables so
+environment) and its volume mounts, each under `/kubepresence/app-mounts/<mountPath>` (so
+they cannot shadow the agent's own files; read-only ones stay read-only; the service
+account token too: the app sees it, so the user's process needs it). When there are mounts,
+the agent exports that root over SFTP on `sftp_port` (8022, or the next port no container
+of the pod declares) for `intercept --mount`. Its own settings travel in `KP_AGENT_*` variables so
 they never collide with the app's (the echo test app itself defines POD_NAME): the pod's
 identity from the downward API (KP_AGENT_POD_NAME, KP_AGENT_POD_NAMESPACE, KP_AGENT_POD_IP)
 and KP_AGENT_CONFIG, a JSON document with the workload, the app container and the ports.
@@ -58,6 +61,7 @@ INJECTED_ANNOTATION = "kubepresence.io/traffic-agent"
 AGENT_CONTAINER = "kubepresence-agent"
 INIT_CONTAINER = "kubepresence-init"
 AGENT_PORT_BASE = 9900
+SFTP_PORT = 8022
 RENAME_PREFIX = "kp-"
 MAX_PORT_NAME = 15
 APP_MOUNTS_ROOT = "/kubepresence/app-mounts"
@@ -326,6 +330,8 @@ def _agent_mounts(app: Mapping[str, Any]) -> list[dict[str, Any]]:
             "name": mount["name"],
             "mountPath": APP_MOUNTS_ROOT + "/" + str(mount["mountPath"]).lstrip("/"),
         }
+        if mount.get("readOnly"):
+            copied["readOnly"] = True
         for key in ("subPath", "subPathExpr"):
             if mount.get(key):
                 copied[key] = mount[key]
@@ -333,6 +339,20 @@ def _agent_mounts(app: Mapping[str, Any]) -> list[dict[str, Any]]:
             copied["mountPropagation"] = "HostToContainer"
         mounts.append(copied)
     return mounts
+
+
+def sftp_port(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> int:
+    """The port the agent exports the app's volumes on; 0 when the app has none."""
+    _, app = _app_container(pod)
+    if not app.get("volumeMounts"):
+        return 0
+    all_containers = [*pod["spec"]["containers"], *(pod["spec"].get("initContainers") or [])]
+    taken = {int(p["containerPort"]) for c in all_containers for p in c.get("ports") or []}
+    taken |= {t.agent_port for t in takeovers} | {t.app_port for t in takeovers}
+    port = SFTP_PORT
+    while port in taken:
+        port += 1
+    return port
 
 
 def agent_config(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> dict[str, Any]:
@@ -345,6 +365,7 @@ def agent_config(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> dict[
         "container": app["name"],
         "ports": [t.as_config() for t in takeovers],
         "app_mounts_root": APP_MOUNTS_ROOT,
+        "sftp_port": sftp_port(pod, takeovers),
     }
 
 

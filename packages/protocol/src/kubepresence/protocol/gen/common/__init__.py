@@ -457,6 +457,14 @@ class InterceptInfo(betterproto2.Message):
         10, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
     )
 
+    mount_point: "str" = betterproto2.field(11, betterproto2.TYPE_STRING)
+    """
+    Set by userd for its CLI (`intercept --mount`): where the app's volumes are mounted
+    on the workstation, or why they are not.
+    """
+
+    mount_error: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
+
 
 default_message_pool.register_message("kubepresence.common", "InterceptInfo", InterceptInfo)
 

@@ -1,0 +1,150 @@
+"""Exporting the app's volumes to the workstation: raw SFTP on a TCP port, no SSH.
+
+The webhook mounts the app container's volumes into the agent under one root
+(`/kubepresence/app-mounts/<original mountPath>`, read-only ones read-only). The agent
+serves that root over SFTP on the port the webhook chose (8022 unless the pod
+declares it); the workstation mounts it with
+`sshfs -o directport=PORT POD_IP:/ MOUNTPOINT` through the cluster network kubepresence
+gives it. With `directport` sshfs speaks SFTP straight over the TCP connection: no SSH
+transport, no keys, nothing to prompt for.
+
+The SFTP server is asyncssh's `SFTPServer` with `chroot` (paths cannot escape the root),
+driven by asyncssh's `SFTPServerHandler` over the connection's stream reader and writer.
+That handler is asyncssh-internal, not public API: it expects an SSH channel's reader and
+writer, which the small shims below stand in for, and asyncssh is pinned exactly.
+
+Who reaches the pod IP reaches the app's volumes, as the app does (Telepresence's agent
+exports them the same way): the pod network is the boundary. File operations block the
+event loop briefly (asyncssh's server does plain file I/O); sshfs keeps requests small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from asyncssh.logging import logger as ssh_logger
+from asyncssh.sftp import SFTPServer, SFTPServerHandler
+
+from kubepresence.agent.core.config import AgentConfig
+from kubepresence.protocol.tunnel import describe
+
+log = logging.getLogger(__name__)
+
+SFTP_VERSION = 3  # what sshfs speaks
+
+
+class _Channel:
+    """What the SFTP server and handler ask of an SSH channel."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self.logger = ssh_logger.get_child("sftp-export")
+
+    def is_closing(self) -> bool:
+        return self._writer.is_closing()
+
+    def get_environment(self) -> dict[str, str]:
+        return {}
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._writer.get_extra_info(name, default)
+
+
+class _Reader:
+    def __init__(self, reader: asyncio.StreamReader, channel: _Channel) -> None:
+        self._reader = reader
+        self.channel = channel
+        self.logger = channel.logger
+
+    async def readexactly(self, n: int) -> bytes:
+        return await self._reader.readexactly(n)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.channel.get_extra_info(name, default)
+
+
+class _Writer:
+    def __init__(self, writer: asyncio.StreamWriter, channel: _Channel) -> None:
+        self._writer = writer
+        self.channel = channel
+        self.logger = channel.logger
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.channel.get_extra_info(name, default)
+
+
+class VolumeExport:
+    """The SFTP export of the app's volumes; `start` listens, `close` stops listening.
+
+    Disabled (nothing listens) when the webhook gave no port: the app has no volumes.
+    Session tasks belong to the task group handed to `start`; a failure ends one session.
+    """
+
+    def __init__(self, root: str, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - the pod's own interfaces
+        self.root = root
+        self.port = port
+        self.host = host
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def of(cls, config: AgentConfig) -> VolumeExport:
+        return cls(config.app_mounts_root, config.sftp_port)
+
+    async def start(self, group: asyncio.TaskGroup) -> bool:
+        """Listen (port 0: any; the chosen one lands in `port`); False when disabled or
+        the port is taken (logged: the workstation's mount then fails, intercepts work)."""
+        if not self.port or not self.root:
+            return False
+
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = group.create_task(self._serve(reader, writer), name="sftp-session")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        try:
+            self._server = await asyncio.start_server(
+                accepted, self.host, self.port, reuse_address=True
+            )
+        except OSError as error:
+            log.warning("cannot export the volumes on port %d: %s", self.port, describe(error))
+            return False
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("exporting %s over SFTP on port %d", self.root, self.port)
+        return True
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        log.info("volume export: session from %s", peer)
+        channel = _Channel(writer)
+        try:
+            server = SFTPServer(channel, chroot=os.fsencode(self.root))  # type: ignore[arg-type]
+            handler = SFTPServerHandler(
+                server,
+                _Reader(reader, channel),  # type: ignore[arg-type]
+                _Writer(writer, channel),  # type: ignore[arg-type]
+                SFTP_VERSION,
+            )
+            await handler.run()
+        except Exception as error:  # noqa: BLE001 - one session's end, never the agent's
+            log.info("volume export: session from %s failed: %s", peer, describe(error))
+        finally:
+            writer.close()
+            log.info("volume export: session from %s ended", peer)
+
+    def close(self) -> None:
+        """Stop accepting and end the open sessions (asyncssh closes their files)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._tasks):
+            task.cancel()
