@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from kubepresence.manager.core.intercepts import (
-    HeaderFilter,
     InterceptRegistry,
     InterceptState,
     Target,
 )
 from kubepresence.protocol.errors import Category, KubepresenceError
+from kubepresence.protocol.httpfilter import HttpFilter
 
 ORDERS = Target("shop", "orders", "http")
 LOCAL = ("127.0.0.1", 8080)
@@ -94,8 +94,8 @@ def test_global_intercepts_do_not_share_a_port() -> None:
 
 def test_personal_intercepts_share_a_port_but_not_with_a_global_one() -> None:
     registry = InterceptRegistry()
-    alice = HeaderFilter(headers=(("x-dev", "alice"),))
-    bob = HeaderFilter(headers=(("x-dev", "bob"),))
+    alice = HttpFilter(headers=(("x-dev", "alice"),))
+    bob = HttpFilter(headers=(("x-dev", "bob"),))
     registry.create("alice", "orders", ORDERS, LOCAL, alice)
     registry.create("bob", "orders", ORDERS, LOCAL, bob)
     with pytest.raises(KubepresenceError, match="same filter"):

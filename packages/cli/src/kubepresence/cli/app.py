@@ -25,6 +25,7 @@ from kubepresence.cli import starting
 from kubepresence.cli.core import kubeconfig
 from kubepresence.cli.core.envfiles import render_dotenv, render_json
 from kubepresence.cli.core.exits import ExitCode, exit_code
+from kubepresence.cli.core.filters import filter_from_options, wants_auto_header
 from kubepresence.cli.core.ports import parse_port_spec
 from kubepresence.cli.core.rendering import OutputFormat, render
 from kubepresence.cli.rpc import daemons
@@ -35,6 +36,7 @@ from kubepresence.protocol.errors import (
     KubepresenceError,
     UserError,
 )
+from kubepresence.protocol.httpfilter import auto_header
 from kubepresence.protocol.logs import LEVELS
 
 P = ParamSpec("P")
@@ -246,7 +248,7 @@ async def list_(
         out.print("No workloads.")
     for w in found:
         state = "; ".join(
-            f"intercepted → {i['local']} ({i['state']})" for i in w["intercepts"]
+            f"intercepted{_filtered(i)} → {i['local']} ({i['state']})" for i in w["intercepts"]
         ) or ("agent installed" if w["agent_installed"] else "ready to intercept")
         out.print(f"{w['name']:30} {w['kind']:12} {state}")
 
@@ -268,16 +270,42 @@ async def intercept(
     env_json: Annotated[
         Path | None, typer.Option(help="write the app's environment (JSON)")
     ] = None,
+    http_header: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=VALUE: only requests with this header (repeatable; `auto` makes one)"
+        ),
+    ] = None,
+    http_path_prefix: Annotated[str, typer.Option(help="only requests under this path")] = "",
+    http_path_equal: Annotated[str, typer.Option(help="only requests for this path")] = "",
+    http_path_regex: Annotated[
+        str, typer.Option(help="only requests whose path matches this regex")
+    ] = "",
+    http_method: Annotated[str, typer.Option(help="only requests with this method")] = "",
     output: OutputOption = OutputFormat.TEXT,
 ) -> None:
     """Send a workload's traffic in the cluster to a process on this machine.
 
     With `-- CMD ARGS…` the command runs with the app's environment and the intercept
-    ends when it exits; its exit code becomes ours.
+    ends when it exits; its exit code becomes ours. With an `--http-…` filter the
+    intercept is personal: only matching HTTP requests come here, the rest go to the app.
     """
     spec = parse_port_spec(port)
     socket = _connected_socket()
     intercept_name = name or workload
+    headers = http_header or []
+    auto = None
+    if wants_auto_header(headers):
+        session = (await daemons.userd_info(socket)).get("session", "")
+        auto = auto_header(intercept_name, str(session)) if session else None
+    http_filter = filter_from_options(
+        headers,
+        path_prefix=http_path_prefix,
+        path_equal=http_path_equal,
+        path_regex=http_path_regex,
+        method=http_method,
+        auto=auto,
+    )
     with err.status(f"intercepting {workload} (waiting for its agent)", spinner="dots"):
         result = await daemons.create_intercept(
             socket,
@@ -286,6 +314,7 @@ async def intercept(
             namespace=namespace,
             port=spec.remote,
             local=(address, spec.local),
+            http_filter=http_filter,
         )
     try:
         for path, text in ((env_file, render_dotenv), (env_json, render_json)):
@@ -297,6 +326,7 @@ async def intercept(
             out.print(
                 f"Intercepting {result.namespace}/{result.workload} port {result.port} "
                 f"→ {result.local}"
+                + (f", requests with {result.http_filter}" if result.http_filter else "")
             )
         if ctx.args:
             code = await _run_with_environment(ctx.args, result.environment)
@@ -405,6 +435,10 @@ async def helm_uninstall(
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+def _filtered(intercept: dict[str, Any]) -> str:
+    return f" ({intercept['http_filter']})" if intercept.get("http_filter") else ""
 
 
 def _connected_socket() -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.gen import common, connector, daemon
 from kubepresence.protocol.gen.google import protobuf
+from kubepresence.protocol.httpfilter import HttpFilter, describe
 from kubepresence.protocol.transport import client_errors, unix_channel
 
 # Local daemons answer at once or not at all.
@@ -158,7 +159,8 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
         }
     data["vif"] = info.vif_name
     data["intercepts"] = [
-        f"{r.name}: {r.namespace}/{r.workload} port {r.port} -> {r.local} ({r.state})"
+        f"{r.name}: {r.namespace}/{r.workload} port {r.port}"
+        f"{f' ({r.http_filter})' if r.http_filter else ''} -> {r.local} ({r.state})"
         for r in map(_intercept_result, info.intercepts)
     ]
     data["events"] = list(info.events)
@@ -179,6 +181,7 @@ class InterceptResult:
     state: str
     message: str
     environment: dict[str, str]
+    http_filter: str = ""  # personal intercepts: which requests come here
 
 
 def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
@@ -192,11 +195,41 @@ def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
         state=common.InterceptState(info.state).name.lower(),
         message=info.message,
         environment=dict(info.environment),
+        http_filter="" if spec.http_filter is None else describe(_filter_of(spec.http_filter)),
+    )
+
+
+def _filter_of(message: common.HttpFilter) -> HttpFilter:
+    return HttpFilter(
+        headers=tuple((h.name, h.value) for h in message.headers),
+        path_prefix=message.path_prefix,
+        path_equal=message.path_equal,
+        path_regex=message.path_regex,
+        method=message.method,
+    )
+
+
+def _filter_proto(http_filter: HttpFilter | None) -> common.HttpFilter | None:
+    if http_filter is None:
+        return None
+    return common.HttpFilter(
+        headers=[common.HeaderMatch(name=k, value=v) for k, v in http_filter.headers],
+        path_prefix=http_filter.path_prefix,
+        path_equal=http_filter.path_equal,
+        path_regex=http_filter.path_regex,
+        method=http_filter.method,
     )
 
 
 async def create_intercept(
-    socket: Path, *, workload: str, name: str, namespace: str, port: str, local: tuple[str, int]
+    socket: Path,
+    *,
+    workload: str,
+    name: str,
+    namespace: str,
+    port: str,
+    local: tuple[str, int],
+    http_filter: HttpFilter | None = None,
 ) -> InterceptResult:
     async with _userd(socket, INTERCEPT_TIMEOUT) as stub:
         info = await stub.create_intercept(
@@ -208,6 +241,7 @@ async def create_intercept(
                     service_port=port,
                     local_host=local[0],
                     local_port=local[1],
+                    http_filter=_filter_proto(http_filter),
                 )
             )
         )

@@ -20,6 +20,7 @@ import enum
 from dataclasses import dataclass, field
 
 from kubepresence.protocol.errors import NotFoundError, UserError
+from kubepresence.protocol.httpfilter import HttpFilter, describe
 
 
 class InterceptState(enum.Enum):
@@ -41,20 +42,6 @@ class Target:
         return f"port {self.port} of {self.namespace}/{self.workload}"
 
 
-@dataclass(frozen=True)
-class HeaderFilter:
-    """A personal intercept's selector; requests matching all of it go to the client."""
-
-    headers: tuple[tuple[str, str], ...] = ()
-    path_prefix: str = ""
-
-    def __str__(self) -> str:
-        parts = [f"{k}={v}" for k, v in self.headers]
-        if self.path_prefix:
-            parts.append(f"path {self.path_prefix}*")
-        return ", ".join(parts) or "everything"
-
-
 @dataclass
 class Intercept:
     id: str
@@ -63,7 +50,7 @@ class Intercept:
     target: Target
     local_host: str
     local_port: int
-    filter: HeaderFilter | None  # None: global
+    filter: HttpFilter | None  # None: global
     state: InterceptState = InterceptState.WAITING
     message: str = ""
     accepted_by: set[str] = field(default_factory=set)  # agent pods that reviewed it OK
@@ -88,7 +75,7 @@ class InterceptRegistry:
         name: str,
         target: Target,
         local: tuple[str, int],
-        http_filter: HeaderFilter | None = None,
+        http_filter: HttpFilter | None = None,
     ) -> Intercept:
         """Record a new intercept; UserError (one clear line) on every conflict."""
         intercept_id = self.intercept_id(client, name)
@@ -105,7 +92,7 @@ class InterceptRegistry:
             if other.filter == http_filter:
                 raise UserError(
                     f"{target} already has a personal intercept with the same filter "
-                    f"({http_filter}): choose another header value"
+                    f"({describe(http_filter)}): choose another header value"
                 )
         intercept = Intercept(intercept_id, client, name, target, *local, http_filter)
         self._intercepts[intercept_id] = intercept

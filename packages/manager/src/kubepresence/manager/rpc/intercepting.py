@@ -20,7 +20,6 @@ from grpclib.server import Stream
 
 from kubepresence.manager.core.dials import DialBoard
 from kubepresence.manager.core.intercepts import (
-    HeaderFilter,
     Intercept,
     InterceptRegistry,
     InterceptState,
@@ -28,6 +27,7 @@ from kubepresence.manager.core.intercepts import (
 )
 from kubepresence.protocol.errors import NotFoundError, UserError
 from kubepresence.protocol.gen import common
+from kubepresence.protocol.httpfilter import HttpFilter, describe, validate
 from kubepresence.protocol.tunnel import control
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,36 @@ class _Rendezvous:
     spliced: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def filter_of(message: common.HttpFilter | None) -> HttpFilter | None:
+    """A personal intercept's filter, checked; None (a global intercept) when empty."""
+    if message is None:
+        return None
+    http_filter = HttpFilter(
+        headers=tuple((h.name.lower(), h.value) for h in message.headers),
+        path_prefix=message.path_prefix,
+        path_equal=message.path_equal,
+        path_regex=message.path_regex,
+        method=message.method.upper(),
+    )
+    if http_filter == HttpFilter():
+        return None
+    try:
+        validate(http_filter)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return http_filter
+
+
+def filter_proto(http_filter: HttpFilter) -> common.HttpFilter:
+    return common.HttpFilter(
+        headers=[common.HeaderMatch(name=k, value=v) for k, v in http_filter.headers],
+        path_prefix=http_filter.path_prefix,
+        path_equal=http_filter.path_equal,
+        path_regex=http_filter.path_regex,
+        method=http_filter.method,
+    )
+
+
 class InterceptDesk:
     def __init__(self, now: Callable[[], float], dial_timeout: float) -> None:
         self.registry = InterceptRegistry()
@@ -61,6 +91,8 @@ class InterceptDesk:
         self._dial_queues: dict[str, asyncio.Queue[common.DialRequest]] = {}
         self._rendezvous: dict[str, _Rendezvous] = {}
         self._environment: dict[str, dict[str, str]] = {}  # intercept id → app env
+        # intercept id → agent pod → (pod IP, SFTP port): where `intercept --mount` mounts
+        self._exports: dict[str, dict[str, tuple[str, int]]] = {}
 
     # --- changes and watches ----------------------------------------------------------
 
@@ -98,19 +130,22 @@ class InterceptDesk:
                 service_port=intercept.target.port,
                 local_host=intercept.local_host,
                 local_port=intercept.local_port,
-                http_filter=None
-                if intercept.filter is None
-                else common.HttpFilter(
-                    headers=[
-                        common.HeaderMatch(name=k, value=v) for k, v in intercept.filter.headers
-                    ],
-                    path_prefix=intercept.filter.path_prefix,
-                ),
+                http_filter=None if intercept.filter is None else filter_proto(intercept.filter),
             ),
             state=_STATE[intercept.state],
             message=intercept.message,
             environment=self._environment.get(intercept.id, {}),
+            **self._export_of(intercept),
         )
+
+    def _export_of(self, intercept: Intercept) -> dict[str, Any]:
+        """The volume export of one accepting agent (the first by pod name), if any."""
+        exports = self._exports.get(intercept.id, {})
+        pods = sorted(set(exports) & intercept.accepted_by)
+        if not pods:
+            return {}
+        pod_ip, sftp_port = exports[pods[0]]
+        return {"pod_ip": pod_ip, "sftp_port": sftp_port}
 
     # --- intercept lifecycle ----------------------------------------------------------
 
@@ -119,14 +154,7 @@ class InterceptDesk:
             raise UserError("an intercept names a namespace, a workload and a port")
         if not 0 < spec.local_port < 65536:
             raise UserError(f"local port {spec.local_port} is out of range")
-        http_filter = None
-        if spec.http_filter is not None and (
-            spec.http_filter.headers or spec.http_filter.path_prefix
-        ):
-            http_filter = HeaderFilter(
-                headers=tuple((h.name.lower(), h.value) for h in spec.http_filter.headers),
-                path_prefix=spec.http_filter.path_prefix,
-            )
+        http_filter = filter_of(spec.http_filter)
         intercept = self.registry.create(
             client,
             spec.name or spec.workload_name,
@@ -134,19 +162,26 @@ class InterceptDesk:
             (spec.local_host or "127.0.0.1", spec.local_port),
             http_filter,
         )
-        log.info("intercept %s created: %s", intercept.id, intercept.target)
+        log.info(
+            "intercept %s created: %s, %s",
+            intercept.id,
+            intercept.target,
+            "global" if http_filter is None else describe(http_filter),
+        )
         self._bump()
         return self.info(intercept)
 
     def remove(self, client: str, name: str) -> None:
         intercept = self.registry.remove(client, name)
         self._environment.pop(intercept.id, None)
+        self._exports.pop(intercept.id, None)
         log.info("intercept %s removed", intercept.id)
         self._bump()
 
     def client_gone(self, client: str) -> None:
         for intercept in self.registry.drop_client(client):
             self._environment.pop(intercept.id, None)
+            self._exports.pop(intercept.id, None)
             log.info("intercept %s ended with its client", intercept.id)
         self.dials.drop_client(client)
         self._dial_queues.pop(client, None)
@@ -157,11 +192,20 @@ class InterceptDesk:
             self._bump()
 
     def review(
-        self, intercept_id: str, pod: str, accepted: bool, message: str, environment: dict[str, str]
+        self,
+        intercept_id: str,
+        pod: str,
+        accepted: bool,
+        message: str,
+        environment: dict[str, str],
+        export: tuple[str, int] | None = None,
     ) -> None:
+        """An agent's review; `export` is its volume export (pod IP, SFTP port), if any."""
         self.registry.review(intercept_id, pod, accepted, message)
         if accepted and environment:
             self._environment[intercept_id] = dict(environment)
+        if accepted and export is not None:
+            self._exports.setdefault(intercept_id, {})[pod] = export
         self._bump()
 
     # --- dials --------------------------------------------------------------------------

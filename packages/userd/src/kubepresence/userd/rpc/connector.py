@@ -104,6 +104,7 @@ class ConnectorService(connector.ConnectorBase):
             workload=spec.workload_name,
             port=spec.service_port,
             local=(spec.local_host or "127.0.0.1", spec.local_port),
+            http_filter=spec.http_filter,
         )
         try:
             async with asyncio.timeout(INTERCEPT_WAIT):
@@ -334,6 +335,7 @@ def _intercept_info(view: InterceptView) -> common.InterceptInfo:
             service_port=view.port,
             local_host=view.local_host,
             local_port=view.local_port,
+            http_filter=view.http_filter,
         ),
         state=common.InterceptState[view.state.upper()],
         message=view.message,

@@ -54,6 +54,7 @@ class InterceptView:
     state: str  # "waiting", "active", "no_agent", "error"
     message: str
     environment: dict[str, str]
+    http_filter: common.HttpFilter | None = None  # None: a global intercept
 
     @classmethod
     def of(cls, info: common.InterceptInfo) -> InterceptView:
@@ -69,6 +70,7 @@ class InterceptView:
             state=common.InterceptState(info.state).name.lower(),
             message=info.message,
             environment=dict(info.environment),
+            http_filter=spec.http_filter,
         )
 
 
@@ -182,6 +184,7 @@ class ManagerClient:
         workload: str,
         port: str,
         local: tuple[str, int],
+        http_filter: common.HttpFilter | None = None,
     ) -> InterceptView:
         spec = common.InterceptSpec(
             name=name,
@@ -190,6 +193,7 @@ class ManagerClient:
             service_port=port,
             local_host=local[0],
             local_port=local[1],
+            http_filter=http_filter,
         )
         async with client_errors("the traffic manager does not answer"):
             info = await self._stub.create_intercept(

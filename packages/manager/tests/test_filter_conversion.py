@@ -1,0 +1,42 @@
+"""A personal intercept's filter as the manager reads it from a client's spec."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubepresence.manager.rpc.intercepting import filter_of, filter_proto
+from kubepresence.protocol.errors import UserError
+from kubepresence.protocol.gen import common
+from kubepresence.protocol.httpfilter import HttpFilter
+
+
+def test_no_or_empty_filter_is_global() -> None:
+    assert filter_of(None) is None
+    assert filter_of(common.HttpFilter()) is None
+
+
+def test_filter_round_trips_with_names_lowered_and_method_upper() -> None:
+    message = common.HttpFilter(
+        headers=[common.HeaderMatch(name="X-Dev", value="alice")],
+        path_regex="^/api/v[0-9]+/",
+        method="get",
+    )
+    parsed = filter_of(message)
+    assert parsed == HttpFilter(
+        headers=(("x-dev", "alice"),), path_regex="^/api/v[0-9]+/", method="GET"
+    )
+    assert filter_of(filter_proto(parsed)) == parsed
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (common.HttpFilter(path_regex="(["), "--http-path-regex"),
+        (common.HttpFilter(headers=[common.HeaderMatch(name="bad name", value="1")]), "header"),
+        (common.HttpFilter(path_prefix="no-slash"), "a path starts with '/'"),
+    ],
+)
+def test_a_bad_filter_is_the_clients_error(message: common.HttpFilter, reason: str) -> None:
+    # A client other than our CLI may send anything: the manager checks it too.
+    with pytest.raises(UserError, match=reason):
+        filter_of(message)
