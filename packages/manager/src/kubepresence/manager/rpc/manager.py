@@ -255,6 +255,7 @@ class ManagerService(manager.ManagerBase):
             message.disposition == manager.Disposition.ACTIVE,
             message.message,
             dict(message.environment) or dict(agent.environment),
+            export=(agent.pod_ip, agent.sftp_port) if agent.pod_ip and agent.sftp_port else None,
         )
         return protobuf.Empty()
 
