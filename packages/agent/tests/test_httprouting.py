@@ -1,0 +1,568 @@
+"""Per-request HTTP routing through real loopback sockets.
+
+Two real HTTP servers (aiohttp) stand for the app container and the workstation; a
+router in front of them sends requests carrying `x-dev: alice` to the workstation and
+everything else to the app. Scenarios:
+- one keep-alive connection alternating the header is routed per request, and each
+  destination is dialled once (its connection is reused);
+- pipelined requests come back in order, from the right sides;
+- chunked request and response bodies pass through unchanged;
+- a 50 MiB body streams through without being held in memory;
+- Expect: 100-continue: the upstream's 100 reaches the client before it sends the body;
+- HEAD (no body despite Content-Length) keeps the connection usable;
+- a WebSocket upgrade is piped raw to the side that answered 101;
+- non-HTTP bytes go to the app, half-close included; a server-speaks-first protocol
+  works although the client says nothing;
+- an upstream that refuses gives 502; one that dies mid-response closes the connection;
+  a close-delimited response closes the connection after it; a malformed request gets 400;
+- h2c with prior knowledge is routed by its first request's headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import socket
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+from aiohttp import web
+
+from kubepresence.agent.core.http1 import (
+    NEED_DATA,
+    Body,
+    EndOfMessage,
+    RequestHead,
+    ResponseHead,
+    ResponseParser,
+)
+from kubepresence.agent.httprouting import APP, route_http
+
+TIMEOUT = 10.0
+WS = "workstation"
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def choose_by_header(head: RequestHead) -> str:
+    return WS if head.header("x-dev") == "alice" else APP
+
+
+def make_app(name: str) -> web.Application:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/ws":
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for message in ws:
+                await ws.send_str(f"{name}:{message.data}")
+            return ws
+        digest, size = hashlib.sha256(), 0
+        async for chunk in request.content.iter_any():
+            digest.update(chunk)
+            size += len(chunk)
+        text = (
+            f"{name} {request.method} {request.path_qs} x-dev={request.headers.get('x-dev', '')}"
+            f" n={size} sha={digest.hexdigest()[:16]}"
+        )
+        if request.path == "/chunked":
+            response = web.StreamResponse()
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for part in (text, "|part two", "|part three"):
+                await response.write(part.encode())
+            await response.write_eof()
+            return response
+        return web.Response(text=text)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Setup:
+    router_port: int
+    ports: dict[str, int]
+    dials: dict[str, int] = field(default_factory=dict)
+    sniff_timeout: float = 1.0
+    ended: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.router_port)
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[Setup]:
+    runners = []
+    ports: dict[str, int] = {}
+    for name in (APP, WS):
+        runner = web.AppRunner(make_app(name))
+        await runner.setup()
+        sock = listening_socket()
+        await web.SockSite(runner, sock).start()
+        ports[name] = int(sock.getsockname()[1])
+        runners.append(runner)
+    setup = Setup(0, ports)
+
+    async def open_upstream(
+        destination: str,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        setup.dials[destination] = setup.dials.get(destination, 0) + 1
+        return await asyncio.open_connection("127.0.0.1", setup.ports[destination])
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await route_http(
+            reader,
+            writer,
+            choose=choose_by_header,
+            open_upstream=open_upstream,
+            sniff_timeout=setup.sniff_timeout,
+        )
+        setup.ended.put_nowait(None)
+
+    router = await asyncio.start_server(serve, "127.0.0.1", 0)
+    setup.router_port = int(router.sockets[0].getsockname()[1])
+    try:
+        async with asyncio.timeout(TIMEOUT * 3):
+            yield setup
+    finally:
+        router.close()
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def read_response(
+    reader: asyncio.StreamReader, parser: ResponseParser
+) -> tuple[ResponseHead, bytes]:
+    """One final response (interim ones skipped): its head and raw body."""
+    head: ResponseHead | None = None
+    body = b""
+    async with asyncio.timeout(TIMEOUT):
+        for _ in range(100_000):
+            event = parser.next_event()
+            if event is NEED_DATA:
+                data = await reader.read(65536)
+                if data:
+                    parser.feed(data)
+                else:
+                    parser.feed_eof()
+            elif isinstance(event, ResponseHead):
+                if not event.interim:
+                    head = event
+            elif isinstance(event, Body):
+                body += event.data
+            elif isinstance(event, EndOfMessage):
+                assert head is not None
+                return head, body
+            else:
+                raise AssertionError(f"unexpected {event!r}")
+    raise AssertionError("no response")
+
+
+def get(path: str, dev: str = "", method: str = "GET", extra: str = "") -> bytes:
+    dev_line = f"X-Dev: {dev}\r\n" if dev else ""
+    return f"{method} {path} HTTP/1.1\r\nHost: svc\r\n{dev_line}{extra}\r\n".encode()
+
+
+async def test_keep_alive_connection_alternates_destinations(setup: Setup) -> None:
+    reader, writer = await setup.connect()
+    parser = ResponseParser()
+    seen = []
+    for i, dev in enumerate(["alice", "", "alice", "bob", ""]):
+        writer.write(get(f"/r{i}", dev))
+        parser.expect("GET")
+        head, body = await read_response(reader, parser)
+        assert head.status == 200
+        seen.append(body.decode().split()[0])
+    assert seen == [WS, APP, WS, APP, APP]
+    assert setup.dials == {WS: 1, APP: 1}  # each upstream connection was reused
+    writer.close()
+
+
+async def test_pipelined_requests_answer_in_order(setup: Setup) -> None:
+    reader, writer = await setup.connect()
+    devs = ["alice", "", "", "alice", "alice", ""]
+    writer.write(b"".join(get(f"/p{i}", dev) for i, dev in enumerate(devs)))
+    parser = ResponseParser()
+    for i, dev in enumerate(devs):
+        parser.expect("GET")
+        _, body = await read_response(reader, parser)
+        name, _, path, *_ = body.decode().split()
+        assert (name, path) == (WS if dev else APP, f"/p{i}")
+    writer.close()
+
+
+async def test_chunked_request_and_response(setup: Setup) -> None:
+    reader, writer = await setup.connect()
+    payload = b"hello chunked world"
+    writer.write(
+        get("/chunked", "alice", "POST", "Transfer-Encoding: chunked\r\n")
+        + b"5\r\nhello\r\n"
+        + b"e;ext=x\r\n chunked world\r\n"
+        + b"0\r\nX-Trailer: t\r\n\r\n"
+    )
+    parser = ResponseParser()
+    parser.expect("POST")
+    head, body = await read_response(reader, parser)
+    assert ("transfer-encoding", "chunked") in head.headers
+    expected = f"n={len(payload)} sha={hashlib.sha256(payload).hexdigest()[:16]}"
+    assert body.startswith(b"%x\r\n" % (len(body.split(b"\r\n")[1])))  # chunk framing kept
+    decoded = b"".join(body.split(b"\r\n")[1::2])
+    assert decoded.startswith(f"{WS} POST /chunked x-dev=alice {expected}".encode())
+    assert decoded.endswith(b"|part two|part three")
+    # The connection is still usable after a chunked exchange.
+    writer.write(get("/after"))
+    parser.expect("GET")
+    _, body = await read_response(reader, parser)
+    assert body.startswith(b"app GET /after")
+    writer.close()
+
+
+async def test_50_mib_body_streams(setup: Setup) -> None:
+    size, block = 50 * 1024 * 1024, bytes(range(256)) * 256  # 64 KiB
+    reader, writer = await setup.connect()
+    tracemalloc.start()
+    try:
+        writer.write(get("/big", "alice", "PUT", f"Content-Length: {size}\r\n"))
+        digest = hashlib.sha256()
+        for _ in range(size // len(block)):
+            writer.write(block)
+            digest.update(block)
+            await writer.drain()
+        parser = ResponseParser()
+        parser.expect("PUT")
+        _, body = await read_response(reader, parser)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f"n={size} sha={digest.hexdigest()[:16]}" in body.decode()
+    assert body.startswith(b"workstation PUT /big")
+    # Client, router and server together never held more than a few MiB at once.
+    assert peak < 16 * 1024 * 1024, peak
+    writer.close()
+
+
+async def test_expect_100_continue(setup: Setup) -> None:
+    reader, writer = await setup.connect()
+    writer.write(get("/upload", "alice", "POST", "Expect: 100-continue\r\nContent-Length: 4\r\n"))
+    async with asyncio.timeout(TIMEOUT):
+        interim = await reader.readuntil(b"\r\n\r\n")
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    writer.write(b"data")
+    parser = ResponseParser()
+    parser.expect("POST")
+    _, body = await read_response(reader, parser)
+    assert body.startswith(b"workstation POST /upload x-dev=alice n=4")
+    writer.close()
+
+
+async def test_head_then_get_on_one_connection(setup: Setup) -> None:
+    reader, writer = await setup.connect()
+    writer.write(get("/h", "alice", "HEAD") + get("/g", "alice"))
+    parser = ResponseParser()
+    parser.expect("HEAD")
+    head, body = await read_response(reader, parser)
+    assert head.status == 200
+    assert int(dict(head.headers)["content-length"]) > 0
+    assert body == b""
+    parser.expect("GET")
+    _, body = await read_response(reader, parser)
+    assert body.startswith(b"workstation GET /g")
+    writer.close()
+
+
+async def test_websocket_upgrade_is_piped(setup: Setup) -> None:
+    url = f"http://127.0.0.1:{setup.router_port}/ws"
+    async with aiohttp.ClientSession() as session:
+        for dev, name in (("alice", WS), ("", APP)):
+            headers = {"x-dev": dev} if dev else {}
+            async with session.ws_connect(
+                url, headers=headers, timeout=aiohttp.ClientWSTimeout(ws_close=TIMEOUT)
+            ) as ws:
+                for text in ("one", "two"):
+                    await ws.send_str(text)
+                    message = await ws.receive(timeout=TIMEOUT)
+                    assert message.data == f"{name}:{text}"
+
+
+async def raw_server(handler: Handler) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, int(server.sockets[0].getsockname()[1])
+
+
+async def test_non_http_goes_to_the_app_raw(setup: Setup) -> None:
+    seen_eof = asyncio.Event()
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+        seen_eof.set()
+        writer.write(b"|bye")
+        writer.close()
+
+    server, setup.ports[APP] = await raw_server(echo)
+    async with server:
+        reader, writer = await setup.connect()
+        hello = b"\x16\x03\x01\x00\x05hello"  # a TLS record: not HTTP
+        writer.write(hello)
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.readexactly(len(hello)) == hello
+            writer.write_eof()
+            await seen_eof.wait()
+            assert await reader.read() == b"|bye"
+        writer.close()
+
+
+async def test_server_speaks_first_protocol(setup: Setup) -> None:
+    async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 smtp ready\r\n")
+        line = await reader.readline()
+        writer.write(b"250 " + line)
+        await writer.drain()
+        writer.close()
+
+    setup.sniff_timeout = 0.1
+    server, setup.ports[APP] = await raw_server(banner)
+    async with server:
+        reader, writer = await setup.connect()
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.readline() == b"220 smtp ready\r\n"
+            writer.write(b"HELO me\r\n")
+            assert await reader.readline() == b"250 HELO me\r\n"
+        writer.close()
+
+
+async def test_a_silent_http_client_is_still_routed_per_request(setup: Setup) -> None:
+    setup.sniff_timeout = 0.05
+    reader, writer = await setup.connect()
+    await asyncio.sleep(0.2)  # longer than the sniff timeout: the app was dialled early
+    parser = ResponseParser()
+    for dev, name in (("alice", WS), ("", APP)):
+        writer.write(get("/late", dev))
+        parser.expect("GET")
+        _, body = await read_response(reader, parser)
+        assert body.startswith(name.encode())
+    assert setup.dials == {APP: 1, WS: 1}  # the early app connection was the one reused
+    writer.close()
+
+
+async def test_502_when_an_upstream_refuses(setup: Setup) -> None:
+    setup.ports[WS] = closed_port()
+    reader, writer = await setup.connect()
+    writer.write(get("/", "alice"))
+    async with asyncio.timeout(TIMEOUT):
+        answer = await reader.read()  # then the connection closes
+    assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert b"workstation does not answer" in answer
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected_start"),
+    [
+        (b"", b"HTTP/1.1 502 Bad Gateway"),  # nothing sent yet: a 502
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial", b"HTTP/1.1 200 OK"),
+    ],
+)
+async def test_upstream_dying_mid_response(
+    setup: Setup, sent: bytes, expected_start: bytes
+) -> None:
+    async def dies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(sent)
+        await writer.drain()
+        writer.close()
+
+    server, setup.ports[WS] = await raw_server(dies)
+    async with server:
+        reader, writer = await setup.connect()
+        writer.write(get("/", "alice"))
+        async with asyncio.timeout(TIMEOUT):
+            answer = await reader.read()
+        assert answer.startswith(expected_start)
+        if sent:
+            assert answer == sent  # relayed as far as it went, then closed
+        writer.close()
+
+
+async def test_close_delimited_response_closes_the_connection(setup: Setup) -> None:
+    upstream_closed = asyncio.Event()
+
+    async def old_style(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+        await writer.drain()
+        writer.close()
+        upstream_closed.set()
+
+    server, setup.ports[WS] = await raw_server(old_style)
+    async with server:
+        reader, writer = await setup.connect()
+        writer.write(get("/", "alice"))
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.read() == b"HTTP/1.1 200 OK\r\n\r\nuntil the end"
+        assert upstream_closed.is_set()
+        writer.close()
+
+
+async def test_upstreams_close_when_the_caller_goes(setup: Setup) -> None:
+    closed = asyncio.Event()
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        assert await reader.read() == b""  # the router closed its side
+        closed.set()
+        writer.close()
+
+    server, setup.ports[WS] = await raw_server(keep_alive)
+    async with server:
+        reader, writer = await setup.connect()
+        writer.write(get("/", "alice"))
+        parser = ResponseParser()
+        parser.expect("GET")
+        _, body = await read_response(reader, parser)
+        assert body == b"ok"
+        writer.close()
+        async with asyncio.timeout(TIMEOUT):
+            await closed.wait()
+
+
+async def test_malformed_request_gets_400(setup: Setup) -> None:
+    reader, writer = await setup.connect()
+    writer.write(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+    async with asyncio.timeout(TIMEOUT):
+        answer = await reader.read()
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"without a colon" in answer
+    assert setup.dials == {}
+    writer.close()
+
+
+async def test_request_asking_to_close_closes_after_its_response(setup: Setup) -> None:
+    reader, writer = await setup.connect()
+    writer.write(get("/", "alice", extra="Connection: close\r\n") + get("/never"))
+    parser = ResponseParser()
+    parser.expect("GET")
+    _, body = await read_response(reader, parser)
+    assert body.startswith(b"workstation GET /")
+    async with asyncio.timeout(TIMEOUT):
+        assert await reader.read() == b""
+    writer.close()
+
+
+# -- h2c ----------------------------------------------------------------------------------
+
+
+class H2Server(asyncio.Protocol):
+    """A minimal h2c server answering `<name> <path> x-dev=<x-dev>`."""
+
+    def __init__(self, name: str) -> None:
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        self.conn = h2.connection.H2Connection(config=config)
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.conn.initiate_connection()
+        transport.write(self.conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        for event in self.conn.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                assert event.stream_id is not None
+                headers = {str(k): str(v) for k, v in event.headers or []}
+                body = f"{self.name} {headers[':path']} x-dev={headers.get('x-dev', '')}"
+                self.conn.send_headers(
+                    event.stream_id,
+                    [(":status", "200"), ("content-length", str(len(body)))],
+                )
+                self.conn.send_data(event.stream_id, body.encode(), end_stream=True)
+        self.transport.write(self.conn.data_to_send())
+
+
+async def h2_get(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    conn: h2.connection.H2Connection,
+    stream_id: int,
+    path: str,
+    dev: str,
+) -> str:
+    headers = [(":method", "GET"), (":scheme", "http"), (":authority", "svc"), (":path", path)]
+    if dev:
+        headers.append(("x-dev", dev))
+    conn.send_headers(stream_id, headers, end_stream=True)
+    writer.write(conn.data_to_send())
+    body = b""
+    async with asyncio.timeout(TIMEOUT):
+        for _ in range(1000):
+            data = await reader.read(65536)
+            assert data, "connection closed"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
+                    assert event.data is not None
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+                if isinstance(event, h2.events.StreamEnded) and event.stream_id == stream_id:
+                    writer.write(conn.data_to_send())
+                    return body.decode()
+            writer.write(conn.data_to_send())
+    raise AssertionError("no h2 response")
+
+
+async def test_h2c_is_routed_by_its_first_request(setup: Setup) -> None:
+    loop = asyncio.get_running_loop()
+    servers = []
+    for name in (APP, WS):
+        server = await loop.create_server(functools.partial(H2Server, name), "127.0.0.1", 0)
+        setup.ports[name] = int(server.sockets[0].getsockname()[1])
+        servers.append(server)
+    try:
+        for dev, name in (("alice", WS), ("", APP)):
+            reader, writer = await setup.connect()
+            config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+            conn = h2.connection.H2Connection(config=config)
+            conn.initiate_connection()
+            writer.write(conn.data_to_send())
+            assert await h2_get(reader, writer, conn, 1, "/one", dev) == f"{name} /one x-dev={dev}"
+            # Later requests stay on the first request's side (whole-connection routing).
+            other = "" if dev else "alice"
+            assert (
+                await h2_get(reader, writer, conn, 3, "/two", other) == f"{name} /two x-dev={other}"
+            )
+            writer.close()
+    finally:
+        for server in servers:
+            server.close()
+
+
+async def test_caller_closing_before_a_request_is_quiet(setup: Setup) -> None:
+    _, writer = await setup.connect()
+    writer.close()
+    async with asyncio.timeout(TIMEOUT):
+        await setup.ended.get()
+    assert setup.dials == {}  # nothing dialled for a connection that said nothing
