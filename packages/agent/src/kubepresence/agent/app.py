@@ -15,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from kubepresence.agent.core.config import AgentConfig, PortTakeover
+from kubepresence.agent.core.http1 import RequestHead
 from kubepresence.agent.core.routing import Routes
 from kubepresence.agent.exporting import VolumeExport
-from kubepresence.agent.forwarding import Forwarder
+from kubepresence.agent.forwarding import APP_HOST, STREAM_LIMIT, Forwarder
+from kubepresence.agent.httprouting import APP, route_http
 from kubepresence.agent.intercepting import follow_intercepts, hand_over
 from kubepresence.agent.rpc.manager import ManagerSession
 from kubepresence.protocol.lifecycle import Supervisor
@@ -102,11 +105,70 @@ class TrafficAgent:
         self, takeover: PortTakeover, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         session = self.session
-        intercept_id = self.routes.intercept_for(takeover)
-        if intercept_id is None or session is None or session.session_id is None:
+        if session is None or session.session_id is None:
             return False
-        await hand_over(session.channel, session.session_id, intercept_id, reader, writer)
+        intercept_id = self.routes.intercept_for(takeover)
+        if intercept_id is not None:
+            await hand_over(session.channel, session.session_id, intercept_id, reader, writer)
+            return True
+        if self.routes.personal_for(takeover) is None:
+            return False
+        # Personal intercepts: route each request by its head (see httprouting).
+        addresses = (
+            writer.get_extra_info("peername") or ("0.0.0.0", 0),  # noqa: S104 - unknown peer
+            writer.get_extra_info("sockname") or ("0.0.0.0", 0),  # noqa: S104
+        )
+
+        def choose(head: RequestHead) -> str:
+            picked = self.routes.choose(takeover, head.method, head.target, head.headers)
+            return APP if picked is None else picked
+
+        async with asyncio.TaskGroup() as hand_overs:
+
+            async def open_upstream(
+                destination: str,
+            ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                if destination == APP:  # route_http bounds the dial
+                    return await asyncio.open_connection(
+                        APP_HOST, takeover.app_port, limit=STREAM_LIMIT
+                    )
+                return await self._workstation_upstream(destination, addresses, hand_overs)
+
+            await route_http(reader, writer, choose=choose, open_upstream=open_upstream)
         return True
+
+    async def _workstation_upstream(
+        self,
+        intercept_id: str,
+        addresses: tuple[tuple[str, int], tuple[str, int]],
+        group: asyncio.TaskGroup,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the intercept's workstation: one end of a socket pair whose
+        other end is handed over through the manager like a whole connection would be."""
+        session = self.session
+        if session is None or session.session_id is None:
+            raise ConnectionRefusedError("no session with the traffic manager")
+        ours, theirs = socket.socketpair()
+        try:
+            their_reader, their_writer = await asyncio.open_connection(
+                sock=theirs, limit=STREAM_LIMIT
+            )
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        group.create_task(
+            hand_over(
+                session.channel,
+                session.session_id,
+                intercept_id,
+                their_reader,
+                their_writer,
+                addresses,
+            ),
+            name=f"hand-over {intercept_id}",
+        )
+        return await asyncio.open_connection(sock=ours, limit=STREAM_LIMIT)
 
     async def _drain(self) -> None:
         with contextlib.suppress(TimeoutError):

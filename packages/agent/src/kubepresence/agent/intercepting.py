@@ -21,6 +21,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from kubepresence.agent.core.config import PortTakeover
 from kubepresence.agent.core.routing import AgentIntercept, Routes, review
 from kubepresence.protocol.gen import common, manager
+from kubepresence.protocol.httpfilter import HttpFilter
 from kubepresence.protocol.tunnel import describe, relay, send_reset
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ async def follow_intercepts(
                     id=info.id,
                     port=(info.spec or common.InterceptSpec()).service_port,
                     active=info.state == common.InterceptState.ACTIVE,
-                    filtered=_filtered(info),
+                    http_filter=filter_of(info),
                 )
                 for info in snapshot.intercepts
             ]
@@ -78,10 +79,19 @@ async def follow_intercepts(
         routes.update([])  # without the manager's word, traffic goes to the app
 
 
-def _filtered(info: common.InterceptInfo) -> bool:
-    spec = info.spec or common.InterceptSpec()
-    f = spec.http_filter
-    return f is not None and bool(f.headers or f.path_prefix or f.path_equal or f.path_regex)
+def filter_of(info: common.InterceptInfo) -> HttpFilter | None:
+    """A personal intercept's filter (the manager checked it); None for a global one."""
+    message = (info.spec or common.InterceptSpec()).http_filter
+    if message is None:
+        return None
+    http_filter = HttpFilter(
+        headers=tuple((h.name.lower(), h.value) for h in message.headers),
+        path_prefix=message.path_prefix,
+        path_equal=message.path_equal,
+        path_regex=message.path_regex,
+        method=message.method,
+    )
+    return None if http_filter == HttpFilter() else http_filter
 
 
 async def hand_over(
@@ -90,10 +100,17 @@ async def hand_over(
     intercept_id: str,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
+    addresses: tuple[tuple[str, int], tuple[str, int]] | None = None,
 ) -> None:
-    """Send one inbound connection to the workstation; reset it if nobody takes it."""
-    peer = writer.get_extra_info("peername") or _UNKNOWN_ADDRESS
-    local = writer.get_extra_info("sockname") or _UNKNOWN_ADDRESS
+    """Send one inbound connection to the workstation; reset it if nobody takes it.
+
+    `addresses` (caller, local) name the connection when `reader`/`writer` are not the
+    caller's own socket (a request routed by `httprouting` comes through a socket pair).
+    """
+    peer, local = addresses or (
+        writer.get_extra_info("peername") or _UNKNOWN_ADDRESS,
+        writer.get_extra_info("sockname") or _UNKNOWN_ADDRESS,
+    )
     opening = common.TunnelMessage(
         open=common.TunnelOpen(
             session_id=session_id,

@@ -1,10 +1,15 @@
-"""Which inbound connections an agent hands to a workstation.
+"""Which inbound connections and requests an agent hands to a workstation.
 
 An intercept names a port of the workload (the container port's name or number). The
 agent accepts an intercept when it has taken that port over, refuses it otherwise with a
-reason the user sees. A connection on a taken-over port goes to the workstation when a
-global intercept of that port is active; otherwise it goes to the app, as always.
-(Personal, HTTP-filtered intercepts route per request; they come with their own issue.)
+reason the user sees. On a taken-over port:
+- a *global* intercept, when active, takes every connection;
+- *personal* intercepts (HTTP filters), when active, take the requests that match their
+  filter, one request at a time; every other request, and every connection that does
+  not speak HTTP, goes to the app;
+- with neither, everything goes to the app, as always.
+The manager never lets a global intercept share a port with personal ones; should both
+show up at once (a race in the watch), the global one wins.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from kubepresence.agent.core.config import PortTakeover
+from kubepresence.protocol.httpfilter import HttpFilter, matches
 
 
 @dataclass(frozen=True)
@@ -20,7 +26,14 @@ class AgentIntercept:
     id: str
     port: str
     active: bool
-    filtered: bool  # personal (HTTP filter): not routed by this agent yet
+    http_filter: HttpFilter | None = None  # None: global
+
+
+@dataclass(frozen=True)
+class Personal:
+    """The active personal intercepts of one port, in a stable order."""
+
+    intercepts: tuple[tuple[str, HttpFilter], ...]
 
 
 def takes_over(takeover: PortTakeover, port: str) -> bool:
@@ -29,8 +42,6 @@ def takes_over(takeover: PortTakeover, port: str) -> bool:
 
 def review(takeovers: Sequence[PortTakeover], intercept: AgentIntercept) -> tuple[bool, str]:
     """(accepted, reason) for an intercept seen on the agent's watch."""
-    if intercept.filtered:
-        return False, "HTTP-filtered (personal) intercepts are not supported by this agent yet"
     if any(takes_over(t, intercept.port) for t in takeovers):
         return True, ""
     offered = ", ".join(t.name or str(t.app_port) for t in takeovers) or "none"
@@ -38,16 +49,45 @@ def review(takeovers: Sequence[PortTakeover], intercept: AgentIntercept) -> tupl
 
 
 class Routes:
-    """The active global intercepts, by port."""
+    """The active intercepts, by port."""
 
     def __init__(self) -> None:
         self._active: list[AgentIntercept] = []
 
     def update(self, intercepts: Iterable[AgentIntercept]) -> None:
-        self._active = [i for i in intercepts if i.active and not i.filtered]
+        self._active = sorted((i for i in intercepts if i.active), key=lambda i: i.id)
 
     def intercept_for(self, takeover: PortTakeover) -> str | None:
+        """The global intercept that takes every connection of this port, if any."""
         for intercept in self._active:
-            if takes_over(takeover, intercept.port):
+            if intercept.http_filter is None and takes_over(takeover, intercept.port):
                 return intercept.id
+        return None
+
+    def personal_for(self, takeover: PortTakeover) -> Personal | None:
+        """The personal intercepts of this port, when it has no global one."""
+        if self.intercept_for(takeover) is not None:
+            return None
+        found = tuple(
+            (i.id, i.http_filter)
+            for i in self._active
+            if i.http_filter is not None and takes_over(takeover, i.port)
+        )
+        return Personal(found) if found else None
+
+    def choose(
+        self, takeover: PortTakeover, method: str, target: str, headers: Iterable[tuple[str, str]]
+    ) -> str | None:
+        """The personal intercept that takes this request, now; None: the app's.
+
+        Asked again for every request, so a keep-alive connection follows intercepts
+        that end or begin while it is open.
+        """
+        personal = self.personal_for(takeover)
+        if personal is None:
+            return None
+        listed = list(headers)
+        for intercept_id, http_filter in personal.intercepts:
+            if matches(http_filter, method, target, listed):
+                return intercept_id
         return None
