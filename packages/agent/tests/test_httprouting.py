@@ -566,3 +566,24 @@ async def test_caller_closing_before_a_request_is_quiet(setup: Setup) -> None:
     async with asyncio.timeout(TIMEOUT):
         await setup.ended.get()
     assert setup.dials == {}  # nothing dialled for a connection that said nothing
+
+
+async def test_final_answer_before_the_body_closes_after_it(setup: Setup) -> None:
+    """An upstream refusing an Expect: 100-continue upload: its answer, then a close
+    (the body the client may still send cannot be told apart from a next request)."""
+
+    async def refuses(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server, setup.ports[WS] = await raw_server(refuses)
+    async with server:
+        reader, writer = await setup.connect()
+        writer.write(get("/up", "alice", "PUT", "Expect: 100-continue\r\nContent-Length: 1000\r\n"))
+        async with asyncio.timeout(TIMEOUT):
+            answer = await reader.read()
+        assert answer == b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n"
+        writer.close()

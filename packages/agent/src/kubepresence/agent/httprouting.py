@@ -49,6 +49,8 @@ from kubepresence.agent.core.http1 import (
     Body,
     Closed,
     EndOfMessage,
+    Event,
+    NeedData,
     ParseError,
     RequestHead,
     RequestParser,
@@ -347,8 +349,14 @@ class _Exchange:
         self.body_left_behind = False
         self.caller_gone = False
         self.upstream_failed: str | None = None
+        self._pending: Event | NeedData | None = None  # pulled by run(), not yet handled
 
     async def run(self) -> None:
+        # Fast path: a request without a body has ended already; only the response is left.
+        self._pending = self.requests.next_event()
+        if isinstance(self._pending, EndOfMessage):
+            await self._relay_response()
+            return
         async with asyncio.TaskGroup() as group:
             send = group.create_task(self._send_body(), name="request-body")
             relay = group.create_task(self._relay_response(), name="response")
@@ -364,7 +372,7 @@ class _Exchange:
         """The request's body, caller → upstream, up to its end."""
         upstream_open = True
         for _ in range(MAX_EVENTS_PER_READ):
-            event = self.requests.next_event()
+            event, self._pending = self._pending or self.requests.next_event(), None
             if event is NEED_DATA:
                 try:
                     data = await self.reader.read(READ_SIZE)
