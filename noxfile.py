@@ -156,8 +156,17 @@ def teardown(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks; figures are ratios against a baseline measured in the same run."""
+    """Benchmarks, each figure beside a baseline from the same run, on the local cluster
+    (`-- --quick`: small sizes, checks only that every figure is produced; `-- --profile`:
+    py-spy profiles of userd and rootd; `-- --only components|cluster`)."""
     install_parts(session)
+    # pytest: the e2e ws1 lock helper is imported from tests/e2e/test_vif.py.
+    install(session, *E2E_REQUIREMENTS, "matplotlib", "py-spy")
+    if "--only" not in session.posargs or "cluster" in session.posargs:
+        _require_root(session)
+        session.run(*CLUSTER, "up")
+        if "--quick" not in session.posargs:  # in CI, e2e imported this checkout's images
+            session.run(*CLUSTER, "images")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
 
 
@@ -175,8 +184,11 @@ def demo(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def ci(session: nox.Session) -> None:
     """Everything CI runs, in order; the cluster is torn down and checked at the end."""
-    for name in ("proto-check", "lint", "typecheck", "unit", "e2e", "teardown"):
+    for name in ("proto-check", "lint", "typecheck", "unit", "e2e"):
         session.notify(name)
+    # Catches a broken benchmark (every figure must be produced), never a slow one.
+    session.notify("bench", posargs=["--quick"])
+    session.notify("teardown")
 
 
 @nox.session(python=PYTHON, name="proto-check")

@@ -1,24 +1,33 @@
 """kubepresence benchmarks (`nox -s bench`): every figure beside its same-run baseline.
 
 Suites:
+- the cluster suite (benchmarks/cluster): direct, `kubectl port-forward`, kubepresence
+  outbound and inbound on the local cluster; throughput, latency, concurrency, connect and
+  intercept times, RSS and CPU per GiB of every kubepresence process (root, cluster up);
 - tunnel transport: userd's manager client → the manager's Tunnel → a TCP sink, against
   direct loopback TCP into the same sink (the gRPC half of the data path);
 - TCP engine (root only): the kernel → TUN → rootd's userspace TCP engine → an in-process
   sink/source, against the kernel's loopback TCP in the same namespace (the TUN half).
 
-Writes bench-results/results.json (everything) and bench-results/results.md (one row per
-figure: measured, baseline, ratio). The cluster-level suite (outbound, inbound, latency,
-connect) comes with the benchmarks issue.
+A full run writes results.json (everything, with the machine and the versions), results.md
+(measured, baseline, ratio, the issue's target, met/missed) and chart.png under
+benchmarks/results/<version>/. `--quick` (smaller sizes, under 3 minutes) writes to
+bench-results/quick/ and fails only if a figure was not produced, never on a speed.
+`--profile` adds py-spy profiles of userd and rootd during the outbound transfers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,8 @@ import uvloop
 from benchmarks import tcp_engine, tunnel_transport
 
 ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("protocol", "cli", "userd", "rootd", "manager", "agent")
+log = logging.getLogger("benchmarks")
 
 
 async def transport_suite(size: int, rounds: int) -> dict[str, Any]:
@@ -53,7 +64,7 @@ def engine_rows(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def all_suites(size: int, rounds: int) -> list[dict[str, Any]]:
+async def component_suites(size: int, rounds: int) -> list[dict[str, Any]]:
     results = [await transport_suite(size, rounds)]
     if os.geteuid() == 0:
         engine = await tcp_engine.suite(size, rounds, ["vnet+TSO", "plain"])
@@ -63,42 +74,135 @@ async def all_suites(size: int, rounds: int) -> list[dict[str, Any]]:
     return results
 
 
-def table(results: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        "| benchmark | figure | measured | baseline | ratio | baseline is |",
-        "|---|---|---|---|---|---|",
-    ]
-    for result in results:
-        for figure, measured, baseline in result["rows"]:
-            lines.append(
-                f"| {result['name']} | {figure} | {measured} | {baseline} | "
-                f"{measured / baseline:.3f} | {result['baseline']} |"
-            )
-    return lines
+def _first_line(path: Path, prefix: str) -> str | None:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(prefix)), None)
+
+
+def machine() -> dict[str, Any]:
+    mem_kib = _first_line(Path("/proc/meminfo"), "MemTotal")
+    return {
+        "cpu": _first_line(Path("/proc/cpuinfo"), "model name"),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(int(mem_kib.split()[0]) / (1 << 20), 1) if mem_kib else None,
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def versions() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for part in PARTS:
+        try:
+            found[f"kubepresence-{part}"] = metadata.version(f"kubepresence-{part}")
+        except metadata.PackageNotFoundError:
+            found[f"kubepresence-{part}"] = None
+    for name in ("grpclib", "betterproto2", "uvloop"):
+        found[name] = metadata.version(name)
+    git = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    found["git"] = git.stdout.strip() or None
+    return found
+
+
+def kubernetes_version() -> str | None:
+    from kpcluster import kube
+
+    try:
+        answer = json.loads(kube.kubectl("version", "-o", "json", timeout=30))
+    except Exception as error:  # noqa: BLE001 (a version we cannot read is reported, not fatal)
+        return f"unknown ({error})"
+    return str(answer.get("serverVersion", {}).get("gitVersion"))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size-mib", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes; check every figure is produced"
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy profiles of userd and rootd")
+    parser.add_argument("--only", choices=("all", "cluster", "components"), default="all")
+    parser.add_argument("--out", type=Path, help="results folder (default: see above)")
     args = parser.parse_args()
-    results = uvloop.run(all_suites(args.size_mib * 1024 * 1024, args.rounds))
-    report = {
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "arch": platform.machine(),
-            "platform": platform.platform(),
-        },
-        "benchmarks": results,
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    from benchmarks.cluster import clients, report
+
+    started = time.monotonic()
+    version = metadata.version("kubepresence-cli")
+    out: Path = args.out or (
+        ROOT / "bench-results" / "quick"
+        if args.quick
+        else ROOT / "benchmarks" / "results" / version
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    full: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "profile": args.profile,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "versions": versions(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=2))
-    lines = table(results)
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    figures: list[report.Figure] = []
+    failed = False
+    if args.only in ("all", "components"):
+        size = (16 if args.quick else 256) << 20
+        components = uvloop.run(component_suites(size, 1 if args.quick else 3))
+        full["components"] = components
+        figures += report.component_figures(components)
+    if args.only in ("all", "cluster"):
+        from benchmarks.cluster.suite import Run
+
+        full["versions"]["kubernetes"] = kubernetes_version()
+        run = Run(
+            clients.QUICK if args.quick else clients.FULL,
+            quick=args.quick,
+            profile=args.profile,
+            work_dir=out / "work",
+        )
+        try:
+            run.run()
+        except Exception as error:
+            log.exception("the cluster suite failed")
+            run.problems.append(f"suite failed: {error!r}")
+            failed = True
+        full["cluster"] = run.results()
+        figures += report.cluster_figures(full["cluster"])
+        report.chart(full["cluster"], out / "chart.png")
+    full["seconds"] = round(time.monotonic() - started, 1)
+    header = [
+        f"# kubepresence benchmarks {version} ({full['mode']}, {full['date']})",
+        "",
+        f"Machine: {full['machine']['cpu']}, {full['machine']['cpus']} CPUs, "
+        f"{full['machine']['memory_gib']} GiB, kernel {full['machine']['kernel']}, "
+        f"Python {full['machine']['python']}; Kubernetes {full['versions'].get('kubernetes')}; "
+        f"git {full['versions']['git']}. Run took {full['seconds']} s.",
+        "Each ratio is measured / baseline from the same run; `results.json` has the raw samples.",
+    ]
+    report.write(full, figures, out, header)
+    print((out / "results.md").read_text())
+    missing = [f.figure for f in figures if f.measured is None]
+    problems = full.get("cluster", {}).get("problems", [])
+    for path in full.get("cluster", {}).get("paths", {}).values():
+        problems += [f"{path['path']}: {p}" for p in path["problems"]]
+    if problems:
+        print("problems:\n  " + "\n  ".join(problems))
+    if args.quick and (missing or failed):
+        print(f"bench --quick: figures not produced: {missing}")
+        return 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

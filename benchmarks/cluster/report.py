@@ -1,0 +1,280 @@
+"""The figures of a run with their baselines and the issue's targets, as JSON, a Markdown
+table and a PNG chart (throughput bars, latency distributions per path)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+DIRECT = "direct"
+PORT_FORWARD = "kubectl port-forward"
+IN_CLUSTER = "in-cluster (no intercept)"
+OUTBOUND = "kubepresence outbound"
+INBOUND = "kubepresence inbound"
+PATHS = (DIRECT, PORT_FORWARD, OUTBOUND, IN_CLUSTER, INBOUND)
+RSS_TARGETS_MIB = {"rootd": 60, "userd": 80, "agent": 50, "manager": 120}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row of the table: measured beside its baseline, against the issue's target."""
+
+    figure: str
+    unit: str
+    measured: float | None
+    baseline: float | None = None
+    baseline_is: str = ""
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+
+def _ratio(measured: float | None, baseline: float | None) -> float | None:
+    if measured is None or baseline is None or baseline == 0:
+        return None
+    return round(measured / baseline, 3)
+
+
+def _met(value: float | None, check: Callable[[float], bool]) -> bool | None:
+    return None if value is None else check(value)
+
+
+def _at_most(limit: float) -> Callable[[float], bool]:
+    return lambda value: value <= limit
+
+
+def cluster_figures(cluster: dict[str, Any]) -> list[Figure]:
+    paths: dict[str, dict[str, Any]] = cluster.get("paths", {})
+
+    def get(path: str, key: str) -> float | None:
+        value = paths.get(path, {}).get(key)
+        return None if value is None else float(value)
+
+    figures: list[Figure] = []
+    for direction in ("download", "upload"):
+        key = f"{direction}_mb_s"
+        pf = get(PORT_FORWARD, key)
+        for path in (OUTBOUND, INBOUND):
+            ratio = _ratio(get(path, key), pf)
+            figures.append(
+                Figure(
+                    f"{path} {direction}",
+                    "MB/s",
+                    get(path, key),
+                    pf,
+                    PORT_FORWARD,
+                    ratio,
+                    "≥ 1.0 x port-forward",
+                    _met(ratio, lambda r: r >= 1.0),
+                )
+            )
+        for path, baseline in ((PORT_FORWARD, DIRECT), (OUTBOUND, DIRECT), (INBOUND, IN_CLUSTER)):
+            base = get(baseline, key)
+            figures.append(
+                Figure(
+                    f"{path} {direction}",
+                    "MB/s",
+                    get(path, key),
+                    base,
+                    baseline,
+                    _ratio(get(path, key), base),
+                )
+            )
+    # Added keep-alive latency: p50 over the direct path's p50.
+    direct_p50 = get(DIRECT, "keepalive_p50_ms")
+    added = {
+        path: None
+        if (p := get(path, "keepalive_p50_ms")) is None or direct_p50 is None
+        else round(p - direct_p50, 3)
+        for path in (PORT_FORWARD, OUTBOUND)
+    }
+    ratio = _ratio(added[OUTBOUND], added[PORT_FORWARD])
+    figures.append(
+        Figure(
+            "added keep-alive p50 latency, outbound",
+            "ms",
+            added[OUTBOUND],
+            added[PORT_FORWARD],
+            f"{PORT_FORWARD} (both over {DIRECT})",
+            ratio,
+            "≤ 1.5 x port-forward",
+            _met(ratio, lambda r: r <= 1.5),
+        )
+    )
+    cluster_p50 = get(IN_CLUSTER, "keepalive_p50_ms")
+    inbound_added = get(INBOUND, "keepalive_p50_ms")
+    if inbound_added is not None and cluster_p50 is not None:
+        inbound_added = round(inbound_added - cluster_p50, 3)
+    figures.append(
+        Figure(
+            "added keep-alive p50 latency, inbound (over in-cluster)",
+            "ms",
+            inbound_added,
+            added[PORT_FORWARD],
+            PORT_FORWARD,
+            _ratio(inbound_added, added[PORT_FORWARD]),
+        )
+    )
+    for path in PATHS:
+        for kind in ("keepalive", "new_connection"):
+            for pct in ("p50", "p99"):
+                key = f"{kind}_{pct}_ms"
+                base_path = IN_CLUSTER if path == INBOUND else DIRECT
+                base = get(base_path, key) if path not in (DIRECT, IN_CLUSTER) else None
+                figures.append(
+                    Figure(
+                        f"{path} {kind.replace('_', ' ')} {pct}",
+                        "ms",
+                        get(path, key),
+                        base,
+                        base_path if base is not None else "",
+                        _ratio(get(path, key), base),
+                    )
+                )
+    count = cluster.get("sizes", {}).get("concurrent")
+    for path in PATHS:
+        errors = get(path, "concurrent_errors")
+        target = "0 errors" if path in (OUTBOUND, INBOUND) else ""
+        figures.append(
+            Figure(
+                f"{path}: {count} concurrent connections, errors",
+                "errors",
+                errors,
+                target=target,
+                met=_met(errors, lambda e: e == 0) if target else None,
+            )
+        )
+    timings = cluster.get("timings", {})
+    for key, label, limit in (
+        ("connect_s", "connect, manager installed", 2.0),
+        ("intercept_to_first_request_s", "intercept to first request, agent injected", 1.0),
+    ):
+        value = timings.get(key)
+        figures.append(
+            Figure(
+                label,
+                "s",
+                value,
+                target=f"≤ {limit:g} s",
+                met=_met(value, _at_most(limit)),
+            )
+        )
+    for key, label in (
+        ("connect_installing_manager_s", "connect, installing the manager"),
+        ("intercept_injecting_agent_s", "intercept, injecting the agent (rollout)"),
+        ("intercept_command_s", "intercept command, agent injected"),
+    ):
+        figures.append(Figure(label, "s", timings.get(key)))
+    usage: dict[str, Any] = cluster.get("usage", {})
+    peaks: dict[str, float] = {}
+    for direction in ("outbound", "inbound"):
+        for role, peak in usage.get(direction, {}).get("rss_peak_mib", {}).items():
+            peaks[role] = max(peaks.get(role, 0.0), peak)
+    for role, limit in RSS_TARGETS_MIB.items():
+        peak = peaks.get(role)
+        figures.append(
+            Figure(
+                f"{role} RSS under load (peak)",
+                "MiB",
+                peak,
+                target=f"≤ {limit} MiB",
+                met=_met(peak, _at_most(limit)),
+            )
+        )
+    for direction in ("outbound", "inbound"):
+        per_gib = usage.get(direction, {}).get("cpu_seconds_per_gib", {})
+        for role, seconds in per_gib.items():
+            figures.append(Figure(f"{role} CPU per GiB, {direction}", "s/GiB", seconds))
+    return figures
+
+
+def component_figures(components: list[dict[str, Any]]) -> list[Figure]:
+    figures = []
+    for result in components:
+        for name, measured, baseline in result["rows"]:
+            target, met = "", None
+            if result["name"].startswith("tunnel transport"):
+                target, met = "≥ 600 MB/s", measured >= 600
+            elif "vnet+TSO" in result["name"]:
+                target, met = "≥ 1000 MB/s", measured >= 1000
+            figures.append(
+                Figure(
+                    f"{result['name']}: {name}",
+                    "MB/s",
+                    measured,
+                    baseline,
+                    result["baseline"],
+                    _ratio(measured, baseline),
+                    target,
+                    met,
+                )
+            )
+    return figures
+
+
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
+def markdown(figures: list[Figure], header: list[str]) -> str:
+    lines = [
+        *header,
+        "",
+        "| figure | measured | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        baseline = "" if f.baseline is None else f"{_cell(f.baseline)} ({f.baseline_is})"
+        met = {True: "met", False: "**missed**", None: ""}[f.met]
+        lines.append(
+            f"| {f.figure} | {_cell(f.measured)} {f.unit if f.measured is not None else ''} | "
+            f"{baseline} | {_cell(f.ratio)} | {f.target} | {met} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chart(cluster: dict[str, Any], out: Path) -> None:
+    # Only the bench session installs matplotlib; the typecheck session does not have it.
+    import matplotlib  # type: ignore[import-not-found]
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found]
+
+    paths: dict[str, dict[str, Any]] = cluster.get("paths", {})
+    names = [p for p in PATHS if p in paths]
+    figure, (bars, keepalive, new) = plt.subplots(1, 3, figsize=(18, 6))
+    width = 0.4
+    for offset, direction in ((-width / 2, "download"), (width / 2, "upload")):
+        values = [paths[n].get(f"{direction}_mb_s") or 0 for n in names]
+        bars.bar([i + offset for i in range(len(names))], values, width, label=direction)
+    bars.set_xticks(range(len(names)), [n.replace(" ", "\n", 1) for n in names], fontsize=8)
+    bars.set_ylabel("MB/s (one connection, checksum checked)")
+    bars.set_yscale("log")
+    bars.set_title(f"bulk transfer, {cluster.get('sizes', {}).get('bulk_mib')} MiB")
+    bars.legend()
+    for axis, key, title in (
+        (keepalive, "keepalive_ms", "1 KiB request, keep-alive connection"),
+        (new, "new_connection_ms", "1 KiB request, new connection each"),
+    ):
+        data = [paths[n]["raw_samples"][key] or [float("nan")] for n in names]
+        axis.boxplot(data, whis=(1, 99), showfliers=False)
+        axis.set_xticks(
+            range(1, len(names) + 1), [n.replace(" ", "\n", 1) for n in names], fontsize=8
+        )
+        axis.set_yscale("log")
+        axis.set_ylabel("ms (box: p25-p75, whiskers: p1-p99)")
+        axis.set_title(title)
+    figure.suptitle("kubepresence on the local cluster, each path in the same run")
+    figure.tight_layout()
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+
+
+def write(report: dict[str, Any], figures: list[Figure], out_dir: Path, header: list[str]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report["figures"] = [asdict(f) for f in figures]
+    (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "results.md").write_text(markdown(figures, header))

@@ -1,0 +1,317 @@
+"""The cluster suite: deploy, measure every path, tear down (also on failure).
+
+Order: the baselines first (direct from the node, `kubectl port-forward` from ws1, a pod
+through the Service to the app), then, holding the ws1 VIF lock, one kubepresence session:
+connect (installing its own manager, then again with it installed), outbound through the
+VIF by service name, an intercept (on-demand injection), leave, a timed intercept with the
+agent present, inbound from the cluster pod to a server on the workstation, leave, quit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kpcluster import kube, layout, manifests
+from kpcluster.commands import ClusterError, wait_for
+from kpcluster.harness import Cluster
+from test_vif import ws1_vif_lock
+from workstation_cli import Workstation, uninstall_manager
+
+from benchmarks.cluster import clients, processes, profiling, workload
+from benchmarks.cluster.clients import PathResult, Sizes
+
+log = logging.getLogger(__name__)
+
+PORT_FORWARD_PORT = 18080
+LOCAL_PORT = 18090
+CLIENT_POD = "bench-client"
+AGENT_CONTAINER = "kubepresence-agent"
+MANAGER_CONTAINER = "manager"
+
+
+def _wait_line(process: subprocess.Popen[str], want: str, timeout: float) -> str:
+    """Read the process's stdout until a line containing `want` (bounded)."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = process.stdout.readline()
+        if not line:
+            break
+        if want in line:
+            return line
+    raise ClusterError(f"no line with {want!r} from {process.args!r} within {timeout:.0f} s")
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    """End a process this suite started, by its handle."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@contextmanager
+def port_forward(cluster: Cluster, namespace: str, pod: str, log_dir: Path) -> Iterator[int]:
+    """`kubectl port-forward` (the real binary) from ws1 to the pod; killed afterwards."""
+    argv = cluster.workstation_argv(
+        [
+            str(layout.kubectl()),
+            "port-forward",
+            "-n",
+            namespace,
+            f"pod/{pod}",
+            f"{PORT_FORWARD_PORT}:{workload.POD_PORT}",
+            "--address",
+            "127.0.0.1",
+        ]
+    )
+    # Its output goes to a file: a pipe nobody reads would fill up and stall kubectl.
+    output = log_dir / "port-forward.log"
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            argv, env=kube.kubectl_env(layout.WORKSTATION_KUBECONFIG), stdout=sink, stderr=sink
+        )
+    try:
+        wait_for(
+            "kubectl port-forward to listen",
+            lambda: "Forwarding from" in output.read_text() or process.poll() is not None,
+            timeout=30,
+            interval=0.2,
+        )
+        if process.poll() is not None:
+            raise ClusterError(f"kubectl port-forward exited: {output.read_text()}")
+        yield PORT_FORWARD_PORT
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def workstation_server(cluster: Cluster) -> Iterator[None]:
+    """The benchmark server on the workstation (127.0.0.1:LOCAL_PORT in ws1)."""
+    argv = [sys.executable, "-c", workload.SERVER_SOURCE, str(LOCAL_PORT), workload.WORKSTATION]
+    process = subprocess.Popen(
+        cluster.workstation_argv([*argv, "127.0.0.1"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        _wait_line(process, "ready", 30)
+        yield
+    finally:
+        _stop(process)
+
+
+def _client_pod(cluster: Cluster, namespace: str) -> str:
+    """A sleeping pod to run clients in, without the e2e client's memory limit (the
+    concurrent measurement runs a thousand threads in it)."""
+    pod = manifests.client_pod(CLIENT_POD, namespace, cluster.testapps_image)
+    pod["spec"]["containers"][0]["resources"].pop("limits", None)
+    cluster.apply([pod])
+    kube.wait_pod_ready(CLIENT_POD, namespace, timeout=120)
+    return CLIENT_POD
+
+
+def _bench_pod(cluster: Cluster, namespace: str) -> tuple[str, str]:
+    """Name and IP of the running benchmark server pod."""
+    pods = cluster.get("pods", "-n", namespace, "-l", f"app={workload.NAME}")["items"]
+    for pod in pods:
+        status = pod["status"]
+        deleting = pod["metadata"].get("deletionTimestamp")
+        if status.get("phase") == "Running" and status.get("podIP") and not deleting:
+            return str(pod["metadata"]["name"]), str(pod["status"]["podIP"])
+    raise ClusterError(f"no running {workload.NAME} pod in {namespace}")
+
+
+def _kp(ws: Workstation, *args: str, timeout: float = 240) -> float:
+    """Run a kubepresence command on the workstation; its duration in seconds."""
+    started = time.monotonic()
+    result = ws.kp(*args, timeout=timeout)
+    if result.returncode != 0:
+        raise ClusterError(f"kubepresence {' '.join(args)}: {result.stderr.strip()}\n{ws.logs()}")
+    return time.monotonic() - started
+
+
+class Run:
+    """One run of the suite; `results` fills up as it goes (partial on failure)."""
+
+    def __init__(self, sizes: Sizes, *, quick: bool, profile: bool, work_dir: Path) -> None:
+        self.sizes = sizes
+        self.quick = quick
+        self.profile = profile
+        self.work_dir = work_dir
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.cluster = Cluster()
+        self.paths: dict[str, PathResult] = {}
+        self.timings: dict[str, Any] = {}
+        self.usage: dict[str, Any] = {}
+        self.profiles: dict[str, Any] = {}
+        self.problems: list[str] = []
+
+    def results(self) -> dict[str, Any]:
+        return {
+            "sizes": vars(self.sizes),
+            "paths": {name: result.summary() for name, result in self.paths.items()},
+            "timings": self.timings,
+            "usage": self.usage,
+            "profile": self.profiles,
+            "problems": self.problems,
+        }
+
+    def measure(self, client: clients.Client) -> PathResult:
+        log.info("measuring %s", client.path)
+        result = clients.measure(client, self.sizes)
+        self.paths[client.path] = result
+        return result
+
+    def run(self) -> None:
+        with self.cluster.namespace("kp-bench") as namespace:
+            try:
+                self._in_namespace(namespace)
+            finally:
+                self.cluster.wait_namespaces_gone()
+
+    def _in_namespace(self, namespace: str) -> None:
+        cluster = self.cluster
+        cluster.apply(workload.manifests(namespace, cluster.testapps_image))
+        client_pod = _client_pod(cluster, namespace)
+        kube.wait_rollout(workload.NAME, namespace, timeout=120)
+        pod, pod_ip = _bench_pod(cluster, namespace)
+        service = f"{workload.NAME}.{namespace}"
+        in_cluster = clients.in_pod("in-cluster (no intercept)", namespace, client_pod, service, 80)
+        # The Service answers once its EndpointSlice reached kube-proxy.
+        waited = in_cluster.run("poll", workload.APP, 60, timeout=90)
+        if "error" in waited:
+            raise ClusterError(f"the {service} Service does not answer: {waited}")
+
+        self.measure(clients.on_node("direct", pod_ip, workload.POD_PORT))
+        with port_forward(cluster, namespace, pod, self.work_dir) as port:
+            self.measure(clients.on_workstation("kubectl port-forward", "127.0.0.1", port))
+        self.measure(in_cluster)
+        with ws1_vif_lock():
+            self._kubepresence(namespace, client_pod, service)
+
+    def _kubepresence(self, namespace: str, client_pod: str, service: str) -> None:
+        cluster = self.cluster
+        manager_namespace = f"kp-bench-mgr-{secrets.token_hex(3)}"
+        home = Path(tempfile.mkdtemp(prefix="kp-bench-"))
+        ws = Workstation(cluster, home)
+        connect = ["connect", "--manager-namespace", manager_namespace]
+        connect += ["--mapped-namespaces", namespace]
+        try:
+            self.timings["connect_installing_manager_s"] = round(_kp(ws, *connect), 2)
+            times = []
+            for _ in range(1 if self.quick else 3):
+                _kp(ws, "quit", timeout=60)
+                times.append(_kp(ws, *connect))
+            self.timings["connect_s_samples"] = [round(t, 2) for t in times]
+            self.timings["connect_s"] = round(statistics.median(times), 2)
+            self._outbound(ws, manager_namespace, service)
+            with workstation_server(cluster):
+                self._inbound(ws, namespace, manager_namespace, client_pod, service)
+        finally:
+            ws.kp("leave", workload.NAME, timeout=60)
+            ws.kp("quit", timeout=60)
+            uninstall_manager(cluster, manager_namespace)
+            shutil.rmtree(home, ignore_errors=True)
+
+    def _pids(self, ws: Workstation, manager_namespace: str) -> dict[str, int | None]:
+        return {
+            "userd": processes.userd_pid(ws),
+            "rootd": ws.rootd_pid(),
+            "manager": processes.container_pid(manager_namespace, MANAGER_CONTAINER),
+        }
+
+    def _outbound(self, ws: Workstation, manager_namespace: str, service: str) -> None:
+        client = clients.on_workstation("kubepresence outbound", service, workload.SERVICE_PORT)
+        result = PathResult(client.path)
+        self.paths[client.path] = result
+        pids = self._pids(ws, manager_namespace)
+        with processes.sampled(pids) as usage:
+            clients.bulk(client, self.sizes, result)
+        self._record_usage("outbound", usage, result)
+        clients.requests(client, self.sizes, result)
+        if self.profile:
+            for mode in ("download", "upload"):
+                profile_pids = {"userd": pids["userd"], "rootd": pids["rootd"]}
+                out_dir = self.work_dir / "profile" / mode
+                with profiling.recording(profile_pids, out_dir) as found:
+                    answer = client.run(
+                        mode,
+                        self.sizes.bulk_mib,
+                        self.sizes.deadline,
+                        timeout=self.sizes.deadline + 60,
+                    )
+                found["transfer"] = {k: answer.get(k) for k in ("seconds", "error")}
+                self.profiles[f"outbound {mode}"] = found
+
+    def _inbound(
+        self, ws: Workstation, namespace: str, manager_namespace: str, client_pod: str, service: str
+    ) -> None:
+        intercept = ["intercept", workload.NAME, "--port", f"{LOCAL_PORT}:{workload.PORT_NAME}"]
+        intercept += ["-n", namespace]
+        self.timings["intercept_injecting_agent_s"] = round(_kp(ws, *intercept, timeout=300), 2)
+        _kp(ws, "leave", workload.NAME, timeout=60)
+        poller = clients.in_pod("poll", namespace, client_pod, service, workload.SERVICE_PORT)
+        waited = poller.run("poll", workload.APP, 60, timeout=90)
+        if "error" in waited:
+            raise ClusterError(f"the app does not answer after leave: {waited}")
+        # Timed: from the intercept command's start until a cluster pod's request (one
+        # every 20 ms) is answered by the workstation's server. The agent is there already.
+        process = poller.start("poll", workload.WORKSTATION, 60)
+        try:
+            _wait_line(process, "polling", 30)
+            started = time.time()
+            self.timings["intercept_command_s"] = round(_kp(ws, *intercept, timeout=120), 2)
+            output, _ = process.communicate(timeout=90)
+        finally:
+            _stop(process)
+        answer = json.loads(output.strip().splitlines()[-1])
+        if "first" in answer:
+            self.timings["intercept_to_first_request_s"] = round(answer["first"] - started, 2)
+        else:
+            self.problems.append(f"intercept: no request reached the workstation: {answer}")
+
+        client = clients.in_pod("kubepresence inbound", namespace, client_pod, service, 80)
+        result = PathResult(client.path)
+        self.paths[client.path] = result
+        pids = self._pids(ws, manager_namespace)
+        pids["agent"] = processes.container_pid(namespace, AGENT_CONTAINER, workload.NAME)
+        with processes.sampled(pids) as usage:
+            clients.bulk(client, self.sizes, result)
+        self._record_usage("inbound", usage, result)
+        clients.requests(client, self.sizes, result)
+        _kp(ws, "leave", workload.NAME, timeout=60)
+
+    def _record_usage(self, name: str, usage: processes.Usage, result: PathResult) -> None:
+        moved = sum(1 for v in (result.download_mb_s, result.upload_mb_s) if v is not None)
+        gib = moved * self.sizes.bulk_mib / 1024
+        self.usage[name] = {
+            "gib_moved": gib,
+            "rss_peak_mib": usage.rss_peak_mib,
+            "cpu_seconds": usage.cpu_seconds,
+            "cpu_seconds_per_gib": {
+                role: round(seconds / gib, 2) if gib else None
+                for role, seconds in usage.cpu_seconds.items()
+            },
+        }
+        log.info("usage %s: %s", name, self.usage[name])
