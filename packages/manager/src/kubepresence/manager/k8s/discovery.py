@@ -8,18 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.manager.core.clusterinfo import (
     collapse,
     parse_resolv_conf,
     service_range_from_error,
 )
-from kubepresence.protocol.errors import ClusterError
+from kubepresence.manager.k8s.errors import KubernetesError, api_errors
+from kubepresence.protocol.errors import ClusterError, NotFoundError
 
 log = logging.getLogger(__name__)
 
-NOT_FOUND = 404
 RESOLV_CONF = Path("/etc/resolv.conf")
 
 
@@ -36,11 +35,10 @@ async def discover(
     api: client.ApiClient, namespace: str, resolv_conf: Path = RESOLV_CONF
 ) -> ClusterNetwork:
     core = client.CoreV1Api(api)
-    try:
+    with api_errors("cannot list the nodes (for their pod CIDRs)"):
         nodes = await core.list_node()
+    with api_errors(f"cannot read namespace {namespace}"):
         ns = await core.read_namespace(namespace)
-    except ApiException as error:
-        raise ClusterError(f"cannot read nodes or namespace {namespace}: {error.reason}") from error
     pod_cidrs = [c for n in nodes.items for c in (n.spec.pod_cidrs or [n.spec.pod_cidr]) if c]
     resolver = parse_resolv_conf(await asyncio.to_thread(resolv_conf.read_text))
     if not resolver.nameservers:
@@ -60,13 +58,14 @@ async def _service_subnets(
     api: client.ApiClient, core: client.CoreV1Api, namespace: str
 ) -> list[str]:
     try:
-        cidrs = await client.NetworkingV1Api(api).list_service_cidr()
+        with api_errors("cannot list ServiceCIDRs"):
+            cidrs = await client.NetworkingV1Api(api).list_service_cidr()
         found = [c for item in cidrs.items for c in (item.spec.cidrs or [])]
         if found:
             return collapse(found)
-    except ApiException as error:
-        if error.status != NOT_FOUND:
-            raise ClusterError(f"cannot list ServiceCIDRs: {error.reason}") from error
+    except KubernetesError as error:
+        if not isinstance(error, NotFoundError):  # older clusters lack the API: probe below
+            raise
     # Older clusters: ask the API server to allocate an impossible ClusterIP (dry run);
     # its refusal names the valid range.
     probe = client.V1Service(
@@ -74,10 +73,11 @@ async def _service_subnets(
         spec=client.V1ServiceSpec(cluster_ip="1.1.1.1", ports=[client.V1ServicePort(port=1)]),
     )
     try:
-        await core.create_namespaced_service(namespace, probe, dry_run="All")
-    except ApiException as error:
-        found = service_range_from_error(str(error.body))
+        with api_errors("cannot find the service CIDR"):
+            await core.create_namespaced_service(namespace, probe, dry_run="All")
+    except KubernetesError as error:
+        found = service_range_from_error(error.message)
         if found:
             return found
-        raise ClusterError(f"cannot find the service CIDR: {error.reason}") from error
+        raise
     raise ClusterError("cannot find the service CIDR: the probe ClusterIP was accepted")

@@ -1,35 +1,39 @@
 """On-demand agent injection: annotate a workload's pod template so its pods roll with
-the agent (the webhook injects it into the new pods)."""
+the agent (the webhook injects it into the new pods).
+
+An intercept of a port that Services target by number also lists that number in the
+template's numeric-ports annotation: the webhook then redirects it to the agent. A bare
+ReplicaSet does not roll its pods on a template change; the user daemon replaces them.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepresence.protocol.annotations import INJECT_TRAFFIC_AGENT
-from kubepresence.protocol.errors import ClusterError, NotFoundError
+from kubepresence.manager.k8s.errors import api_errors
+from kubepresence.protocol.annotations import INJECT_NUMERIC_PORTS, INJECT_TRAFFIC_AGENT
+from kubepresence.protocol.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
 INJECT_ANNOTATION = INJECT_TRAFFIC_AGENT
-NOT_FOUND = 404
 
 
 class Workloads:
     def __init__(self, api: client.ApiClient) -> None:
         self._apps = client.AppsV1Api(api)
 
-    async def ensure_injected(self, namespace: str, name: str) -> bool:
-        """Annotate the Deployment, StatefulSet or ReplicaSet `name` for injection.
+    async def ensure_injected(
+        self, namespace: str, name: str, numeric_port: int | None = None
+    ) -> bool:
+        """Annotate the Deployment, StatefulSet or ReplicaSet `name` for injection, and for
+        the redirect of `numeric_port` when given.
 
         Returns True when the template changed (its pods roll), False when it already
-        asked for the agent. NotFoundError when there is no such workload.
+        asked for all of it. NotFoundError when there is no such workload.
         """
-        patch = {
-            "spec": {"template": {"metadata": {"annotations": {INJECT_ANNOTATION: "enabled"}}}}
-        }
         for kind, read, write in (
             (
                 "Deployment",
@@ -48,24 +52,29 @@ class Workloads:
             ),
         ):
             try:
-                workload = await read(name, namespace)
-            except ApiException as error:
-                if error.status == NOT_FOUND:
-                    continue
-                raise ClusterError(
-                    f"cannot read {kind} {namespace}/{name}: {error.reason}"
-                ) from error
+                with api_errors(f"cannot read {kind} {namespace}/{name}"):
+                    workload = await read(name, namespace)
+            except NotFoundError:
+                continue
             annotations = workload.spec.template.metadata.annotations or {}
-            if annotations.get(INJECT_ANNOTATION) == "enabled":
+            wanted = numeric_ports_with(annotations.get(INJECT_NUMERIC_PORTS, ""), numeric_port)
+            changes = {INJECT_ANNOTATION: "enabled", INJECT_NUMERIC_PORTS: wanted}
+            changes = {k: v for k, v in changes.items() if v and annotations.get(k) != v}
+            if not changes:
                 return False
-            try:
+            patch = {"spec": {"template": {"metadata": {"annotations": changes}}}}
+            with api_errors(f"cannot annotate {kind} {namespace}/{name} for the agent"):
                 await write(name, namespace, patch)
-            except ApiException as error:
-                raise ClusterError(
-                    f"cannot annotate {kind} {namespace}/{name} for the agent: {error.reason}"
-                ) from error
-            log.info("%s %s/%s annotated for agent injection", kind, namespace, name)
+            log.info("%s %s/%s annotated for agent injection: %s", kind, namespace, name, changes)
             return True
         raise NotFoundError(
             f"no Deployment, StatefulSet or ReplicaSet named {name!r} in namespace {namespace!r}"
         )
+
+
+def numeric_ports_with(listed: str, port: int | None) -> str:
+    """The numeric-ports annotation `listed` ("8080,9000") with `port` added, if any."""
+    ports = [p.strip() for p in listed.split(",") if p.strip()]
+    if port is not None and str(port) not in ports:
+        ports.append(str(port))
+    return ",".join(ports)
