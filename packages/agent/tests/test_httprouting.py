@@ -15,7 +15,8 @@ everything else to the app. Scenarios:
   works although the client says nothing;
 - an upstream that refuses gives 502; one that dies mid-response closes the connection;
   a close-delimited response closes the connection after it; a malformed request gets 400;
-- h2c with prior knowledge is routed by its first request's headers.
+- h2c with prior knowledge is routed per stream: alternating headers, concurrent streams
+  with a 3 MiB upload and a 500 kB download (flow control both ways), 502 per stream.
 """
 
 from __future__ import annotations
@@ -474,14 +475,22 @@ async def test_request_asking_to_close_closes_after_its_response(setup: Setup) -
 # -- h2c ----------------------------------------------------------------------------------
 
 
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class H2Server(asyncio.Protocol):
-    """A minimal h2c server answering `<name> <path> x-dev=<x-dev>`."""
+    """A minimal h2c server: answers `<name> <method> <path> x-dev=<x-dev> n=<body bytes>`
+    when a request ends, followed by 500 000 bytes of 'x' for /big (flow-controlled)."""
 
     def __init__(self, name: str) -> None:
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(config=config)
         self.name = name
         self.transport: asyncio.Transport | None = None
+        self.requests: dict[int, dict[str, str]] = {}
+        self.received: dict[int, int] = {}
+        self.outgoing: dict[int, bytes] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -494,70 +503,185 @@ class H2Server(asyncio.Protocol):
         for event in self.conn.receive_data(data):
             if isinstance(event, h2.events.RequestReceived):
                 assert event.stream_id is not None
-                headers = {str(k): str(v) for k, v in event.headers or []}
-                body = f"{self.name} {headers[':path']} x-dev={headers.get('x-dev', '')}"
-                self.conn.send_headers(
-                    event.stream_id,
-                    [(":status", "200"), ("content-length", str(len(body)))],
+                self.requests[event.stream_id] = {text(k): text(v) for k, v in event.headers or []}
+                self.received[event.stream_id] = 0
+            elif isinstance(event, h2.events.DataReceived):
+                assert event.stream_id is not None
+                self.received[event.stream_id] += len(event.data or b"")
+                self.conn.acknowledge_received_data(
+                    event.flow_controlled_length or 0, event.stream_id
                 )
-                self.conn.send_data(event.stream_id, body.encode(), end_stream=True)
+            elif isinstance(event, h2.events.StreamEnded):
+                assert event.stream_id is not None
+                self.respond(event.stream_id)
+            elif isinstance(event, h2.events.WindowUpdated):
+                for stream_id in list(self.outgoing):
+                    self.send_some(stream_id)
         self.transport.write(self.conn.data_to_send())
 
+    def respond(self, stream_id: int) -> None:
+        headers = self.requests[stream_id]
+        text = (
+            f"{self.name} {headers[':method']} {headers[':path']}"
+            f" x-dev={headers.get('x-dev', '')} n={self.received[stream_id]}"
+        )
+        body = text.encode() + (b"x" * 500_000 if headers[":path"] == "/big" else b"")
+        self.conn.send_headers(stream_id, [(":status", "200"), ("content-length", str(len(body)))])
+        self.outgoing[stream_id] = body
+        self.send_some(stream_id)
 
-async def h2_get(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    conn: h2.connection.H2Connection,
-    stream_id: int,
-    path: str,
-    dev: str,
-) -> str:
-    headers = [(":method", "GET"), (":scheme", "http"), (":authority", "svc"), (":path", path)]
-    if dev:
-        headers.append(("x-dev", dev))
-    conn.send_headers(stream_id, headers, end_stream=True)
-    writer.write(conn.data_to_send())
-    body = b""
-    async with asyncio.timeout(TIMEOUT):
-        for _ in range(1000):
-            data = await reader.read(65536)
-            assert data, "connection closed"
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
-                    assert event.data is not None
-                    body += event.data
-                    conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
-                if isinstance(event, h2.events.StreamEnded) and event.stream_id == stream_id:
-                    writer.write(conn.data_to_send())
-                    return body.decode()
-            writer.write(conn.data_to_send())
-    raise AssertionError("no h2 response")
+    def send_some(self, stream_id: int) -> None:
+        body = self.outgoing[stream_id]
+        while body:
+            window = min(
+                self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size
+            )
+            if window <= 0:
+                break
+            self.conn.send_data(stream_id, body[:window])
+            body = body[window:]
+        self.outgoing[stream_id] = body
+        if not body:
+            self.conn.end_stream(stream_id)
+            del self.outgoing[stream_id]
 
 
-async def test_h2c_is_routed_by_its_first_request(setup: Setup) -> None:
+class H2Client:
+    """An h2c client on one connection, several streams at once, flow control obeyed."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self.conn = h2.connection.H2Connection(config=config)
+        self.reader, self.writer = reader, writer
+        self.status: dict[int, str] = {}
+        self.bodies: dict[int, bytes] = {}
+        self.ended: set[int] = set()
+        self.conn.initiate_connection()
+        self.writer.write(self.conn.data_to_send())
+
+    async def pump(self) -> None:
+        data = await self.reader.read(65536)
+        assert data, "the router closed the connection"
+        for event in self.conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                assert event.stream_id is not None
+                headers = {text(k): text(v) for k, v in event.headers or []}
+                self.status[event.stream_id] = headers[":status"]
+            elif isinstance(event, h2.events.DataReceived):
+                assert event.stream_id is not None
+                self.bodies[event.stream_id] = self.bodies.get(event.stream_id, b"") + (
+                    event.data or b""
+                )
+                self.conn.acknowledge_received_data(
+                    event.flow_controlled_length or 0, event.stream_id
+                )
+            elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                assert event.stream_id is not None
+                self.ended.add(event.stream_id)
+        self.writer.write(self.conn.data_to_send())
+
+    async def request(self, path: str, dev: str = "", body: bytes = b"") -> int:
+        stream_id = self.conn.get_next_available_stream_id()
+        headers = [(":method", "POST" if body else "GET"), (":scheme", "http")]
+        headers += [(":authority", "svc"), (":path", path)]
+        if dev:
+            headers.append(("x-dev", dev))
+        self.conn.send_headers(stream_id, headers, end_stream=not body)
+        self.writer.write(self.conn.data_to_send())
+        async with asyncio.timeout(TIMEOUT):
+            while body:
+                window = min(
+                    self.conn.local_flow_control_window(stream_id),
+                    self.conn.max_outbound_frame_size,
+                )
+                if window <= 0:
+                    await self.pump()
+                    continue
+                self.conn.send_data(stream_id, body[:window], end_stream=len(body) <= window)
+                body = body[window:]
+                self.writer.write(self.conn.data_to_send())
+        return stream_id
+
+    async def response(self, stream_id: int) -> tuple[str, bytes]:
+        async with asyncio.timeout(TIMEOUT):
+            while stream_id not in self.ended:
+                await self.pump()
+        return self.status.get(stream_id, ""), self.bodies.get(stream_id, b"")
+
+
+@pytest.fixture
+async def h2_servers(setup: Setup) -> AsyncIterator[Setup]:
     loop = asyncio.get_running_loop()
     servers = []
     for name in (APP, WS):
         server = await loop.create_server(functools.partial(H2Server, name), "127.0.0.1", 0)
         setup.ports[name] = int(server.sockets[0].getsockname()[1])
         servers.append(server)
-    try:
-        for dev, name in (("alice", WS), ("", APP)):
-            reader, writer = await setup.connect()
-            config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-            conn = h2.connection.H2Connection(config=config)
-            conn.initiate_connection()
-            writer.write(conn.data_to_send())
-            assert await h2_get(reader, writer, conn, 1, "/one", dev) == f"{name} /one x-dev={dev}"
-            # Later requests stay on the first request's side (whole-connection routing).
-            other = "" if dev else "alice"
-            assert (
-                await h2_get(reader, writer, conn, 3, "/two", other) == f"{name} /two x-dev={other}"
-            )
-            writer.close()
-    finally:
-        for server in servers:
-            server.close()
+    yield setup
+    for server in servers:
+        server.close()
+
+
+async def test_h2c_routes_each_stream(h2_servers: Setup) -> None:
+    client = H2Client(*await h2_servers.connect())
+    for dev, name in (("alice", WS), ("", APP), ("alice", WS), ("bob", APP)):
+        status, body = await client.response(await client.request("/one", dev))
+        assert status == "200"
+        assert body.decode() == f"{name} GET /one x-dev={dev} n=0"
+    assert h2_servers.dials == {WS: 1, APP: 1}  # one h2 connection per destination
+    client.writer.close()
+
+
+async def test_h2c_concurrent_streams_with_bodies_both_ways(h2_servers: Setup) -> None:
+    client = H2Client(*await h2_servers.connect())
+    upload = bytes(range(256)) * 12_000  # 3 MiB: more than any window
+    big = await client.request("/big", "alice")
+    post = await client.request("/up", "", upload)
+    other = await client.request("/up", "alice", b"small")
+    status, body = await client.response(post)
+    assert (status, body) == ("200", f"app POST /up x-dev= n={len(upload)}".encode())
+    status, body = await client.response(big)
+    assert status == "200"
+    assert body == b"workstation GET /big x-dev=alice n=0" + b"x" * 500_000
+    assert (await client.response(other))[1] == b"workstation POST /up x-dev=alice n=5"
+    client.writer.close()
+
+
+async def test_h2c_502_when_a_destination_refuses(h2_servers: Setup) -> None:
+    h2_servers.ports[WS] = closed_port()
+    client = H2Client(*await h2_servers.connect())
+    status, body = await client.response(await client.request("/", "alice"))
+    assert status == "502"
+    assert b"workstation does not answer" in body
+    # The connection goes on for the other side.
+    status, body = await client.response(await client.request("/", ""))
+    assert (status, body) == ("200", b"app GET / x-dev= n=0")
+    client.writer.close()
+
+
+async def test_h2c_upstream_dying_answers_502(h2_servers: Setup) -> None:
+    async def hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.close()
+
+    server, h2_servers.ports[WS] = await raw_server(hangs_up)
+    async with server:
+        client = H2Client(*await h2_servers.connect())
+        status, body = await client.response(await client.request("/", "alice"))
+        assert status == "502"
+        assert b"workstation: closed the connection" in body
+        client.writer.close()
+
+
+async def test_h2c_garbage_after_the_preface_closes(h2_servers: Setup) -> None:
+    reader, writer = await h2_servers.connect()
+    data_on_stream_0 = b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x"  # a protocol error
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + data_on_stream_0)
+    async with asyncio.timeout(TIMEOUT):
+        while await reader.read(65536):
+            pass  # whatever the router says (a GOAWAY), then the connection ends
+    assert h2_servers.dials == {}
+    writer.close()
 
 
 async def test_caller_closing_before_a_request_is_quiet(setup: Setup) -> None:

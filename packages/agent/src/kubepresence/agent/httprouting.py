@@ -16,8 +16,8 @@ the connection by its first bytes:
   or a request that asked to close, the caller's connection is closed. A response that ends
   before its request's body was all forwarded also closes the caller's connection (the rest
   of that body cannot be told apart from a next request otherwise).
-- h2c (prior-knowledge preface): routed as a whole by its first request; see
-  `core/h2c.py` for why and what that means for clients.
+- h2c (prior-knowledge preface): every stream is routed on its own, the same way; see
+  `h2routing.py`.
 - Anything else: piped raw to "app", both ways, half-close respected.
 
 A client that connects and says nothing for `sniff_timeout` seconds may be speaking a
@@ -43,7 +43,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from kubepresence.agent.core import h2c
 from kubepresence.agent.core.http1 import (
     NEED_DATA,
     Body,
@@ -61,6 +60,7 @@ from kubepresence.agent.core.http1 import (
     is_h2c_preface,
     looks_like_http1,
 )
+from kubepresence.agent.h2routing import H2Router
 
 log = logging.getLogger(__name__)
 
@@ -223,25 +223,12 @@ class _Router:
     # -- h2c ---------------------------------------------------------------------------
 
     async def _h2c(self, first: bytes, early: _Upstream | None) -> None:
-        for _ in range(MAX_EVENTS_PER_READ):
-            head = h2c.first_request(first)
-            if isinstance(head, RequestHead):
-                break
-            if isinstance(head, ParseError):
-                log.info("h2c connection without a usable first request: %s", head.reason)
-                return
-            data = await self.reader.read(READ_SIZE)
-            if not data:
-                return
-            first += data
-        else:
-            return
-        destination = self.choose(head)
-        log.debug("h2c connection → %s (by %s %s)", destination, head.method, head.target)
-        if early is not None and destination != APP:
-            early.close()
-            early = None
-        await self._raw_to(destination, first, early)
+        if early is not None:
+            early.close()  # h2 upstream connections start with their own preface
+        router = H2Router(
+            self.reader, self.writer, self.choose, self.open_upstream, self.dial_timeout
+        )
+        await router.run(first)
 
     # -- HTTP/1 ------------------------------------------------------------------------
 
