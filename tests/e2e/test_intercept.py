@@ -160,7 +160,7 @@ def test_bad_intercepts_say_why_and_leave_nothing(
     cases = {
         ("nope", namespace, "8090:http"): "no Deployment, StatefulSet or ReplicaSet named 'nope'",
         ("echo", "no-such-namespace", "8090:http"): "in namespace 'no-such-namespace'",
-        ("echo", namespace, "8090:grpc"): "the pod has no port 'grpc' taken over (ports: http)",
+        ("echo", namespace, "8090:grpc"): "service echo has no port 'grpc' (ports: http/80)",
     }
     for (workload, ns, port), reason in cases.items():
         result = workstation.kp("intercept", workload, "--port", port, "-n", ns, timeout=240)

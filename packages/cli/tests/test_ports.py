@@ -11,7 +11,7 @@ from kubepresence.protocol.errors import Category, KubepresenceError
 @pytest.mark.parametrize(
     ("text", "spec"),
     [
-        ("8080", PortSpec(8080, "8080")),
+        ("8080", PortSpec(8080, "")),
         ("8080:http", PortSpec(8080, "http")),
         ("9000:8080", PortSpec(9000, "8080")),
         ("1:grpc-web", PortSpec(1, "grpc-web")),
@@ -29,6 +29,7 @@ def test_good_specs(text: str, spec: PortSpec) -> None:
         ("0", "local port must be"),
         ("70000", "local port must be"),
         ("8080:0", "out of range"),
+        ("8080:", "name the port"),
         ("8080:a_b", "not a port name"),
         ("8080:averyveryverylongname", "not a port name"),
     ],

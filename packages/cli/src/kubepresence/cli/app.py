@@ -40,6 +40,7 @@ from kubepresence.protocol.httpfilter import auto_header
 from kubepresence.protocol.logs import LEVELS
 
 P = ParamSpec("P")
+PROGRESS_POLL = 1.0  # seconds between looks at a waiting intercept's progress
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -259,8 +260,15 @@ async def intercept(
     ctx: typer.Context,
     workload: Annotated[str, typer.Argument(help="Deployment, ReplicaSet or StatefulSet")],
     port: Annotated[
-        str, typer.Option(help="LOCAL[:PORT]: local port, and the workload's port name or number")
+        str,
+        typer.Option(
+            help="LOCAL[:PORT]: local port, and the service port name or number "
+            "(the container port when no service selects the workload)"
+        ),
     ],
+    service: Annotated[
+        str, typer.Option(help="the service to intercept, when several select the workload")
+    ] = "",
     name: Annotated[str, typer.Option(help="intercept name (default: the workload's)")] = "",
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "",
     address: Annotated[str, typer.Option(help="local address to send traffic to")] = "127.0.0.1",
@@ -306,15 +314,21 @@ async def intercept(
         method=http_method,
         auto=auto,
     )
-    with err.status(f"intercepting {workload} (waiting for its agent)", spinner="dots"):
-        result = await daemons.create_intercept(
+    with err.status(f"intercepting {workload}", spinner="dots") as spinner:
+        result = await _following_progress(
             socket,
-            workload=workload,
-            name=intercept_name,
-            namespace=namespace,
-            port=spec.remote,
-            local=(address, spec.local),
-            http_filter=http_filter,
+            intercept_name,
+            lambda step: spinner.update(escape(f"intercepting {workload}: {step}")),
+            daemons.create_intercept(
+                socket,
+                workload=workload,
+                name=intercept_name,
+                namespace=namespace,
+                port=spec.remote,
+                service=service,
+                local=(address, spec.local),
+                http_filter=http_filter,
+            ),
         )
     try:
         for path, text in ((env_file, render_dotenv), (env_json, render_json)):
@@ -323,8 +337,11 @@ async def intercept(
         if output is not OutputFormat.TEXT:
             out.print(render(vars(result), output), markup=False)
         else:
+            if result.message:
+                err.print(result.message, markup=False)
+            via = f"service {result.service} " if result.service else ""
             out.print(
-                f"Intercepting {result.namespace}/{result.workload} port {result.port} "
+                f"Intercepting {result.namespace}/{result.workload} {via}port {result.port} "
                 f"→ {result.local}"
                 + (f", requests with {result.http_filter}" if result.http_filter else "")
             )
@@ -336,6 +353,33 @@ async def intercept(
             await daemons.remove_intercept(socket, intercept_name)
         raise
     # Without a command the intercept stays until `kubepresence leave`.
+
+
+async def _following_progress(
+    socket: Path,
+    name: str,
+    show: Callable[[str], None],
+    creating: Awaitable[daemons.InterceptResult],
+) -> daemons.InterceptResult:
+    """Wait for the intercept's creation, showing the step userd reports it is at."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            work = group.create_task(_awaited(creating), name="create-intercept")
+            while not work.done():
+                await asyncio.wait({work}, timeout=PROGRESS_POLL)
+                if work.done():
+                    break
+                with contextlib.suppress(KubepresenceError):  # progress only: never fatal
+                    for listed in await daemons.intercepts(socket):
+                        if listed.name == name and listed.message:
+                            show(listed.message)
+    except* KubepresenceError as failed:
+        raise failed.exceptions[0] from None
+    return work.result()
+
+
+async def _awaited(awaitable: Awaitable[daemons.InterceptResult]) -> daemons.InterceptResult:
+    return await awaitable
 
 
 @app.command()

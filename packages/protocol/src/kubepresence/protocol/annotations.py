@@ -7,3 +7,8 @@ daemon removes agents by clearing it), so they are named once, here.
 # On a pod template: the webhook injects the traffic agent into its pods.
 INJECT_TRAFFIC_AGENT = "kubepresence.io/inject-traffic-agent"
 INJECT_ENABLED = "enabled"
+# On a pod template: the container the agent serves (default: the first one).
+INJECT_CONTAINER = "kubepresence.io/inject-container"
+# On a pod template: comma-separated port numbers that Services target by number; the
+# webhook redirects them to the agent (an init container with iptables).
+INJECT_NUMERIC_PORTS = "kubepresence.io/inject-numeric-ports"

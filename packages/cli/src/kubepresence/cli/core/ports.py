@@ -1,8 +1,8 @@
 """`--port LOCAL[:PORT]`: where intercepted traffic goes, and which workload port it is.
 
-PORT is the name or number of the workload's port (the container port the agent takes
-over, which a Service's targetPort names). Without it the local number is used: the
-common case of an app that listens on the same port locally as in its pod.
+PORT is the name or number of a port of the Service that selects the workload (userd
+resolves it to the container port the agent takes over), or of the container port when no
+Service selects it. Without it ("" here) userd takes the Service's only port.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ def parse_port_spec(text: str) -> PortSpec:
     local_text, _, remote = text.partition(":")
     if not local_text.isdigit() or not 0 < int(local_text) <= MAX_PORT:
         raise UserError(f"--port {text}: the local port must be a number from 1 to {MAX_PORT}")
-    remote = remote or local_text
+    if not remote and text.endswith(":"):
+        raise UserError(f"--port {text}: name the port after ':' or leave ':' out")
+    if not remote:
+        return PortSpec(int(local_text), "")
     if remote.isdigit():
         if not 0 < int(remote) <= MAX_PORT:
             raise UserError(f"--port {text}: port {remote} is out of range")

@@ -182,6 +182,7 @@ class InterceptResult:
     message: str
     environment: dict[str, str]
     http_filter: str = ""  # personal intercepts: which requests come here
+    service: str = ""  # the Service whose port led to the container port ("" none)
 
 
 def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
@@ -196,6 +197,7 @@ def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
         message=info.message,
         environment=dict(info.environment),
         http_filter="" if spec.http_filter is None else describe(_filter_of(spec.http_filter)),
+        service=spec.service_name,
     )
 
 
@@ -230,6 +232,7 @@ async def create_intercept(
     port: str,
     local: tuple[str, int],
     http_filter: HttpFilter | None = None,
+    service: str = "",
 ) -> InterceptResult:
     async with _userd(socket, INTERCEPT_TIMEOUT) as stub:
         info = await stub.create_intercept(
@@ -238,6 +241,7 @@ async def create_intercept(
                     name=name,
                     namespace=namespace,
                     workload_name=workload,
+                    service_name=service,
                     service_port=port,
                     local_host=local[0],
                     local_port=local[1],

@@ -50,12 +50,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubepresence.protocol.annotations import INJECT_TRAFFIC_AGENT
+from kubepresence.protocol.annotations import (
+    INJECT_CONTAINER,
+    INJECT_NUMERIC_PORTS,
+    INJECT_TRAFFIC_AGENT,
+)
 
 INJECT_ANNOTATION = INJECT_TRAFFIC_AGENT
 INJECT_ENABLED = "enabled"
-NUMERIC_PORTS_ANNOTATION = "kubepresence.io/inject-numeric-ports"
-CONTAINER_ANNOTATION = "kubepresence.io/inject-container"
+NUMERIC_PORTS_ANNOTATION = INJECT_NUMERIC_PORTS
+CONTAINER_ANNOTATION = INJECT_CONTAINER
 INJECTED_ANNOTATION = "kubepresence.io/traffic-agent"
 
 AGENT_CONTAINER = "kubepresence-agent"

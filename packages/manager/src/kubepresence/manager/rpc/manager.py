@@ -221,7 +221,10 @@ class ManagerService(manager.ManagerBase):
         if self._workloads is not None and info.state != common.InterceptState.ACTIVE:
             try:
                 # Pods without an agent get one: the template annotation rolls them.
-                await self._workloads.ensure_injected(spec.namespace, spec.workload_name)
+                # A port given by number is one that Services target by number (the
+                # client resolved it): only a redirect takes it over.
+                numeric = int(spec.service_port) if spec.service_port.isdigit() else None
+                await self._workloads.ensure_injected(spec.namespace, spec.workload_name, numeric)
             except KubepresenceError:
                 self._desk.remove(client, spec.name or spec.workload_name)
                 raise

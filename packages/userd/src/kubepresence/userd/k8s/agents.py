@@ -1,23 +1,30 @@
-"""Removing traffic agents from workloads: clear the injection annotation from the pod
-template, so the workload rolls out without the sidecar."""
+"""Workloads and their traffic agents: watching agents arrive (a snapshot of the pods for
+core.arrival), and removing them — clear the injection annotation from the pod template, so
+the workload rolls out without the sidecar. A bare ReplicaSet (or an OnDelete
+StatefulSet) does not roll on a template change: its pods are deleted so that it creates
+them anew from the changed template."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepresence.protocol.annotations import INJECT_ENABLED, INJECT_TRAFFIC_AGENT
+from kubepresence.protocol.annotations import (
+    INJECT_ENABLED,
+    INJECT_NUMERIC_PORTS,
+    INJECT_TRAFFIC_AGENT,
+)
 from kubepresence.protocol.errors import ClusterError, NotFoundError
+from kubepresence.userd.core.arrival import ConditionView, ContainerView, PodView
 
 log = logging.getLogger(__name__)
 
 NOT_FOUND = 404
-ROLLOUT_POLL = 0.5
 # A JSON merge patch with null deletes the key; the template change rolls the pods.
 _REMOVE = {"spec": {"template": {"metadata": {"annotations": {INJECT_TRAFFIC_AGENT: None}}}}}
 
@@ -62,6 +69,20 @@ async def _patch(
     log.info("agent removed from %s %s/%s", kind, namespace, name)
 
 
+async def read_workload(api: client.ApiClient, namespace: str, name: str) -> tuple[str, Any]:
+    """(kind, object) of the Deployment, StatefulSet or ReplicaSet `name`; NotFoundError."""
+    for kind, read, _, _ in _kinds(client.AppsV1Api(api)):
+        try:
+            return kind, await read(name, namespace)
+        except ApiException as error:
+            if error.status == NOT_FOUND:
+                continue
+            raise ClusterError(f"cannot read {kind} {namespace}/{name}: {error.reason}") from error
+    raise NotFoundError(
+        f"no Deployment, StatefulSet or ReplicaSet named {name!r} in namespace {namespace!r}"
+    )
+
+
 async def remove_agent(api: client.ApiClient, namespace: str, name: str) -> bool:
     """Remove the agent from one workload; False when it had none. NotFoundError if missing."""
     for kind, read, patch, _ in _kinds(client.AppsV1Api(api)):
@@ -74,6 +95,7 @@ async def remove_agent(api: client.ApiClient, namespace: str, name: str) -> bool
         if not _injected(workload):
             return False
         await _patch(kind, patch, name, namespace)
+        await _replace_agent_pods(api, namespace, name)
         return True
     raise NotFoundError(
         f"no Deployment, StatefulSet or ReplicaSet named {name!r} in namespace {namespace!r}"
@@ -92,6 +114,7 @@ async def remove_all_agents(api: client.ApiClient, namespace: str) -> list[str]:
             owned = any(o.controller for o in workload.metadata.owner_references or [])
             if _injected(workload) and not owned:  # a Deployment's ReplicaSets follow it
                 await _patch(kind, patch, workload.metadata.name, namespace)
+                await _replace_agent_pods(api, namespace, workload.metadata.name)
                 removed.append(f"{kind.lower()}/{workload.metadata.name}")
     return removed
 
@@ -111,46 +134,96 @@ async def list_workloads(api: client.ApiClient, namespace: str) -> list[tuple[st
     return sorted(found, key=lambda w: (w[1], w[0]))
 
 
-def _rolled_out(kind: str, workload: Any) -> bool:
-    status, spec = workload.status, workload.spec
-    wanted = spec.replicas if spec.replicas is not None else 1
-    if (status.observed_generation or 0) < (workload.metadata.generation or 0):
-        return False
-    if kind == "Deployment":
-        return (
-            (status.updated_replicas or 0) == wanted
-            and (status.available_replicas or 0) == wanted
-            and (status.replicas or 0) == wanted  # no old pod left
+AGENT_CONTAINER = "kubepresence-agent"
+_TRACKED = (INJECT_TRAFFIC_AGENT, INJECT_NUMERIC_PORTS)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A snapshot of a workload while its agents arrive."""
+
+    kind: str
+    replicas: int
+    pods: list[PodView]
+    replaces_pods: bool  # a template change rolls its pods (a bare ReplicaSet's does not)
+
+
+def pod_view(pod: Any, template_annotations: dict[str, str]) -> PodView:
+    annotations = pod.metadata.annotations or {}
+    status = pod.status
+    statuses = [
+        *((s, True) for s in status.init_container_statuses or []),
+        *((s, False) for s in status.container_statuses or []),
+    ]
+    containers = tuple(
+        ContainerView(
+            name=str(s.name),
+            image=str(s.image or ""),
+            ready=bool(s.ready),
+            waiting_reason=(s.state.waiting.reason or "") if s.state and s.state.waiting else "",
+            waiting_message=(s.state.waiting.message or "") if s.state and s.state.waiting else "",
+            init=init,
         )
-    if kind == "StatefulSet":
-        return (
-            status.current_revision == status.update_revision
-            and (status.ready_replicas or 0) == wanted
-        )
-    return True  # a bare ReplicaSet does not roll: its pods are what they are
+        for s, init in statuses
+    )
+    conditions = tuple(
+        ConditionView(str(c.type), str(c.status), c.reason or "", c.message or "")
+        for c in status.conditions or []
+    )
+    return PodView(
+        name=str(pod.metadata.name),
+        has_agent=any(c.name == AGENT_CONTAINER for c in pod.spec.containers or []),
+        ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
+        terminating=pod.metadata.deletion_timestamp is not None,
+        current=all(annotations.get(k) == template_annotations.get(k) for k in _TRACKED),
+        phase=str(status.phase or "Pending"),
+        containers=containers,
+        conditions=conditions,
+    )
 
 
-async def wait_rolled_out(api: client.ApiClient, namespace: str, name: str) -> None:
-    """Until the workload's pods are all new (with the agent) and old ones are gone.
+async def arrival(api: client.ApiClient, namespace: str, name: str) -> Arrival:
+    """The workload `name` and its pods, now (NotFoundError if it is gone)."""
+    kind, workload = await read_workload(api, namespace, name)
+    labels = workload.spec.selector.match_labels or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    try:
+        listed = await client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector)
+    except ApiException as error:
+        raise ClusterError(f"cannot list the pods of {namespace}/{name}: {error.reason}") from error
+    template = dict(workload.spec.template.metadata.annotations or {})
+    strategy = getattr(workload.spec, "update_strategy", None)
+    return Arrival(
+        kind=kind,
+        replicas=workload.spec.replicas if workload.spec.replicas is not None else 1,
+        pods=[pod_view(p, template) for p in listed.items],
+        replaces_pods=not (
+            kind == "ReplicaSet"
+            or (kind == "StatefulSet" and strategy is not None and strategy.type == "OnDelete")
+        ),
+    )
 
-    The caller bounds the wait (asyncio.timeout); a workload that is not found or cannot
-    be read ends it at once.
-    """
-    for kind, read, _, _ in _kinds(client.AppsV1Api(api)):
+
+async def replace_pods(api: client.ApiClient, namespace: str, pods: list[str]) -> None:
+    """Delete pods so that their workload creates them anew (with the agent)."""
+    core = client.CoreV1Api(api)
+    for pod in pods:
         try:
-            await read(name, namespace)
+            await core.delete_namespaced_pod(pod, namespace)
         except ApiException as error:
             if error.status == NOT_FOUND:
                 continue
-            raise ClusterError(f"cannot read {kind} {namespace}/{name}: {error.reason}") from error
-        while True:
-            try:
-                workload = await read(name, namespace)
-            except ApiException as error:
-                raise ClusterError(
-                    f"cannot read {kind} {namespace}/{name}: {error.reason}"
-                ) from error
-            if _rolled_out(kind, workload):
-                return
-            await asyncio.sleep(ROLLOUT_POLL)
-    raise NotFoundError(f"no workload named {name!r} in namespace {namespace!r}")
+            raise ClusterError(
+                f"cannot replace pod {namespace}/{pod} (a bare ReplicaSet does not roll its "
+                f"pods: they must be deleted to get the agent): {error.reason}"
+            ) from error
+        log.info("pod %s/%s deleted: its workload recreates it with the agent", namespace, pod)
+
+
+async def _replace_agent_pods(api: client.ApiClient, namespace: str, name: str) -> None:
+    """After the agent's removal: a workload that does not roll loses its agent pods."""
+    now = await arrival(api, namespace, name)
+    if not now.replaces_pods:
+        await replace_pods(
+            api, namespace, [p.name for p in now.pods if p.has_agent and not p.terminating]
+        )

@@ -20,8 +20,9 @@ from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.logs import set_level
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
+from kubepresence.userd.core import arrival
 from kubepresence.userd.core.session import Phase
-from kubepresence.userd.k8s import agents, logs
+from kubepresence.userd.k8s import agents, logs, resolving
 from kubepresence.userd.rpc.manager import InterceptView
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERCEPT_WAIT = 120.0
+ARRIVAL_POLL = 0.5  # how often the pods are looked at while agents arrive
 CONNECT_PATH = "/kubepresence.connector.Connector/Connect"
 TUNNEL_PATH = "/kubepresence.connector.Connector/Tunnel"
 MANAGE_PATH = "/kubepresence.connector.Connector/ManageTrafficManager"
@@ -45,6 +47,8 @@ class ConnectorService(connector.ConnectorBase):
     def __init__(self, daemon: UserDaemon, supervisor: Supervisor) -> None:
         self._daemon = daemon
         self._supervisor = supervisor
+        # intercept id → what its creation waits for now (status shows it; the CLI polls)
+        self._progress: dict[str, str] = {}
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
@@ -97,41 +101,66 @@ class ConnectorService(connector.ConnectorBase):
         spec = message.spec or common.InterceptSpec()
         if not spec.workload_name:
             raise UserError("name the workload to intercept")
+        namespace = spec.namespace or connection.target.namespace
+        # The user names a Service port; the manager and the agent know container ports.
+        resolved = await resolving.resolve_port(
+            connection.api, namespace, spec.workload_name, spec.service_port, spec.service_name
+        )
         view = await connection.manager.create_intercept(
             connection.session_id,
             name=spec.name or spec.workload_name,
-            namespace=spec.namespace or connection.target.namespace,
+            namespace=namespace,
             workload=spec.workload_name,
-            port=spec.service_port,
+            port=resolved.port,
             local=(spec.local_host or "127.0.0.1", spec.local_port),
             http_filter=spec.http_filter,
         )
+        title = f"{namespace}/{spec.workload_name}"
+        seen = agents.Arrival("", 0, [], True)
+        replaced: set[str] = set()
         try:
             async with asyncio.timeout(INTERCEPT_WAIT):
                 while True:
                     current = next((i for i in connection.intercepts if i.id == view.id), None)
-                    if current is not None and current.state == "active":
-                        # Every agent accepted; old pods without one may still serve
-                        # until the rollout ends: active means all traffic comes to us.
-                        await agents.wait_rolled_out(
-                            connection.api, current.namespace, current.workload
-                        )
-                        return _intercept_info(current)
-                    if current is not None and current.state in ("error", "no_agent"):
-                        raise ClusterError(f"intercept {view.name}: {current.message}")
                     if current is not None:
                         view = current
-                    await connection.intercept_changed()
+                    if view.state == "error":
+                        raise ClusterError(f"intercept {view.name}: {view.message}")
+                    seen = await agents.arrival(connection.api, namespace, spec.workload_name)
+                    if not seen.replaces_pods:
+                        # The template change does not roll these pods: replace them.
+                        stale = [p for p in arrival.stale(seen.pods) if p not in replaced]
+                        await agents.replace_pods(connection.api, namespace, stale)
+                        replaced.update(stale)
+                    # Active: every agent accepted. Settled: no pod without one is left,
+                    # so all of the workload's traffic comes to us.
+                    if view.state == "active" and arrival.settled(seen.pods, seen.replicas):
+                        info = _intercept_info(view)
+                        assert info.spec is not None
+                        info.spec.service_name = resolved.service
+                        info.message = resolved.note
+                        return info
+                    self._progress[view.id] = arrival.step(
+                        seen.pods, seen.replicas, "" if view.state == "active" else view.message
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(ARRIVAL_POLL):
+                            await connection.intercept_changed()
         except BaseException as failure:
             # Nothing half-applied: the intercept goes when it cannot become active.
             with contextlib.suppress(KubepresenceError):
                 await connection.manager.remove_intercept(connection.session_id, view.name)
             if isinstance(failure, TimeoutError):
+                why = arrival.stuck(seen.pods, seen.replicas, title)
+                if view.state != "active" and why.startswith("the agents did not accept"):
+                    why = f"{why} ({view.message or view.state})"
                 raise ClusterError(
-                    f"intercept {view.name} not active after {INTERCEPT_WAIT:.0f} s: "
-                    f"{view.message or view.state}"
+                    f"intercept {view.name}: the agents did not arrive in "
+                    f"{INTERCEPT_WAIT:.0f} s: {why}"
                 ) from None
             raise
+        finally:
+            self._progress.pop(view.id, None)
 
     async def remove_intercept(self, message: connector.RemoveInterceptRequest) -> protobuf.Empty:
         connection = self._connection()
@@ -251,6 +280,9 @@ class ConnectorService(connector.ConnectorBase):
             info.events = list(conn.events)
             info.vif_name = conn.vif_name
             info.intercepts = [_intercept_info(i) for i in conn.intercepts]
+            for intercept in info.intercepts:
+                if intercept.id in self._progress:
+                    intercept.message = self._progress[intercept.id]
         return info
 
     async def _connect(self, stream: Stream[Any, Any]) -> None:
