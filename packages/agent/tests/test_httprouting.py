@@ -711,3 +711,34 @@ async def test_final_answer_before_the_body_closes_after_it(setup: Setup) -> Non
             answer = await reader.read()
         assert answer == b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n"
         writer.close()
+
+
+async def test_a_kept_alive_connection_closed_under_a_request_is_replaced(setup: Setup) -> None:
+    """The upstream's idle timeout races a request: a GET goes again on a new connection."""
+    connections = 0
+
+    async def closes_after_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % connections)
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the next request: dropped, unanswered
+        writer.close()
+
+    server, setup.ports[WS] = await raw_server(closes_after_one)
+    async with server:
+        reader, writer = await setup.connect()
+        parser = ResponseParser()
+        for expected in (b"1", b"2"):
+            writer.write(get("/", "alice"))
+            parser.expect("GET")
+            _, body = await read_response(reader, parser)
+            assert body == expected
+        # A POST is not sent twice: the caller gets a 502.
+        writer.write(get("/", "alice", "POST", "Content-Length: 0\r\n"))
+        async with asyncio.timeout(TIMEOUT):
+            answer = await reader.read()
+        assert answer.startswith(b"HTTP/1.1 502 Bad Gateway")
+        assert setup.dials == {WS: 2}
+        writer.close()

@@ -26,6 +26,10 @@ as the *app* says something, while still listening to the client: if the client'
 come first, classification goes on and the early app connection becomes the pooled "app"
 upstream of the HTTP router.
 
+A kept-alive upstream connection that turns out closed when a request is sent on it (the
+upstream's idle timeout raced the request) is replaced once, and the request sent again,
+if it is safe (GET, HEAD, OPTIONS, TRACE), had no body and nothing was answered yet.
+
 Failures: an upstream that cannot be dialled within `dial_timeout`, closes, or sends
 something unparseable gets the caller a `502 Bad Gateway` (then a close) if no final
 response head had been relayed yet; otherwise the caller's connection is closed. A
@@ -75,6 +79,8 @@ DIAL_TIMEOUT = 5.0
 SNIFF_TIMEOUT = 1.0
 # Bounds a connection's event loop: a parser that neither yields nor asks would spin.
 MAX_EVENTS_PER_READ = 100_000
+# Requests sent again when a kept-alive connection turns out closed (RFC 9110 §9.2.1-2).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 class _UpstreamFailedError(Exception):
@@ -247,6 +253,7 @@ class _Router:
                 raise AssertionError(f"request parser gave {event!r} between requests")
             head = event
             destination = self.choose(head)
+            reused = destination in self.pool
             upstream = await self._upstream_for(destination)
             if upstream is None:
                 await self._answer(502, "Bad Gateway", f"{destination} does not answer")
@@ -255,6 +262,20 @@ class _Router:
             upstream.writer.write(head.raw)
             exchange = _Exchange(self.reader, self.writer, parser, upstream)
             await exchange.run()
+            if reused and exchange.retryable(head):
+                # The kept-alive connection was closed by the upstream as the request went
+                # out: nothing was answered, so a safe request without a body goes again,
+                # once, on a new connection.
+                log.debug("%s closed a kept-alive connection: retrying %s", destination, head)
+                self._drop(upstream)
+                upstream = await self._upstream_for(destination)
+                if upstream is None:
+                    await self._answer(502, "Bad Gateway", f"{destination} does not answer")
+                    return
+                upstream.parser.expect(head.method)
+                upstream.writer.write(head.raw)
+                exchange = _Exchange(self.reader, self.writer, parser, upstream)
+                await exchange.run_response_only()
             if exchange.upstream_failed is not None:
                 self._drop(upstream)
                 if not exchange.final_sent:
@@ -336,7 +357,22 @@ class _Exchange:
         self.body_left_behind = False
         self.caller_gone = False
         self.upstream_failed: str | None = None
+        self.had_body = False
+        self.answered = False  # something (even a 1xx) went to the caller
         self._pending: Event | NeedData | None = None  # pulled by run(), not yet handled
+
+    def retryable(self, head: RequestHead) -> bool:
+        """The upstream failed before answering a safe request that had no body."""
+        return (
+            self.upstream_failed is not None
+            and not self.had_body
+            and not self.answered
+            and head.method in SAFE_METHODS
+        )
+
+    async def run_response_only(self) -> None:
+        """For a request sent again: its body (none) was taken from the caller already."""
+        await self._relay_response()
 
     async def run(self) -> None:
         # Fast path: a request without a body has ended already; only the response is left.
@@ -344,6 +380,7 @@ class _Exchange:
         if isinstance(self._pending, EndOfMessage):
             await self._relay_response()
             return
+        self.had_body = True
         async with asyncio.TaskGroup() as group:
             send = group.create_task(self._send_body(), name="request-body")
             relay = group.create_task(self._relay_response(), name="response")
@@ -399,6 +436,7 @@ class _Exchange:
                         parser.feed_eof()
                     continue
                 if isinstance(event, ResponseHead):
+                    self.answered = True
                     self.final_sent = self.final_sent or not event.interim
                     self.response_keep_alive = event.keep_alive
                     await self._to_caller(event.raw)
