@@ -166,15 +166,17 @@ def main() -> int:
         from benchmarks.cluster.suite import Run
 
         full["versions"]["kubernetes"] = kubernetes_version()
+        import pytest
+
         run = Run(
             clients.QUICK if args.quick else clients.FULL,
             quick=args.quick,
             profile=args.profile,
-            work_dir=out / "work",
+            work_dir=ROOT / "bench-results" / "work",
         )
         try:
             run.run()
-        except Exception as error:
+        except (Exception, pytest.fail.Exception) as error:
             log.exception("the cluster suite failed")
             run.problems.append(f"suite failed: {error!r}")
             failed = True

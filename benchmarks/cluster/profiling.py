@@ -78,11 +78,15 @@ def top_entries(collapsed: str, count: int = 12) -> dict[str, Any]:
         for frame in {_short(f) for f in frames}:
             total[frame] += n
 
+    # The trunk every sample passes through (main, the event loop's run…) says nothing.
+    trunk = {name for name, n in total.items() if n >= 0.9 * samples}
+
     def share(counter: Counter[str]) -> list[dict[str, Any]]:
         return [
             {"function": name, "percent": round(100 * n / samples, 1)}
-            for name, n in counter.most_common(count)
-        ]
+            for name, n in counter.most_common(count + len(trunk))
+            if counter is own or name not in trunk
+        ][:count]
 
     return {"samples": samples, "own": share(own), "total": share(total)}
 

@@ -75,7 +75,7 @@ def cluster_figures(cluster: dict[str, Any]) -> list[Figure]:
             base = get(baseline, key)
             figures.append(
                 Figure(
-                    f"{path} {direction}",
+                    f"{path} {direction} (share of {baseline})",
                     "MB/s",
                     get(path, key),
                     base,
@@ -273,8 +273,46 @@ def chart(cluster: dict[str, Any], out: Path) -> None:
     plt.close(figure)
 
 
+def profile_markdown(profiles: dict[str, Any], count: int = 10) -> str:
+    """The profile's top entries: per transfer and process, by own and by total time."""
+    if not profiles:
+        return ""
+    lines = [
+        "",
+        "## Where the time goes (py-spy, outbound transfers)",
+        "",
+        "Share of samples per function: own = in the function itself, total = with what it "
+        "calls (leaving out the trunk every sample passes through: main, the loop's run). "
+        "`Runner.run` own time is time inside uvloop's C event loop (polling, socket "
+        "and TUN system calls, C callbacks), which py-spy cannot see into without --native.",
+    ]
+    for transfer, found in profiles.items():
+        for role, top in found.items():
+            if role == "transfer" or not isinstance(top, dict):
+                continue
+            lines += ["", f"### {transfer}: {role}"]
+            if "error" in top:
+                lines.append(f"not recorded: {top['error']}")
+                continue
+            lines += [
+                "",
+                f"{top['samples']} samples during a transfer of "
+                f"{found.get('transfer', {}).get('seconds', 0):.1f} s.",
+                "",
+                "| own % | function | total % | function |",
+                "|---|---|---|---|",
+            ]
+            for own, total in zip(top["own"][:count], top["total"][:count], strict=False):
+                lines.append(
+                    f"| {own['percent']} | `{own['function']}` | "
+                    f"{total['percent']} | `{total['function']}` |"
+                )
+    return "\n".join(lines) + "\n"
+
+
 def write(report: dict[str, Any], figures: list[Figure], out_dir: Path, header: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     report["figures"] = [asdict(f) for f in figures]
     (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "results.md").write_text(markdown(figures, header))
+    profiles = report.get("cluster", {}).get("profile", {})
+    (out_dir / "results.md").write_text(markdown(figures, header) + profile_markdown(profiles))

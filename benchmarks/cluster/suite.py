@@ -184,11 +184,11 @@ class Run:
         return result
 
     def run(self) -> None:
-        with self.cluster.namespace("kp-bench") as namespace:
-            try:
+        try:
+            with self.cluster.namespace("kp-bench") as namespace:
                 self._in_namespace(namespace)
-            finally:
-                self.cluster.wait_namespaces_gone()
+        finally:
+            self.cluster.wait_namespaces_gone()
 
     def _in_namespace(self, namespace: str) -> None:
         cluster = self.cluster
@@ -207,6 +207,7 @@ class Run:
         with port_forward(cluster, namespace, pod, self.work_dir) as port:
             self.measure(clients.on_workstation("kubectl port-forward", "127.0.0.1", port))
         self.measure(in_cluster)
+        log.info("waiting for the ws1 VIF lock (other kubepresence sessions in ws1)")
         with ws1_vif_lock():
             self._kubepresence(namespace, client_pod, service)
 
@@ -247,8 +248,8 @@ class Run:
         self.paths[client.path] = result
         pids = self._pids(ws, manager_namespace)
         with processes.sampled(pids) as usage:
-            clients.bulk(client, self.sizes, result)
-        self._record_usage("outbound", usage, result)
+            moved = clients.bulk(client, self.sizes, result)
+        self._record_usage("outbound", usage, moved)
         clients.requests(client, self.sizes, result)
         if self.profile:
             for mode in ("download", "upload"):
@@ -297,16 +298,15 @@ class Run:
         pids = self._pids(ws, manager_namespace)
         pids["agent"] = processes.container_pid(namespace, AGENT_CONTAINER, workload.NAME)
         with processes.sampled(pids) as usage:
-            clients.bulk(client, self.sizes, result)
-        self._record_usage("inbound", usage, result)
+            moved = clients.bulk(client, self.sizes, result)
+        self._record_usage("inbound", usage, moved)
         clients.requests(client, self.sizes, result)
         _kp(ws, "leave", workload.NAME, timeout=60)
 
-    def _record_usage(self, name: str, usage: processes.Usage, result: PathResult) -> None:
-        moved = sum(1 for v in (result.download_mb_s, result.upload_mb_s) if v is not None)
-        gib = moved * self.sizes.bulk_mib / 1024
+    def _record_usage(self, name: str, usage: processes.Usage, moved: int) -> None:
+        gib = moved / (1 << 30)
         self.usage[name] = {
-            "gib_moved": gib,
+            "gib_moved": round(gib, 3),
             "rss_peak_mib": usage.rss_peak_mib,
             "cpu_seconds": usage.cpu_seconds,
             "cpu_seconds_per_gib": {
