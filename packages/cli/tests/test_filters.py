@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from kubepresence.cli.core.filters import filter_from_options, wants_auto_header
+from kubepresence.cli.core.filters import (
+    PreviewOptions,
+    filter_from_options,
+    preview_options,
+    wants_auto_header,
+)
 from kubepresence.protocol.errors import UserError
 from kubepresence.protocol.httpfilter import HttpFilter
 
@@ -50,3 +55,16 @@ def test_bad_filters_say_why_in_one_line(
             method=options.get("method", ""),
         )
     assert "\n" not in str(caught.value)
+
+
+def test_preview_options() -> None:
+    assert preview_options(False, "", 0, False) is None
+    assert preview_options(True, "frontend.shop", 0, True) == PreviewOptions(
+        "frontend.shop", 0, True
+    )
+    with pytest.raises(UserError, match="need --preview-url"):
+        preview_options(False, "frontend.shop", 0, False)
+    with pytest.raises(UserError, match="needs --ingress-host"):
+        preview_options(True, "", 80, False)
+    with pytest.raises(UserError, match="out of range"):
+        preview_options(True, "web", 70000, False)

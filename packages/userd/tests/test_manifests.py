@@ -100,7 +100,12 @@ def test_manager_container_per_contract() -> None:
     assert c["image"] == "localhost/kubepresence-manager:0.3.0"
     assert c["imagePullPolicy"] == "IfNotPresent"
     assert c["command"] == ["python3", "-m", "kubepresence.manager"]
-    assert c["args"] == ["--grpc-address=0.0.0.0:8081", "--log-level=debug", "--session-ttl=30"]
+    assert c["args"] == [
+        "--grpc-address=0.0.0.0:8081",
+        "--preview-port=8082",
+        "--log-level=debug",
+        "--session-ttl=30",
+    ]
     assert c["env"] == [
         {
             "name": "MANAGER_NAMESPACE",
@@ -111,6 +116,7 @@ def test_manager_container_per_contract() -> None:
     assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
         ("grpc", 8081),
         ("https-webhook", 8443),
+        ("http-preview", 8082),
     ]
     assert c["readinessProbe"]["tcpSocket"] == {"port": 8081}
     assert c["securityContext"]["runAsNonRoot"] is True
@@ -151,6 +157,7 @@ def test_deployment_and_service_select_the_manager_pods() -> None:
     assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
         ("grpc", 8081, 8081),
         ("https-webhook", 443, 8443),
+        ("http-preview", 8082, 8082),
     ]
 
 

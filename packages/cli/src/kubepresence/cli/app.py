@@ -25,7 +25,12 @@ from kubepresence.cli import starting
 from kubepresence.cli.core import kubeconfig
 from kubepresence.cli.core.envfiles import render_dotenv, render_json
 from kubepresence.cli.core.exits import ExitCode, exit_code
-from kubepresence.cli.core.filters import filter_from_options, wants_auto_header
+from kubepresence.cli.core.filters import (
+    AUTO,
+    filter_from_options,
+    preview_options,
+    wants_auto_header,
+)
 from kubepresence.cli.core.ports import parse_port_spec
 from kubepresence.cli.core.rendering import OutputFormat, render
 from kubepresence.cli.rpc import daemons
@@ -290,6 +295,16 @@ async def intercept(
         str, typer.Option(help="only requests whose path matches this regex")
     ] = "",
     http_method: Annotated[str, typer.Option(help="only requests with this method")] = "",
+    preview_url: Annotated[
+        bool, typer.Option(help="a link that shows this intercept through the cluster's ingress")
+    ] = False,
+    ingress_host: Annotated[
+        str, typer.Option(help="the preview's entry: a Service host name in the cluster")
+    ] = "",
+    ingress_port: Annotated[
+        int, typer.Option(help="the ingress port (default 80, or 443 with --ingress-tls)")
+    ] = 0,
+    ingress_tls: Annotated[bool, typer.Option(help="the ingress speaks TLS")] = False,
     output: OutputOption = OutputFormat.TEXT,
 ) -> None:
     """Send a workload's traffic in the cluster to a process on this machine.
@@ -302,6 +317,9 @@ async def intercept(
     socket = _connected_socket()
     intercept_name = name or workload
     headers = http_header or []
+    preview = preview_options(preview_url, ingress_host, ingress_port, ingress_tls)
+    if preview is not None and not headers:
+        headers = [AUTO]  # a preview selects its requests by a header of its own
     auto = None
     if wants_auto_header(headers):
         session = (await daemons.userd_info(socket)).get("session", "")
@@ -345,6 +363,8 @@ async def intercept(
                 f"→ {result.local}"
                 + (f", requests with {result.http_filter}" if result.http_filter else "")
             )
+            if result.preview_url:
+                out.print(f"Preview URL: {result.preview_url}")
         if ctx.args:
             code = await _run_with_environment(ctx.args, result.environment)
             raise typer.Exit(code)

@@ -40,12 +40,20 @@ def main(argv: list[str] | None = None) -> int:
         help="the traffic agent image the webhook injects (default: $AGENT_IMAGE)",
     )
     parser.add_argument(
+        "--preview-port",
+        type=int,
+        default=0,
+        help="port of the preview gateway for `intercept --preview-url` (0: no previews)",
+    )
+    parser.add_argument(
         "--agent-pull-policy",
         default="IfNotPresent",
         choices=("Always", "IfNotPresent", "Never"),
         help="imagePullPolicy of injected agents",
     )
     args = parser.parse_args(argv)
+    if not 0 <= args.preview_port < 65536:
+        parser.error(f"--preview-port {args.preview_port} is out of range")
     try:
         host, port = parse_listen_address(args.grpc_address)
     except ValueError as error:
@@ -73,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         dial_timeout=args.dial_timeout,
         idle_timeout=args.flow_idle_timeout,
         webhook=webhook,
+        preview_port=args.preview_port,
     )
     return start_daemon("manager", "kubepresence-manager", args, manager.run)
 

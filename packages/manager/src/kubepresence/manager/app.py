@@ -15,6 +15,7 @@ from kubepresence.manager.core.injection import MANAGER_SERVICE, InjectionSettin
 from kubepresence.manager.core.sessions import SessionRegistry
 from kubepresence.manager.k8s.discovery import discover
 from kubepresence.manager.k8s.workloads import Workloads
+from kubepresence.manager.previewing import PreviewGateway
 from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.manager.webhook import certificates
 from kubepresence.manager.webhook.configuring import install_ca_bundle
@@ -51,8 +52,11 @@ class TrafficManager:
         dial_timeout: float,
         idle_timeout: float,
         webhook: WebhookOptions | None = None,
+        preview_port: int = 0,
     ) -> None:
+        """`preview_port`: where the preview gateway listens (0: no previews)."""
         self.host = host
+        self.preview_port = preview_port
         self.port = port
         self.namespace = namespace
         self.sessions = SessionRegistry(ttl=session_ttl)
@@ -69,16 +73,28 @@ class TrafficManager:
                 dial_timeout=self.dial_timeout,
                 idle_timeout=self.idle_timeout,
                 workloads=Workloads(api),
+                preview_base=f"http://{MANAGER_SERVICE}.{self.namespace}:{self.preview_port}"
+                if self.preview_port
+                else "",
             )
             # The webhook first: once the gRPC port answers (the readiness probe), the CA
             # is in place and injection works.
-            runner = None
+            runner = previews = None
             if self.webhook is not None:
                 try:
                     runner = await self._start_webhook(api)
                 except (KubepresenceError, OSError) as error:
                     # Clients still need the manager; pods pass untouched (fail open).
                     log.error("the agent-injection webhook is off: %s", error)
+            if self.preview_port:
+                try:
+                    previews = await PreviewGateway(service.preview).start(
+                        self.host, self.preview_port
+                    )
+                except OSError as error:
+                    raise ConfigError(
+                        f"the preview gateway cannot listen on port {self.preview_port}: {error}"
+                    ) from error
             try:
                 server = await serve_tcp([service], self.host, self.port)
                 supervisor.spawn(self._expire_sessions(service), name="session-expiry")
@@ -89,6 +105,8 @@ class TrafficManager:
             finally:
                 if runner is not None:
                     await runner.cleanup()
+                if previews is not None:
+                    await previews.cleanup()
 
     async def _start_webhook(self, api: client.ApiClient) -> web.AppRunner:
         assert self.webhook is not None

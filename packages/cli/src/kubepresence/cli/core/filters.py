@@ -1,8 +1,9 @@
-"""The HTTP filter of a personal intercept, from the `intercept` command's options."""
+"""The HTTP filter and preview of a personal intercept, from `intercept`'s options."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from kubepresence.protocol.errors import UserError
 from kubepresence.protocol.httpfilter import HttpFilter, parse_header_option, validate
@@ -50,3 +51,27 @@ def filter_from_options(
     except ValueError as error:
         raise UserError(str(error)) from None
     return http_filter
+
+
+@dataclass(frozen=True)
+class PreviewOptions:
+    ingress_host: str
+    ingress_port: int  # 0: the scheme's default
+    ingress_tls: bool
+
+
+def preview_options(wanted: bool, host: str, port: int, tls: bool) -> PreviewOptions | None:
+    """The preview `--preview-url` asks for; UserError when the options do not fit.
+
+    A preview selects its requests by a header: without `--http-header` the caller adds
+    `auto`.
+    """
+    if not wanted:
+        if host or port or tls:
+            raise UserError("--ingress-host/--ingress-port/--ingress-tls need --preview-url")
+        return None
+    if not host:
+        raise UserError("--preview-url needs --ingress-host (the Service the preview enters)")
+    if not 0 <= port < 65536:
+        raise UserError(f"--ingress-port {port} is out of range")
+    return PreviewOptions(host, port, tls)

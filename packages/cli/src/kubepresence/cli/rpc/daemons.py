@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubepresence.cli.core.filters import PreviewOptions
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.gen import common, connector, daemon
 from kubepresence.protocol.gen.google import protobuf
@@ -161,6 +162,7 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
     data["intercepts"] = [
         f"{r.name}: {r.namespace}/{r.workload} port {r.port}"
         f"{f' ({r.http_filter})' if r.http_filter else ''} -> {r.local} ({r.state})"
+        f"{f', preview {r.preview_url}' if r.preview_url else ''}"
         for r in map(_intercept_result, info.intercepts)
     ]
     data["events"] = list(info.events)
@@ -182,6 +184,7 @@ class InterceptResult:
     message: str
     environment: dict[str, str]
     http_filter: str = ""  # personal intercepts: which requests come here
+    preview_url: str = ""
     service: str = ""  # the Service whose port led to the container port ("" none)
 
 
@@ -233,6 +236,7 @@ async def create_intercept(
     local: tuple[str, int],
     http_filter: HttpFilter | None = None,
     service: str = "",
+    preview: PreviewOptions | None = None,
 ) -> InterceptResult:
     async with _userd(socket, INTERCEPT_TIMEOUT) as stub:
         info = await stub.create_intercept(
@@ -246,6 +250,9 @@ async def create_intercept(
                     local_host=local[0],
                     local_port=local[1],
                     http_filter=_filter_proto(http_filter),
+                    preview_ingress_host=preview.ingress_host if preview else "",
+                    preview_ingress_port=preview.ingress_port if preview else 0,
+                    preview_ingress_tls=preview.ingress_tls if preview else False,
                 )
             )
         )

@@ -25,6 +25,7 @@ from kubepresence.manager.core.intercepts import (
     InterceptState,
     Target,
 )
+from kubepresence.manager.core.previews import Ingress, PreviewRegistry, check_ingress
 from kubepresence.protocol.errors import NotFoundError, UserError
 from kubepresence.protocol.gen import common
 from kubepresence.protocol.httpfilter import HttpFilter, describe, validate
@@ -82,8 +83,13 @@ def filter_proto(http_filter: HttpFilter) -> common.HttpFilter:
 
 
 class InterceptDesk:
-    def __init__(self, now: Callable[[], float], dial_timeout: float) -> None:
+    def __init__(
+        self, now: Callable[[], float], dial_timeout: float, preview_base: str = ""
+    ) -> None:
+        """`preview_base`: the gateway's URL (`http://host:port`); empty: no previews."""
         self.registry = InterceptRegistry()
+        self.previews = PreviewRegistry()
+        self._preview_base = preview_base
         self.dials = DialBoard(dial_timeout)
         self._now = now
         self._generation = 0
@@ -135,8 +141,13 @@ class InterceptDesk:
             state=_STATE[intercept.state],
             message=intercept.message,
             environment=self._environment.get(intercept.id, {}),
+            preview_url=self._preview_url(intercept),
             **self._export_of(intercept),
         )
+
+    def _preview_url(self, intercept: Intercept) -> str:
+        preview = self.previews.for_intercept(intercept.id)
+        return "" if preview is None else f"{self._preview_base}/{preview.token}/"
 
     def _export_of(self, intercept: Intercept) -> dict[str, Any]:
         """The volume export of one accepting agent (the first by pod name), if any."""
@@ -155,6 +166,7 @@ class InterceptDesk:
         if not 0 < spec.local_port < 65536:
             raise UserError(f"local port {spec.local_port} is out of range")
         http_filter = filter_of(spec.http_filter)
+        ingress = self._preview_ingress(spec, http_filter)
         intercept = self.registry.create(
             client,
             spec.name or spec.workload_name,
@@ -168,13 +180,34 @@ class InterceptDesk:
             intercept.target,
             "global" if http_filter is None else describe(http_filter),
         )
+        if ingress is not None and http_filter is not None:
+            self.previews.add(intercept.id, ingress, http_filter.headers[0])
+            log.info("intercept %s previews %s", intercept.id, ingress.origin)
         self._bump()
         return self.info(intercept)
+
+    def _preview_ingress(
+        self, spec: common.InterceptSpec, http_filter: HttpFilter | None
+    ) -> Ingress | None:
+        """The ingress of the preview the spec asks for, checked; None: no preview."""
+        if not spec.preview_ingress_host:
+            return None
+        if not self._preview_base:
+            raise UserError("this traffic manager serves no preview URLs (no --preview-address)")
+        if http_filter is None or not http_filter.headers:
+            raise UserError(
+                "a preview URL needs a personal intercept with a header filter "
+                "(e.g. --http-header auto)"
+            )
+        port = spec.preview_ingress_port or (443 if spec.preview_ingress_tls else 80)
+        check_ingress(spec.preview_ingress_host, port)
+        return Ingress(spec.preview_ingress_host, port, spec.preview_ingress_tls)
 
     def remove(self, client: str, name: str) -> None:
         intercept = self.registry.remove(client, name)
         self._environment.pop(intercept.id, None)
         self._exports.pop(intercept.id, None)
+        self.previews.drop_intercepts([intercept.id])
         log.info("intercept %s removed", intercept.id)
         self._bump()
 
@@ -182,6 +215,7 @@ class InterceptDesk:
         for intercept in self.registry.drop_client(client):
             self._environment.pop(intercept.id, None)
             self._exports.pop(intercept.id, None)
+            self.previews.drop_intercepts([intercept.id])
             log.info("intercept %s ended with its client", intercept.id)
         self.dials.drop_client(client)
         self._dial_queues.pop(client, None)

@@ -16,6 +16,7 @@ from grpclib.server import Stream
 from kubepresence.manager.core.addresses import destination
 from kubepresence.manager.core.agents import Agent, AgentPort, AgentTable
 from kubepresence.manager.core.dns import BadQuestionError
+from kubepresence.manager.core.previews import Preview
 from kubepresence.manager.core.sessions import Session, SessionKind, SessionRegistry
 from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.manager.k8s.workloads import Workloads
@@ -100,16 +101,23 @@ class ManagerService(manager.ManagerBase):
         dial_timeout: float,
         idle_timeout: float,
         workloads: Workloads | None = None,
+        preview_base: str = "",
     ) -> None:
         self._sessions = sessions
         self._workloads = workloads
-        self._desk = InterceptDesk(now=self._now, dial_timeout=dial_timeout)
+        self._desk = InterceptDesk(
+            now=self._now, dial_timeout=dial_timeout, preview_base=preview_base
+        )
         self._agent_workloads: set[tuple[str, str]] = set()
         self._agents = AgentTable()
         self._agents_changed = asyncio.Event()
         self._network = network
         self._dial_timeout = dial_timeout
         self._idle_timeout = idle_timeout
+
+    def preview(self, token: str) -> Preview | None:
+        """The preview a gateway request names (by its token), if its intercept lives."""
+        return self._desk.previews.get(token)
 
     @staticmethod
     def _now() -> float:

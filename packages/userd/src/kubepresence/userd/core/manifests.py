@@ -42,6 +42,7 @@ PART_OF = "kubepresence"
 MANAGED_BY = "kubepresence"
 GRPC_PORT = 8081
 WEBHOOK_PORT = 8443
+PREVIEW_PORT = 8082  # the preview gateway of `intercept --preview-url`
 WEBHOOK_SERVICE_PORT = 443
 WEBHOOK_PATH = "/mutate-pods"
 WEBHOOK_NAME = "agent-injector.kubepresence.io"
@@ -322,6 +323,12 @@ def _service(install: ManagerInstall) -> dict[str, Any]:
                     "targetPort": WEBHOOK_PORT,
                     "protocol": "TCP",
                 },
+                {
+                    "name": "http-preview",
+                    "port": PREVIEW_PORT,
+                    "targetPort": PREVIEW_PORT,
+                    "protocol": "TCP",
+                },
             ],
         },
     }
@@ -331,7 +338,11 @@ def manager_args(install: ManagerInstall) -> list[str]:
     args = [f"--grpc-address=0.0.0.0:{GRPC_PORT}"]
     if install.webhook_enabled:
         args.append(f"--webhook-address=0.0.0.0:{WEBHOOK_PORT}")
-    args += [f"--log-level={install.log_level}", f"--session-ttl={install.session_ttl}"]
+    args += [
+        f"--preview-port={PREVIEW_PORT}",
+        f"--log-level={install.log_level}",
+        f"--session-ttl={install.session_ttl}",
+    ]
     return args
 
 
@@ -352,6 +363,7 @@ def _container(install: ManagerInstall) -> dict[str, Any]:
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "https-webhook", "containerPort": WEBHOOK_PORT, "protocol": "TCP"},
+            {"name": "http-preview", "containerPort": PREVIEW_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {"tcpSocket": {"port": GRPC_PORT}, "periodSeconds": 5},
         "resources": install.resources.as_dict(),

@@ -114,6 +114,11 @@ class ConnectorService(connector.ConnectorBase):
             port=resolved.port,
             local=(spec.local_host or "127.0.0.1", spec.local_port),
             http_filter=spec.http_filter,
+            preview=(
+                (spec.preview_ingress_host, spec.preview_ingress_port, spec.preview_ingress_tls)
+                if spec.preview_ingress_host
+                else None
+            ),
         )
         title = f"{namespace}/{spec.workload_name}"
         seen = agents.Arrival("", 0, [], True)
@@ -370,6 +375,7 @@ def _intercept_info(view: InterceptView) -> common.InterceptInfo:
             http_filter=view.http_filter,
         ),
         state=common.InterceptState[view.state.upper()],
+        preview_url=view.preview_url,
         message=view.message,
         environment=view.environment,
     )

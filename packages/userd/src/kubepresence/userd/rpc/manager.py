@@ -55,6 +55,7 @@ class InterceptView:
     message: str
     environment: dict[str, str]
     http_filter: common.HttpFilter | None = None  # None: a global intercept
+    preview_url: str = ""
 
     @classmethod
     def of(cls, info: common.InterceptInfo) -> InterceptView:
@@ -71,6 +72,7 @@ class InterceptView:
             message=info.message,
             environment=dict(info.environment),
             http_filter=spec.http_filter,
+            preview_url=info.preview_url,
         )
 
 
@@ -185,7 +187,9 @@ class ManagerClient:
         port: str,
         local: tuple[str, int],
         http_filter: common.HttpFilter | None = None,
+        preview: tuple[str, int, bool] | None = None,
     ) -> InterceptView:
+        """`preview`: (ingress host, port, TLS) of a preview URL to ask for."""
         spec = common.InterceptSpec(
             name=name,
             namespace=namespace,
@@ -195,6 +199,8 @@ class ManagerClient:
             local_port=local[1],
             http_filter=http_filter,
         )
+        if preview is not None:
+            spec.preview_ingress_host, spec.preview_ingress_port, spec.preview_ingress_tls = preview
         async with client_errors("the traffic manager does not answer"):
             info = await self._stub.create_intercept(
                 manager.InterceptRequest(
