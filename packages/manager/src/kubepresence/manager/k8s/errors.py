@@ -93,7 +93,10 @@ def api_errors(doing: str) -> Iterator[None]:
         yield
     except ApiException as error:
         raise translate(error, doing) from error
-    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+    except TimeoutError as error:
+        late = KubernetesClusterError(f"{doing}: the API server did not answer in time")
+        raise late from error
+    except (aiohttp.ClientError, OSError) as error:
         unreachable = KubernetesClusterError(
             f"{doing}: the API server cannot be reached ({type(error).__name__}: {error})"
         )
