@@ -171,6 +171,71 @@ class Cluster:
         )
         return workload
 
+    def deploy_echo_workload(
+        self,
+        workload_kind: str,
+        namespace: str,
+        name: str = "echo",
+        replicas: int = 1,
+        timeout: float = 120,
+        *,
+        named_target_port: bool = False,
+        env: list[dict[str, Any]] | None = None,
+        env_from: list[dict[str, Any]] | None = None,
+        extra: Sequence[dict[str, Any]] = (),
+    ) -> EchoWorkload:
+        """The http echo server as a Deployment, StatefulSet or bare ReplicaSet (see
+        `manifests.echo_workload`), with `extra` objects applied first; waits until all of
+        its pods are Ready and its Service answers."""
+        self.apply(
+            [
+                *extra,
+                *manifests.echo_workload(
+                    workload_kind,
+                    name,
+                    namespace,
+                    self.testapps_image,
+                    replicas,
+                    named_target_port=named_target_port,
+                    env=env,
+                    env_from=env_from,
+                ),
+            ]
+        )
+        self.wait_pods_ready(namespace, f"app={name}", replicas, timeout=timeout)
+        workload = self.describe_echo("http", name, namespace)
+        wait_for(
+            f"Service {namespace}/{name} to answer on {workload.service_ip}",
+            lambda: _answers(workload),
+            timeout=60,
+            interval=0.5,
+        )
+        return workload
+
+    def wait_pods_ready(
+        self, namespace: str, selector: str, count: int, timeout: float = 120
+    ) -> list[dict[str, Any]]:
+        """Exactly `count` live pods match `selector` and all are Ready; returns them."""
+
+        def ready() -> list[dict[str, Any]] | None:
+            pods = [
+                p
+                for p in self.get("pods", "-n", namespace, "-l", selector)["items"]
+                if not p["metadata"].get("deletionTimestamp")
+            ]
+            done = len(pods) == count and all(
+                any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in p["status"].get("conditions", [])
+                )
+                for p in pods
+            )
+            return pods if done else None
+
+        return wait_for(
+            f"{count} Ready pods {selector} in {namespace}", ready, timeout=timeout, interval=1
+        )
+
     def describe_echo(self, kind: str, name: str, namespace: str) -> EchoWorkload:
         _, port, _, service_port = manifests.ECHO_KINDS[kind]
         svc = self.get("service", name, "-n", namespace)

@@ -258,3 +258,51 @@ def client_pod(name: str, namespace: str, image: str) -> Manifest:
             ],
         },
     }
+
+
+def echo_workload(
+    workload_kind: str,
+    name: str,
+    namespace: str,
+    image: str,
+    replicas: int = 1,
+    *,
+    named_target_port: bool = False,
+    env: list[Manifest] | None = None,
+    env_from: list[Manifest] | None = None,
+) -> list[Manifest]:
+    """The http echo server of `echo` as a Deployment, StatefulSet or bare ReplicaSet, with
+    its Service; `env` and `env_from` are added to the app container."""
+    objects = echo("http", name, namespace, image, replicas, named_target_port=named_target_port)
+    workload = objects[0]
+    container = workload["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [*container["env"], *(env or [])]
+    if env_from:
+        container["envFrom"] = list(env_from)
+    workload["kind"] = workload_kind
+    if workload_kind == "StatefulSet":
+        workload["spec"]["serviceName"] = name
+        workload["spec"]["podManagementPolicy"] = "Parallel"  # both pods at once
+    elif workload_kind != "Deployment":
+        assert workload_kind == "ReplicaSet", workload_kind
+    return objects
+
+
+def config_objects(
+    name: str, namespace: str, data: dict[str, str], secret: dict[str, str]
+) -> list[Manifest]:
+    """A ConfigMap and a Secret named `name` (for environment tests)."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": data,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "stringData": secret,
+        },
+    ]

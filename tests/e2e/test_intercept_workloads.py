@@ -1,0 +1,418 @@
+"""Intercepts of every workload kind, under load, and with the app's configuration.
+
+Scenarios (one `kubepresence connect` for the module, its own traffic manager, ws1 held
+through the VIF lock of test_vif; each test its own namespace; a client pod in the
+cluster calls the workload's Service; an HTTP server on the workstation answers
+intercepted requests):
+- a StatefulSet (named targetPort): `intercept` → the workstation answers; `leave` → the
+  pod answers again;
+- a bare ReplicaSet: its pods are replaced to get the agent (a ReplicaSet does not roll),
+  intercepted; `uninstall` replaces them again, without the agent;
+- a Deployment with 2 replicas: both pods carry the agent and every request, each on a
+  new connection, reaches the workstation;
+- a numeric targetPort, named by its *Service* port number (`--port L:80`): the pod
+  template asks for the redirect of container port 8080, the init container redirects it;
+- `--port L:SVCPORT` through a Service whose port name differs from the container's;
+  several Services select the workload: one line asks for `--service`, which then picks;
+  no Service: the container port is intercepted, and a message says so;
+- load: a 100 MiB upload from a cluster pod arrives checksum-equal on the workstation;
+  100 concurrent requests all succeed (errors counted, bounded time);
+- environment: the env file holds the app container's variables, including ones from a
+  ConfigMap (`envFrom`, `configMapKeyRef`) and a Secret (`secretKeyRef`).
+Printed: time from `intercept` to the first intercepted answer (with injection and with
+the agent already there), median latency of 50 sequential requests intercepted vs the
+app's own, the upload's time.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kpcluster import manifests
+from kpcluster.harness import Cluster
+from test_vif import ws1_vif_lock
+from workstation_cli import Workstation, uninstall_manager
+
+LOCAL_PORT = 8195
+LOCAL_SERVER = textwrap.dedent(
+    f"""
+    import hashlib, http.server, json
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def _answer(self, body):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def do_GET(self):
+            self._answer(("workstation:" + self.path).encode())
+        def do_POST(self):
+            left = int(self.headers["Content-Length"])
+            digest, size = hashlib.sha256(), 0
+            while left:
+                chunk = self.rfile.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                size += len(chunk)
+                left -= len(chunk)
+            self._answer(json.dumps({{"sha256": digest.hexdigest(), "size": size}}).encode())
+        def log_message(self, *args):
+            pass
+    http.server.ThreadingHTTPServer.daemon_threads = True
+    http.server.ThreadingHTTPServer.request_queue_size = 256
+    http.server.ThreadingHTTPServer(("127.0.0.1", {LOCAL_PORT}), Handler).serve_forever()
+    """
+)
+
+# In the client pod: GET the URL n times, each on a new connection; answers and seconds.
+GETS = textwrap.dedent(
+    """
+    import json, sys, time, urllib.request
+    url, n = sys.argv[1], int(sys.argv[2])
+    out = []
+    for i in range(n):
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(f"{url}/{i}", timeout=20) as r:
+                body = r.read().decode()
+            out.append({"body": body, "seconds": time.monotonic() - started})
+        except Exception as e:
+            out.append({"error": repr(e), "seconds": time.monotonic() - started})
+    print(json.dumps(out))
+    """
+)
+
+CONCURRENT = textwrap.dedent(
+    """
+    import json, sys, time, urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+    url, n = sys.argv[1], int(sys.argv[2])
+    def one(i):
+        try:
+            with urllib.request.urlopen(f"{url}/c{i}", timeout=60) as r:
+                return r.read().decode() == f"workstation:/c{i}"
+        except Exception as e:
+            return repr(e)
+    started = time.monotonic()
+    with ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(one, range(n)))
+    errors = [r for r in results if r is not True]
+    print(json.dumps({"ok": n - len(errors), "errors": errors[:5], "error_count": len(errors),
+                      "seconds": time.monotonic() - started}))
+    """
+)
+
+UPLOAD = textwrap.dedent(
+    """
+    import hashlib, http.client, json, random, sys, time
+    host, port, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    block = random.Random(2544).randbytes(1 << 20)
+    digest = hashlib.sha256()
+    def body():
+        for i in range(mib):
+            chunk = i.to_bytes(8, "big") + block[8:]
+            digest.update(chunk)
+            yield chunk
+    started = time.monotonic()
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    conn.request("POST", "/upload", body=body(), headers={"Content-Length": str(mib << 20)})
+    answer = json.loads(conn.getresponse().read())
+    print(json.dumps({"sent": digest.hexdigest(), "received": answer,
+                      "seconds": time.monotonic() - started}))
+    """
+)
+
+
+@dataclass
+class Session:
+    ws: Workstation
+    manager_namespace: str
+
+
+@pytest.fixture(scope="module")
+def session(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    with ws1_vif_lock():
+        ws = Workstation(cluster, tmp_path_factory.mktemp("ws"))
+        manager_namespace = f"kp-mgr-{secrets.token_hex(3)}"
+        try:
+            connected = ws.kp("connect", "--manager-namespace", manager_namespace)
+            assert connected.returncode == 0, connected.stderr + ws.log("userd")
+            yield Session(ws, manager_namespace)
+        finally:
+            ws.kp("quit", timeout=60)
+            uninstall_manager(cluster, manager_namespace)
+
+
+@pytest.fixture(scope="module")
+def local_server(cluster: Cluster, session: Session) -> Iterator[subprocess.Popen[str]]:
+    process = cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER])
+    time.sleep(0.5)
+    assert process.poll() is None, process.stdout.read() if process.stdout else ""
+    yield process
+    process.terminate()
+    process.wait(10)
+
+
+def gets(cluster: Cluster, namespace: str, url: str, n: int = 1) -> list[dict[str, Any]]:
+    result = cluster.exec_in_pod(namespace, "client", ["python3", "-c", GETS, url, str(n)])
+    return list(json.loads(result.stdout))
+
+
+def from_workstation(answers: list[dict[str, Any]]) -> int:
+    return sum(str(a.get("body", "")).startswith("workstation:") for a in answers)
+
+
+def from_app(answers: list[dict[str, Any]]) -> int:
+    return sum('"pod": "echo' in str(a.get("body", "")) for a in answers)
+
+
+def intercept(ws: Workstation, namespace: str, *args: str) -> tuple[str, float]:
+    started = time.monotonic()
+    result = ws.kp("intercept", "echo", "-n", namespace, *args, timeout=240)
+    assert result.returncode == 0, result.stderr + ws.logs()
+    return result.stdout + result.stderr, time.monotonic() - started
+
+
+def leave(ws: Workstation, name: str = "echo") -> None:
+    left = ws.kp("leave", name)
+    assert left.returncode == 0, left.stderr
+
+
+def containers(cluster: Cluster, namespace: str) -> list[list[str]]:
+    pods = cluster.get("pods", "-n", namespace, "-l", "app=echo")["items"]
+    return sorted(
+        [c["name"] for c in p["spec"]["containers"]]
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+    )
+
+
+def test_statefulset(
+    cluster: Cluster, namespace: str, session: Session, local_server: subprocess.Popen[str]
+) -> None:
+    cluster.deploy_echo_workload("StatefulSet", namespace, named_target_port=True)
+    cluster.client_pod(namespace)
+    url = f"http://echo.{namespace}"
+    assert from_app(gets(cluster, namespace, url)) == 1
+
+    out, seconds = intercept(session.ws, namespace, "--port", f"{LOCAL_PORT}:http")
+    assert f"Intercepting {namespace}/echo service echo port http" in out
+    first = gets(cluster, namespace, url)
+    assert from_workstation(first) == 1, first
+    assert containers(cluster, namespace) == [["echo", "kubepresence-agent"]]
+    leave(session.ws)
+    assert from_app(gets(cluster, namespace, url, 3)) == 3
+
+    # Again, with the agent already there: no rollout.
+    _, again = intercept(session.ws, namespace, "--port", f"{LOCAL_PORT}:80")
+    assert from_workstation(gets(cluster, namespace, url)) == 1
+    leave(session.ws)
+    print(
+        f"\nstatefulset: intercept → first answer {seconds + first[0]['seconds']:.1f} s with "
+        f"injection, {again:.1f} s (+ request) with the agent already there"
+    )
+
+
+def test_bare_replicaset_pods_are_replaced(
+    cluster: Cluster, namespace: str, session: Session, local_server: subprocess.Popen[str]
+) -> None:
+    cluster.deploy_echo_workload("ReplicaSet", namespace, named_target_port=True)
+    cluster.client_pod(namespace)
+    url = f"http://echo.{namespace}"
+    before = {
+        p["metadata"]["name"]
+        for p in cluster.get("pods", "-n", namespace, "-l", "app=echo")["items"]
+    }
+
+    _, seconds = intercept(session.ws, namespace, "--port", f"{LOCAL_PORT}:http")
+    assert containers(cluster, namespace) == [["echo", "kubepresence-agent"]]
+    after = {
+        p["metadata"]["name"]
+        for p in cluster.get("pods", "-n", namespace, "-l", "app=echo")["items"]
+    }
+    assert not before & after, (before, after)
+    assert from_workstation(gets(cluster, namespace, url, 3)) == 3
+    leave(session.ws)
+    assert from_app(gets(cluster, namespace, url, 3)) == 3
+
+    removed = session.ws.kp("uninstall", "echo", "-n", namespace)
+    assert removed.returncode == 0, removed.stderr
+    cluster.wait_pods_ready(namespace, "app=echo", 1)
+    assert containers(cluster, namespace) == [["echo"]]
+    print(f"\nreplicaset: intercept took {seconds:.1f} s (pods replaced)")
+
+
+def test_two_replicas_both_pods_come_to_the_workstation(
+    cluster: Cluster, namespace: str, session: Session, local_server: subprocess.Popen[str]
+) -> None:
+    cluster.deploy_echo_workload("Deployment", namespace, replicas=2, named_target_port=True)
+    cluster.client_pod(namespace)
+    url = f"http://echo.{namespace}"
+    direct = gets(cluster, namespace, url, 30)
+    assert from_app(direct) == 30
+    assert len({json.loads(a["body"])["pod"] for a in direct}) == 2  # kube-proxy spreads
+
+    intercept(session.ws, namespace, "--port", f"{LOCAL_PORT}:http")
+    assert containers(cluster, namespace) == [["echo", "kubepresence-agent"]] * 2
+    answers = gets(cluster, namespace, url, 30)
+    assert from_workstation(answers) == 30, [a for a in answers if "workstation" not in str(a)]
+    leave(session.ws)
+    assert from_app(gets(cluster, namespace, url, 10)) == 10
+
+
+def test_numeric_target_port_is_redirected(
+    cluster: Cluster, namespace: str, session: Session, local_server: subprocess.Popen[str]
+) -> None:
+    cluster.deploy_echo_workload("Deployment", namespace, named_target_port=False)
+    cluster.client_pod(namespace)
+    url = f"http://echo.{namespace}"
+    direct = gets(cluster, namespace, url, 50)
+    assert from_app(direct) == 50
+
+    out, seconds = intercept(session.ws, namespace, "--port", f"{LOCAL_PORT}:80")
+    assert "service echo port 8080" in out
+    template = cluster.get("deployment", "echo", "-n", namespace)["spec"]["template"]
+    assert template["metadata"]["annotations"]["kubepresence.io/inject-numeric-ports"] == "8080"
+    pod = cluster.get("pods", "-n", namespace, "-l", "app=echo")["items"][0]
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["kubepresence-init"]
+    intercepted = gets(cluster, namespace, url, 50)
+    assert from_workstation(intercepted) == 50
+    leave(session.ws)
+    assert from_app(gets(cluster, namespace, url, 3)) == 3
+
+    def median_ms(answers: list[dict[str, Any]]) -> float:
+        return statistics.median(float(a["seconds"]) for a in answers) * 1000
+
+    print(
+        f"\nnumeric targetPort: intercept took {seconds:.1f} s with injection; median of 50 "
+        f"requests (new connection each) intercepted {median_ms(intercepted):.1f} ms vs the "
+        f"app {median_ms(direct):.1f} ms (+{median_ms(intercepted) - median_ms(direct):.1f} ms)"
+    )
+
+
+def test_service_choice_and_no_service(
+    cluster: Cluster, namespace: str, session: Session, local_server: subprocess.Popen[str]
+) -> None:
+    cluster.deploy_echo_workload("Deployment", namespace, named_target_port=True)
+    cluster.client_pod(namespace)
+    second = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "echo-web", "namespace": namespace},
+        "spec": {
+            "selector": {"app": "echo"},
+            "ports": [{"name": "web", "port": 8000, "targetPort": "http"}],
+        },
+    }
+    cluster.apply([second])
+    ambiguous = session.ws.kp("intercept", "echo", "-n", namespace, "--port", f"{LOCAL_PORT}:web")
+    assert ambiguous.returncode == 2, ambiguous.stderr
+    assert ambiguous.stderr.strip().splitlines() == [
+        "kubepresence: several services select the pods of deployment/echo: echo, echo-web; "
+        "choose one with --service"
+    ]
+    out, _ = intercept(
+        session.ws, namespace, "--service", "echo-web", "--port", f"{LOCAL_PORT}:web"
+    )
+    assert "service echo-web port http" in out
+    assert from_workstation(gets(cluster, namespace, f"http://echo-web.{namespace}:8000", 3)) == 3
+    assert from_workstation(gets(cluster, namespace, f"http://echo.{namespace}", 3)) == 3
+    leave(session.ws)
+
+    cluster.kubectl("delete", "service", "echo", "echo-web", "-n", namespace)
+    out, _ = intercept(session.ws, namespace, "--port", f"{LOCAL_PORT}:http")
+    assert "no service selects the pods of deployment/echo: intercepting the container port" in out
+    pod_ip = cluster.get("pods", "-n", namespace, "-l", "app=echo")["items"]
+    live = [p for p in pod_ip if not p["metadata"].get("deletionTimestamp")]
+    assert (
+        from_workstation(gets(cluster, namespace, f"http://{live[0]['status']['podIP']}:8080", 3))
+        == 3
+    )
+    leave(session.ws)
+
+
+def test_load_upload_and_concurrency(
+    cluster: Cluster, namespace: str, session: Session, local_server: subprocess.Popen[str]
+) -> None:
+    cluster.deploy_echo_workload("Deployment", namespace, named_target_port=True)
+    cluster.client_pod(namespace)
+    intercept(session.ws, namespace, "--port", f"{LOCAL_PORT}:http")
+    sent = cluster.exec_in_pod(
+        namespace,
+        "client",
+        ["python3", "-c", UPLOAD, f"echo.{namespace}", "80", "100"],
+        timeout=300,
+    )
+    upload = json.loads(sent.stdout)
+    assert upload["received"] == {"sha256": upload["sent"], "size": 100 << 20}, upload
+    concurrent = cluster.exec_in_pod(
+        namespace,
+        "client",
+        ["python3", "-c", CONCURRENT, f"http://echo.{namespace}", "100"],
+        timeout=180,
+    )
+    result = json.loads(concurrent.stdout)
+    assert result["error_count"] == 0, result
+    assert result["seconds"] < 60, result
+    leave(session.ws)
+    print(
+        f"\nload: 100 MiB upload in {upload['seconds']:.1f} s "
+        f"({100 / upload['seconds']:.1f} MiB/s); 100 concurrent requests in "
+        f"{result['seconds']:.1f} s, {result['error_count']} errors"
+    )
+
+
+def test_env_file_has_configmap_and_secret_values(
+    cluster: Cluster,
+    namespace: str,
+    session: Session,
+    local_server: subprocess.Popen[str],
+    tmp_path: Path,
+) -> None:
+    config = cluster.deploy_echo_workload(
+        "Deployment",
+        namespace,
+        named_target_port=True,
+        extra=manifests.config_objects(
+            "settings",
+            namespace,
+            {"GREETING": "hello world", "COLOR": "blue", "MULTI": "line one\nline two"},
+            {"PASSWORD": 's3cr=t "quoted"'},
+        ),
+        env=[
+            {
+                "name": "FAVOURITE",
+                "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "COLOR"}},
+            },
+            {
+                "name": "DB_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "settings", "key": "PASSWORD"}},
+            },
+        ],
+        env_from=[{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+    )
+    assert config.pod_name
+    env_json = session.ws.home / "echo.env.json"
+    intercept(
+        session.ws, namespace, "--port", f"{LOCAL_PORT}:http", "--env-json", str(env_json)
+    )
+    environment = json.loads(env_json.read_text())
+    leave(session.ws)
+    assert environment["FAVOURITE"] == "blue"
+    assert environment["DB_PASSWORD"] == 's3cr=t "quoted"'
+    assert environment["CFG_GREETING"] == "hello world"
+    assert environment["CFG_MULTI"] == "line one\nline two"
+    assert environment["POD_NAME"].startswith("echo-")
+    assert not any(k.startswith("KP_AGENT_") for k in environment), sorted(environment)
