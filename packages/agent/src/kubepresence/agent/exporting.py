@@ -85,7 +85,7 @@ class _Writer:
 class VolumeExport:
     """The SFTP export of the app's volumes; `start` listens, `close` stops listening.
 
-    Disabled (nothing listens) when the webhook gave no port: the app has no volumes.
+    Disabled (nothing listens) without a root: the app has no volumes.
     Session tasks belong to the task group handed to `start`; a failure ends one session.
     """
 
@@ -98,12 +98,13 @@ class VolumeExport:
 
     @classmethod
     def of(cls, config: AgentConfig) -> VolumeExport:
-        return cls(config.app_mounts_root, config.sftp_port)
+        # sftp_port 0 from the webhook: the app has no volumes, nothing to export.
+        return cls(config.app_mounts_root if config.sftp_port else "", config.sftp_port)
 
     async def start(self, group: asyncio.TaskGroup) -> bool:
         """Listen (port 0: any; the chosen one lands in `port`); False when disabled or
         the port is taken (logged: the workstation's mount then fails, intercepts work)."""
-        if not self.port or not self.root:
+        if not self.root:
             return False
 
         def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
