@@ -31,6 +31,7 @@ from kubepresence.cli.core.filters import (
     preview_options,
     wants_auto_header,
 )
+from kubepresence.cli.core.mounts import ROOT_VARIABLE, parse_mount
 from kubepresence.cli.core.ports import parse_port_spec
 from kubepresence.cli.core.rendering import OutputFormat, render
 from kubepresence.cli.rpc import daemons
@@ -254,7 +255,9 @@ async def list_(
         out.print("No workloads.")
     for w in found:
         state = "; ".join(
-            f"intercepted{_filtered(i)} → {i['local']} ({i['state']})" for i in w["intercepts"]
+            f"intercepted{_filtered(i)} → {i['local']} ({i['state']})"
+            + (f", volumes at {i['mount_point']}" if i["mount_point"] else "")
+            for i in w["intercepts"]
         ) or ("agent installed" if w["agent_installed"] else "ready to intercept")
         out.print(f"{w['name']:30} {w['kind']:12} {state}")
 
@@ -305,6 +308,13 @@ async def intercept(
         int, typer.Option(help="the ingress port (default 80, or 443 with --ingress-tls)")
     ] = 0,
     ingress_tls: Annotated[bool, typer.Option(help="the ingress speaks TLS")] = False,
+    mount: Annotated[
+        str,
+        typer.Option(
+            help="where to mount the app's volumes (sshfs): `true`, a temporary "
+            "directory; `false`, none; or a path (an empty or new directory)"
+        ),
+    ] = "true",
     output: OutputOption = OutputFormat.TEXT,
 ) -> None:
     """Send a workload's traffic in the cluster to a process on this machine.
@@ -346,6 +356,7 @@ async def intercept(
                 service=service,
                 local=(address, spec.local),
                 http_filter=http_filter,
+                mount=parse_mount(mount, str(Path.cwd())),
             ),
         )
     try:
@@ -365,8 +376,13 @@ async def intercept(
             )
             if result.preview_url:
                 out.print(f"Preview URL: {result.preview_url}")
+            if result.mount_point:
+                out.print(f"Volumes mounted at {result.mount_point}")
+        if result.mount_error:  # the intercept works; only its volumes are missing
+            err.print(f"warning: {result.mount_error}", markup=False)
         if ctx.args:
-            code = await _run_with_environment(ctx.args, result.environment)
+            root = {ROOT_VARIABLE: result.mount_point} if result.mount_point else {}
+            code = await _run_with_environment(ctx.args, {**result.environment, **root})
             raise typer.Exit(code)
     except BaseException:
         if ctx.args:  # the command's intercept ends with the command, whatever happened

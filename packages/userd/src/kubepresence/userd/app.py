@@ -18,6 +18,7 @@ from kubepresence.userd.core.session import SessionState
 from kubepresence.userd.intercepting import answer_dials
 from kubepresence.userd.k8s import installing
 from kubepresence.userd.k8s.apiclient import kubeconfig_source, resolve_target
+from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc import rootd
 from kubepresence.userd.rpc.connector import ConnectorService
 
@@ -33,6 +34,7 @@ class UserDaemon:
         self.connection: ClusterConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._supervisor: Supervisor | None = None
+        self.mounts = Mounts()  # `intercept --mount`: they end with the session
 
     async def run(self, supervisor: Supervisor) -> None:
         self._supervisor = supervisor
@@ -158,6 +160,7 @@ class UserDaemon:
         return True
 
     async def _tear_down(self, connection: ClusterConnection) -> None:
+        await self.mounts.unmount_all()
         if connection.vif_name:
             try:
                 await rootd.disconnect_network(self.rootd_socket)

@@ -104,12 +104,11 @@ def _unescape(field: str) -> bytes:
     return bytes(out)
 
 
-def prepare_mount_point(requested: str, intercept: str) -> MountPoint:
-    """The directory to mount on: `requested` (absolute; made when missing, else it must
-    be an empty directory), or a fresh temporary one. UserError (one line) otherwise."""
+def check_mount_point(requested: str) -> Path | None:
+    """The requested mount point, resolved, if usable: absolute, and an empty directory
+    or nothing yet ("" asks for a temporary directory: None). UserError otherwise."""
     if not requested:
-        path = Path(tempfile.mkdtemp(prefix=f"kubepresence-{intercept}-")).resolve()
-        return MountPoint(path, created=True)
+        return None
     if not Path(requested).is_absolute():
         raise UserError(f"mount point {requested}: not an absolute path")
     path = Path(requested).resolve()  # mountinfo names the real path
@@ -118,9 +117,20 @@ def prepare_mount_point(requested: str, intercept: str) -> MountPoint:
             raise UserError(f"mount point {path}: something is mounted there already")
         if any(path.iterdir()):
             raise UserError(f"mount point {path}: not an empty directory")
-        return MountPoint(path, created=False)
-    if path.exists() or path.is_symlink():
+    elif path.exists() or path.is_symlink():
         raise UserError(f"mount point {path}: exists and is not a directory")
+    return path
+
+
+def prepare_mount_point(requested: str, intercept: str) -> MountPoint:
+    """The directory to mount on: `requested` (see `check_mount_point`; made when
+    missing), or a fresh temporary one. UserError (one line) when it cannot be used."""
+    path = check_mount_point(requested)
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix=f"kubepresence-{intercept}-")).resolve()
+        return MountPoint(path, created=True)
+    if path.is_dir():
+        return MountPoint(path, created=False)
     try:
         path.mkdir(parents=True)
     except OSError as error:
@@ -143,6 +153,20 @@ class Mounts:
 
     def get(self, intercept: str) -> Mount | None:
         return self._mounts.get(intercept)
+
+    async def mount_intercept(
+        self, intercept: str, requested: str, pod_ip: str, sftp_port: int
+    ) -> tuple[str, str]:
+        """Mount an active intercept's volumes at `requested` ("": a temporary directory):
+        (mount point, "") or ("", why not). UserError for a mount point that cannot be."""
+        point = prepare_mount_point(requested, intercept)
+        try:
+            mount = await self.mount(intercept, point, pod_ip, sftp_port)
+        except MountError as error:
+            log.warning("intercept %s: %s", intercept, error)
+            release_mount_point(point)
+            return "", str(error)
+        return str(mount.point.path), ""
 
     async def mount(self, intercept: str, point: MountPoint, pod_ip: str, sftp_port: int) -> Mount:
         """Mount the export at `point`; MountError (one line) when it cannot."""

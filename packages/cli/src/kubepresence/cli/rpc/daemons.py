@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kubepresence.cli.core.filters import PreviewOptions
+from kubepresence.cli.core.mounts import MountRequest
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.gen import common, connector, daemon
 from kubepresence.protocol.gen.google import protobuf
@@ -163,6 +164,7 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
         f"{r.name}: {r.namespace}/{r.workload} port {r.port}"
         f"{f' ({r.http_filter})' if r.http_filter else ''} -> {r.local} ({r.state})"
         f"{f', preview {r.preview_url}' if r.preview_url else ''}"
+        f"{f', volumes at {r.mount_point}' if r.mount_point else ''}"
         for r in map(_intercept_result, info.intercepts)
     ]
     data["events"] = list(info.events)
@@ -186,6 +188,8 @@ class InterceptResult:
     http_filter: str = ""  # personal intercepts: which requests come here
     preview_url: str = ""
     service: str = ""  # the Service whose port led to the container port ("" none)
+    mount_point: str = ""  # where the app's volumes are mounted ("" not mounted)
+    mount_error: str = ""  # why they are not, when a mount was asked for
 
 
 def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
@@ -201,6 +205,8 @@ def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
         environment=dict(info.environment),
         http_filter="" if spec.http_filter is None else describe(_filter_of(spec.http_filter)),
         service=spec.service_name,
+        mount_point=info.mount_point,
+        mount_error=info.mount_error,
     )
 
 
@@ -237,10 +243,13 @@ async def create_intercept(
     http_filter: HttpFilter | None = None,
     service: str = "",
     preview: PreviewOptions | None = None,
+    mount: MountRequest | None = None,
 ) -> InterceptResult:
+    mount = mount or MountRequest(wanted=False)
     async with _userd(socket, INTERCEPT_TIMEOUT) as stub:
         info = await stub.create_intercept(
             connector.CreateInterceptRequest(
+                mount_point=mount.path,
                 spec=common.InterceptSpec(
                     name=name,
                     namespace=namespace,
@@ -253,7 +262,8 @@ async def create_intercept(
                     preview_ingress_host=preview.ingress_host if preview else "",
                     preview_ingress_port=preview.ingress_port if preview else 0,
                     preview_ingress_tls=preview.ingress_tls if preview else False,
-                )
+                    mount_volumes=mount.wanted,
+                ),
             )
         )
         return _intercept_result(info)

@@ -19,10 +19,12 @@ from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.logs import set_level
+from kubepresence.userd import mounting
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
 from kubepresence.userd.core import arrival
 from kubepresence.userd.core.session import Phase
 from kubepresence.userd.k8s import agents, logs, resolving
+from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc.manager import InterceptView
 
 if TYPE_CHECKING:
@@ -74,6 +76,10 @@ class ConnectorService(connector.ConnectorBase):
         )
         return mapping
 
+    @property
+    def _mounts(self) -> Mounts:
+        return self._daemon.mounts
+
     def _connection(self) -> ClusterConnection:
         connection = self._daemon.connection
         if connection is None:
@@ -102,6 +108,8 @@ class ConnectorService(connector.ConnectorBase):
         if not spec.workload_name:
             raise UserError("name the workload to intercept")
         namespace = spec.namespace or connection.target.namespace
+        if spec.mount_volumes:
+            mounting.check_mount_point(message.mount_point)  # a bad one fails before anything
         # The user names a Service port; the manager and the agent know container ports.
         resolved = await resolving.resolve_port(
             connection.api, namespace, spec.workload_name, spec.service_port, spec.service_name
@@ -144,6 +152,10 @@ class ConnectorService(connector.ConnectorBase):
                         assert info.spec is not None
                         info.spec.service_name = resolved.service
                         info.message = resolved.note
+                        if spec.mount_volumes:
+                            info.mount_point, info.mount_error = await self._mounts.mount_intercept(
+                                view.name, message.mount_point, view.pod_ip, view.sftp_port
+                            )
                         return info
                     self._progress[view.id] = arrival.step(
                         seen.pods, seen.replicas, "" if view.state == "active" else view.message
@@ -169,6 +181,7 @@ class ConnectorService(connector.ConnectorBase):
 
     async def remove_intercept(self, message: connector.RemoveInterceptRequest) -> protobuf.Empty:
         connection = self._connection()
+        await self._mounts.unmount(message.name)
         await connection.manager.remove_intercept(connection.session_id, message.name)
         return protobuf.Empty()
 
@@ -178,7 +191,7 @@ class ConnectorService(connector.ConnectorBase):
         workloads = []
         for kind, name, injected in await agents.list_workloads(connection.api, namespace):
             intercepts = [
-                _intercept_info(i)
+                _intercept_info(i, self._mounts)
                 for i in connection.intercepts
                 if (i.namespace, i.workload) == (namespace, name)
             ]
@@ -284,7 +297,7 @@ class ConnectorService(connector.ConnectorBase):
                 )
             info.events = list(conn.events)
             info.vif_name = conn.vif_name
-            info.intercepts = [_intercept_info(i) for i in conn.intercepts]
+            info.intercepts = [_intercept_info(i, self._mounts) for i in conn.intercepts]
             for intercept in info.intercepts:
                 if intercept.id in self._progress:
                     intercept.message = self._progress[intercept.id]
@@ -362,7 +375,8 @@ async def _stream_steps(
         await stream.send_message(message(steps.get_nowait()))
 
 
-def _intercept_info(view: InterceptView) -> common.InterceptInfo:
+def _intercept_info(view: InterceptView, mounts: Mounts | None = None) -> common.InterceptInfo:
+    mount = mounts.get(view.name) if mounts is not None else None
     return common.InterceptInfo(
         id=view.id,
         spec=common.InterceptSpec(
@@ -378,6 +392,9 @@ def _intercept_info(view: InterceptView) -> common.InterceptInfo:
         preview_url=view.preview_url,
         message=view.message,
         environment=view.environment,
+        pod_ip=view.pod_ip,
+        sftp_port=view.sftp_port,
+        mount_point=str(mount.point.path) if mount is not None else "",
     )
 
 

@@ -56,6 +56,8 @@ class InterceptView:
     environment: dict[str, str]
     http_filter: common.HttpFilter | None = None  # None: a global intercept
     preview_url: str = ""
+    pod_ip: str = ""  # the agent that exports the app's volumes (sftp_port 0: none)
+    sftp_port: int = 0
 
     @classmethod
     def of(cls, info: common.InterceptInfo) -> InterceptView:
@@ -73,6 +75,8 @@ class InterceptView:
             environment=dict(info.environment),
             http_filter=spec.http_filter,
             preview_url=info.preview_url,
+            pod_ip=info.pod_ip,
+            sftp_port=info.sftp_port,
         )
 
 
