@@ -6,7 +6,10 @@ Scenarios:
 - an expired agent session leaves the watch (the expiry loop's `forget_sessions`);
 - a watch without a session is refused with NOT_FOUND, and ends when the watcher's
   session ends;
-- an agent that names no pod is refused as bad input.
+- an agent that names no pod is refused as bad input;
+- a terminating pod's agent (told by the pod watch) leaves the watch at once, its session
+  ends, and it may not arrive again until the pod is deleted;
+- changed pod subnets (told by the node watch) reach later GetClusterInfo callers.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.manager.rpc import manager as manager_rpc
 from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.protocol.gen import common
+from kubepresence.protocol.gen.google.protobuf import Empty
 from kubepresence.protocol.gen.manager import AgentSnapshot, ClientInfo, ManagerStub
 from kubepresence.protocol.transport import serve_unix, unix_channel
 
@@ -153,3 +157,45 @@ async def test_agent_without_pod_is_refused(manager: Manager) -> None:
     with pytest.raises(GRPCError) as caught:
         await manager.stub.arrive_as_agent(common.AgentInfo(namespace="shop"))
     assert caught.value.status == Status.INVALID_ARGUMENT
+
+
+async def test_a_terminating_pods_agent_leaves_at_once_and_may_not_return(
+    manager: Manager,
+) -> None:
+    client = await manager.stub.arrive_as_client(ClientInfo(name="dev@laptop"))
+    agent = await manager.stub.arrive_as_agent(agent_info("echo-3"))
+    await manager.stub.arrive_as_agent(agent_info("echo-4"))
+    watch = manager.stub.watch_agents(client).__aiter__()
+    assert [a.pod_name for a in await next_snapshot(watch)] == ["echo-3", "echo-4"]
+    # What the pod watch does when echo-3's deletionTimestamp is set.
+    manager.service.pod_ended("shop", "echo-3", deleted=False)
+    assert [a.pod_name for a in await next_snapshot(watch)] == ["echo-4"]
+    # Its session ended with it: the agent's next Remain is told to arrive again …
+    with pytest.raises(GRPCError) as caught:
+        await manager.stub.remain(agent)
+    assert caught.value.status == Status.NOT_FOUND
+    # … and arriving again is refused while the pod terminates.
+    with pytest.raises(GRPCError) as caught:
+        await manager.stub.arrive_as_agent(agent_info("echo-3"))
+    assert caught.value.status == Status.INVALID_ARGUMENT
+    assert "terminating" in (caught.value.message or "")
+    # Deleted: the name is free again (a StatefulSet's next pod may carry it).
+    manager.service.pod_ended("shop", "echo-3", deleted=True)
+    await manager.stub.arrive_as_agent(agent_info("echo-3"))
+    assert [a.pod_name for a in await next_snapshot(watch)] == ["echo-3", "echo-4"]
+    # A pod without an agent here changes nothing.
+    manager.service.pod_ended("shop", "unknown", deleted=True)
+    await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def test_changed_pod_subnets_reach_later_callers(manager: Manager) -> None:
+    assert (await manager.stub.get_cluster_info(Empty())).pod_subnets == ["10.244.0.0/16"]
+    manager.service.pod_subnets_changed(["10.244.0.0/16", "10.245.0.0/24"])
+    info = await manager.stub.get_cluster_info(Empty())
+    assert info.pod_subnets == ["10.244.0.0/16", "10.245.0.0/24"]
+    assert info.service_subnets == ["10.96.0.0/16"]  # the rest stays
+    manager.service.pod_subnets_changed([])  # no node with a podCIDR: keep the last
+    assert (await manager.stub.get_cluster_info(Empty())).pod_subnets == [
+        "10.244.0.0/16",
+        "10.245.0.0/24",
+    ]

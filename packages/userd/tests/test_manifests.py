@@ -12,6 +12,7 @@ from kubepresence.userd.core.manifests import (
     ManagerInstall,
     Resources,
     applied,
+    manager_args,
     manager_objects,
 )
 
@@ -351,3 +352,9 @@ def test_applied_compares_lists_by_length_and_position() -> None:
     assert not applied({"a": [2, 1]}, {"a": [1, 2]})
     assert not applied({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}})
     assert not applied({"a": "1"}, {"a": 1})
+
+
+def test_the_manager_is_told_its_namespaces_in_the_namespaced_scope() -> None:
+    namespaced = ManagerInstall(namespace="kp", rbac_scope="namespaced", rbac_namespaces=("apps",))
+    assert manager_args(namespaced)[-1] == "--managed-namespaces=kp,apps"
+    assert not any(a.startswith("--managed-namespaces") for a in manager_args(ManagerInstall()))

@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the manager's own namespace (default: $MANAGER_NAMESPACE or kubepresence)",
     )
     parser.add_argument(
+        "--managed-namespaces",
+        default="",
+        help="comma-separated namespaces the manager watches (namespaced RBAC); "
+        "empty: all namespaces",
+    )
+    parser.add_argument(
         "--session-ttl", type=float, default=60.0, help="seconds a silent session lives"
     )
     parser.add_argument(
@@ -82,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         idle_timeout=args.flow_idle_timeout,
         webhook=webhook,
         preview_port=args.preview_port,
+        managed_namespaces=tuple(n for n in args.managed_namespaces.split(",") if n),
     )
     return start_daemon("manager", "kubepresence-manager", args, manager.run)
 

@@ -14,6 +14,7 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 from kubepresence.manager.core.injection import MANAGER_SERVICE, InjectionSettings
 from kubepresence.manager.core.sessions import SessionRegistry
 from kubepresence.manager.k8s.discovery import discover
+from kubepresence.manager.k8s.observing import observe
 from kubepresence.manager.k8s.workloads import Workloads
 from kubepresence.manager.previewing import PreviewGateway
 from kubepresence.manager.rpc.manager import ManagerService
@@ -53,8 +54,10 @@ class TrafficManager:
         idle_timeout: float,
         webhook: WebhookOptions | None = None,
         preview_port: int = 0,
+        managed_namespaces: tuple[str, ...] = (),
     ) -> None:
-        """`preview_port`: where the preview gateway listens (0: no previews)."""
+        """`preview_port`: where the preview gateway listens (0: no previews);
+        `managed_namespaces`: where its watches look (empty: every namespace)."""
         self.host = host
         self.preview_port = preview_port
         self.port = port
@@ -63,6 +66,7 @@ class TrafficManager:
         self.dial_timeout = dial_timeout
         self.idle_timeout = idle_timeout
         self.webhook = webhook
+        self.managed_namespaces = managed_namespaces
 
     async def run(self, supervisor: Supervisor) -> None:
         async with await _api_client() as api:
@@ -98,9 +102,14 @@ class TrafficManager:
             try:
                 server = await serve_tcp([service], self.host, self.port)
                 supervisor.spawn(self._expire_sessions(service), name="session-expiry")
+                # Agent pods, nodes, workloads: stopped here, before the API client closes.
+                watching = supervisor.spawn(
+                    observe(api, service, self.managed_namespaces), name="cluster-watches"
+                )
                 try:
                     await supervisor.stopping.wait()
                 finally:
+                    watching.cancel()
                     await close_server(server)
             finally:
                 if runner is not None:

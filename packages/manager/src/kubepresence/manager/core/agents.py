@@ -80,6 +80,10 @@ class AgentTable:
     def get(self, session_id: str) -> Agent | None:
         return self._by_session.get(session_id)
 
+    def session_of(self, namespace: str, pod: str) -> str | None:
+        """The session of the pod's agent, if it has one here."""
+        return self._session_of_pod.get((namespace, pod))
+
     def snapshot(self) -> list[Agent]:
         """Every present agent, sorted by namespace and pod name."""
         return sorted(self._by_session.values(), key=lambda a: a.pod)

@@ -8,7 +8,8 @@ as long as their filters differ.
 
 State follows the workload's agents: WAITING until every agent pod of the workload has
 reviewed it (the agents learn of it through their watch), ACTIVE when all accepted,
-ERROR when one refused (with its reason), NO_AGENT when the workload has no agent left.
+ERROR when one refused (with its reason) or the workload was deleted, NO_AGENT when the
+workload has no agent left.
 New agent pods (a rollout, a scale-up) put it back to WAITING until they review it too.
 
 Plain data and decisions: the rpc layer supplies ids, agents and reviews.
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 
 from kubepresence.protocol.errors import NotFoundError, UserError
 from kubepresence.protocol.httpfilter import HttpFilter, describe
+
+WORKLOAD_DELETED = "workload deleted"
 
 
 class InterceptState(enum.Enum):
@@ -129,6 +132,17 @@ class InterceptRegistry:
             intercept.accepted_by &= pods
             self._settle(intercept)
             if (intercept.state, intercept.message) != before:
+                changed.append(intercept)
+        return changed
+
+    def workload_deleted(self, namespace: str, workload: str) -> list[Intercept]:
+        """The workload is gone: its intercepts go to ERROR (until removed); returns them."""
+        changed = []
+        for intercept in self._intercepts.values():
+            if (intercept.target.namespace, intercept.target.workload) != (namespace, workload):
+                continue
+            if (intercept.state, intercept.message) != (InterceptState.ERROR, WORKLOAD_DELETED):
+                intercept.state, intercept.message = InterceptState.ERROR, WORKLOAD_DELETED
                 changed.append(intercept)
         return changed
 

@@ -63,10 +63,12 @@ class Watch:
         backoff: Backoff | None = None,
         server_timeout: int = SERVER_TIMEOUT,
         read_margin: float = READ_MARGIN,
+        give_up_on: frozenset[int] = frozenset(),
         **params: Any,
     ) -> None:
         """`list_call`: a generated list function (e.g. CoreV1Api.list_namespaced_pod)
-        with `params` (namespace, label_selector …); `what` names it in logs."""
+        with `params` (namespace, label_selector …); `what` names it in logs. An API
+        status in `give_up_on` (e.g. 403: no RBAC for it) ends `run` with the error."""
         self.what = what
         self.cache = cache if cache is not None else WatchCache()
         self._list_call = list_call
@@ -74,12 +76,13 @@ class Watch:
         self._backoff = backoff if backoff is not None else Backoff()
         self._server_timeout = server_timeout
         self._read_margin = read_margin
+        self._give_up_on = give_up_on
         self._params = params
         self.lists = 0  # how many lists and watch requests were made (tests, logs)
         self.watches = 0
 
     async def run(self) -> None:
-        """Follow the objects until cancelled; never returns otherwise."""
+        """Follow the objects until cancelled (or a `give_up_on` status: raised)."""
         while True:
             try:
                 if self.cache.next_step() is Step.LIST:
@@ -89,7 +92,11 @@ class Watch:
                 # The stream ended by itself (server timeout): watch on from the version.
             except WatchExpiredError as error:
                 log.info("watch of %s: version expired (%s); listing again", self.what, error)
-            except (KubernetesError, WatchFailedError, WatchProtocolError) as error:
+            except KubernetesError as error:
+                if error.api_status in self._give_up_on:
+                    raise
+                await self._failed(str(error))
+            except (WatchFailedError, WatchProtocolError) as error:
                 await self._failed(str(error))
 
     async def _failed(self, reason: str) -> None:

@@ -225,6 +225,15 @@ class InterceptDesk:
         if self.registry.agents_changed(namespace, workload, pods):
             self._bump()
 
+    def workload_deleted(self, namespace: str, workload: str) -> None:
+        changed = self.registry.workload_deleted(namespace, workload)
+        for intercept in changed:
+            log.info(
+                "intercept %s: its workload %s/%s was deleted", intercept.id, namespace, workload
+            )
+        if changed:
+            self._bump()
+
     def review(
         self,
         intercept_id: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -111,6 +112,7 @@ class ManagerService(manager.ManagerBase):
         self._agent_workloads: set[tuple[str, str]] = set()
         self._agents = AgentTable()
         self._agents_changed = asyncio.Event()
+        self._terminating_pods: set[tuple[str, str]] = set()
         self._network = network
         self._dial_timeout = dial_timeout
         self._idle_timeout = idle_timeout
@@ -164,6 +166,8 @@ class ManagerService(manager.ManagerBase):
         agent = agent_from_proto(message)
         if not agent.pod_name or not agent.namespace:
             raise UserError("an agent names its pod and namespace")
+        if agent.pod in self._terminating_pods:
+            raise UserError(f"pod {agent.namespace}/{agent.pod_name} is terminating")
         session = Session(
             id=f"agent-{uuid.uuid4()}",
             kind=SessionKind.AGENT,
@@ -195,6 +199,38 @@ class ManagerService(manager.ManagerBase):
                 self._desk.client_gone(session_id)
         if self._agents.depart(ids):
             self._notify_agents()
+
+    # --- what the manager's watches see (k8s.observing) -------------------------------
+
+    def pod_ended(self, namespace: str, pod: str, *, deleted: bool) -> None:
+        """An agent's pod is terminating (`deleted`: gone): its agent leaves now rather
+        than at its session's expiry; a terminating pod's agent may not arrive again."""
+        if deleted:
+            self._terminating_pods.discard((namespace, pod))
+        else:
+            self._terminating_pods.add((namespace, pod))
+        session_id = self._agents.session_of(namespace, pod)
+        if session_id is None:
+            return
+        self._sessions.depart(session_id)
+        log.info(
+            "agent of %s/%s left: its pod is %s (%s)",
+            namespace,
+            pod,
+            "deleted" if deleted else "terminating",
+            session_id,
+        )
+        self.forget_sessions([session_id])
+
+    def pod_subnets_changed(self, subnets: list[str]) -> None:
+        """The nodes' pod CIDRs changed: clients that ask from now on get these."""
+        if subnets and subnets != self._network.pod_subnets:
+            log.info("pod subnets: %s (were %s)", subnets, self._network.pod_subnets)
+            self._network = dataclasses.replace(self._network, pod_subnets=subnets)
+
+    def workload_deleted(self, namespace: str, name: str) -> None:
+        """Intercepts of a deleted workload go to ERROR ("workload deleted")."""
+        self._desk.workload_deleted(namespace, name)
 
     def _notify_agents(self) -> None:
         # Waiters hold the old event; the next change needs a fresh one.

@@ -343,6 +343,9 @@ def manager_args(install: ManagerInstall) -> list[str]:
         f"--log-level={install.log_level}",
         f"--session-ttl={install.session_ttl}",
     ]
+    if install.rbac_scope == "namespaced":
+        # The manager's watches look only where its Roles let it.
+        args.append(f"--managed-namespaces={','.join(install.role_namespaces)}")
     return args
 
 
