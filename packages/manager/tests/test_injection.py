@@ -172,6 +172,17 @@ def agent_config(obj: dict[str, Any]) -> dict[str, Any]:
             admission(pod(annotations={"kubepresence.io/inject-traffic-agent": "Enabled"})),
             "not enabled",
         ),
+        (
+            admission(
+                pod(
+                    annotations={
+                        "kubepresence.io/inject-traffic-agent": "enabled",
+                        "kubepresence.io/manager-namespace": "someone-elses",
+                    }
+                )
+            ),
+            "for the traffic manager in namespace someone-elses",
+        ),
         (admission(pod(), operation="UPDATE"), "not a pod creation"),
         (admission(pod(), kind="Deployment"), "not a pod creation"),
         (admission(pod(), ns="kp-system"), "manager's own namespace"),
@@ -225,7 +236,13 @@ def test_pods_that_pass_untouched(body: bytes, why: str) -> None:
     assert verdict.patch is None
     assert why in verdict.reason
     # Only pods that asked for the agent and cannot have it are worth a warning.
-    routine = ("not enabled", "not a pod creation", "manager's own namespace", "already has")
+    routine = (
+        "not enabled",
+        "not a pod creation",
+        "manager's own namespace",
+        "already has",
+        "for the traffic manager in",
+    )
     assert verdict.problem == (not why.startswith(routine))
     response = verdict.response()
     assert response["response"] == {"uid": "0d5e-uid", "allowed": True}
@@ -604,3 +621,14 @@ def test_sftp_port_skips_ports_the_pod_declares_and_is_0_without_volumes() -> No
     bare = injected(pod(containers=[app_container(volumeMounts=[])]))
     assert agent_config(bare)["sftp_port"] == 0
     assert "volumeMounts" not in container(bare, AGENT_CONTAINER)
+
+
+def test_a_pod_for_this_manager_is_injected() -> None:
+    obj = pod(
+        annotations={
+            "kubepresence.io/inject-traffic-agent": "enabled",
+            "kubepresence.io/manager-namespace": SETTINGS.manager_namespace,
+        }
+    )
+    verdict = review(admission(obj), SETTINGS)
+    assert verdict.patch is not None, verdict.reason

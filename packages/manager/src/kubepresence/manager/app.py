@@ -76,7 +76,7 @@ class TrafficManager:
                 network=network,
                 dial_timeout=self.dial_timeout,
                 idle_timeout=self.idle_timeout,
-                workloads=Workloads(api),
+                workloads=Workloads(api, self.namespace),
                 preview_base=f"http://{MANAGER_SERVICE}.{self.namespace}:{self.preview_port}"
                 if self.preview_port
                 else "",

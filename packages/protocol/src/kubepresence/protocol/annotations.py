@@ -7,6 +7,10 @@ daemon removes agents by clearing it), so they are named once, here.
 # On a pod template: the webhook injects the traffic agent into its pods.
 INJECT_TRAFFIC_AGENT = "kubepresence.io/inject-traffic-agent"
 INJECT_ENABLED = "enabled"
+# On a pod template: the namespace of the traffic manager whose webhook injects its pods
+# (their agents join that manager). Absent: every manager's webhook may inject. Several
+# managers in one cluster would otherwise race for the same pods.
+INJECT_MANAGER_NAMESPACE = "kubepresence.io/manager-namespace"
 # On a pod template: the container the agent serves (default: the first one).
 INJECT_CONTAINER = "kubepresence.io/inject-container"
 # On a pod template: comma-separated port numbers that Services target by number; the

@@ -7,6 +7,7 @@ the manager's mutating webhook as an AdmissionReview (v1). `review` decides and 
 |-------------------------------------------------------------|---------------------------|
 | is not a pod CREATE, or the review is malformed             | allowed, no patch         |
 | lacks `kubepresence.io/inject-traffic-agent: enabled`        | allowed, no patch         |
+| names another manager (`kubepresence.io/manager-namespace`) | allowed, no patch         |
 | already has the agent (container or init container by name) | allowed, no patch         |
 | names an app container it does not have, or carries a bad   | allowed, no patch (and    |
 |   `kubepresence.io/inject-numeric-ports` annotation          |   the reason is logged)   |
@@ -52,6 +53,7 @@ from typing import Any
 
 from kubepresence.protocol.annotations import (
     INJECT_CONTAINER,
+    INJECT_MANAGER_NAMESPACE,
     INJECT_NUMERIC_PORTS,
     INJECT_TRAFFIC_AGENT,
 )
@@ -183,6 +185,9 @@ def _decide(
     annotations = meta.get("annotations") or {}
     if annotations.get(INJECT_ANNOTATION) != INJECT_ENABLED:
         return None, "not enabled for injection"
+    owner = annotations.get(INJECT_MANAGER_NAMESPACE, "")
+    if owner and owner != settings.manager_namespace:
+        return None, f"for the traffic manager in namespace {owner}"
     spec = pod["spec"]
     containers = spec.get("containers") or []
     inits = spec.get("initContainers") or []

@@ -13,7 +13,11 @@ import logging
 from kubernetes_asyncio import client
 
 from kubepresence.manager.k8s.errors import api_errors
-from kubepresence.protocol.annotations import INJECT_NUMERIC_PORTS, INJECT_TRAFFIC_AGENT
+from kubepresence.protocol.annotations import (
+    INJECT_MANAGER_NAMESPACE,
+    INJECT_NUMERIC_PORTS,
+    INJECT_TRAFFIC_AGENT,
+)
 from kubepresence.protocol.errors import NotFoundError
 
 log = logging.getLogger(__name__)
@@ -22,8 +26,9 @@ INJECT_ANNOTATION = INJECT_TRAFFIC_AGENT
 
 
 class Workloads:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, manager_namespace: str) -> None:
         self._apps = client.AppsV1Api(api)
+        self._manager_namespace = manager_namespace
 
     async def ensure_injected(
         self, namespace: str, name: str, numeric_port: int | None = None
@@ -58,7 +63,11 @@ class Workloads:
                 continue
             annotations = workload.spec.template.metadata.annotations or {}
             wanted = numeric_ports_with(annotations.get(INJECT_NUMERIC_PORTS, ""), numeric_port)
-            changes = {INJECT_ANNOTATION: "enabled", INJECT_NUMERIC_PORTS: wanted}
+            changes = {
+                INJECT_ANNOTATION: "enabled",
+                INJECT_NUMERIC_PORTS: wanted,
+                INJECT_MANAGER_NAMESPACE: self._manager_namespace,
+            }
             changes = {k: v for k, v in changes.items() if v and annotations.get(k) != v}
             if not changes:
                 return False

@@ -16,6 +16,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.protocol.annotations import (
     INJECT_ENABLED,
+    INJECT_MANAGER_NAMESPACE,
     INJECT_NUMERIC_PORTS,
     INJECT_TRAFFIC_AGENT,
 )
@@ -25,8 +26,17 @@ from kubepresence.userd.core.arrival import ConditionView, ContainerView, PodVie
 log = logging.getLogger(__name__)
 
 NOT_FOUND = 404
-# A JSON merge patch with null deletes the key; the template change rolls the pods.
-_REMOVE = {"spec": {"template": {"metadata": {"annotations": {INJECT_TRAFFIC_AGENT: None}}}}}
+# A JSON merge patch with null deletes the key; the template change rolls the pods. The
+# manager's namespace goes too: kubepresence alone writes it (on-demand injection).
+_REMOVE = {
+    "spec": {
+        "template": {
+            "metadata": {
+                "annotations": {INJECT_TRAFFIC_AGENT: None, INJECT_MANAGER_NAMESPACE: None}
+            }
+        }
+    }
+}
 
 
 def _kinds(apps: client.AppsV1Api) -> list[tuple[str, Any, Any, Any]]:
