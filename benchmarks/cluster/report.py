@@ -279,7 +279,7 @@ def profile_markdown(profiles: dict[str, Any], count: int = 10) -> str:
         return ""
     lines = [
         "",
-        "## Where the time goes (py-spy, outbound transfers)",
+        "## Where the time goes (py-spy, during one more transfer each way)",
         "",
         "Share of samples per function: own = in the function itself, total = with what it "
         "calls (leaving out the trunk every sample passes through: main, the loop's run). "

@@ -40,6 +40,8 @@ LOCAL_PORT = 18090
 CLIENT_POD = "bench-client"
 AGENT_CONTAINER = "kubepresence-agent"
 MANAGER_CONTAINER = "manager"
+OTHER_SESSION = "another kubepresence session is connected"
+OTHER_SESSION_WAIT = 900.0
 
 
 def _wait_line(process: subprocess.Popen[str], want: str, timeout: float) -> str:
@@ -151,6 +153,22 @@ def _kp(ws: Workstation, *args: str, timeout: float = 240) -> float:
     return time.monotonic() - started
 
 
+def _connect(ws: Workstation, *args: str) -> float:
+    """`kubepresence connect`; its duration in seconds. ws1 has room for one session:
+    one that did not take the ws1 lock is waited out (bounded), and only the connect that
+    succeeds is timed."""
+    deadline = time.monotonic() + OTHER_SESSION_WAIT
+    while True:
+        started = time.monotonic()
+        result = ws.kp("connect", *args, timeout=240)
+        if result.returncode == 0:
+            return time.monotonic() - started
+        if OTHER_SESSION not in result.stderr or time.monotonic() > deadline:
+            raise ClusterError(f"kubepresence connect: {result.stderr.strip()}\n{ws.logs()}")
+        log.info("another session holds ws1 without the lock: %s", result.stderr.strip())
+        time.sleep(2)
+
+
 class Run:
     """One run of the suite; `results` fills up as it goes (partial on failure)."""
 
@@ -216,14 +234,14 @@ class Run:
         manager_namespace = f"kp-bench-mgr-{secrets.token_hex(3)}"
         home = Path(tempfile.mkdtemp(prefix="kp-bench-"))
         ws = Workstation(cluster, home)
-        connect = ["connect", "--manager-namespace", manager_namespace]
+        connect = ["--manager-namespace", manager_namespace]
         connect += ["--mapped-namespaces", namespace]
         try:
-            self.timings["connect_installing_manager_s"] = round(_kp(ws, *connect), 2)
+            self.timings["connect_installing_manager_s"] = round(_connect(ws, *connect), 2)
             times = []
             for _ in range(1 if self.quick else 3):
                 _kp(ws, "quit", timeout=60)
-                times.append(_kp(ws, *connect))
+                times.append(_connect(ws, *connect))
             self.timings["connect_s_samples"] = [round(t, 2) for t in times]
             self.timings["connect_s"] = round(statistics.median(times), 2)
             self._outbound(ws, manager_namespace, service)
@@ -252,18 +270,18 @@ class Run:
         self._record_usage("outbound", usage, moved)
         clients.requests(client, self.sizes, result)
         if self.profile:
-            for mode in ("download", "upload"):
-                profile_pids = {"userd": pids["userd"], "rootd": pids["rootd"]}
-                out_dir = self.work_dir / "profile" / mode
-                with profiling.recording(profile_pids, out_dir) as found:
-                    answer = client.run(
-                        mode,
-                        self.sizes.bulk_mib,
-                        self.sizes.deadline,
-                        timeout=self.sizes.deadline + 60,
-                    )
-                found["transfer"] = {k: answer.get(k) for k in ("seconds", "error")}
-                self.profiles[f"outbound {mode}"] = found
+            self._profile("outbound", client, pids)
+
+    def _profile(self, name: str, client: clients.Client, pids: dict[str, int | None]) -> None:
+        """One more transfer each way, with py-spy on the processes that carry it."""
+        for mode in ("download", "upload"):
+            out_dir = self.work_dir / "profile" / f"{name}-{mode}"
+            with profiling.recording(pids, out_dir) as found:
+                answer = client.run(
+                    mode, self.sizes.bulk_mib, self.sizes.deadline, timeout=self.sizes.deadline + 60
+                )
+            found["transfer"] = {k: answer.get(k) for k in ("seconds", "error")}
+            self.profiles[f"{name} {mode}"] = found
 
     def _inbound(
         self, ws: Workstation, namespace: str, manager_namespace: str, client_pod: str, service: str
@@ -301,6 +319,8 @@ class Run:
             moved = clients.bulk(client, self.sizes, result)
         self._record_usage("inbound", usage, moved)
         clients.requests(client, self.sizes, result)
+        if self.profile:
+            self._profile("inbound", client, {k: pids[k] for k in ("userd", "agent", "manager")})
         _kp(ws, "leave", workload.NAME, timeout=60)
 
     def _record_usage(self, name: str, usage: processes.Usage, moved: int) -> None:
