@@ -39,7 +39,9 @@ def recording(pids: dict[str, int | None], out_dir: Path) -> Iterator[dict[str, 
         if pid is None:
             continue
         raw = out_dir / f"{role}.collapsed.txt"
-        argv = [binary, "record", "--pid", str(pid), "--rate", str(RATE), "--nonblocking"]
+        # --gil: only samples that hold the GIL, i.e. CPU spent in Python or in C called
+        # from it; a thread waiting (epoll, a pool worker's queue) is not counted.
+        argv = [binary, "record", "--pid", str(pid), "--rate", str(RATE), "--nonblocking", "--gil"]
         argv += ["--duration", str(LONGEST), "--format", "raw", "--output", str(raw)]
         recorders[role] = (
             subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),

@@ -281,10 +281,11 @@ def profile_markdown(profiles: dict[str, Any], count: int = 10) -> str:
         "",
         "## Where the time goes (py-spy, during one more transfer each way)",
         "",
-        "Share of samples per function: own = in the function itself, total = with what it "
-        "calls (leaving out the trunk every sample passes through: main, the loop's run). "
-        "`Runner.run` own time is time inside uvloop's C event loop (polling, socket "
-        "and TUN system calls, C callbacks), which py-spy cannot see into without --native.",
+        "Share of the samples that held the GIL (py-spy --gil: CPU in Python, or in C called "
+        "with the GIL; waiting is not counted). own = in the function itself, total = with "
+        "what it calls (leaving out the trunk every sample passes through: main, the loop's "
+        "run). `Runner.run` own time is C code of uvloop's event loop (socket and TUN system "
+        "calls, callbacks in C), which py-spy does not see into without --native.",
     ]
     for transfer, found in profiles.items():
         for role, top in found.items():
