@@ -23,8 +23,9 @@ Scenarios:
 - RSS of the manager and of one agent, idle and during the 100 MiB transfers, and the
   transfer times beside an uninjected echo's;
 - an agent that falls silent (SIGSTOP) disappears from WatchAgents within the TTL and
-  arrives again when it wakes up; a deleted pod's agent disappears within the TTL and its
-  replacement pod's agent arrives;
+  arrives again when it wakes up; a deleted pod's agent disappears within seconds, even
+  when it cannot depart itself (stopped): the manager watches agent pods and drops the
+  agent when the pod's deletionTimestamp appears; the replacement pod's agent arrives;
 - with the manager scaled to 0: an injected app keeps serving through its Service, a new
   annotated Deployment still rolls out (fail-open, without agent), and when the manager
   comes back the running agent arrives again by itself.
@@ -701,13 +702,22 @@ def test_agents_leave_the_watch_within_the_ttl(
     # Awake again: the manager forgot it, so it arrives again by itself.
     back_at, _ = watcher.until("the agent again", lambda agents: pod in pods_of(agents), timeout=30)
 
-    # A deleted pod: its agent departs (or expires) within the TTL; the replacement arrives.
-    deleted = time.time()
-    cluster.kubectl("delete", "pod", pod, "-n", namespace, "--wait=false")
-    gone_at, _ = watcher.until(
-        "the deleted pod's agent to go", lambda agents: pod not in pods_of(agents),
-        timeout=SESSION_TTL,
-    )  # fmt: skip
+    # A deleted pod whose agent cannot depart (stopped again): the manager's pod watch sees
+    # the deletionTimestamp and drops the agent at once. Without the watch it would stay
+    # until its session expires: TTL - 5 s at the earliest (see above).
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deleted = time.time()
+        cluster.kubectl("delete", "pod", pod, "-n", namespace, "--wait=false")
+        gone_at, _ = watcher.until(
+            "the deleted pod's agent to go", lambda agents: pod not in pods_of(agents),
+            timeout=SESSION_TTL,
+        )  # fmt: skip
+    finally:
+        os.kill(pid, signal.SIGCONT)  # let it take its SIGTERM and end
+    assert gone_at - deleted < SESSION_TTL - 6, gone_at - deleted
+    logs = cluster.kubectl("logs", "-n", manager_ns, f"deployment/{MANAGER}")
+    assert f"agent of {namespace}/{pod} left: its pod is terminating" in logs
     replaced_at, _agents = watcher.until(
         "the replacement pod's agent",
         lambda agents: any(a["pod"] != pod and a["namespace"] == namespace for a in agents),
