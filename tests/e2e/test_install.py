@@ -22,7 +22,9 @@ Scenarios:
   version (an image tagged for the test) is upgraded in place and `find_manager` reports
   it; `uninstall_manager` leaves nothing behind, cluster-scoped objects and namespace
   included. With namespace-scoped RBAC and the webhook, the Roles land in the listed
-  namespaces and the manager writes its CA into the webhook configuration; re-running is
+  namespaces and the manager writes its CA into the webhook configuration, and its
+  watches (agent pods, workloads per listed namespace; nodes) list without a refusal;
+  re-running is
   still "unchanged" and an upgrade keeps the CA; switching to cluster-wide RBAC without
   the webhook removes the Roles and the configuration; uninstall removes the Roles again
   and leaves the listed namespace alone.
@@ -38,6 +40,7 @@ import base64
 import copy
 import json
 import os
+import re
 import secrets
 import sys
 import textwrap
@@ -560,6 +563,17 @@ def test_python_install_with_namespaced_rbac_and_the_webhook(
         # The manager (with only the namespaced RBAC) wrote its CA into the configuration;
         # applying again must neither see a difference nor drop it.
         bundle = wait_for("the manager's CA bundle", lambda: ca_bundle(cluster, ns), timeout=30)
+        # Its watches look where its Roles are (nodes through the ClusterRole), and may.
+        listed = [f"listed {what} in {where}" for what in ("agent pods", "deployments")
+                  for where in (ns, namespace)] + ["listed nodes"]  # fmt: skip
+
+        def watching() -> str | None:
+            logs = cluster.kubectl("logs", "-n", ns, f"deployment/{MANAGER}")
+            return logs if all(line in logs for line in listed) else None
+
+        logs = wait_for("the manager's watches", watching, timeout=30)
+        assert "in all namespaces" not in logs
+        assert not re.search(r"watch of .* failed", logs), logs
         again = workstation(cluster, "ensure", ns, webhook_enabled=True, **settings)
         assert ok(again) == "unchanged"
         assert ca_bundle(cluster, ns) == bundle
