@@ -26,6 +26,8 @@ Scenarios:
   arrives again when it wakes up; a deleted pod's agent disappears within seconds, even
   when it cannot depart itself (stopped): the manager watches agent pods and drops the
   agent when the pod's deletionTimestamp appears; the replacement pod's agent arrives;
+- a client's intercept of a Deployment that is then deleted goes to ERROR with the
+  reason "workload deleted" (the manager watches workloads);
 - with the manager scaled to 0: an injected app keeps serving through its Service, a new
   annotated Deployment still rolls out (fail-open, without agent), and when the manager
   comes back the running agent arrives again by itself.
@@ -152,11 +154,12 @@ WATCHER = textwrap.dedent(
     from pathlib import Path
     from grpclib.client import Channel
     from kubernetes_asyncio import client
-    from kubepresence.protocol.gen import manager
+    from kubepresence.protocol.gen import common, manager
     from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
     from kubepresence.userd.k8s.portforwarding import PortForwarder
 
     NS, KUBECONFIG = sys.argv[1], sys.argv[2]
+    INTERCEPT = sys.argv[3] if len(sys.argv) > 3 else ""
 
     def say(**what):
         print(json.dumps({"t": time.time(), **what}), flush=True)
@@ -189,6 +192,20 @@ WATCHER = textwrap.dedent(
                         await calls.remain(session)
 
                 keeping = asyncio.create_task(remain())
+                if INTERCEPT:  # NS/WORKLOAD/PORT: create it, then follow the intercepts
+                    ns, workload, port = INTERCEPT.split("/")
+                    await calls.create_intercept(manager.InterceptRequest(
+                        session=session,
+                        spec=common.InterceptSpec(
+                            name="e2e", namespace=ns, workload_name=workload,
+                            service_port=port, local_port=9,
+                        ),
+                    ))
+                    async for snapshot in manager.ManagerStub(channel).watch_intercepts(session):
+                        say(intercepts=[
+                            {"name": i.spec.name, "state": i.state.name, "message": i.message}
+                            for i in snapshot.intercepts
+                        ])
                 watch = manager.ManagerStub(channel).watch_agents(session).__aiter__()
                 while True:
                     # The manager sends a snapshot at least every 10 s.
@@ -229,11 +246,13 @@ def agent_story(cluster: Cluster, namespace: str, pod: str) -> str:
 
 
 class Watcher:
-    """WatchAgents through userd's port-forward, one JSON line per snapshot."""
+    """WatchAgents through userd's port-forward, one JSON line per snapshot; or, given
+    `intercept` (NS/WORKLOAD/PORT), a client that creates it and follows WatchIntercepts."""
 
-    def __init__(self, cluster: Cluster, manager_ns: str) -> None:
+    def __init__(self, cluster: Cluster, manager_ns: str, intercept: str = "") -> None:
         self.proc = cluster.start_on_workstation(
             [sys.executable, "-c", WATCHER, manager_ns, str(layout.WORKSTATION_KUBECONFIG)]
+            + ([intercept] if intercept else [])
         )
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.output: list[str] = []
@@ -257,8 +276,10 @@ class Watcher:
         condition: Callable[[list[dict[str, Any]]], bool],
         timeout: float,
         explain: Callable[[], str] = lambda: "",
+        key: str = "agents",
     ) -> tuple[float, list[dict[str, Any]]]:
-        """Wait for a snapshot that satisfies `condition`; (its time, its agents).
+        """Wait for a snapshot that satisfies `condition`; (its time, its agents, or its
+        intercepts with `key="intercepts"`).
 
         `explain` adds what the cluster says to a failure (logs, restarts)."""
         deadline = time.monotonic() + timeout
@@ -276,10 +297,10 @@ class Watcher:
                 if self.proc.poll() is not None:
                     pytest.fail("the watcher died:\n" + "".join(self.output[-30:]))
                 continue
-            if "agents" in line:
+            if key in line:
                 self.latest = line
-                if condition(line["agents"]):
-                    return line["t"], line["agents"]
+                if condition(line[key]):
+                    return line["t"], line[key]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -731,6 +752,40 @@ def test_agents_leave_the_watch_within_the_ttl(
             "woken_agent_back_after_s": round(back_at - stopped, 2),
             "deleted_pod_agent_gone_after_s": round(gone_at - deleted, 2),
             "replacement_agent_after_s": round(replaced_at - deleted, 2),
+        }
+    )
+
+
+def test_a_deleted_workload_ends_its_intercept(
+    cluster: Cluster, namespace: str, manager_ns: str
+) -> None:
+    wait_webhook_effective(cluster, namespace)
+    deploy(cluster, namespace, "tcp", "tcp-echo", annotations=INJECT, named=True)
+    wait_serving(cluster, namespace, ["tcp-echo"])
+    client = Watcher(cluster, manager_ns, intercept=f"{namespace}/tcp-echo/tcp")
+    try:
+        client.until(
+            "the intercept active",
+            lambda intercepts: [i["state"] for i in intercepts] == ["ACTIVE"],
+            timeout=60,
+            key="intercepts",
+        )
+        deleted = time.time()
+        cluster.kubectl("delete", "deployment", "tcp-echo", "-n", namespace, "--wait=false")
+        ended_at, intercepts = client.until(
+            "the intercept in error",
+            lambda intercepts: [i["state"] for i in intercepts] == ["ERROR"],
+            timeout=30,
+            key="intercepts",
+        )
+    finally:
+        client.stop()
+    # The workload's watch says why (not "no agent", which its pods' going would say).
+    assert intercepts[0]["message"] == "workload deleted", intercepts
+    report(
+        {
+            "scenario": "workload-deleted",
+            "intercept_error_after_delete_s": round(ended_at - deleted, 2),
         }
     )
 
