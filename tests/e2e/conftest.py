@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # workstation_cli
 
 from kpcluster import layout, lifecycle, network
 from kpcluster.harness import Cluster
-from workstation_cli import Workstation, uninstall_manager
+from workstation_cli import Workstation, uninstall_manager, ws1_vif_lock
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,13 @@ def manager_namespace(cluster: Cluster) -> Iterator[str]:
 
 @pytest.fixture
 def workstation(cluster: Cluster, tmp_path: Path) -> Iterator[Workstation]:
-    """The kubepresence CLI on the workstation, with private dirs; quit afterwards."""
-    ws = Workstation(cluster, tmp_path)
-    yield ws
-    ws.kp("quit", timeout=60)
-    for daemon in ("userd", "rootd"):
-        socket = tmp_path / "run" / "kubepresence" / f"{daemon}.socket"
-        assert not socket.exists(), f"{daemon} still serves {socket} after quit"
+    """The kubepresence CLI on the workstation, with private dirs; quit afterwards.
+
+    Holds ws1's lock: one kubepresence session at a time there, whoever runs tests."""
+    with ws1_vif_lock():
+        ws = Workstation(cluster, tmp_path)
+        yield ws
+        ws.kp("quit", timeout=60)
+        for daemon in ("userd", "rootd"):
+            socket = tmp_path / "run" / "kubepresence" / f"{daemon}.socket"
+            assert not socket.exists(), f"{daemon} still serves {socket} after quit"

@@ -304,3 +304,126 @@ def test_bad_filters_say_why(
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     listed = json.loads(workstation.kp("list", "-n", namespace, "-o", "json").stdout)
     assert all(w["intercepts"] == [] for w in listed["workloads"])
+
+
+# The frontend of the preview test: calls the echo backend and passes the preview's
+# header on (propagating it is the app's job, like any tracing header).
+FRONTEND = textwrap.dedent(
+    """
+    import http.server, json, os, urllib.request
+    BACKEND = os.environ["BACKEND"]
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def do_GET(self):
+            passed = {k: v for k, v in self.headers.items()
+                      if k.lower().startswith("x-kubepresence")}
+            request = urllib.request.Request(BACKEND + self.path, headers=passed)
+            with urllib.request.urlopen(request, timeout=20) as answer:
+                backend = json.loads(answer.read())
+            body = json.dumps({"frontend": True, "backend": backend}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+    """
+)
+
+FETCH = textwrap.dedent(
+    """
+    import json, sys, urllib.request
+    with urllib.request.urlopen(sys.argv[1], timeout=30) as answer:
+        print(json.dumps({"status": answer.status, "body": json.loads(answer.read())}))
+    """
+)
+
+
+def frontend(namespace: str, image: str) -> list[dict[str, object]]:
+    labels = {"app": "frontend"}
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "frontend", "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [
+                            {
+                                "name": "frontend",
+                                "image": image,
+                                "imagePullPolicy": "Never",
+                                "command": ["python3", "-c", FRONTEND],
+                                "env": [{"name": "BACKEND", "value": f"http://echo.{namespace}"}],
+                                "ports": [{"name": "http", "containerPort": 8080}],
+                                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "frontend", "namespace": namespace},
+            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]},
+        },
+    ]
+
+
+def test_preview_url_shows_the_workstation_through_the_frontend(
+    cluster: Cluster,
+    namespace: str,
+    workstation: Workstation,
+    manager_namespace: str,
+    local_servers: dict[str, subprocess.Popen[str]],
+) -> None:
+    cluster.deploy_echo("http", namespace, named_target_port=True)
+    cluster.apply(frontend(namespace, cluster.testapps_image))
+    cluster.kubectl("rollout", "status", "deployment/frontend", "-n", namespace, "--timeout=120s",
+                    timeout=130)  # fmt: skip
+    client = cluster.client_pod(namespace)
+    assert workstation.kp("connect", "--manager-namespace", manager_namespace).returncode == 0
+
+    result = intercept(
+        workstation, namespace, "alice",
+        "--preview-url", "--ingress-host", f"frontend.{namespace}", "-o", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + workstation.log("userd")
+    created = json.loads(result.stdout)
+    url = created["preview_url"]
+    assert url.startswith(f"http://kubepresence-manager.{manager_namespace}:8082/"), created
+    assert created["http_filter"].startswith("x-kubepresence-intercept-id: ")
+
+    def fetch(address: str) -> dict[str, object]:
+        out = cluster.exec_in_pod(namespace, client, ["python3", "-c", FETCH, address]).stdout
+        return dict(json.loads(out))
+
+    previewed = fetch(url + "hello?x=1")
+    assert previewed["status"] == 200
+    body = previewed["body"]
+    assert isinstance(body, dict)
+    assert body["frontend"] is True
+    assert body["backend"]["who"] == "alice", body  # the workstation answered
+    assert body["backend"]["path"] == "/hello?x=1"
+
+    plain = fetch(f"http://frontend.{namespace}/hello")["body"]
+    assert isinstance(plain, dict)
+    assert str(plain["backend"]["pod"]).startswith("echo-")  # the app answered
+
+    listed = json.loads(workstation.kp("list", "-n", namespace, "-o", "json").stdout)
+    [echo] = [w for w in listed["workloads"] if w["name"] == "echo"]
+    assert [i["preview_url"] for i in echo["intercepts"]] == [url]
+
+    assert workstation.kp("leave", "alice").returncode == 0
+    gone = cluster.exec_in_pod(
+        namespace, client, ["python3", "-c", FETCH, url + "hello"], check=False
+    )
+    assert "404" in gone.stdout + gone.stderr

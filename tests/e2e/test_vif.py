@@ -21,14 +21,11 @@ wait instead of colliding.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,35 +35,13 @@ import pytest
 from kpcluster import kube, layout
 from kpcluster.commands import wait_for
 from kpcluster.harness import Cluster, EchoWorkload
-from workstation_cli import Workstation
+from workstation_cli import Workstation, ws1_vif_lock
 
 WS_RESOLV_CONF = Path("/etc/netns") / layout.WORKSTATION_NETNS / "resolv.conf"
 BLOB_MIB = 200
 BLOB_PORT = 8080
 CONCURRENT = 200
 CLUSTER_PREFIXES = ("10.96.", "10.244.")
-WS1_VIF_LOCK = Path("/run/lock/kubepresence-ws1-vif.lock")
-LOCK_WAIT = 900.0
-
-
-@contextlib.contextmanager
-def ws1_vif_lock() -> Iterator[None]:
-    """Exclusive use of ws1's VIF and resolv.conf across test sessions (bounded wait)."""
-    WS1_VIF_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with WS1_VIF_LOCK.open("a") as handle:
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{WS1_VIF_LOCK} still held after {LOCK_WAIT:.0f} s")
-                time.sleep(1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # A pod that answers every HTTP GET with BLOB_MIB MiB of deterministic bytes: MiB i is a

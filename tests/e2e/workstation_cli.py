@@ -7,9 +7,13 @@ test's own traffic manager with the user daemon's real uninstall code.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,42 @@ from kpcluster import kube, layout
 from kpcluster.harness import Cluster
 
 BIN = Path(sys.executable).parent
+
+# ws1 has one resolv.conf and room for one VIF: one kubepresence session at a time, across
+# test processes (and the benchmarks). Re-entrant within a process.
+WS1_VIF_LOCK = Path("/run/lock/kubepresence-ws1-vif.lock")
+LOCK_WAIT = 900.0
+_held = 0
+
+
+@contextlib.contextmanager
+def ws1_vif_lock(wait: float = LOCK_WAIT) -> Iterator[None]:
+    """Exclusive use of ws1's VIF and resolv.conf (bounded wait: TimeoutError)."""
+    global _held
+    if _held:
+        _held += 1
+        try:
+            yield
+        finally:
+            _held -= 1
+        return
+    WS1_VIF_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with WS1_VIF_LOCK.open("a") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{WS1_VIF_LOCK} still held after {wait:.0f} s") from None
+                time.sleep(1)
+        _held = 1
+        try:
+            yield
+        finally:
+            _held = 0
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Workstation:
