@@ -356,6 +356,7 @@ async def intercept(
                 service=service,
                 local=(address, spec.local),
                 http_filter=http_filter,
+                preview=preview,
                 mount=parse_mount(mount, str(Path.cwd())),
             ),
         )
