@@ -8,7 +8,8 @@ user daemon's real `Mounts` runs `sshfs -o directport` against it. Scenarios:
 - the mount's root is the export root (what lies above it does not show);
 - unmounting leaves no mount and no sshfs process, and removes the point it made;
 - a session the peer drops does not take the export down;
-- a mount point that is a file is refused before anything runs.
+- a mount point that is a file is refused before anything runs;
+- without sshfs the mount is skipped with one line, and the temporary directory goes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -135,3 +137,16 @@ def test_sshfs_never_prompts_and_stays_in_the_foreground() -> None:
     assert command[:2] == ["sshfs", "-f"]
     assert "directport=8022" in command
     assert command[-2:] == ["10.244.0.7:/", "/tmp/m"]
+
+
+async def test_missing_sshfs_is_one_line_and_no_mount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kubepresence.userd.mounting.SSHFS", "sshfs-not-installed")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the mount point goes
+    mounts = Mounts()
+    point, error = await mounts.mount_intercept("echo", "", "10.244.0.7", 8022)
+    assert point == ""
+    assert error == "sshfs is not installed: volumes not mounted (install sshfs)"
+    assert mounts.get("echo") is None
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []  # its temporary directory went

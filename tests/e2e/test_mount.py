@@ -5,7 +5,7 @@ Scenarios (the echo Deployment with an emptyDir at /data and a ConfigMap at /con
   a file written locally under the mount appears in the pod; a read-only volume stays
   read-only; `list` and `status` (-o json) show where the volumes are mounted;
 - `leave` unmounts: the mount point is no mount any more, no sshfs process is left, and the
-  directory the intercept made for it is gone;
+  directory the intercept made for it is gone; `quit` unmounts too;
 - `intercept … -- CMD` gives CMD the mount in KUBEPRESENCE_ROOT (a temporary directory by
   default), unmounted when CMD ends; `--mount=false` mounts nothing;
 - bad input: a mount point that is an existing file is refused in one line, with a non-zero
@@ -290,3 +290,20 @@ def test_a_file_as_mount_point_is_refused(session: Session, tmp_path: Path) -> N
     assert time.monotonic() - started < 30  # refused before any agent work
     assert target.read_text() == "keep me"
     assert echo_intercepts(ws, session.namespace) == []
+
+
+def test_quit_unmounts(session: Session) -> None:
+    """Last in this module: it ends the session's daemons."""
+    ws = session.ws
+    point = f"/tmp/kp-mount-{secrets.token_hex(3)}"
+    result = ws.kp("intercept", "echo", "--port", "8090:http", "-n", session.namespace,
+                   "--mount", point)  # fmt: skip
+    assert result.returncode == 0, result.stderr + ws.logs()
+    assert f"Volumes mounted at {point}" in result.stdout
+    assert mounted(ws, point)
+    [sshfs] = sshfs_processes(point)
+    quit_ = ws.kp("quit", timeout=60)
+    assert quit_.returncode == 0, quit_.stderr
+    assert not Path(f"/proc/{sshfs}").exists()
+    assert f"unmounted {point} (sshfs pid {sshfs} exited" in ws.log("userd")
+    assert not Path(point).exists()
