@@ -262,3 +262,32 @@ async def test_garbage_on_the_stream_backs_off_and_keeps_the_version(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [q.get("resourceVersion") for q in fake.queries] == [None, "10", "10"]
+
+
+async def test_a_stream_that_ends_at_once_and_empty_backs_off(
+    serve: Callable[[FakeApiServer], Awaitable[client.ApiClient]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A proxy that cuts every watch at once must not make the shell spin on requests.
+    fake = FakeApiServer([listed("10"), streamed(), streamed(), streamed(hold=True)])
+    api = await serve(fake)
+    watch = Watch(
+        "pods in shop",
+        client.CoreV1Api(api).list_namespaced_pod,
+        lambda changes, cache: None,
+        backoff=Backoff(first=0.2, limit=0.4),
+        namespace="shop",
+    )
+    task = asyncio.create_task(watch.run())
+    started = asyncio.get_running_loop().time()
+    try:
+        async with asyncio.timeout(5):
+            await fake.done.wait()
+    finally:
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Two empty streams: 0.2 s, then 0.4 s of backoff before the third watch.
+    assert asyncio.get_running_loop().time() - started >= 0.6
+    assert [q.get("resourceVersion") for q in fake.queries] == [None, "10", "10", "10"]
+    assert any("the stream ended at once" in r.getMessage() for r in caplog.records)

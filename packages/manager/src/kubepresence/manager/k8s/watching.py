@@ -4,7 +4,9 @@
 keeps doing so until cancelled: a stream that ends (the server's `timeoutSeconds`) is
 watched again from the last version seen, a 410 Gone lists again, and any other failure
 (the API server unreachable, 5xx, a 403 from missing RBAC, garbage on the stream) waits
-a bounded backoff and tries again, logging each new reason once and a recovery once.
+a bounded backoff and tries again, logging each new reason once and a recovery once. A
+stream that ends at once with nothing in it counts as a failure (something between cuts
+it), so the shell never spins on watch requests.
 
 Every request has deadlines: connecting, and reading (a stream that stays silent longer
 than the server's own timeout plus a margin is dead and is dropped). The objects stay
@@ -45,6 +47,7 @@ CONNECT_TIMEOUT = 10.0
 READ_MARGIN = 30.0  # silence beyond the server timeout: the stream is dead
 LIST_TIMEOUT = 60.0
 MAX_LINE = 64 * 1024 * 1024  # one event is one JSON line; big objects exist
+QUICK_END = 1.0  # an empty stream that ends sooner was not ended by the server's timeout
 
 ListCall = Callable[..., Awaitable[Any]]
 Handler = Callable[[list[Change], WatchCache], None]
@@ -171,6 +174,8 @@ class Watch:
                 self.cache.expired()
                 raise WatchExpiredError(error.message) from error
             raise
+        loop = asyncio.get_running_loop()
+        started, events = loop.time(), 0
         try:
             while True:
                 try:
@@ -179,9 +184,14 @@ class Watch:
                 except HttpProcessingError as error:  # a line longer than MAX_LINE
                     raise WatchProtocolError(f"{doing}: {error}") from error
                 if not line:
+                    if not events and loop.time() - started < QUICK_END:
+                        # Not the server's timeout: something cuts the stream at once.
+                        # Back off rather than spin on watch requests.
+                        raise WatchProtocolError(f"{doing}: the stream ended at once, empty")
                     return  # the server ended the watch: watch on from the version
                 if not line.strip():
                     continue
+                events += 1
                 try:
                     event = json.loads(line)
                 except ValueError as error:
