@@ -158,10 +158,9 @@ def teardown(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, each figure beside a baseline from the same run, on the local cluster
     (`-- --quick`: small sizes, checks only that every figure is produced; `-- --profile`:
-    py-spy profiles of userd and rootd; `-- --only components|cluster`)."""
+    py-spy profiles of userd, rootd, manager and agent; `-- --only components|cluster`)."""
     install_parts(session)
-    # pytest: the e2e ws1 lock helper is imported from tests/e2e/test_vif.py.
-    install(session, *E2E_REQUIREMENTS, "matplotlib", "py-spy")
+    install(session, "-r", "tests/cluster/requirements.txt", "matplotlib", "py-spy")
     if "--only" not in session.posargs or "cluster" in session.posargs:
         _require_root(session)
         session.run(*CLUSTER, "up")

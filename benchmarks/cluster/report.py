@@ -137,10 +137,13 @@ def cluster_figures(cluster: dict[str, Any]) -> list[Figure]:
     count = cluster.get("sizes", {}).get("concurrent")
     for path in PATHS:
         errors = get(path, "concurrent_errors")
+        kinds = paths.get(path, {}).get("raw", {}).get("concurrent", {}).get("errors") or {}
+        named = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
         target = "0 errors" if path in (OUTBOUND, INBOUND) else ""
         figures.append(
             Figure(
-                f"{path}: {count} concurrent connections, errors",
+                f"{path}: {count} concurrent connections, errors"
+                + (f" ({named})" if named else ""),
                 "errors",
                 errors,
                 target=target,
@@ -163,6 +166,7 @@ def cluster_figures(cluster: dict[str, Any]) -> list[Figure]:
             )
         )
     for key, label in (
+        ("connect_s_min", "connect, manager installed, fastest sample"),
         ("connect_installing_manager_s", "connect, installing the manager"),
         ("intercept_injecting_agent_s", "intercept, injecting the agent (rollout)"),
         ("intercept_command_s", "intercept command, agent injected"),
