@@ -126,6 +126,27 @@ def kubernetes_version() -> str | None:
     return str(answer.get("serverVersion", {}).get("gitVersion"))
 
 
+def render(full: dict[str, Any], out: Path) -> list[Any]:
+    """results.json, results.md and chart.png from a run's data; returns its figures."""
+    from benchmarks.cluster import report
+
+    figures = report.component_figures(full.get("components", []))
+    if "cluster" in full:
+        figures += report.cluster_figures(full["cluster"])
+        report.chart(full["cluster"], out / "chart.png")
+    machine, found = full["machine"], full["versions"]
+    header = [
+        f"# kubepresence benchmarks {found['kubepresence-cli']} ({full['mode']}, {full['date']})",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB, "
+        f"kernel {machine['kernel']}, Python {machine['python']}; Kubernetes "
+        f"{found.get('kubernetes')}; git {found['git']}. Run took {full['seconds']} s.",
+        "Each ratio is measured / baseline from the same run; `results.json` has the raw samples.",
+    ]
+    report.write(full, figures, out, header)
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,11 +154,18 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="small sizes; check every figure is produced"
     )
-    parser.add_argument("--profile", action="store_true", help="py-spy profiles of userd and rootd")
+    parser.add_argument("--profile", action="store_true", help="py-spy profiles of the daemons")
     parser.add_argument("--only", choices=("all", "cluster", "components"), default="all")
     parser.add_argument("--out", type=Path, help="results folder (default: see above)")
+    parser.add_argument(
+        "--render", type=Path, metavar="DIR", help="only re-render DIR/results.json (md, png)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.render:
+        render(json.loads((args.render / "results.json").read_text()), args.render)
+        print((args.render / "results.md").read_text())
+        return 0
 
     from benchmarks.cluster import clients, report
 
@@ -156,13 +184,10 @@ def main() -> int:
         "machine": machine(),
         "versions": versions(),
     }
-    figures: list[report.Figure] = []
     failed = False
     if args.only in ("all", "components"):
         size = (16 if args.quick else 256) << 20
-        components = uvloop.run(component_suites(size, 1 if args.quick else 3))
-        full["components"] = components
-        figures += report.component_figures(components)
+        full["components"] = uvloop.run(component_suites(size, 1 if args.quick else 3))
     if args.only in ("all", "cluster"):
         from benchmarks.cluster.suite import Run
 
@@ -180,21 +205,10 @@ def main() -> int:
             run.problems.append(f"suite failed: {error!r}")
             failed = True
         full["cluster"] = run.results()
-        figures += report.cluster_figures(full["cluster"])
-        report.chart(full["cluster"], out / "chart.png")
     full["seconds"] = round(time.monotonic() - started, 1)
-    header = [
-        f"# kubepresence benchmarks {version} ({full['mode']}, {full['date']})",
-        "",
-        f"Machine: {full['machine']['cpu']}, {full['machine']['cpus']} CPUs, "
-        f"{full['machine']['memory_gib']} GiB, kernel {full['machine']['kernel']}, "
-        f"Python {full['machine']['python']}; Kubernetes {full['versions'].get('kubernetes')}; "
-        f"git {full['versions']['git']}. Run took {full['seconds']} s.",
-        "Each ratio is measured / baseline from the same run; `results.json` has the raw samples.",
-    ]
-    report.write(full, figures, out, header)
+    figures = render(full, out)
     print((out / "results.md").read_text())
-    missing = [f.figure for f in figures if f.measured is None]
+    missing = [f.figure for f in figures if f.measured is None and f.figure not in report.OPTIONAL]
     problems = full.get("cluster", {}).get("problems", [])
     for path in full.get("cluster", {}).get("paths", {}).values():
         problems += [f"{path['path']}: {p}" for p in path["problems"]]

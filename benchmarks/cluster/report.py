@@ -15,6 +15,9 @@ IN_CLUSTER = "in-cluster (no intercept)"
 OUTBOUND = "kubepresence outbound"
 INBOUND = "kubepresence inbound"
 PATHS = (DIRECT, PORT_FORWARD, OUTBOUND, IN_CLUSTER, INBOUND)
+# Figures a run may legitimately lack: the manager gets installed by a connect attempt
+# that found ws1 busy, and then no connect is timed while installing it.
+OPTIONAL = frozenset({"connect, installing the manager"})
 RSS_TARGETS_MIB = {"rootd": 60, "userd": 80, "agent": 50, "manager": 120}
 
 
