@@ -1,7 +1,7 @@
 """Intercepts of every workload kind, under load, and with the app's configuration.
 
 Scenarios (one `kubepresence connect` for the module, its own traffic manager, ws1 held
-through the VIF lock of test_vif; each test its own namespace; a client pod in the
+through workstation_cli's ws1 lock; each test its own namespace; a client pod in the
 cluster calls the workload's Service; an HTTP server on the workstation answers
 intercepted requests):
 - a StatefulSet (named targetPort): `intercept` → the workstation answers; `leave` → the
@@ -41,8 +41,7 @@ from typing import Any
 import pytest
 from kpcluster import manifests
 from kpcluster.harness import Cluster
-from test_vif import ws1_vif_lock
-from workstation_cli import Workstation, uninstall_manager
+from workstation_cli import BIN, Workstation, uninstall_manager, ws1_vif_lock
 
 LOCAL_PORT = 8195
 LOCAL_SERVER = textwrap.dedent(
@@ -188,6 +187,13 @@ def intercept(ws: Workstation, namespace: str, *args: str) -> tuple[str, float]:
 def leave(ws: Workstation, name: str = "echo") -> None:
     left = ws.kp("leave", name)
     assert left.returncode == 0, left.stderr
+
+
+def intercept_lines(ws: Workstation) -> list[str]:
+    """The intercepts `status` shows, one line each, with what a waiting one waits for."""
+    connection = ws.status()["connection"]
+    assert isinstance(connection, dict)
+    return [str(line) for line in connection.get("intercepts", [])]
 
 
 def containers(cluster: Cluster, namespace: str) -> list[list[str]]:
@@ -405,9 +411,7 @@ def test_env_file_has_configmap_and_secret_values(
     )
     assert config.pod_name
     env_json = session.ws.home / "echo.env.json"
-    intercept(
-        session.ws, namespace, "--port", f"{LOCAL_PORT}:http", "--env-json", str(env_json)
-    )
+    intercept(session.ws, namespace, "--port", f"{LOCAL_PORT}:http", "--env-json", str(env_json))
     environment = json.loads(env_json.read_text())
     leave(session.ws)
     assert environment["FAVOURITE"] == "blue"
@@ -416,3 +420,36 @@ def test_env_file_has_configmap_and_secret_values(
     assert environment["CFG_MULTI"] == "line one\nline two"
     assert environment["POD_NAME"].startswith("echo-")
     assert not any(k.startswith("KP_AGENT_") for k in environment), sorted(environment)
+
+
+def test_agents_that_never_arrive_say_why(
+    cluster: Cluster, session: Session, local_server: subprocess.Popen[str]
+) -> None:
+    # The webhook leaves the manager's own namespace alone: pods there roll without the
+    # agent, as if the webhook had not been called.
+    namespace = session.manager_namespace
+    cluster.deploy_echo_workload("Deployment", namespace, named_target_port=True)
+    argv = [
+        "env",
+        *(f"{k}={v}" for k, v in session.ws.env.items()),
+        str(BIN / "kubepresence"),
+        *("intercept", "echo", "-n", namespace, "--port", f"{LOCAL_PORT}:http"),
+    ]
+    started = time.monotonic()
+    waiting = cluster.start_on_workstation(argv)
+    steps: set[str] = set()  # what `status` says the intercept waits for
+    try:
+        while waiting.poll() is None and time.monotonic() - started < 200:
+            steps.update(str(line) for line in intercept_lines(session.ws))
+            time.sleep(1)
+        output = waiting.stdout.read() if waiting.stdout else ""
+    finally:
+        if waiting.poll() is None:
+            waiting.terminate()
+        waiting.wait(10)
+    assert waiting.returncode == 4, output
+    assert "the agents did not arrive in 120 s: the new pods of " in output, output
+    assert "have no agent container" in output, output
+    assert "webhook was not called" in output, output
+    assert any("(waiting: injecting the agent" in s for s in steps), steps
+    assert intercept_lines(session.ws) == []

@@ -162,7 +162,8 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
     data["vif"] = info.vif_name
     data["intercepts"] = [
         f"{r.name}: {r.namespace}/{r.workload} port {r.port}"
-        f"{f' ({r.http_filter})' if r.http_filter else ''} -> {r.local} ({r.state})"
+        f"{f' ({r.http_filter})' if r.http_filter else ''} -> {r.local} "
+        f"({r.state}{f': {r.message}' if r.message else ''})"
         f"{f', preview {r.preview_url}' if r.preview_url else ''}"
         f"{f', volumes at {r.mount_point}' if r.mount_point else ''}"
         for r in map(_intercept_result, info.intercepts)
