@@ -141,3 +141,16 @@ def test_image_reasons_come_before_the_missing_agent() -> None:
     assert "cannot get its image" in stuck(
         [PodView("echo-new", False, False), image_pod("ErrImageNeverPull")], 2, "ns/echo"
     )
+
+
+def test_an_agent_that_has_not_reported_holds_the_wait() -> None:
+    pods = [READY, PodView("echo-b", True, True)]
+    assert not settled(pods, 2, {"echo-a"})  # Ready, but the manager does not know echo-b
+    assert settled(pods, 2, {"echo-a", "echo-b", "echo-gone"})
+    assert step(pods, 2, "", {"echo-a"}) == (
+        "waiting for the agent of pod echo-b to report to the traffic manager"
+    )
+    assert stuck(pods, 2, "ns/echo", {"echo-a"}) == (
+        "the agents of echo-b did not report to the traffic manager "
+        "(see `kubectl logs echo-b -c kubepresence-agent`)"
+    )

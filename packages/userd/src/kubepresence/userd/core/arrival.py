@@ -8,9 +8,10 @@ this module:
 
 - `step`: one line for the CLI's spinner — "injecting the agent into 2 pods", "waiting for
   pod X to be Ready", "waiting for 1 old pod to go", "waiting for the agents to accept";
-- `settled`: every live pod of the workload carries the agent and is Ready, no pod is
-  left without it, and there are as many as the workload wants: then traffic reaches
-  only agents;
+- `settled`: every live pod of the workload carries the agent and is Ready, its agent
+  has reported to the manager (so the manager's "active" counts it), no pod is left
+  without one, and there are as many as the workload wants: then traffic reaches only
+  agents that accepted;
 - `stuck`: when the wait times out, the reason the user can act on, most telling first:
   a container that cannot get its image (ErrImageNeverPull, ImagePullBackOff, …), new
   pods without the agent container (the webhook was not called), a container that keeps
@@ -21,7 +22,7 @@ Pure: the shell (`k8s/agents.py`) turns API objects into `PodView`s.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 IMAGE_REASONS = frozenset(
@@ -68,13 +69,19 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def settled(pods: Sequence[PodView], replicas: int) -> bool:
-    """All of the workload's traffic can only reach agents (see the module doc)."""
+def settled(pods: Sequence[PodView], replicas: int, agents: Collection[str] | None = None) -> bool:
+    """All of the workload's traffic can only reach agents (see the module doc).
+
+    `agents`: the pods whose agents the manager knows. An agent listens (its pod is
+    Ready) a moment before it reports to the manager; until it has, the manager cannot
+    count it among those that must accept the intercept.
+    """
     live = _live(pods)
     return (
         len(live) == replicas
         and all(p.has_agent and p.current and p.ready for p in live)
         and not any(not p.has_agent for p in pods)  # a terminating one may still serve
+        and (agents is None or all(p.name in agents for p in live))
     )
 
 
@@ -83,7 +90,12 @@ def stale(pods: Sequence[PodView]) -> list[str]:
     return sorted(p.name for p in _live(pods) if not (p.has_agent and p.current))
 
 
-def step(pods: Sequence[PodView], replicas: int, intercept_message: str = "") -> str:
+def step(
+    pods: Sequence[PodView],
+    replicas: int,
+    intercept_message: str = "",
+    agents: Collection[str] | None = None,
+) -> str:
     """What the wait is at now, in one line."""
     live = _live(pods)
     without = [p for p in live if not (p.has_agent and p.current)]
@@ -99,6 +111,9 @@ def step(pods: Sequence[PodView], replicas: int, intercept_message: str = "") ->
     old = [p for p in pods if p.terminating and not p.has_agent]
     if old:
         return f"waiting for {_plural(len(old), 'old pod')} to go"
+    unknown = _unknown(live, agents)
+    if unknown:
+        return f"waiting for the agent of pod {unknown[0]} to report to the traffic manager"
     return (
         f"waiting for the agents to accept ({intercept_message})"
         if intercept_message
@@ -106,7 +121,16 @@ def step(pods: Sequence[PodView], replicas: int, intercept_message: str = "") ->
     )
 
 
-def stuck(pods: Sequence[PodView], replicas: int, workload: str) -> str:
+def _unknown(live: Sequence[PodView], agents: Collection[str] | None) -> list[str]:
+    return [] if agents is None else sorted(p.name for p in live if p.name not in agents)
+
+
+def stuck(
+    pods: Sequence[PodView],
+    replicas: int,
+    workload: str,
+    agents: Collection[str] | None = None,
+) -> str:
     """Why the agents have not arrived, for the timeout message (see the module doc)."""
     live = _live(pods)
     for pod in live:
@@ -152,4 +176,10 @@ def stuck(pods: Sequence[PodView], replicas: int, workload: str) -> str:
     old = [p.name for p in pods if p.terminating and not p.has_agent]
     if old:
         return f"old pods without the agent are still terminating: {', '.join(sorted(old))}"
+    unknown = _unknown(live, agents)
+    if unknown:
+        return (
+            f"the agents of {', '.join(unknown)} did not report to the traffic manager "
+            f"(see `kubectl logs {unknown[0]} -c kubepresence-agent`)"
+        )
     return "the agents did not accept the intercept"

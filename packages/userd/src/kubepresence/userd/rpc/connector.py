@@ -131,6 +131,7 @@ class ConnectorService(connector.ConnectorBase):
         title = f"{namespace}/{spec.workload_name}"
         seen = agents.Arrival("", 0, [], True)
         replaced: set[str] = set()
+        known: set[str] | None = None  # the agents the manager knows (asked once settled)
         try:
             async with asyncio.timeout(INTERCEPT_WAIT):
                 while True:
@@ -148,6 +149,11 @@ class ConnectorService(connector.ConnectorBase):
                     # Active: every agent accepted. Settled: no pod without one is left,
                     # so all of the workload's traffic comes to us.
                     if view.state == "active" and arrival.settled(seen.pods, seen.replicas):
+                        # Active counts the agents the manager knows: are they all of them?
+                        known = await connection.manager.agent_pods(
+                            connection.session_id, namespace, spec.workload_name
+                        )
+                    if view.state == "active" and arrival.settled(seen.pods, seen.replicas, known):
                         info = _intercept_info(view)
                         assert info.spec is not None
                         info.spec.service_name = resolved.service
@@ -158,7 +164,10 @@ class ConnectorService(connector.ConnectorBase):
                             )
                         return info
                     self._progress[view.id] = arrival.step(
-                        seen.pods, seen.replicas, "" if view.state == "active" else view.message
+                        seen.pods,
+                        seen.replicas,
+                        "" if view.state == "active" else view.message,
+                        known,
                     )
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(ARRIVAL_POLL):
@@ -168,7 +177,7 @@ class ConnectorService(connector.ConnectorBase):
             with contextlib.suppress(KubepresenceError):
                 await connection.manager.remove_intercept(connection.session_id, view.name)
             if isinstance(failure, TimeoutError):
-                why = arrival.stuck(seen.pods, seen.replicas, title)
+                why = arrival.stuck(seen.pods, seen.replicas, title, known)
                 if view.state != "active" and why.startswith("the agents did not accept"):
                     why = f"{why} ({view.message or view.state})"
                 raise ClusterError(

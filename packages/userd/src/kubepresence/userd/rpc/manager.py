@@ -229,6 +229,24 @@ class ManagerClient:
             ):
                 yield [InterceptView.of(info) for info in snapshot.intercepts]
 
+    async def agent_pods(self, session_id: str, namespace: str, workload: str) -> set[str]:
+        """The pods of `workload` whose agents are present in the manager now."""
+        snapshots = self._stub.watch_agents(common.SessionInfo(session_id=session_id))
+        try:
+            async with client_errors("the traffic manager does not answer"):
+                snapshot = await anext(snapshots, None)
+        finally:
+            close = getattr(snapshots, "aclose", None)  # ends the watch's stream now
+            if close is not None:
+                await close()
+        if snapshot is None:
+            raise ClusterError("the traffic manager ended the agent watch at once")
+        return {
+            a.pod_name
+            for a in snapshot.agents
+            if (a.namespace, a.workload_name) == (namespace, workload)
+        }
+
     async def watch_dials(self, session_id: str) -> AsyncIterator[common.DialRequest]:
         """Inbound connections of our intercepts to take (empty dial ids are keep-alives)."""
         async with client_errors("the traffic manager does not answer"):
