@@ -205,6 +205,7 @@ def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
         message=info.message,
         environment=dict(info.environment),
         http_filter="" if spec.http_filter is None else describe(_filter_of(spec.http_filter)),
+        preview_url=info.preview_url,
         service=spec.service_name,
         mount_point=info.mount_point,
         mount_error=info.mount_error,
