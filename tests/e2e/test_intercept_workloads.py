@@ -429,6 +429,32 @@ def test_agents_that_never_arrive_say_why(
     # agent, as if the webhook had not been called.
     namespace = session.manager_namespace
     cluster.deploy_echo_workload("Deployment", namespace, named_target_port=True)
+    output, steps = intercept_until_it_gives_up(cluster, session, namespace)
+    assert "the agents did not arrive in 120 s: the new pods of " in output, output
+    assert "have no agent container" in output, output
+    assert "webhook was not called" in output, output
+    assert any("(waiting: injecting the agent" in s for s in steps), steps
+    assert intercept_lines(session.ws) == []
+
+
+def test_an_image_the_node_cannot_load_is_named(
+    cluster: Cluster, namespace: str, session: Session, local_server: subprocess.Popen[str]
+) -> None:
+    objects = manifests.echo_workload("Deployment", "echo", namespace, "localhost/kp-none:0")
+    cluster.apply(objects)  # never Ready: imagePullPolicy Never, and no such image
+    output, steps = intercept_until_it_gives_up(cluster, session, namespace)
+    assert "the agents did not arrive in 120 s: pod echo-" in output, output
+    assert "container echo cannot get its image localhost/kp-none:0 (ErrImageNeverPull" in (
+        output.replace("\n", "")
+    ), output
+    assert any("injecting the agent" in s for s in steps), steps
+
+
+def intercept_until_it_gives_up(
+    cluster: Cluster, session: Session, namespace: str
+) -> tuple[str, set[str]]:
+    """Run an intercept that cannot succeed; its output (exit code 4), and the steps
+    `status` showed meanwhile."""
     argv = [
         "env",
         *(f"{k}={v}" for k, v in session.ws.env.items()),
@@ -448,8 +474,4 @@ def test_agents_that_never_arrive_say_why(
             waiting.terminate()
         waiting.wait(10)
     assert waiting.returncode == 4, output
-    assert "the agents did not arrive in 120 s: the new pods of " in output, output
-    assert "have no agent container" in output, output
-    assert "webhook was not called" in output, output
-    assert any("(waiting: injecting the agent" in s for s in steps), steps
-    assert intercept_lines(session.ws) == []
+    return output, steps
