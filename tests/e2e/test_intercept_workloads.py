@@ -18,7 +18,10 @@ intercepted requests):
 - load: a 100 MiB upload from a cluster pod arrives checksum-equal on the workstation;
   100 concurrent requests all succeed (errors counted, bounded time);
 - environment: the env file holds the app container's variables, including ones from a
-  ConfigMap (`envFrom`, `configMapKeyRef`) and a Secret (`secretKeyRef`).
+  ConfigMap (`envFrom`, `configMapKeyRef`) and a Secret (`secretKeyRef`);
+- agents that never arrive: `status` shows what the intercept waits for, and after the
+  wait the command fails (exit 4) saying why — pods the webhook left without the agent,
+  or a container whose image the node cannot load (ErrImageNeverPull).
 Printed: time from `intercept` to the first intercepted answer (with injection and with
 the agent already there), median latency of 50 sequential requests intercepted vs the
 app's own, the upload's time.
