@@ -246,3 +246,56 @@ async def test_a_truncated_upstream_answer_is_fetched_over_tcp_for_tcp_clients()
         transport.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_burst_of_one_question_is_one_lookup(upstream: tuple[Upstream, int]) -> None:
+    lookups = Lookups()
+    lookups.delay = 0.05
+    dns = service(lookups, upstream[1])
+    replies = await asyncio.gather(
+        *(dns.answer(question("echo.shop.svc.cluster.local", qid=i), udp=True) for i in range(500)),
+        dns.answer(question("echo.shop.svc.cluster.local", "AAAA", qid=999), udp=True),
+    )
+    # One lookup per distinct question, every asker answered under its own query id.
+    assert sorted(lookups.asked) == [
+        ("echo.shop.svc.cluster.local.", 1),
+        ("echo.shop.svc.cluster.local.", 28),
+    ]
+    parsed = [dnslib.DNSRecord.parse(r) for r in replies if r is not None]
+    assert [p.header.id for p in parsed] == [*range(500), 999]
+    assert all(str(p.rr[0].rdata) == "10.96.7.7" for p in parsed[:500])
+    assert dns.counters.shared == 499
+    # Nothing is kept: the next question is asked again.
+    await dns.answer(question("echo.shop.svc.cluster.local", qid=1000), udp=True)
+    assert len(lookups.asked) == 3
+
+
+async def test_a_failed_shared_lookup_fails_every_asker(upstream: tuple[Upstream, int]) -> None:
+    lookups = Lookups()
+    lookups.delay = 0.05
+    lookups.fail = ConnectionError("userd is gone")
+    dns = service(lookups, upstream[1])
+    replies = await asyncio.gather(
+        *(dns.answer(question("echo.shop.svc.cluster.local", qid=i), udp=True) for i in range(20))
+    )
+    assert len(lookups.asked) == 1
+    assert {dnslib.DNSRecord.parse(r).header.rcode for r in replies if r} == {SERVFAIL}
+    assert len([r for r in replies if r]) == 20
+
+
+async def test_an_abandoned_first_lookup_does_not_hang_the_others(
+    upstream: tuple[Upstream, int],
+) -> None:
+    lookups = Lookups()
+    lookups.delay = 0.2
+    dns = service(lookups, upstream[1])
+    first = asyncio.create_task(dns.answer(question("echo.shop.svc.cluster.local"), udp=True))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(
+        dns.answer(question("echo.shop.svc.cluster.local", qid=2), udp=True)
+    )
+    await asyncio.sleep(0.01)
+    first.cancel()
+    reply = await asyncio.wait_for(second, 2)
+    assert reply is not None
+    assert dnslib.DNSRecord.parse(reply).header.rcode == SERVFAIL  # the client asks again

@@ -1,7 +1,10 @@
 """Answering DNS on the VIF: the asyncio shell around `core.dns`.
 
 UDP queries arrive as datagrams of the DNS address's flows, TCP queries as terminated
-streams (both through the relay). Cluster names are looked up through userd; every other
+streams (both through the relay). Cluster names are looked up through userd, one lookup
+per distinct question at a time: a burst of clients asking the same name (a thousand
+connections to one Service start with a thousand identical A and AAAA questions) waits
+for one answer instead of queueing a thousand round trips to the cluster. Every other
 question is sent unchanged over UDP to the resolvers of the original resolv.conf, one after
 the other, each with a bounded wait; no answer from any of them is SERVFAIL.
 """
@@ -47,6 +50,7 @@ class DnsCounters:
     upstream: int = 0
     failed: int = 0
     malformed: int = 0
+    shared: int = 0  # cluster questions answered by a lookup already under way
 
 
 class _OneReply(asyncio.DatagramProtocol):
@@ -83,6 +87,8 @@ class DnsService:
         self._lookup_timeout = lookup_timeout
         self._upstream_timeout = upstream_timeout
         self.counters = DnsCounters()
+        # (name, qtype) → the lookup under way; later askers share it.
+        self._in_flight: dict[tuple[str, int], asyncio.Future[tuple[int, list[bytes]]]] = {}
 
     async def answer(self, data: bytes, *, udp: bool) -> bytes | None:
         """The reply to one query (None: drop it, it was not a query at all)."""
@@ -104,13 +110,45 @@ class DnsService:
 
     async def _from_cluster(self, query: Query, udp: bool) -> bytes:
         try:
-            async with asyncio.timeout(self._lookup_timeout):
-                rcode, answers = await self._lookup(query.name, query.qtype)
+            rcode, answers = await self._shared_lookup(query)
             return cluster_reply(query, rcode, answers, udp=udp)
         except (TimeoutError, ConnectionError, OSError, LookupError, BadQueryError) as error:
             self.counters.failed += 1
             log.info("cluster lookup of %s failed: %s", query, error or type(error).__name__)
             return error_reply(query, SERVFAIL)
+
+    async def _shared_lookup(self, query: Query) -> tuple[int, list[bytes]]:
+        """Look the question up, or wait for the lookup of it already under way.
+
+        The first asker does the work in its own task and publishes the outcome; should it
+        be cancelled, the others get a ConnectionError (SERVFAIL: the client asks again).
+        """
+        key = (query.name.lower(), query.qtype)
+        shared = self._in_flight.get(key)
+        if shared is not None:
+            self.counters.shared += 1
+            return await asyncio.shield(shared)
+        outcome: asyncio.Future[tuple[int, list[bytes]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._in_flight[key] = outcome
+        try:
+            async with asyncio.timeout(self._lookup_timeout):
+                result = await self._lookup(query.name, query.qtype)
+        except BaseException as error:
+            failure = (
+                error
+                if isinstance(error, Exception)
+                else ConnectionError("the lookup was abandoned")
+            )
+            outcome.set_exception(failure)
+            outcome.exception()  # retrieved: nobody else may be waiting
+            raise
+        else:
+            outcome.set_result(result)
+            return result
+        finally:
+            del self._in_flight[key]
 
     async def _forward(self, query: Query, udp: bool) -> bytes | None:
         for server in self.upstreams:

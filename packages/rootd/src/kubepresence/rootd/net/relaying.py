@@ -47,7 +47,7 @@ HANDSHAKE_TIMEOUT = 30.0  # from SYN-ACK to the client's ACK
 CLOSE_TIMEOUT = 10.0  # both directions closed: the far end's end of stream, our last ACKs
 UDP_QUEUE = 64  # datagrams held per UDP flow while its tunnel opens
 DNS_PORT = 53
-MAX_DNS_IN_FLIGHT = 256
+MAX_DNS_IN_FLIGHT = 4096  # queries answered at once; more are dropped (clients retry)
 
 
 class TunnelEventKind(enum.Enum):
