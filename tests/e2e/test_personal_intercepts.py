@@ -399,7 +399,10 @@ def test_preview_url_shows_the_workstation_through_the_frontend(
     assert result.returncode == 0, result.stderr + workstation.log("userd")
     created = json.loads(result.stdout)
     url = created["preview_url"]
-    assert url.startswith(f"http://kubepresence-manager.{manager_namespace}:8082/"), created
+    assert url.startswith(f"http://kubepresence-manager.{manager_namespace}:8082/"), (
+        result.stdout
+        + cluster.kubectl("logs", "-n", manager_namespace, "deployment/kubepresence-manager")
+    )
     assert created["http_filter"].startswith("x-kubepresence-intercept-id: ")
 
     def fetch(address: str) -> dict[str, object]:
