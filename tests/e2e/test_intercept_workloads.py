@@ -167,6 +167,14 @@ def local_server(cluster: Cluster, session: Session) -> Iterator[subprocess.Pope
     process.wait(10)
 
 
+@pytest.fixture(autouse=True)
+def no_intercept_left(session: Session) -> Iterator[None]:
+    """A test that fails half-way leaves its intercept; the next one must not inherit it."""
+    yield
+    if intercept_lines(session.ws):
+        session.ws.kp("leave", "echo")
+
+
 def gets(cluster: Cluster, namespace: str, url: str, n: int = 1) -> list[dict[str, Any]]:
     result = cluster.exec_in_pod(namespace, "client", ["python3", "-c", GETS, url, str(n)])
     return list(json.loads(result.stdout))

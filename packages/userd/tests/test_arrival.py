@@ -154,3 +154,16 @@ def test_an_agent_that_has_not_reported_holds_the_wait() -> None:
         "the agents of echo-b did not report to the traffic manager "
         "(see `kubectl logs echo-b -c kubepresence-agent`)"
     )
+
+
+def test_a_service_that_does_not_route_to_the_new_pod_holds_the_wait() -> None:
+    pods = [READY]
+    assert not settled(pods, 1, {"echo-a"}, set())  # the only pod was replaced just now
+    assert settled(pods, 1, {"echo-a"}, {"echo-a"})
+    assert settled(pods, 1, {"echo-a"}, None)  # no Service
+    assert step(pods, 1, "", {"echo-a"}, {"echo-old"}) == (
+        "waiting for the service to route to pod echo-a"
+    )
+    assert stuck(pods, 1, "ns/echo", {"echo-a"}, set()) == (
+        "the service does not route to echo-a (see its EndpointSlices)"
+    )

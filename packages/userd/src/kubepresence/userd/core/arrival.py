@@ -69,12 +69,20 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def settled(pods: Sequence[PodView], replicas: int, agents: Collection[str] | None = None) -> bool:
+def settled(
+    pods: Sequence[PodView],
+    replicas: int,
+    agents: Collection[str] | None = None,
+    routed: Collection[str] | None = None,
+) -> bool:
     """All of the workload's traffic can only reach agents (see the module doc).
 
     `agents`: the pods whose agents the manager knows. An agent listens (its pod is
     Ready) a moment before it reports to the manager; until it has, the manager cannot
     count it among those that must accept the intercept.
+    `routed`: the pods the intercepted Service routes to (None: no Service). A workload
+    whose pods were replaced one by one (a bare ReplicaSet, a one-pod StatefulSet) has
+    no endpoint at all until the Service has caught up with the new pod.
     """
     live = _live(pods)
     return (
@@ -82,6 +90,7 @@ def settled(pods: Sequence[PodView], replicas: int, agents: Collection[str] | No
         and all(p.has_agent and p.current and p.ready for p in live)
         and not any(not p.has_agent for p in pods)  # a terminating one may still serve
         and (agents is None or all(p.name in agents for p in live))
+        and (routed is None or all(p.name in routed for p in live))
     )
 
 
@@ -95,6 +104,7 @@ def step(
     replicas: int,
     intercept_message: str = "",
     agents: Collection[str] | None = None,
+    routed: Collection[str] | None = None,
 ) -> str:
     """What the wait is at now, in one line."""
     live = _live(pods)
@@ -114,6 +124,9 @@ def step(
     unknown = _unknown(live, agents)
     if unknown:
         return f"waiting for the agent of pod {unknown[0]} to report to the traffic manager"
+    unrouted = _unknown(live, routed)
+    if unrouted:
+        return f"waiting for the service to route to pod {unrouted[0]}"
     return (
         f"waiting for the agents to accept ({intercept_message})"
         if intercept_message
@@ -130,6 +143,7 @@ def stuck(
     replicas: int,
     workload: str,
     agents: Collection[str] | None = None,
+    routed: Collection[str] | None = None,
 ) -> str:
     """Why the agents have not arrived, for the timeout message (see the module doc)."""
     live = _live(pods)
@@ -182,4 +196,7 @@ def stuck(
             f"the agents of {', '.join(unknown)} did not report to the traffic manager "
             f"(see `kubectl logs {unknown[0]} -c kubepresence-agent`)"
         )
+    unrouted = _unknown(live, routed)
+    if unrouted:
+        return f"the service does not route to {', '.join(unrouted)} (see its EndpointSlices)"
     return "the agents did not accept the intercept"

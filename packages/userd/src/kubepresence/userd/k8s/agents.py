@@ -214,6 +214,26 @@ async def arrival(api: client.ApiClient, namespace: str, name: str) -> Arrival:
     )
 
 
+async def serving_pods(api: client.ApiClient, namespace: str, service: str) -> set[str]:
+    """The pods the Service `service` routes to now (its ready EndpointSlice endpoints)."""
+    try:
+        slices = await client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}"
+        )
+    except ApiException as error:
+        raise ClusterError(
+            f"cannot read the endpoints of service {namespace}/{service}: {error.reason}"
+        ) from error
+    return {
+        str(endpoint.target_ref.name)
+        for piece in slices.items
+        for endpoint in piece.endpoints or []
+        if endpoint.target_ref is not None
+        # The API says: an unknown readiness is to be taken as ready.
+        and (endpoint.conditions is None or endpoint.conditions.ready is not False)
+    }
+
+
 async def replace_pods(api: client.ApiClient, namespace: str, pods: list[str]) -> None:
     """Delete pods so that their workload creates them anew (with the agent)."""
     core = client.CoreV1Api(api)

@@ -132,6 +132,7 @@ class ConnectorService(connector.ConnectorBase):
         seen = agents.Arrival("", 0, [], True)
         replaced: set[str] = set()
         known: set[str] | None = None  # the agents the manager knows (asked once settled)
+        routed: set[str] | None = None  # the pods the Service routes to (asked then too)
         try:
             async with asyncio.timeout(INTERCEPT_WAIT):
                 while True:
@@ -153,7 +154,13 @@ class ConnectorService(connector.ConnectorBase):
                         known = await connection.manager.agent_pods(
                             connection.session_id, namespace, spec.workload_name
                         )
-                    if view.state == "active" and arrival.settled(seen.pods, seen.replicas, known):
+                        if resolved.service:
+                            routed = await agents.serving_pods(
+                                connection.api, namespace, resolved.service
+                            )
+                    if view.state == "active" and arrival.settled(
+                        seen.pods, seen.replicas, known, routed
+                    ):
                         info = _intercept_info(view)
                         assert info.spec is not None
                         info.spec.service_name = resolved.service
@@ -168,6 +175,7 @@ class ConnectorService(connector.ConnectorBase):
                         seen.replicas,
                         "" if view.state == "active" else view.message,
                         known,
+                        routed,
                     )
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(ARRIVAL_POLL):
@@ -177,7 +185,7 @@ class ConnectorService(connector.ConnectorBase):
             with contextlib.suppress(KubepresenceError):
                 await connection.manager.remove_intercept(connection.session_id, view.name)
             if isinstance(failure, TimeoutError):
-                why = arrival.stuck(seen.pods, seen.replicas, title, known)
+                why = arrival.stuck(seen.pods, seen.replicas, title, known, routed)
                 if view.state != "active" and why.startswith("the agents did not accept"):
                     why = f"{why} ({view.message or view.state})"
                 raise ClusterError(
