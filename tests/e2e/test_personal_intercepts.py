@@ -430,3 +430,41 @@ def test_preview_url_shows_the_workstation_through_the_frontend(
         namespace, client, ["python3", "-c", FETCH, url + "hello"], check=False
     )
     assert "404" in gone.stdout + gone.stderr
+
+
+RAW_ECHO = textwrap.dedent(
+    """
+    import json, socket, sys
+    sock = socket.create_connection((sys.argv[1], 9000), timeout=20)  # the tcp-echo Service
+    sock.sendall(b"\\x00\\x01 not http\\n")
+    sock.shutdown(socket.SHUT_WR)
+    got = b""
+    while data := sock.recv(100):
+        got += data
+    print(json.dumps({"echoed": got.decode()}))
+    """
+)
+
+
+def test_a_filter_on_a_port_that_is_not_http(
+    cluster: Cluster, namespace: str, workstation: Workstation, manager_namespace: str
+) -> None:
+    cluster.deploy_echo("tcp", namespace, named_target_port=True)
+    client = cluster.client_pod(namespace)
+    assert workstation.kp("connect", "--manager-namespace", manager_namespace).returncode == 0
+    result = workstation.kp(
+        "intercept", "tcp-echo", "--port", "8191:tcp", "-n", namespace, "--http-header", "x-dev=a",
+        "--mount=false", timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + workstation.log("userd")
+    echoed = cluster.exec_in_pod(
+        namespace, client, ["python3", "-c", RAW_ECHO, f"tcp-echo.{namespace}"]
+    )
+    assert json.loads(echoed.stdout) == {"echoed": "\x00\x01 not http\n"}  # the app answered
+    deadline = time.monotonic() + 20
+    while True:
+        listed = workstation.kp("list", "-n", namespace)
+        if "not HTTP" in listed.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert "the port carries traffic that is not HTTP" in listed.stdout, listed.stdout

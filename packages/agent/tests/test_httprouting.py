@@ -107,6 +107,7 @@ class Setup:
     dials: dict[str, int] = field(default_factory=dict)
     sniff_timeout: float = 1.0
     ended: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
+    not_http: int = 0  # connections the router found were not HTTP
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", self.router_port)
@@ -138,6 +139,7 @@ async def setup() -> AsyncIterator[Setup]:
             choose=choose_by_header,
             open_upstream=open_upstream,
             sniff_timeout=setup.sniff_timeout,
+            on_not_http=lambda: setattr(setup, "not_http", setup.not_http + 1),
         )
         setup.ended.put_nowait(None)
 
@@ -197,6 +199,7 @@ async def test_keep_alive_connection_alternates_destinations(setup: Setup) -> No
         seen.append(body.decode().split()[0])
     assert seen == [WS, APP, WS, APP, APP]
     assert setup.dials == {WS: 1, APP: 1}  # each upstream connection was reused
+    assert setup.not_http == 0
     writer.close()
 
 
@@ -332,6 +335,7 @@ async def test_non_http_goes_to_the_app_raw(setup: Setup) -> None:
             await seen_eof.wait()
             assert await reader.read() == b"|bye"
         writer.close()
+    assert setup.not_http == 1
 
 
 async def test_server_speaks_first_protocol(setup: Setup) -> None:

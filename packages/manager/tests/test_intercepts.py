@@ -116,3 +116,18 @@ def test_leaving_and_client_expiry() -> None:
     assert registry.for_client("alice") == []
     # The port is free again.
     registry.create("bob", "orders", ORDERS, LOCAL)
+
+
+def test_an_accepting_agents_note_shows_while_active() -> None:
+    registry = InterceptRegistry()
+    registry.agents_changed("shop", "orders", {"orders-a"})
+    alice = HttpFilter(headers=(("x-dev", "alice"),))
+    intercept = registry.create("alice", "orders", ORDERS, LOCAL, alice)
+    registry.review(intercept.id, "orders-a", accepted=True)
+    assert (intercept.state, intercept.message) == (InterceptState.ACTIVE, "")
+    registry.review(intercept.id, "orders-a", accepted=True, message="not all HTTP")
+    assert (intercept.state, intercept.message) == (InterceptState.ACTIVE, "not all HTTP")
+    registry.review(intercept.id, "orders-a", accepted=True)  # a plain review keeps it
+    assert intercept.message == "not all HTTP"
+    registry.agents_changed("shop", "orders", {"orders-a", "orders-b"})
+    assert intercept.message == "waiting for 1 of 2 agents to accept"

@@ -25,7 +25,7 @@ from kubepresence.agent.core.routing import Routes
 from kubepresence.agent.exporting import VolumeExport
 from kubepresence.agent.forwarding import APP_HOST, STREAM_LIMIT, Forwarder
 from kubepresence.agent.httprouting import APP, route_http
-from kubepresence.agent.intercepting import follow_intercepts, hand_over
+from kubepresence.agent.intercepting import follow_intercepts, hand_over, report_not_http
 from kubepresence.agent.rpc.manager import ManagerSession
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.tunnel import describe
@@ -51,6 +51,7 @@ class TrafficAgent:
         self.forwarder = Forwarder(config.ports, host=listen_host, divert=self._divert)
         self.session: ManagerSession | None = None
         self.routes = Routes()
+        self._told_not_http: set[str] = set()  # intercepts told their port is not all HTTP
         self.export = VolumeExport.of(config)  # the app's volumes, for `intercept --mount`
 
     async def run(self, supervisor: Supervisor) -> None:
@@ -134,7 +135,32 @@ class TrafficAgent:
                     )
                 return await self._workstation_upstream(destination, addresses, hand_overs)
 
-            await route_http(reader, writer, choose=choose, open_upstream=open_upstream)
+            def not_http() -> None:
+                personal = self.routes.personal_for(takeover)
+                unreported = [
+                    intercept_id
+                    for intercept_id, _ in (personal.intercepts if personal else ())
+                    if intercept_id not in self._told_not_http
+                ]
+                if unreported and session.session_id is not None:
+                    self._told_not_http.update(unreported)
+                    hand_overs.create_task(
+                        report_not_http(
+                            session.channel,
+                            session.session_id,
+                            unreported,
+                            self.config.environment,
+                        ),
+                        name="report non-HTTP",
+                    )
+
+            await route_http(
+                reader,
+                writer,
+                choose=choose,
+                open_upstream=open_upstream,
+                on_not_http=not_http,
+            )
         return True
 
     async def _workstation_upstream(

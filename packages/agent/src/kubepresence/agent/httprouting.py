@@ -106,9 +106,13 @@ async def route_http(
     open_upstream: OpenUpstream,
     sniff_timeout: float = SNIFF_TIMEOUT,
     dial_timeout: float = DIAL_TIMEOUT,
+    on_not_http: Callable[[], None] | None = None,
 ) -> None:
-    """Serve one accepted connection until it ends; see the module docstring."""
-    router = _Router(reader, writer, choose, open_upstream, dial_timeout)
+    """Serve one accepted connection until it ends; see the module docstring.
+
+    `on_not_http` is told when the connection turns out not to speak HTTP (it goes to
+    the app whatever the filters say: the agent lets the intercepts' owners know)."""
+    router = _Router(reader, writer, choose, open_upstream, dial_timeout, on_not_http)
     peer = writer.get_extra_info("peername")
     try:
         await router.run(sniff_timeout)
@@ -126,9 +130,11 @@ class _Router:
         choose: Choose,
         open_upstream: OpenUpstream,
         dial_timeout: float,
+        on_not_http: Callable[[], None] | None = None,
     ) -> None:
         self.reader, self.writer = reader, writer
         self.choose, self.open_upstream = choose, open_upstream
+        self.on_not_http = on_not_http
         self.dial_timeout = dial_timeout
         self.pool: dict[Destination, _Upstream] = {}
 
@@ -157,12 +163,16 @@ class _Router:
                 return
             if h2 is Verdict.NO and h1 is Verdict.NO:
                 log.debug("not HTTP: piping raw to the app")
+                if self.on_not_http is not None:
+                    self.on_not_http()
                 await self._raw_to(APP, first, early)
                 return
             if early is not None:
                 data, app_data = await self._first_speaker(early)
                 if app_data is not None:
                     log.debug("the app spoke first: piping raw")
+                    if self.on_not_http is not None:
+                        self.on_not_http()
                     self.writer.write(app_data)
                     await self._raw_to(APP, first + data, early)
                     return

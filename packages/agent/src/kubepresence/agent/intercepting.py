@@ -79,6 +79,31 @@ async def follow_intercepts(
         routes.update([])  # without the manager's word, traffic goes to the app
 
 
+NOT_HTTP = "the port carries traffic that is not HTTP: those connections go to the app"
+
+
+async def report_not_http(
+    channel: Channel, session_id: str, intercept_ids: Sequence[str], environment: Mapping[str, str]
+) -> None:
+    """Tell the owners of personal intercepts that their port also carries non-HTTP
+    connections, which no filter can route (they go to the app); `list` shows it."""
+    calls = manager.ManagerStub(channel, timeout=CALL_TIMEOUT)
+    session = common.SessionInfo(session_id=session_id)
+    for intercept_id in intercept_ids:
+        try:
+            await calls.review_intercept(
+                manager.ReviewInterceptRequest(
+                    session=session,
+                    intercept_id=intercept_id,
+                    disposition=manager.Disposition.ACTIVE,
+                    message=NOT_HTTP,
+                    environment=dict(environment),
+                )
+            )
+        except (GRPCError, OSError, TimeoutError, StreamTerminatedError) as error:
+            log.info("intercept %s: could not report non-HTTP traffic: %s", intercept_id, error)
+
+
 def filter_of(info: common.InterceptInfo) -> HttpFilter | None:
     """A personal intercept's filter (the manager checked it); None for a global one."""
     message = (info.spec or common.InterceptSpec()).http_filter

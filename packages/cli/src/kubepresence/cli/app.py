@@ -257,6 +257,7 @@ async def list_(
         state = "; ".join(
             f"intercepted{_filtered(i)} → {i['local']} ({i['state']})"
             + (f", volumes at {i['mount_point']}" if i["mount_point"] else "")
+            + (f": {i['message']}" if i["message"] else "")
             for i in w["intercepts"]
         ) or ("agent installed" if w["agent_installed"] else "ready to intercept")
         out.print(f"{w['name']:30} {w['kind']:12} {state}")

@@ -57,6 +57,7 @@ class Intercept:
     state: InterceptState = InterceptState.WAITING
     message: str = ""
     accepted_by: set[str] = field(default_factory=set)  # agent pods that reviewed it OK
+    note: str = ""  # what an accepting agent wants its owner to know (shown while ACTIVE)
 
     @property
     def is_global(self) -> bool:
@@ -154,6 +155,7 @@ class InterceptRegistry:
             raise UserError(f"pod {pod!r} is not an agent of {intercept.target}")
         if accepted:
             intercept.accepted_by.add(pod)
+            intercept.note = message or intercept.note
             self._settle(intercept)
         else:
             intercept.state = InterceptState.ERROR
@@ -190,7 +192,7 @@ class InterceptRegistry:
                 f"{intercept.target.namespace}/{intercept.target.workload} has no agent",
             )
         elif pods <= intercept.accepted_by:
-            intercept.state, intercept.message = InterceptState.ACTIVE, ""
+            intercept.state, intercept.message = InterceptState.ACTIVE, intercept.note
         else:
             waiting = len(pods - intercept.accepted_by)
             intercept.state = InterceptState.WAITING
