@@ -468,3 +468,95 @@ def test_a_filter_on_a_port_that_is_not_http(
             break
         time.sleep(1)
     assert "the port carries traffic that is not HTTP" in listed.stdout, listed.stdout
+
+
+# An h2c server (prior knowledge) on the workstation, with the h2 library.
+H2C_SERVER = textwrap.dedent(
+    """
+    import socket, sys, threading
+    import h2.config, h2.connection, h2.events
+    PORT = int(sys.argv[1])
+    def serve(sock):
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        while data := sock.recv(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    headers = dict(event.headers)
+                    path, dev = headers[b":path"], headers.get(b"x-dev", b"-")
+                    body = b"workstation h2c " + path + b" " + dev
+                    conn.send_headers(event.stream_id, [(":status", "200"),
+                                      ("content-length", str(len(body)))])
+                    conn.send_data(event.stream_id, body, end_stream=True)
+            sock.sendall(conn.data_to_send())
+        sock.close()
+    listener = socket.create_server(("127.0.0.1", PORT))
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=serve, args=(client,), daemon=True).start()
+    """
+)
+
+# An h2c client with the standard library only (the pod has no h2): the preface, empty
+# SETTINGS, one HEADERS frame in literal HPACK, then DATA of stream 1 until its end.
+H2C_CLIENT = textwrap.dedent(
+    """
+    import json, socket, struct, sys
+    host, dev = sys.argv[1], sys.argv[2]
+    def literal(name, value):
+        return bytes([0, len(name)]) + name + bytes([len(value)]) + value
+    def frame(kind, flags, stream, payload=b""):
+        head = struct.pack("!I", len(payload))[1:] + bytes([kind, flags])
+        return head + struct.pack("!I", stream) + payload
+    block = b"".join(literal(n, v) for n, v in [
+        (b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/h2"),
+        (b":authority", host.encode()), (b"x-dev", dev.encode())])
+    sock = socket.create_connection((host, 80), timeout=20)
+    preface = b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n"
+    sock.sendall(preface + frame(4, 0, 0) + frame(1, 5, 1, block))
+    buffer, body, done = b"", b"", False
+    while not done:
+        data = sock.recv(65536)
+        if not data:
+            break
+        buffer += data
+        while len(buffer) >= 9:
+            length = int.from_bytes(buffer[:3], "big")
+            if len(buffer) < 9 + length:
+                break
+            kind, flags = buffer[3], buffer[4]
+            stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+            payload, buffer = buffer[9:9 + length], buffer[9 + length:]
+            if kind == 4 and not flags & 1:
+                sock.sendall(frame(4, 1, 0))  # acknowledge the server's SETTINGS
+            if stream == 1 and kind == 0:
+                body += payload
+            if stream == 1 and kind in (0, 1) and flags & 1:
+                done = True
+    print(json.dumps({"body": body.decode(errors="replace"), "done": done}))
+    """
+)
+
+
+def test_h2c_requests_are_routed_per_request(
+    cluster: Cluster, namespace: str, workstation: Workstation, manager_namespace: str
+) -> None:
+    cluster.deploy_echo("http", namespace, named_target_port=True)
+    client = cluster.client_pod(namespace)
+    server = cluster.start_on_workstation([sys.executable, "-c", H2C_SERVER, str(PORTS["alice"])])
+    try:
+        time.sleep(0.5)
+        assert server.poll() is None, server.stdout.read() if server.stdout else ""
+        assert workstation.kp("connect", "--manager-namespace", manager_namespace).returncode == 0
+        result = intercept(
+            workstation, namespace, "alice", "--http-header", "x-dev=alice", "--mount=false"
+        )
+        assert result.returncode == 0, result.stderr + workstation.log("userd")
+        answer = cluster.exec_in_pod(
+            namespace, client, ["python3", "-c", H2C_CLIENT, f"echo.{namespace}", "alice"]
+        )
+        assert json.loads(answer.stdout) == {"body": "workstation h2c /h2 alice", "done": True}
+    finally:
+        server.terminate()
+        server.wait(10)
