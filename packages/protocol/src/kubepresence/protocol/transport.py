@@ -26,7 +26,7 @@ from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server, Stream
 
-from kubepresence.protocol import framerepr
+from kubepresence.protocol import h2tuning
 from kubepresence.protocol.errors import (
     Category,
     KubepresenceError,
@@ -35,7 +35,7 @@ from kubepresence.protocol.errors import (
 )
 
 log = logging.getLogger(__name__)
-framerepr.install()  # every part's gRPC goes through this module
+h2tuning.install()  # every part's gRPC goes through this module
 
 # h2 defaults (16 KiB frames, 64 KiB windows) cost a Python-level round of work per frame;
 # the tunnel carries bulk data, so both ends use large frames and windows.
