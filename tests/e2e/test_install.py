@@ -170,8 +170,14 @@ TEMPLATE_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
                 "limits": {"cpu": "1", "memory": "512Mi"},
             },
             "webhook": {"enabled": True},
+            "timeouts": {"dial": 3, "flowIdle": 120},
+            "agent": {"resources": {"requests": {"cpu": "5m"}, "limits": {"memory": "96Mi"}}},
         },
         {
+            "dial_timeout": 3,
+            "flow_idle_timeout": 120,
+            # Helm merges values into the defaults: the default request of 32Mi stays.
+            "agent_resources": Resources("5m", "32Mi", "", "96Mi"),
             "registry": "registry.example/kp",
             "version": "0.2.0",
             "pull_policy": "Always",

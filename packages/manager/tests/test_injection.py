@@ -24,6 +24,7 @@ from kubepresence.manager.core.injection import (
     InjectionSettings,
     NotInjectedError,
     decode_patch,
+    parse_agent_resources,
     parse_numeric_ports,
     renamed,
     review,
@@ -632,3 +633,32 @@ def test_a_pod_for_this_manager_is_injected() -> None:
     )
     verdict = review(admission(obj), SETTINGS)
     assert verdict.patch is not None, verdict.reason
+
+
+def test_agent_resources_from_the_command_line() -> None:
+    text = '{"limits":{"memory":"128Mi"},"requests":{"cpu":"10m","memory":"32Mi"}}'
+    assert parse_agent_resources(text) == {
+        "limits": {"memory": "128Mi"},
+        "requests": {"cpu": "10m", "memory": "32Mi"},
+    }
+    assert parse_agent_resources("{}") == {}
+    for bad, reason in (
+        ("nope", "not JSON"),
+        ('{"limit": {}}', "'requests' and/or 'limits'"),
+        ('{"limits": ["64Mi"]}', "maps resource names"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            parse_agent_resources(bad)
+
+
+def test_injected_agent_gets_the_configured_resources() -> None:
+    settings = InjectionSettings(
+        agent_image=SETTINGS.agent_image,
+        manager_namespace=SETTINGS.manager_namespace,
+        agent_resources={"limits": {"memory": "300Mi"}},
+    )
+    obj = pod(annotations={"kubepresence.io/inject-traffic-agent": "enabled"})
+    verdict = review(admission(obj), settings)
+    assert verdict.patch is not None
+    patched = apply_patch(obj, verdict.patch)
+    assert container(patched, AGENT_CONTAINER)["resources"] == {"limits": {"memory": "300Mi"}}

@@ -106,6 +106,9 @@ def test_manager_container_per_contract() -> None:
         "--preview-port=8082",
         "--log-level=debug",
         "--session-ttl=30",
+        "--dial-timeout=10",
+        "--flow-idle-timeout=600",
+        '--agent-resources={"limits":{"memory":"128Mi"},"requests":{"cpu":"10m","memory":"32Mi"}}',
     ]
     assert c["env"] == [
         {

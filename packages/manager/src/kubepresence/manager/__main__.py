@@ -7,6 +7,7 @@ import sys
 
 from kubepresence.manager.app import TrafficManager, WebhookOptions
 from kubepresence.manager.core.addresses import parse_listen_address
+from kubepresence.manager.core.injection import parse_agent_resources
 from kubepresence.protocol.lifecycle import daemon_parser, start_daemon
 
 
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         help="port of the preview gateway for `intercept --preview-url` (0: no previews)",
     )
     parser.add_argument(
+        "--agent-resources",
+        default="",
+        help="JSON requests/limits of injected agents (default: 10m CPU, 32Mi-128Mi memory)",
+    )
+    parser.add_argument(
         "--agent-pull-policy",
         default="IfNotPresent",
         choices=("Always", "IfNotPresent", "Never"),
@@ -72,12 +78,19 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--webhook-address: {error}")
         if not args.agent_image:
             parser.error("the webhook needs the agent image: set AGENT_IMAGE or --agent-image")
+        try:
+            agent_resources = (
+                parse_agent_resources(args.agent_resources) if args.agent_resources else None
+            )
+        except ValueError as error:
+            parser.error(str(error))
         webhook = WebhookOptions(
             webhook_host,
             webhook_port,
             agent_image=args.agent_image,
             pull_policy=args.agent_pull_policy,
             agent_log_level=args.log_level,
+            agent_resources=agent_resources,
         )
     manager = TrafficManager(
         host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -40,6 +41,7 @@ class WebhookOptions:
     agent_image: str
     pull_policy: str = "IfNotPresent"
     agent_log_level: str = "info"
+    agent_resources: Mapping[str, Mapping[str, str]] | None = None  # None: the default
 
 
 class TrafficManager:
@@ -129,6 +131,7 @@ class TrafficManager:
             manager_namespace=self.namespace,
             pull_policy=options.pull_policy,
             log_level=options.agent_log_level,
+            **({"agent_resources": options.agent_resources} if options.agent_resources else {}),
         )
         return await serve_webhook(
             settings, options.host, options.port, certificates.server_context(certificate)

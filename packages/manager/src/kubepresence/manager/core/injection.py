@@ -517,3 +517,25 @@ def decode_patch(response: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     except (binascii.Error, ValueError) as error:
         raise ValueError(f"not a base64 JSON patch: {error}") from error
     return list(patch)
+
+
+RESOURCE_GROUPS = ("limits", "requests")
+
+
+def parse_agent_resources(text: str) -> dict[str, dict[str, str]]:
+    """`--agent-resources` (JSON, as the chart's toJson writes it) → the container's
+    `resources`; ValueError with one line when it is not requests/limits of strings."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--agent-resources is not JSON: {error}") from None
+    if not isinstance(value, dict) or not set(value) <= set(RESOURCE_GROUPS):
+        raise ValueError("--agent-resources: an object with 'requests' and/or 'limits'")
+    resources: dict[str, dict[str, str]] = {}
+    for group, quantities in value.items():
+        if not isinstance(quantities, dict) or not all(
+            isinstance(k, str) and isinstance(v, str | int) for k, v in quantities.items()
+        ):
+            raise ValueError(f"--agent-resources: {group} maps resource names to quantities")
+        resources[group] = {k: str(v) for k, v in quantities.items()}
+    return resources

@@ -28,6 +28,7 @@ Pure: no I/O, no clock. `manager_objects` returns plain dicts in apply order.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,14 @@ class ManagerInstall:
     rbac_scope: str = "cluster"
     rbac_namespaces: tuple[str, ...] = ()
     resources: Resources = field(default_factory=Resources)
+    # The injected agent's requests and limits (the manager passes them to its webhook).
+    agent_resources: Resources = field(
+        default_factory=lambda: Resources(
+            requests_cpu="10m", requests_memory="32Mi", limits_cpu="", limits_memory="128Mi"
+        )
+    )
+    dial_timeout: int = 10  # seconds the manager gives a cluster destination to answer
+    flow_idle_timeout: int = 600  # seconds before the manager ends an idle tunnel flow
 
     def __post_init__(self) -> None:
         # Callers may hand in any sequence; the install stays hashable and immutable.
@@ -131,9 +140,15 @@ class ManagerInstall:
             return "RBAC namespaces are only for the namespaced RBAC scope"
         if self.webhook_enabled and self.rbac_scope == "namespaced" and not self._targets:
             return "the namespaced RBAC scope with the webhook needs namespaces to inject into"
-        for quantity in vars(self.resources).values():
+        for quantity in [*vars(self.resources).values(), *vars(self.agent_resources).values()]:
             if quantity and not _QUANTITY.fullmatch(quantity):
                 return f"{quantity!r} is not a resource quantity"
+        for name, seconds in (
+            ("dial timeout", self.dial_timeout),
+            ("flow idle timeout", self.flow_idle_timeout),
+        ):
+            if isinstance(seconds, bool) or seconds <= 0:
+                return f"{name} {seconds!r} must be a positive number of seconds"
         return None
 
     @property
@@ -342,6 +357,11 @@ def manager_args(install: ManagerInstall) -> list[str]:
         f"--preview-port={PREVIEW_PORT}",
         f"--log-level={install.log_level}",
         f"--session-ttl={install.session_ttl}",
+        f"--dial-timeout={install.dial_timeout}",
+        f"--flow-idle-timeout={install.flow_idle_timeout}",
+        # As helm's toJson writes it: keys sorted, no spaces.
+        "--agent-resources="
+        + json.dumps(install.agent_resources.as_dict(), sort_keys=True, separators=(",", ":")),
     ]
     if install.rbac_scope == "namespaced":
         # The manager's watches look only where its Roles let it.
