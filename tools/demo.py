@@ -3,7 +3,8 @@
 Runs after `cluster up` and `cluster images` (the nox session does both). On the
 "workstation" — a network namespace that reaches only the API server — it connects,
 reaches a cluster service by name, intercepts it so that a request made inside the
-cluster is answered by a server on the workstation, leaves, and quits.
+cluster is answered by a server on the workstation, leaves, intercepts it again for the
+requests with one header only (a personal intercept), and quits.
 """
 
 from __future__ import annotations
@@ -68,11 +69,13 @@ class Demo:
             sys.exit(f"demo: unexpected exit {result.returncode} from {' '.join(argv)}")
         return text
 
-    def in_cluster(self, pod: str, url: str) -> None:
-        print(f"pod {pod}$ python3 -c 'urlopen({url!r})'", flush=True)
+    def in_cluster(self, pod: str, url: str, headers: dict[str, str] | None = None) -> None:
+        shown = f", headers={headers!r}" if headers else ""
+        print(f"pod {pod}$ python3 -c 'urlopen({url!r}{shown})'", flush=True)
         code = (
             "import urllib.request; "
-            f"print(urllib.request.urlopen({url!r}, timeout=20).read().decode())"
+            f"request = urllib.request.Request({url!r}, headers={headers or {}!r}); "
+            "print(urllib.request.urlopen(request, timeout=20).read().decode())"
         )
         result = self.cluster.exec_in_pod(NAMESPACE, pod, ["python3", "-c", code], timeout=60)
         print(result.stdout.rstrip())
@@ -121,6 +124,15 @@ def main() -> int:
                 step("kubepresence leave: the cluster answers again")
                 demo.workstation("kubepresence", "leave", "echo")
                 demo.in_cluster(client, f"http://echo.{NAMESPACE}/after-leave")
+
+                step("A personal intercept: only requests with your header come to you")
+                demo.workstation(
+                    "kubepresence", "intercept", "echo", "--port", f"{LOCAL_PORT}:http",
+                    "--http-header", "x-dev=me", "--mount=false",
+                )  # fmt: skip
+                demo.in_cluster(client, f"http://echo.{NAMESPACE}/mine", {"x-dev": "me"})
+                demo.in_cluster(client, f"http://echo.{NAMESPACE}/everyone-else")
+                demo.workstation("kubepresence", "leave", "echo")
             finally:
                 server.terminate()
                 server.wait(10)
