@@ -213,8 +213,7 @@ async def connect(
 ) -> None:
     """Join the cluster network: cluster services by name, ClusterIP and pod IP."""
     with err.status("starting the daemons", spinner="dots"):
-        await starting.ensure_rootd()
-        socket = await starting.ensure_userd()
+        socket = await starting.ensure_daemons()
     arguments = daemons.ConnectArguments(
         kubeconfig=kubeconfig_flag,
         context=context,

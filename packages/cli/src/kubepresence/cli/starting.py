@@ -8,6 +8,7 @@ a failed start as one line that points at the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -99,3 +100,23 @@ async def ensure_rootd() -> Path:
     await _spawn_detached(argv)
     await _wait_until_answering("root daemon", socket, log_file, daemons.rootd_version)
     return socket
+
+
+async def ensure_daemons() -> Path:
+    """Both daemons, started side by side (each spends a second or two importing before
+    it answers); returns the user daemon's socket. When the root daemon cannot start, a
+    user daemon started here for it is stopped again: a failed connect leaves nothing."""
+    userd_was_up = await _answers(daemons.userd_status, paths.userd_socket())
+    try:
+        async with asyncio.TaskGroup() as group:
+            userd = group.create_task(ensure_userd(), name="user daemon")
+            try:
+                await ensure_rootd()
+            except KubepresenceError:
+                if not userd_was_up:
+                    with contextlib.suppress(KubepresenceError):
+                        await daemons.quit_userd(await userd)
+                raise
+    except* KubepresenceError as failed:
+        raise failed.exceptions[0] from None
+    return userd.result()
