@@ -203,6 +203,9 @@ def test_uninstall_removes_the_agent(
     while time.monotonic() < deadline and containers() != [["echo"]]:
         time.sleep(2)
     assert containers() == [["echo"]]
+    template = cluster.get("deployment", "echo", "-n", namespace)["spec"]["template"]
+    left = (template["metadata"].get("annotations") or {}).keys()
+    assert not [a for a in left if a.startswith("kubepresence.io/")], left
     again = workstation.kp("uninstall", "echo", "-n", namespace)
     assert again.returncode == 2
     assert "has no traffic agent" in again.stderr

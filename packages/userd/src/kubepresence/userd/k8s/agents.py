@@ -27,12 +27,17 @@ log = logging.getLogger(__name__)
 
 NOT_FOUND = 404
 # A JSON merge patch with null deletes the key; the template change rolls the pods. The
-# manager's namespace goes too: kubepresence alone writes it (on-demand injection).
+# other injection annotations go too: without the agent they mean nothing, and an
+# intercept by a numeric port (or the manager's namespace) wrote them on demand.
 _REMOVE = {
     "spec": {
         "template": {
             "metadata": {
-                "annotations": {INJECT_TRAFFIC_AGENT: None, INJECT_MANAGER_NAMESPACE: None}
+                "annotations": {
+                    INJECT_TRAFFIC_AGENT: None,
+                    INJECT_MANAGER_NAMESPACE: None,
+                    INJECT_NUMERIC_PORTS: None,
+                }
             }
         }
     }
