@@ -59,3 +59,23 @@ def test_a_global_intercept_wins_over_personal_ones() -> None:
     assert routes.intercept_for(HTTP) == "g"
     assert routes.personal_for(HTTP) is None
     assert routes.choose(HTTP, "GET", "/", [("x-dev", "alice")]) is None
+
+
+def test_one_container_port_named_two_ways_is_one_port() -> None:
+    named_global = AgentIntercept("alice:echo", "http", True)
+    assert review([HTTP], AgentIntercept("bob:echo", "8080", False), [named_global]) == (
+        False,
+        "port 8080 is port http of the app, already intercepted (alice:echo): "
+        "a global intercept cannot share a port",
+    )
+    personal = AgentIntercept("alice:p", "http", True, ALICE)
+    accepted, reason = review([HTTP], AgentIntercept("bob:p", "8080", False, ALICE), [personal])
+    assert not accepted
+    assert "with the same filter" in reason
+    # Different filters share the port; other ports are not concerned.
+    assert review([HTTP], AgentIntercept("bob:p", "8080", False, BOB), [personal]) == (True, "")
+    assert review([HTTP, NUMERIC], AgentIntercept("c", "7000", False), [named_global]) == (
+        True,
+        "",
+    )
+    assert review([HTTP], named_global, [named_global]) == (True, "")  # itself

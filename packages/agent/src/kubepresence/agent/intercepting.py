@@ -44,6 +44,7 @@ async def follow_intercepts(
     watch = manager.ManagerStub(channel)  # no deadline: the watch lives with the session
     calls = manager.ManagerStub(channel, timeout=CALL_TIMEOUT)
     reviewed: set[str] = set()
+    taken: dict[str, AgentIntercept] = {}  # the intercepts this agent accepted
     session = common.SessionInfo(session_id=session_id)
     try:
         async for snapshot in watch.watch_intercepts(session):
@@ -59,7 +60,9 @@ async def follow_intercepts(
             for intercept in seen:
                 if intercept.id in reviewed:
                     continue
-                accepted, reason = review(takeovers, intercept)
+                accepted, reason = review(takeovers, intercept, taken.values())
+                if accepted:
+                    taken[intercept.id] = intercept
                 await calls.review_intercept(
                     manager.ReviewInterceptRequest(
                         session=session,
@@ -75,6 +78,7 @@ async def follow_intercepts(
                 log.info("intercept %s %s", intercept.id, "accepted" if accepted else reason)
             routes.update(seen)
             reviewed &= {i.id for i in seen}
+            taken = {k: v for k, v in taken.items() if k in reviewed}
     finally:
         routes.update([])  # without the manager's word, traffic goes to the app
 

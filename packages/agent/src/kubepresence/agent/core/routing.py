@@ -40,12 +40,34 @@ def takes_over(takeover: PortTakeover, port: str) -> bool:
     return port in (takeover.name, str(takeover.app_port))
 
 
-def review(takeovers: Sequence[PortTakeover], intercept: AgentIntercept) -> tuple[bool, str]:
-    """(accepted, reason) for an intercept seen on the agent's watch."""
-    if any(takes_over(t, intercept.port) for t in takeovers):
-        return True, ""
-    offered = ", ".join(t.name or str(t.app_port) for t in takeovers) or "none"
-    return False, f"the pod has no port {intercept.port!r} taken over (ports: {offered})"
+def review(
+    takeovers: Sequence[PortTakeover],
+    intercept: AgentIntercept,
+    accepted: Iterable[AgentIntercept] = (),
+) -> tuple[bool, str]:
+    """(accepted, reason) for an intercept seen on the agent's watch.
+
+    `accepted`: the intercepts this agent took before. The manager compares ports as
+    written, so `8080` and `http` for the same container port reach the agent as two
+    intercepts; here they are one port, and the rules of the manager apply again."""
+    takeover = next((t for t in takeovers if takes_over(t, intercept.port)), None)
+    if takeover is None:
+        offered = ", ".join(t.name or str(t.app_port) for t in takeovers) or "none"
+        return False, f"the pod has no port {intercept.port!r} taken over (ports: {offered})"
+    for other in accepted:
+        if other.id == intercept.id or not takes_over(takeover, other.port):
+            continue
+        if other.http_filter is None or intercept.http_filter is None:
+            return False, (
+                f"port {intercept.port} is port {other.port} of the app, already intercepted "
+                f"({other.id}): a global intercept cannot share a port"
+            )
+        if other.http_filter == intercept.http_filter:
+            return False, (
+                f"port {intercept.port} is port {other.port} of the app, already intercepted "
+                f"with the same filter ({other.id})"
+            )
+    return True, ""
 
 
 class Routes:
