@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -112,8 +113,15 @@ async def test_a_dropped_session_leaves_the_export_serving(
 async def test_nothing_listening_fails_with_one_line(tmp_path: Path) -> None:
     mounts = Mounts()
     point = prepare_mount_point(str(tmp_path / "mnt"), "echo")
-    with pytest.raises(MountError, match=r"sshfs could not mount 127\.0\.0\.1:1: "):
-        await mounts.mount("echo", point, "127.0.0.1", 1)
+    # A port bound here and never listened on: refused for certain while we hold it.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        try:
+            with pytest.raises(MountError, match=rf"sshfs could not mount 127\.0\.0\.1:{port}: "):
+                await mounts.mount("echo", point, "127.0.0.1", port)
+        finally:
+            await mounts.unmount_all()  # should it have mounted after all: leave nothing
     assert not point.path.exists()
     assert mounts.get("echo") is None
 

@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 SSHFS = "sshfs"
 FUSERMOUNT = "fusermount3"
-MOUNT_TIMEOUT = 15.0  # sshfs connects, then mounts: a reachable agent answers in well under 1 s
+# sshfs 3.7 mounts first and connects after (strace shows mount(2) before connect(2)): a
+# mount point alone proves nothing; the mount counts once its root can be listed.
+MOUNT_TIMEOUT = 15.0  # a reachable agent answers in well under 1 s
 UNMOUNT_TIMEOUT = 5.0
 POLL = 0.05
 
@@ -200,14 +202,24 @@ class Mounts:
     async def _wait_mounted(mount: Mount, log_path: Path) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + MOUNT_TIMEOUT
-        while not is_mounted(mount.point.path):
+        while True:
             if mount.process.returncode is not None:
                 reason = _last_line(log_path) or f"exit code {mount.process.returncode}"
                 raise MountError(f"sshfs could not mount {mount.source}: {reason}")
-            if loop.time() > deadline:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 raise MountError(
                     f"sshfs could not mount {mount.source} within {MOUNT_TIMEOUT:.0f} s"
                 )
+            if is_mounted(mount.point.path):
+                # Listing the root asks the agent: connected, or an OSError. (A stat of the
+                # root can be answered without it.)
+                with contextlib.suppress(OSError, TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.to_thread(os.listdir, mount.point.path), remaining
+                    )
+                    if mount.process.returncode is None:
+                        return
             await asyncio.sleep(POLL)
 
     async def unmount(self, intercept: str) -> bool:

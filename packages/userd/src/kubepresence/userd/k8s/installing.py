@@ -460,7 +460,9 @@ async def _timeout_reason(
     ns = install.namespace
     events = await rest.items("v1", "Event", ns)
     if pods:
-        pod = pods[0]
+        # A settings change keeps the version: the old pod, still serving, carries the same
+        # labels as the new one. The rollout waits for the newest.
+        pod = max(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
         name = pod["metadata"]["name"]
         phase = pod.get("status", {}).get("phase", "unknown")
         state = f"pod {name} is {phase}"
