@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kubepresence.manager.rpc.intercepting import filter_of, filter_proto
+from kubepresence.manager.rpc.intercepting import filter_of
 from kubepresence.protocol.errors import UserError
+from kubepresence.protocol.filterwire import to_message
 from kubepresence.protocol.gen import common
 from kubepresence.protocol.httpfilter import HttpFilter
 
@@ -25,7 +26,7 @@ def test_filter_round_trips_with_names_lowered_and_method_upper() -> None:
     assert parsed == HttpFilter(
         headers=(("x-dev", "alice"),), path_regex="^/api/v[0-9]+/", method="GET"
     )
-    assert filter_of(filter_proto(parsed)) == parsed
+    assert filter_of(to_message(parsed)) == parsed
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from kubepresence.agent.core.config import PortTakeover
 from kubepresence.agent.core.routing import AgentIntercept, Routes, review
+from kubepresence.protocol.filterwire import from_message
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.httpfilter import HttpFilter
 from kubepresence.protocol.tunnel import describe, relay, send_reset
@@ -110,17 +111,7 @@ async def report_not_http(
 
 def filter_of(info: common.InterceptInfo) -> HttpFilter | None:
     """A personal intercept's filter (the manager checked it); None for a global one."""
-    message = (info.spec or common.InterceptSpec()).http_filter
-    if message is None:
-        return None
-    http_filter = HttpFilter(
-        headers=tuple((h.name.lower(), h.value) for h in message.headers),
-        path_prefix=message.path_prefix,
-        path_equal=message.path_equal,
-        path_regex=message.path_regex,
-        method=message.method,
-    )
-    return None if http_filter == HttpFilter() else http_filter
+    return from_message((info.spec or common.InterceptSpec()).http_filter)
 
 
 async def hand_over(

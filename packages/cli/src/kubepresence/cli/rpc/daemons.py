@@ -11,6 +11,7 @@ from typing import Any
 from kubepresence.cli.core.filters import PreviewOptions
 from kubepresence.cli.core.mounts import MountRequest
 from kubepresence.protocol.errors import Category, KubepresenceError
+from kubepresence.protocol.filterwire import from_message, to_message
 from kubepresence.protocol.gen import common, connector, daemon
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.httpfilter import HttpFilter, describe
@@ -204,7 +205,7 @@ def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
         state=common.InterceptState(info.state).name.lower(),
         message=info.message,
         environment=dict(info.environment),
-        http_filter="" if spec.http_filter is None else describe(_filter_of(spec.http_filter)),
+        http_filter=_described(from_message(spec.http_filter)),
         preview_url=info.preview_url,
         service=spec.service_name,
         mount_point=info.mount_point,
@@ -212,26 +213,8 @@ def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
     )
 
 
-def _filter_of(message: common.HttpFilter) -> HttpFilter:
-    return HttpFilter(
-        headers=tuple((h.name, h.value) for h in message.headers),
-        path_prefix=message.path_prefix,
-        path_equal=message.path_equal,
-        path_regex=message.path_regex,
-        method=message.method,
-    )
-
-
-def _filter_proto(http_filter: HttpFilter | None) -> common.HttpFilter | None:
-    if http_filter is None:
-        return None
-    return common.HttpFilter(
-        headers=[common.HeaderMatch(name=k, value=v) for k, v in http_filter.headers],
-        path_prefix=http_filter.path_prefix,
-        path_equal=http_filter.path_equal,
-        path_regex=http_filter.path_regex,
-        method=http_filter.method,
-    )
+def _described(http_filter: HttpFilter | None) -> str:
+    return "" if http_filter is None else describe(http_filter)
 
 
 async def create_intercept(
@@ -260,7 +243,7 @@ async def create_intercept(
                     service_port=port,
                     local_host=local[0],
                     local_port=local[1],
-                    http_filter=_filter_proto(http_filter),
+                    http_filter=to_message(http_filter),
                     preview_ingress_host=preview.ingress_host if preview else "",
                     preview_ingress_port=preview.ingress_port if preview else 0,
                     preview_ingress_tls=preview.ingress_tls if preview else False,

@@ -27,6 +27,7 @@ from kubepresence.manager.core.intercepts import (
 )
 from kubepresence.manager.core.previews import Ingress, PreviewRegistry, check_ingress
 from kubepresence.protocol.errors import NotFoundError, UserError
+from kubepresence.protocol.filterwire import from_message, to_message
 from kubepresence.protocol.gen import common
 from kubepresence.protocol.httpfilter import HttpFilter, describe, validate
 from kubepresence.protocol.tunnel import control
@@ -54,32 +55,14 @@ class _Rendezvous:
 
 def filter_of(message: common.HttpFilter | None) -> HttpFilter | None:
     """A personal intercept's filter, checked; None (a global intercept) when empty."""
-    if message is None:
-        return None
-    http_filter = HttpFilter(
-        headers=tuple((h.name.lower(), h.value) for h in message.headers),
-        path_prefix=message.path_prefix,
-        path_equal=message.path_equal,
-        path_regex=message.path_regex,
-        method=message.method.upper(),
-    )
-    if http_filter == HttpFilter():
+    http_filter = from_message(message)
+    if http_filter is None:
         return None
     try:
         validate(http_filter)
     except ValueError as error:
         raise UserError(str(error)) from None
     return http_filter
-
-
-def filter_proto(http_filter: HttpFilter) -> common.HttpFilter:
-    return common.HttpFilter(
-        headers=[common.HeaderMatch(name=k, value=v) for k, v in http_filter.headers],
-        path_prefix=http_filter.path_prefix,
-        path_equal=http_filter.path_equal,
-        path_regex=http_filter.path_regex,
-        method=http_filter.method,
-    )
 
 
 class InterceptDesk:
@@ -136,7 +119,7 @@ class InterceptDesk:
                 service_port=intercept.target.port,
                 local_host=intercept.local_host,
                 local_port=intercept.local_port,
-                http_filter=None if intercept.filter is None else filter_proto(intercept.filter),
+                http_filter=to_message(intercept.filter),
             ),
             state=_STATE[intercept.state],
             message=intercept.message,

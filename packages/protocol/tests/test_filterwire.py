@@ -1,0 +1,24 @@
+"""HTTP filters to and from the wire message."""
+
+from __future__ import annotations
+
+from kubepresence.protocol.filterwire import from_message, to_message
+from kubepresence.protocol.gen import common
+from kubepresence.protocol.httpfilter import HttpFilter
+
+
+def test_round_trip_and_normalisation() -> None:
+    sent = common.HttpFilter(
+        headers=[common.HeaderMatch(name="X-Dev", value="Alice")],
+        path_prefix="/api/",
+        method="post",
+    )
+    received = from_message(sent)
+    assert received == HttpFilter(headers=(("x-dev", "Alice"),), path_prefix="/api/", method="POST")
+    assert from_message(to_message(received)) == received
+
+
+def test_no_filter_is_a_global_intercept() -> None:
+    assert from_message(None) is None
+    assert from_message(common.HttpFilter()) is None
+    assert to_message(None) is None
