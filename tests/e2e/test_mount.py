@@ -9,7 +9,9 @@ Scenarios (the echo Deployment with an emptyDir at /data and a ConfigMap at /con
 - `intercept … -- CMD` gives CMD the mount in KUBEPRESENCE_ROOT (a temporary directory by
   default), unmounted when CMD ends; `--mount=false` mounts nothing;
 - bad input: a mount point that is an existing file is refused in one line, with a non-zero
-  exit, and leaves no intercept behind.
+  exit, and leaves no intercept behind;
+- a workstation without sshfs: `intercept` warns in one line that the volumes are not
+  mounted, and the intercept works (a cluster pod's request reaches the workstation).
 
 Measured: reading and writing a 64 MiB file through the mount (printed).
 
@@ -21,8 +23,10 @@ it with `nsenter --mount` into userd (on a real workstation every process sees i
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kpcluster import manifests
+from kpcluster import kube, layout, manifests
 from kpcluster.harness import Cluster
-from workstation_cli import Workstation, uninstall_manager, ws1_vif_lock
+from workstation_cli import BIN, Workstation, uninstall_manager, ws1_vif_lock
 
 FROM_POD = "written by the app in its pod\n"
 FROM_WS = "written on the workstation\n"
@@ -44,6 +48,7 @@ class Session:
     ws: Workstation
     namespace: str
     pod: str
+    manager_namespace: str
 
 
 def echo_with_volumes(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
@@ -88,7 +93,7 @@ def session(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
             name = pod["metadata"]["name"]
             write = f"open('/data/from-pod.txt', 'w').write({FROM_POD!r})"
             cluster.exec_in_pod(namespace, name, ["python3", "-c", write])
-            yield Session(ws, namespace, name)
+            yield Session(ws, namespace, name, manager_namespace)
         finally:
             ws.kp("quit", timeout=60)
             uninstall_manager(cluster, manager_namespace)
@@ -293,7 +298,7 @@ def test_a_file_as_mount_point_is_refused(session: Session, tmp_path: Path) -> N
 
 
 def test_quit_unmounts(session: Session) -> None:
-    """Last in this module: it ends the session's daemons."""
+    """It ends the session's daemons (the next test brings its own)."""
     ws = session.ws
     point = f"/tmp/kp-mount-{secrets.token_hex(3)}"
     result = ws.kp("intercept", "echo", "--port", "8090:http", "-n", session.namespace,
@@ -307,3 +312,61 @@ def test_quit_unmounts(session: Session) -> None:
     assert not Path(f"/proc/{sshfs}").exists()
     assert f"unmounted {point} (sshfs pid {sshfs} exited" in ws.log("userd")
     assert not Path(point).exists()
+
+
+def path_without_sshfs(shadow: Path) -> str:
+    """A PATH with every program of the usual one except sshfs (symlinks in `shadow`)."""
+    shadow.mkdir()
+    for directory in kube.kubectl_env(layout.WORKSTATION_KUBECONFIG)["PATH"].split(":"):
+        if not Path(directory).is_dir():
+            continue
+        for entry in os.scandir(directory):
+            link = shadow / entry.name
+            if entry.name != "sshfs" and not link.exists() and os.access(entry.path, os.X_OK):
+                link.symlink_to(entry.path)
+    assert not (shadow / "sshfs").exists()
+    assert (shadow / "ip").exists()
+    return f"{BIN}:{shadow}"
+
+
+def test_without_sshfs_the_intercept_works_and_says_so_once(
+    cluster: Cluster, session: Session, tmp_path: Path
+) -> None:
+    """After test_quit_unmounts: a second workstation whose PATH has no sshfs. It takes the
+    same port at once, so `quit` also proved that departing ends the first one's intercept."""
+    ws = Workstation(cluster, tmp_path / "ws")
+    ws.env["PATH"] = path_without_sshfs(tmp_path / "bin")
+    token = secrets.token_hex(8)
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "hello.txt").write_text(token)
+    server = cluster.start_on_workstation(
+        [sys.executable, "-m", "http.server", "8090", "--bind", "127.0.0.1",
+         "--directory", str(served)]
+    )  # fmt: skip
+    try:
+        connected = ws.kp("connect", "--manager-namespace", session.manager_namespace)
+        assert connected.returncode == 0, connected.stderr + ws.logs()
+        result = ws.kp("intercept", "echo", "--port", "8090:http", "-n", session.namespace)
+        assert result.returncode == 0, result.stderr + ws.logs()
+        assert result.stderr.strip().splitlines() == [
+            "warning: sshfs is not installed: volumes not mounted (install sshfs)"
+        ], result.stderr
+        assert "Volumes mounted" not in result.stdout
+        [listed] = echo_intercepts(ws, session.namespace)
+        assert listed["state"] == "active", listed
+        assert listed["mount_point"] == "", listed
+
+        client = cluster.client_pod(session.namespace)
+        fetch = (
+            "import urllib.request, sys; "
+            "print(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode(), end='')"
+        )
+        url = f"http://echo.{session.namespace}/hello.txt"
+        answer = cluster.exec_in_pod(session.namespace, client, ["python3", "-c", fetch, url])
+        assert answer.stdout == token
+        assert ws.kp("leave", "echo").returncode == 0
+    finally:
+        ws.kp("quit", timeout=60)
+        server.terminate()
+        server.wait(10)

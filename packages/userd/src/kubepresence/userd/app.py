@@ -32,7 +32,8 @@ class UserDaemon:
         self.manager_socket = socket_path.parent / "manager.socket"
         self.state = SessionState()
         self.connection: ClusterConnection | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []  # the session's, on top of the port-forward
+        self._forwarding: asyncio.Task[None] | None = None
         self._supervisor: Supervisor | None = None
         self.mounts = Mounts()  # `intercept --mount`: they end with the session
 
@@ -68,11 +69,9 @@ class UserDaemon:
         try:
             await connection.ensure_manager(progress)
             ready = asyncio.Event()
-            self._tasks.append(
-                self._supervisor.spawn(
-                    connection.forwarder.serve(self.manager_socket, ready),
-                    name="manager-port-forward",
-                )
+            self._forwarding = self._supervisor.spawn(
+                connection.forwarder.serve(self.manager_socket, ready),
+                name="manager-port-forward",
             )
             await connection.open(ready, progress)
             await self._join_network(connection, progress)
@@ -171,5 +170,10 @@ class UserDaemon:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await connection.depart()  # while the port-forward still carries it
+        forwarding, self._forwarding = self._forwarding, None
+        if forwarding is not None:
+            forwarding.cancel()
+            await asyncio.gather(forwarding, return_exceptions=True)
         await connection.close()
         self.state.disconnected()

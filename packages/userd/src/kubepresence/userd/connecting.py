@@ -164,13 +164,18 @@ class ClusterConnection:
         """Wait until the next intercept snapshot arrives."""
         await self._intercepts_changed.wait()
 
-    async def close(self) -> None:
-        """Depart (best effort: the manager expires us anyway) and drop the clients."""
-        if self.session_id:
+    async def depart(self) -> None:
+        """End the session at the manager, which drops its intercepts now (best effort: it
+        expires the session anyway). Needs the port-forward still serving."""
+        session_id, self.session_id = self.session_id, ""
+        if session_id:
             try:
-                await asyncio.wait_for(self.manager.depart(self.session_id), 3)
+                await asyncio.wait_for(self.manager.depart(session_id), 3)
             except (KubepresenceError, TimeoutError) as error:
-                log.info("depart failed (the session will expire): %s", error)
+                log.warning("depart failed (the session will expire): %s", error)
+
+    async def close(self) -> None:
+        """Drop the clients (after `depart`)."""
         self.channel.close()
         await self.api.close()
         await self.ws_api.close()

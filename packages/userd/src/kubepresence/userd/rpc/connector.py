@@ -98,7 +98,10 @@ class ConnectorService(connector.ConnectorBase):
                 up = group.create_task(_pump_to_manager(stream, upstream), name="tunnel-up")
                 down = group.create_task(_pump_to_rootd(upstream, stream), name="tunnel-down")
                 await down
+                up_unfinished = not up.done()
                 up.cancel()  # the manager ended the flow: nothing more can go up
+            if up_unfinished:  # never ended: reset it, or leaving the call raises
+                await upstream.cancel()
 
     async def create_intercept(
         self, message: connector.CreateInterceptRequest
