@@ -258,6 +258,10 @@ class Run:
             ws.kp("leave", workload.NAME, timeout=60)
             ws.kp("quit", timeout=60)
             uninstall_manager(cluster, manager_namespace)
+            # The daemons' logs stay with the run's other working files.
+            logs = home / "state" / "kubepresence"
+            if logs.is_dir():
+                shutil.copytree(logs, self.work_dir / "logs", dirs_exist_ok=True)
             shutil.rmtree(home, ignore_errors=True)
 
     def _pids(self, ws: Workstation, manager_namespace: str) -> dict[str, int | None]:

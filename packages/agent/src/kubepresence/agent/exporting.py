@@ -9,9 +9,8 @@ gives it. With `directport` sshfs speaks SFTP straight over the TCP connection: 
 transport, no keys, nothing to prompt for.
 
 The SFTP server is asyncssh's `SFTPServer` with `chroot` (paths cannot escape the root),
-driven by asyncssh's `SFTPServerHandler` over the connection's stream reader and writer.
-That handler is asyncssh-internal, not public API: it expects an SSH channel's reader and
-writer, which the small shims below stand in for, and asyncssh is pinned exactly.
+driven over the connection's stream reader and writer (`sftpsession`, imported with
+asyncssh when the first session arrives).
 
 Who reaches the pod IP reaches the app's volumes, as the app does (Telepresence's agent
 exports them the same way): the pod network is the boundary. File operations block the
@@ -22,64 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from typing import Any
-
-from asyncssh.logging import logger as ssh_logger
-from asyncssh.sftp import SFTPServer, SFTPServerHandler
+from collections.abc import Awaitable, Callable
 
 from kubepresence.agent.core.config import AgentConfig
 from kubepresence.protocol.tunnel import describe
 
 log = logging.getLogger(__name__)
 
-SFTP_VERSION = 3  # what sshfs speaks
+SftpSession = Callable[[str, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-class _Channel:
-    """What the SFTP server and handler ask of an SSH channel."""
+def _load_sftp_session() -> SftpSession:
+    from kubepresence.agent.sftpsession import serve_sftp  # asyncssh: only once mounted
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
-        self.logger = ssh_logger.get_child("sftp-export")
-
-    def is_closing(self) -> bool:
-        return self._writer.is_closing()
-
-    def get_environment(self) -> dict[str, str]:
-        return {}
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._writer.get_extra_info(name, default)
-
-
-class _Reader:
-    def __init__(self, reader: asyncio.StreamReader, channel: _Channel) -> None:
-        self._reader = reader
-        self.channel = channel
-        self.logger = channel.logger
-
-    async def readexactly(self, n: int) -> bytes:
-        return await self._reader.readexactly(n)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.channel.get_extra_info(name, default)
-
-
-class _Writer:
-    def __init__(self, writer: asyncio.StreamWriter, channel: _Channel) -> None:
-        self._writer = writer
-        self.channel = channel
-        self.logger = channel.logger
-
-    def write(self, data: bytes) -> None:
-        self._writer.write(data)
-
-    def close(self) -> None:
-        self._writer.close()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.channel.get_extra_info(name, default)
+    return serve_sftp
 
 
 class VolumeExport:
@@ -126,16 +81,9 @@ class VolumeExport:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         log.info("volume export: session from %s", peer)
-        channel = _Channel(writer)
         try:
-            server = SFTPServer(channel, chroot=os.fsencode(self.root))  # type: ignore[arg-type]
-            handler = SFTPServerHandler(
-                server,
-                _Reader(reader, channel),  # type: ignore[arg-type]
-                _Writer(writer, channel),  # type: ignore[arg-type]
-                SFTP_VERSION,
-            )
-            await handler.run()
+            serve_sftp = await asyncio.to_thread(_load_sftp_session)  # off the loop: ~0.2 s
+            await serve_sftp(self.root, reader, writer)
         except Exception as error:  # noqa: BLE001 - one session's end, never the agent's
             log.info("volume export: session from %s failed: %s", peer, describe(error))
         finally:

@@ -1,0 +1,44 @@
+"""What a daemon's start imports: the heavy libraries wait until a feature needs them.
+
+- the agent does not import asyncssh (with cryptography) until a volume mount arrives;
+- the user daemon and the traffic manager import a few dozen kubernetes_asyncio modules,
+  not the ~900 its package `__init__` files name (see kubepresence.protocol.lazyimport).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+IMPORTED = """
+import json, sys
+import {module}
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def modules_after_importing(module: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTED.format(module=module)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return list(json.loads(result.stdout))
+
+
+def test_the_agent_starts_without_asyncssh() -> None:
+    modules = modules_after_importing("kubepresence.agent.app")
+    assert "kubepresence.agent.exporting" in modules
+    assert not [m for m in modules if m.split(".")[0] in ("asyncssh", "cryptography")]
+
+
+@pytest.mark.parametrize("module", ["kubepresence.userd.app", "kubepresence.manager.app"])
+def test_daemons_import_little_of_kubernetes_asyncio(module: str) -> None:
+    kubernetes = [m for m in modules_after_importing(module) if m.startswith("kubernetes_asyncio")]
+    assert "kubernetes_asyncio.client.api_client" in kubernetes
+    assert len(kubernetes) < 60, kubernetes
