@@ -35,6 +35,7 @@ from typing import Any
 import uvloop
 
 from benchmarks import tcp_engine, tunnel_transport
+from kubepresence.protocol.allocator import tune_allocator
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("protocol", "cli", "userd", "rootd", "manager", "agent")
@@ -42,6 +43,7 @@ log = logging.getLogger("benchmarks")
 
 
 async def transport_suite(size: int, rounds: int) -> dict[str, Any]:
+    tune_allocator()  # as the daemons whose halves run here do at start
     direct, tunnel = [], []
     for _ in range(rounds):  # interleaved, so machine noise hits both paths alike
         direct.append((await tunnel_transport.direct(size)).mb_per_s)

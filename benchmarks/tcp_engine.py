@@ -29,6 +29,7 @@ from typing import Any
 
 import uvloop
 
+from kubepresence.protocol.allocator import tune_allocator
 from kubepresence.rootd.core.endpoint import EndpointConfig, NetworkEndpoint
 from kubepresence.rootd.core.flows import FlowId
 from kubepresence.rootd.core.packets import OutputMode
@@ -279,6 +280,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("tcp_engine: needs root (network namespaces, TUN devices)", file=sys.stderr)
         return 2
+    tune_allocator()  # as rootd does at start
     results = uvloop.run(suite(args.size_mib << 20, args.rounds, args.modes))
     print(json.dumps(results, indent=2))
     return 0

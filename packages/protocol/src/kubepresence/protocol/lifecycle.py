@@ -28,6 +28,7 @@ from typing import Any
 import uvloop
 
 from kubepresence.protocol import version_of
+from kubepresence.protocol.allocator import tune_allocator
 from kubepresence.protocol.logs import LEVELS, setup_logging
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ def start_daemon(
 ) -> int:
     """Set up logging from the shared options and run `main` until it stops."""
     setup_logging(component, level=args.log_level, file=args.log_file, log_format=args.log_format)
+    tune_allocator()
     log.info(
         "kubepresence-%s %s starting (pid %d)", component, version_of(distribution), os.getpid()
     )

@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 h2tuning.install()  # every part's gRPC goes through this module
 
 # h2 defaults (16 KiB frames, 64 KiB windows) cost a Python-level round of work per frame;
-# the tunnel carries bulk data, so both ends use large frames and windows.
-_WINDOW = 16 * 1024 * 1024
+# the tunnel carries bulk data, so both ends use large frames and windows. Windows of 4 MiB
+# move as fast as 16 MiB ones here, and a fast sender parks less in a slow receiver's
+# memory (bench: agent 66 -> 55 MiB, userd 81 -> 74 MiB peak under load).
+_WINDOW = 4 * 1024 * 1024
 CONFIGURATION = Configuration(
     http2_connection_window_size=_WINDOW, http2_stream_window_size=_WINDOW
 )
