@@ -8,7 +8,10 @@ Scenarios (global intercepts; personal ones, mounts and previews have their own 
   returns CMD's exit code, and the intercept ends with it;
 - with nothing listening on the workstation, the caller in the cluster fails fast;
 - a second intercept of the same port is refused with one clear line;
-- `list` shows the intercept and its state.
+- `list` shows the intercept and its state;
+- the kubelet's readiness probe of an intercepted (numeric, redirected) port keeps asking
+  the app: a workstation server that answers its `/ready` with 404 neither fails the
+  intercept (the new pod must get Ready) nor drops the pod from the Service.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kpcluster.harness import Cluster
@@ -209,3 +213,43 @@ def test_uninstall_removes_the_agent(
     again = workstation.kp("uninstall", "echo", "-n", namespace)
     assert again.returncode == 2
     assert "has no traffic agent" in again.stderr
+
+
+def pod_ready(cluster: Cluster, namespace: str, pod: str) -> bool:
+    conditions = cluster.get("pod", pod, "-n", namespace)["status"].get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def test_probes_keep_asking_the_app(
+    cluster: Cluster,
+    namespace: str,
+    workstation: Workstation,
+    manager_namespace: str,
+    tmp_path: Path,
+) -> None:
+    cluster.deploy_echo("http", namespace)  # numeric targetPort: the port is redirected
+    client = cluster.client_pod(namespace)
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "hello.txt").write_text("from the workstation")
+    # A plain file server: 404 for the app's /ready.
+    server = cluster.start_on_workstation(
+        [sys.executable, "-m", "http.server", str(LOCAL_PORT), "--bind", "127.0.0.1",
+         "--directory", str(served)]
+    )  # fmt: skip
+    try:
+        connected = workstation.kp("connect", "--manager-namespace", manager_namespace)
+        assert connected.returncode == 0, connected.stderr
+        result = workstation.kp("intercept", "echo", "--port", f"{LOCAL_PORT}", "-n", namespace)
+        assert result.returncode == 0, result.stderr + workstation.log("userd")
+        [pod] = cluster.wait_pods_ready(namespace, "app=echo", 1)
+        name = pod["metadata"]["name"]
+        time.sleep(5)  # the probe runs every second; three failures make the pod unready
+        assert pod_ready(cluster, namespace, name)
+        answer = get_from_pod(cluster, namespace, client, f"http://echo.{namespace}/hello.txt")
+        assert answer["body"] == "from the workstation", answer
+        assert pod_ready(cluster, namespace, name)
+        assert workstation.kp("leave", "echo").returncode == 0
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -423,11 +423,68 @@ def test_numeric_port_gets_the_redirecting_init_container() -> None:
         "kubepresence.agent.redirecting",
         "8080:9900",
         "9000:9901",
+        "9902:8080",  # the readiness probe's own port, straight to the app
     ]
+    assert container(result, "echo")["readinessProbe"]["httpGet"]["port"] == 9902
     assert init["securityContext"]["capabilities"]["add"] == ["NET_ADMIN", "NET_RAW"]
     assert init["securityContext"]["runAsUser"] == 0
     # The unnamed numeric port is left as it is in the app container.
     assert container(result, "echo")["ports"][1] == {"containerPort": 9000, "protocol": "TCP"}
+
+
+def test_handlers_of_a_redirected_port_keep_reaching_the_app() -> None:
+    """The kubelet's probes and hooks of a redirected port move to a probe port the init
+    container sends to the app itself, not to the agent (and the workstation)."""
+    app = app_container(
+        ports=[{"name": "http", "containerPort": 8080}, {"name": "admin", "containerPort": 7000}],
+        readinessProbe={"httpGet": {"path": "/ready", "port": 8080}},
+        livenessProbe={"tcpSocket": {"port": "http"}},
+        startupProbe={"httpGet": {"path": "/up", "port": "admin"}},
+        lifecycle={"preStop": {"httpGet": {"path": "/drain", "port": "8080"}}},
+    )
+    obj = pod(
+        annotations={
+            "kubepresence.io/inject-traffic-agent": "enabled",
+            "kubepresence.io/inject-numeric-ports": "8080",
+        },
+        containers=[app],
+    )
+    result = injected(obj)
+    patched = container(result, "echo")
+    # One probe port for 8080, past the agent ports (9900 http, 9901 admin).
+    assert patched["readinessProbe"]["httpGet"]["port"] == 9902
+    assert patched["livenessProbe"]["tcpSocket"]["port"] == 9902
+    assert patched["lifecycle"]["preStop"]["httpGet"]["port"] == 9902
+    # A named port that is not redirected only follows its rename.
+    assert patched["startupProbe"]["httpGet"]["port"] == "kp-admin"
+    [init] = result["spec"]["initContainers"]
+    assert init["command"][3:] == ["8080:9900", "9902:8080"]
+    annotation = result["metadata"]["annotations"][INJECTED_ANNOTATION]
+    assert annotation.endswith(",probes=9902>8080"), annotation
+
+
+def test_probe_ports_skip_what_the_pod_declares() -> None:
+    app = app_container(
+        ports=[{"containerPort": 8080}, {"containerPort": 9901}],
+        readinessProbe={"httpGet": {"path": "/ready", "port": 8080}},
+    )
+    obj = pod(
+        annotations={
+            "kubepresence.io/inject-traffic-agent": "enabled",
+            "kubepresence.io/inject-numeric-ports": "8080,9902",
+        },
+        containers=[app],
+    )
+    [init] = injected(obj)["spec"]["initContainers"]
+    # Agent ports 9900 (8080) and 9903 (9902: 9901 is declared, 9902 redirected); probes 9904.
+    assert init["command"][3:] == ["8080:9900", "9902:9903", "9904:8080"]
+
+
+def test_handlers_of_ports_not_redirected_are_left_alone() -> None:
+    app = app_container(readinessProbe={"httpGet": {"path": "/ready", "port": 8181}})
+    result = injected(pod(containers=[app]))
+    assert container(result, "echo")["readinessProbe"]["httpGet"]["port"] == 8181
+    assert "initContainers" not in result["spec"]
 
 
 def test_init_container_goes_first_among_existing_ones() -> None:

@@ -28,6 +28,11 @@ by `kubepresence.io/inject-container`):
   number: an init container (the agent image, NET_ADMIN) redirects inbound TCP for that
   port to the agent's port (iptables REDIRECT in PREROUTING); the agent forwards to the
   app on 127.0.0.1. A numeric port that is also a named port shares one agent port.
+  The kubelet's probes and lifecycle handlers of a redirected port would be redirected
+  too, and intercepted: the pod's readiness would hang on the workstation's answer to
+  `/ready` (a 404 from a dev server, and the Service drops the pod). They move to a probe
+  port of their own (the next free one), which the init container redirects to the app
+  port itself: the kubelet keeps asking the app.
 
 The agent container copies the app container's env and envFrom (it carries the app's
 environment) and its volume mounts, each under `/kubepresence/app-mounts/<mountPath>` (so
@@ -239,25 +244,41 @@ def _app_container(pod: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     raise NotInjectedError(f"{CONTAINER_ANNOTATION}: the pod has no container {wanted!r}")
 
 
+def _numeric_ports(pod: Mapping[str, Any]) -> list[int]:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return parse_numeric_ports(str(annotations.get(NUMERIC_PORTS_ANNOTATION, "")))
+
+
+def _all_containers(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [*pod["spec"]["containers"], *(pod["spec"].get("initContainers") or [])]
+
+
+class _PortPicker:
+    """Ports for the agent from AGENT_PORT_BASE up, none the pod declares or redirects."""
+
+    def __init__(self, pod: Mapping[str, Any], also_taken: set[int] | None = None) -> None:
+        containers = _all_containers(pod)
+        declared = {int(p["containerPort"]) for c in containers for p in c.get("ports") or []}
+        self._taken = declared | set(_numeric_ports(pod)) | (also_taken or set())
+        self._next = AGENT_PORT_BASE
+
+    def __call__(self) -> int:
+        while self._next in self._taken:
+            self._next += 1
+        if self._next > 65535:
+            raise NotInjectedError("no free port for the agent")
+        chosen = self._next
+        self._next += 1
+        return chosen
+
+
 def plan_takeovers(pod: Mapping[str, Any]) -> list[Takeover]:
     """Which app ports the agent takes over, on which agent ports (see the docstring)."""
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    numeric = parse_numeric_ports(str(annotations.get(NUMERIC_PORTS_ANNOTATION, "")))
+    numeric = _numeric_ports(pod)
     _, app = _app_container(pod)
-    all_containers = [*pod["spec"]["containers"], *(pod["spec"].get("initContainers") or [])]
-    declared = {int(p["containerPort"]) for c in all_containers for p in c.get("ports") or []}
-    names = {p["name"] for c in all_containers for p in c.get("ports") or [] if p.get("name")}
-    next_port = AGENT_PORT_BASE
-
-    def agent_port() -> int:
-        nonlocal next_port
-        while next_port in declared or next_port in numeric:
-            next_port += 1
-        if next_port > 65535:
-            raise NotInjectedError("no free port for the agent")
-        chosen = next_port
-        next_port += 1
-        return chosen
+    containers = _all_containers(pod)
+    names = {p["name"] for c in containers for p in c.get("ports") or [] if p.get("name")}
+    agent_port = _PortPicker(pod)
 
     takeovers: list[Takeover] = []
     for index, port in enumerate(app.get("ports") or []):
@@ -306,29 +327,70 @@ def _pointer(*parts: str | int) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-def _handler_patches(
-    container: Mapping[str, Any], index: int, renames: Mapping[str, str]
-) -> list[dict[str, Any]]:
-    """Probes and lifecycle handlers that name a renamed port follow the rename."""
-    ops: list[dict[str, Any]] = []
+def _handler_actions(container: Mapping[str, Any]) -> list[tuple[tuple[str, ...], Any]]:
+    """(path in the container, action) of every probe's and lifecycle handler's port user."""
     handlers: list[tuple[tuple[str, ...], Any]] = [
         ((probe,), container.get(probe)) for probe in _PROBES
     ]
     lifecycle = container.get("lifecycle") or {}
     handlers += [(("lifecycle", hook), lifecycle.get(hook)) for hook in ("postStart", "preStop")]
-    for path, handler in handlers:
-        if not isinstance(handler, dict):
+    return [
+        ((*path, kind), handler[kind])
+        for path, handler in handlers
+        if isinstance(handler, dict)
+        for kind in _HANDLER_KINDS
+        if isinstance(handler.get(kind), dict)
+    ]
+
+
+def _port_number(container: Mapping[str, Any], port: Any) -> int | None:
+    """The number a handler's `port` (a number, or a name of the container's) stands for."""
+    if isinstance(port, int) and not isinstance(port, bool):
+        return port
+    if isinstance(port, str):
+        if port.isdigit():
+            return int(port)
+        for declared in container.get("ports") or []:
+            number = declared.get("containerPort")
+            if declared.get("name") == port and isinstance(number, int):
+                return number
+    return None
+
+
+def plan_probe_ports(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> dict[int, int]:
+    """Redirected app port -> the probe port its handlers move to (only ports they use)."""
+    redirected = {t.app_port for t in takeovers if t.redirected}
+    _, app = _app_container(pod)
+    pick = _PortPicker(pod, also_taken={t.agent_port for t in takeovers})
+    probe_ports: dict[int, int] = {}
+    for _, action in _handler_actions(app):
+        number = _port_number(app, action.get("port"))
+        if number is not None and number in redirected and number not in probe_ports:
+            probe_ports[number] = pick()
+    return probe_ports
+
+
+def _handler_patches(
+    container: Mapping[str, Any],
+    index: int,
+    renames: Mapping[str, str],
+    probe_ports: Mapping[int, int],
+) -> list[dict[str, Any]]:
+    """Handlers of a redirected port move to its probe port; ones that name a renamed port
+    follow the rename."""
+    ops: list[dict[str, Any]] = []
+    for path, action in _handler_actions(container):
+        port = action.get("port")
+        number = _port_number(container, port)
+        value: int | str
+        if number is not None and number in probe_ports:
+            value = probe_ports[number]
+        elif port in renames:
+            value = renames[port]
+        else:
             continue
-        for kind in _HANDLER_KINDS:
-            action = handler.get(kind)
-            if isinstance(action, dict) and action.get("port") in renames:
-                ops.append(
-                    {
-                        "op": "replace",
-                        "path": _pointer("spec", "containers", index, *path, kind, "port"),
-                        "value": renames[action["port"]],
-                    }
-                )
+        pointer = _pointer("spec", "containers", index, *path, "port")
+        ops.append({"op": "replace", "path": pointer, "value": value})
     return ops
 
 
@@ -446,9 +508,15 @@ def agent_container(
     return container
 
 
-def init_container(takeovers: Sequence[Takeover], settings: InjectionSettings) -> dict[str, Any]:
-    """The init container that redirects numeric ports to the agent (iptables, NET_ADMIN)."""
+def init_container(
+    takeovers: Sequence[Takeover],
+    settings: InjectionSettings,
+    probe_ports: Mapping[int, int] | None = None,
+) -> dict[str, Any]:
+    """The init container that redirects numeric ports to the agent, and probe ports to
+    the app (iptables, NET_ADMIN)."""
     redirects = [f"{t.app_port}:{t.agent_port}" for t in takeovers if t.redirected]
+    redirects += [f"{probe}:{app}" for app, probe in (probe_ports or {}).items()]
     return {
         "name": INIT_CONTAINER,
         "image": settings.agent_image,
@@ -479,7 +547,8 @@ def build_patch(pod: Mapping[str, Any], settings: InjectionSettings) -> list[dic
                     "value": renames[port["name"]],
                 }
             )
-    ops += _handler_patches(app, index, renames)
+    probe_ports = plan_probe_ports(pod, takeovers)
+    ops += _handler_patches(app, index, renames, probe_ports)
     ops.append(
         {
             "op": "add",
@@ -488,7 +557,7 @@ def build_patch(pod: Mapping[str, Any], settings: InjectionSettings) -> list[dic
         }
     )
     if any(t.redirected for t in takeovers):
-        init = init_container(takeovers, settings)
+        init = init_container(takeovers, settings, probe_ports)
         if pod["spec"].get("initContainers"):
             ops.append({"op": "add", "path": _pointer("spec", "initContainers", 0), "value": init})
         else:
@@ -497,6 +566,7 @@ def build_patch(pod: Mapping[str, Any], settings: InjectionSettings) -> list[dic
         f"{t.name or t.app_port}={t.agent_port}>{t.app_port}{'(redirect)' if t.redirected else ''}"
         for t in takeovers
     )
+    summary += "".join(f",probes={probe}>{app}" for app, probe in probe_ports.items())
     ops.append(
         {
             "op": "add",
