@@ -593,7 +593,10 @@ def test_injected_apps_serve_as_before(
     shown = pod_yaml("tcp-numeric")
     [init] = shown["spec"]["initContainers"]
     assert init["name"] == "kubepresence-init"
-    assert init["command"][-2:] == ["9000:9900", "8080:9901"]
+    # The two numeric ports to the agent; the readiness probe's own port to the app.
+    assert init["command"][3:] == ["9000:9900", "8080:9901", "9902:9000"]
+    echo_probe = {c["name"]: c for c in shown["spec"]["containers"]}["echo"]["readinessProbe"]
+    assert echo_probe["tcpSocket"]["port"] == 9902
     assert shown["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
     described = cluster.kubectl("describe", "pod", names["tcp-numeric"], "-n", namespace)
     assert "kubepresence-agent:" in described
@@ -650,9 +653,11 @@ def test_injected_apps_serve_as_before(
         redirect_packets(tcp_numeric_agent, 9000),
         redirect_packets(http_numeric_agent, 8080),
     )
-    # Each connection's first packet passes the nat table once (probes add more).
+    # Each connection's first packet passes the nat table once; the kubelet's probes go
+    # through the probe port's rule instead (they keep asking the app).
     assert redirected_after[0] >= redirected_before[0] + 1
     assert redirected_after[1] >= redirected_before[1] + 1
+    assert redirect_packets(tcp_numeric_agent, 9902) > 0
 
     # 100 MiB through each TCP echo, while the manager's and one agent's RSS are sampled.
     mgr = manager_pid(manager_ns)
