@@ -11,7 +11,8 @@ Scenarios (global intercepts; personal ones, mounts and previews have their own 
 - `list` shows the intercept and its state;
 - the kubelet's readiness probe of an intercepted (numeric, redirected) port keeps asking
   the app: a workstation server that answers its `/ready` with 404 neither fails the
-  intercept (the new pod must get Ready) nor drops the pod from the Service.
+  intercept (the new pod must get Ready) nor drops the pod from the Service; and no probe
+  (the app's or the agent's own) becomes a connection to the workstation.
 """
 
 from __future__ import annotations
@@ -42,6 +43,21 @@ LOCAL_SERVER = textwrap.dedent(
         def log_message(self, *args):
             pass
     http.server.ThreadingHTTPServer(("127.0.0.1", {LOCAL_PORT}), Handler).serve_forever()
+    """
+)
+
+COUNTING_SERVER = textwrap.dedent(
+    f"""
+    import functools, http.server, sys
+    class Server(http.server.ThreadingHTTPServer):
+        def verify_request(self, request, client_address):
+            print("connection", flush=True)
+            return True
+    class Files(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+    handler = functools.partial(Files, directory=sys.argv[1])
+    Server(("127.0.0.1", {LOCAL_PORT}), handler).serve_forever()
     """
 )
 
@@ -232,11 +248,8 @@ def test_probes_keep_asking_the_app(
     served = tmp_path / "served"
     served.mkdir()
     (served / "hello.txt").write_text("from the workstation")
-    # A plain file server: 404 for the app's /ready.
-    server = cluster.start_on_workstation(
-        [sys.executable, "-m", "http.server", str(LOCAL_PORT), "--bind", "127.0.0.1",
-         "--directory", str(served)]
-    )  # fmt: skip
+    # A plain file server (404 for the app's /ready) that says so for every connection.
+    server = cluster.start_on_workstation([sys.executable, "-c", COUNTING_SERVER, str(served)])
     try:
         connected = workstation.kp("connect", "--manager-namespace", manager_namespace)
         assert connected.returncode == 0, connected.stderr
@@ -252,4 +265,6 @@ def test_probes_keep_asking_the_app(
         assert workstation.kp("leave", "echo").returncode == 0
     finally:
         server.terminate()
-        server.wait(10)
+        output, _ = server.communicate(timeout=10)
+    # Only the client pod's request came: probes (every 1-2 s) stayed in the cluster.
+    assert output.splitlines().count("connection") == 1, output

@@ -1,7 +1,8 @@
 """The whole agent under the shared supervisor, against an echo app and a fake manager.
 
 Scenarios:
-- the agent arrives at the manager and passes a connection to the app;
+- the agent arrives at the manager and passes a connection to the app; its health port
+  (the readiness probe's) answers by closing, and no probe reaches the app;
 - on a stop request it departs at once, keeps accepting for a moment (the pod is still
   in its Services' endpoints), then stops accepting and returns within the grace period.
 """
@@ -69,11 +70,27 @@ async def round_trip(port: int, payload: bytes) -> bytes:
     return answer
 
 
+async def probe(port: int) -> bytes:
+    """What the kubelet's TCP readiness probe does: connect (and read what comes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return answer
+
+
 async def test_agent_serves_arrives_and_stops_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(session_module, "REMAIN_INTERVAL", 0.1)
     monkeypatch.setattr(app_module, "LINGER", 0.5)
     app_port, agent_port, manager_port = free_port(), free_port(), free_port()
-    app_server = await asyncio.start_server(echo, "127.0.0.1", app_port)
+    health_port = free_port()
+    app_connections = 0
+
+    async def counted_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal app_connections
+        app_connections += 1
+        await echo(reader, writer)
+
+    app_server = await asyncio.start_server(counted_echo, "127.0.0.1", app_port)
     fake = FakeManager()
     grpc = Server([fake])
     await grpc.start("127.0.0.1", manager_port)
@@ -82,6 +99,7 @@ async def test_agent_serves_arrives_and_stops_in_order(monkeypatch: pytest.Monke
         namespace="shop",
         pod_ip="127.0.0.1",
         ports=(PortTakeover("http", app_port, agent_port),),
+        health_port=health_port,
     )
     agent = TrafficAgent(config, "127.0.0.1", manager_port, listen_host="127.0.0.1")
     supervisors: list[Supervisor] = []
@@ -95,6 +113,8 @@ async def test_agent_serves_arrives_and_stops_in_order(monkeypatch: pytest.Monke
         await asyncio.wait_for(fake.has_arrived.wait(), 5)
         assert fake.arrived == ["echo-abc"]
         assert await round_trip(agent_port, b"before the stop") == b"before the stop"
+        assert await probe(health_port) == b""  # a connection, closed at once
+        assert app_connections == 1
 
         stopped = time.monotonic()
         supervisors[0].request_stop("test over")
@@ -106,6 +126,8 @@ async def test_agent_serves_arrives_and_stops_in_order(monkeypatch: pytest.Monke
         assert time.monotonic() - stopped < 4.5
         with pytest.raises(ConnectionRefusedError):
             await round_trip(agent_port, b"after")
+        with pytest.raises(ConnectionRefusedError):
+            await probe(health_port)
         assert fake.departed[0][1] == "agent-1"
     finally:
         running.cancel()

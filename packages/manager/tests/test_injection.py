@@ -319,7 +319,9 @@ def test_named_port_is_renamed_and_taken_by_the_agent() -> None:
     agent = container(result, AGENT_CONTAINER)
     assert agent["image"] == SETTINGS.agent_image
     assert agent["ports"] == [{"name": "http", "containerPort": 9900, "protocol": "TCP"}]
-    assert agent["readinessProbe"]["tcpSocket"]["port"] == 9900
+    # Ready once the agent listens; its probe has a port of its own (a probe on 9900 would
+    # be intercepted: a connection to the workstation every two seconds).
+    assert agent["readinessProbe"]["tcpSocket"]["port"] == 9901
     assert "--manager-address=kubepresence-manager.kp-system:8081" in agent["args"]
     # No init container: nothing numeric to redirect.
     assert "initContainers" not in result["spec"]
@@ -330,6 +332,7 @@ def test_named_port_is_renamed_and_taken_by_the_agent() -> None:
         "ports": [{"name": "http", "app_port": 8080, "agent_port": 9900, "redirected": False}],
         "app_mounts_root": APP_MOUNTS_ROOT,
         "sftp_port": 8022,
+        "health_port": 9901,
     }
     assert result["metadata"]["annotations"][INJECTED_ANNOTATION] == "http=9900>8080"
     # Only the app container's port name, its probe, the agent and the annotation changed.

@@ -48,6 +48,7 @@ class TrafficAgent:
         self.config = config
         self.manager_host = manager_host
         self.manager_port = manager_port
+        self.listen_host = listen_host
         self.forwarder = Forwarder(config.ports, host=listen_host, divert=self._divert)
         self.session: ManagerSession | None = None
         self.routes = Routes()
@@ -69,6 +70,7 @@ class TrafficAgent:
         async with asyncio.TaskGroup() as connections:
             await self.forwarder.start(connections)
             await self.export.start(connections)
+            health = await self._open_health_port()
             keeping = supervisor.spawn(session.run(), name="manager-session")
             following = supervisor.spawn(self._follow(session), name="intercept-watch")
             try:
@@ -80,7 +82,22 @@ class TrafficAgent:
                 await asyncio.sleep(LINGER)
                 self.forwarder.close()
                 self.export.close()
+                if health is not None:
+                    health.close()
                 await self._drain()
+
+    async def _open_health_port(self) -> asyncio.Server | None:
+        """Listen on the readiness probe's port once the takeover ports listen: a probe
+        connection is closed at once (never one more connection to intercept)."""
+        if not self.config.health_port:
+            return None
+
+        def close_at_once(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        return await asyncio.start_server(
+            close_at_once, self.listen_host, self.config.health_port, reuse_address=True
+        )
 
     async def _follow(self, session: ManagerSession) -> None:
         """Follow this workload's intercepts whenever the agent has a session."""

@@ -4,9 +4,10 @@ The webhook (manager `core.injection`) gives the agent container:
 - the app container's env and envFrom (so the agent carries the app's environment),
 - KP_AGENT_POD_NAME / KP_AGENT_POD_NAMESPACE / KP_AGENT_POD_IP from the downward API,
 - KP_AGENT_CONFIG: JSON `{"workload_kind", "workload_name", "container", "ports":
-  [{"name", "app_port", "agent_port", "redirected"}], "app_mounts_root", "sftp_port"}`
-  (the app's volumes are mounted under `app_mounts_root`, exported over SFTP on
-  `sftp_port`; 0 or absent: the app has no volumes, nothing to export).
+  [{"name", "app_port", "agent_port", "redirected"}], "app_mounts_root", "sftp_port",
+  "health_port"}` (the app's volumes are mounted under `app_mounts_root`, exported over
+  SFTP on `sftp_port`; 0 or absent: the app has no volumes, nothing to export; the
+  kubelet's readiness probe connects to `health_port`, 0 or absent: none).
 
 `load` turns these into an `AgentConfig`, or raises `ConfigError` with one clear line.
 `app_environment` is the app's environment as far as the agent can tell: its own
@@ -51,6 +52,7 @@ class AgentConfig:
     ports: tuple[PortTakeover, ...] = ()
     app_mounts_root: str = ""
     sftp_port: int = 0
+    health_port: int = 0
     environment: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -100,6 +102,7 @@ def load(environ: Mapping[str, str]) -> AgentConfig:
         ports=tuple(ports),
         app_mounts_root=str(raw.get("app_mounts_root") or ""),
         sftp_port=_port(raw["sftp_port"]) if raw.get("sftp_port") else 0,
+        health_port=_port(raw["health_port"]) if raw.get("health_port") else 0,
         environment=app_environment(environ),
     )
 

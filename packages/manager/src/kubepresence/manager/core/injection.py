@@ -426,6 +426,17 @@ def sftp_port(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> int:
     return port
 
 
+def health_port(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> int:
+    """The port the agent's readiness probe connects to; 0 when it takes no port over.
+
+    Not a takeover port: while intercepted, a probe there would be a connection to the
+    workstation's server every two seconds."""
+    if not takeovers:
+        return 0
+    taken = {t.agent_port for t in takeovers} | set(plan_probe_ports(pod, takeovers).values())
+    return _PortPicker(pod, also_taken=taken | {sftp_port(pod, takeovers)})()
+
+
 def agent_config(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> dict[str, Any]:
     """What the agent reads from KP_AGENT_CONFIG."""
     kind, name = workload_of(pod)
@@ -437,6 +448,7 @@ def agent_config(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> dict[
         "ports": [t.as_config() for t in takeovers],
         "app_mounts_root": APP_MOUNTS_ROOT,
         "sftp_port": sftp_port(pod, takeovers),
+        "health_port": health_port(pod, takeovers),
     }
 
 
@@ -476,9 +488,10 @@ def agent_container(
         container["envFrom"] = list(app["envFrom"])
     if ports:
         container["ports"] = ports
-        # The pod is not Ready before the agent listens: all of its traffic passes it.
+        # The pod is not Ready before the agent listens: all of its traffic passes it. (The
+        # agent opens its health port once its takeover ports listen.)
         container["readinessProbe"] = {
-            "tcpSocket": {"port": takeovers[0].agent_port},
+            "tcpSocket": {"port": config["health_port"]},
             "periodSeconds": 2,
         }
     mounts = _agent_mounts(app)
