@@ -199,3 +199,16 @@ async def test_session_dials_afresh_when_its_connection_goes_dead(
         relay_server.close()
         grpc.close()
         await grpc.wait_closed()
+
+
+async def test_a_taken_health_port_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        config = AgentConfig(
+            pod_name="echo-abc", namespace="shop", pod_ip="127.0.0.1", health_port=port
+        )
+        agent = TrafficAgent(config, "127.0.0.1", free_port(), listen_host="127.0.0.1")
+        assert await agent._open_health_port() is None
+    assert f"cannot open the health port {port}" in caplog.text

@@ -95,9 +95,15 @@ class TrafficAgent:
         def close_at_once(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.close()
 
-        return await asyncio.start_server(
-            close_at_once, self.listen_host, self.config.health_port, reuse_address=True
-        )
+        try:
+            return await asyncio.start_server(
+                close_at_once, self.listen_host, self.config.health_port, reuse_address=True
+            )
+        except OSError as error:  # something undeclared listens there: its answer will do
+            log.warning(
+                "cannot open the health port %d: %s", self.config.health_port, describe(error)
+            )
+            return None
 
     async def _follow(self, session: ManagerSession) -> None:
         """Follow this workload's intercepts whenever the agent has a session."""
