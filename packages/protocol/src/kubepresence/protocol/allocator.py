@@ -40,5 +40,6 @@ def tune_allocator(
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    done = mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
-    return mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1 and done
+    mmap_set: int = mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+    trim_set: int = mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+    return mmap_set == 1 and trim_set == 1
