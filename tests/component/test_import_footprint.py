@@ -2,7 +2,8 @@
 
 - the agent does not import asyncssh (with cryptography) until a volume mount arrives;
 - the user daemon and the traffic manager import a few dozen kubernetes_asyncio modules,
-  not the ~900 its package `__init__` files name (see kubepresence.protocol.lazyimport).
+  not the ~900 its package `__init__` files name (see kubepresence.protocol.lazyimport);
+- the workstation daemons' entry points leave out pydantic, which betterproto2 would load.
 """
 
 from __future__ import annotations
@@ -42,3 +43,29 @@ def test_daemons_import_little_of_kubernetes_asyncio(module: str) -> None:
     kubernetes = [m for m in modules_after_importing(module) if m.startswith("kubernetes_asyncio")]
     assert "kubernetes_asyncio.client.api_client" in kubernetes
     assert len(kubernetes) < 60, kubernetes
+
+
+STARTED = """
+import contextlib, json, sys
+from {package}.__main__ import main
+with contextlib.redirect_stdout(sys.stderr), contextlib.suppress(SystemExit):
+    main(["--version"])  # the entry point's imports, then argparse exits
+from kubepresence.protocol.gen.common import TunnelMessage
+assert TunnelMessage().parse(bytes(TunnelMessage(data=b"x"))).data == b"x"
+print(json.dumps(sorted(m for m in sys.modules if sys.modules[m] is not None)))
+"""
+
+
+@pytest.mark.parametrize("package", ["kubepresence.rootd", "kubepresence.userd"])
+def test_workstation_daemons_leave_out_pydantic(package: str) -> None:
+    """typer (the CLI's) installs pydantic beside the daemons; betterproto2 would load it."""
+    result = subprocess.run(
+        [sys.executable, "-c", STARTED.format(package=package)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    modules = json.loads(result.stdout)
+    assert f"{package}.app" in modules
+    assert not [m for m in modules if m.split(".")[0] in ("pydantic", "pydantic_core")]

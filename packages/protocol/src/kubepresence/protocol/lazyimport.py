@@ -132,3 +132,17 @@ def lazy_reexports(*packages: str) -> None:
     wanted = [p for p in packages if p not in already and p not in sys.modules]
     if wanted:
         sys.meta_path.insert(0, _ReexportingFinder(wanted))
+
+
+# Optional integrations a library imports when they are installed, which no daemon uses:
+# betterproto2 imports pydantic if present (typer, the CLI's, brings it to a workstation),
+# ~3 MiB and 0.1 s in each daemon; kubepresence's messages are plain dataclasses.
+UNUSED_OPTIONAL = ("pydantic",)
+
+
+def skip_imports(*modules: str) -> None:
+    """Make importing these modules fail, so libraries leave out their optional support
+    for them (unless something imported them already). For a daemon's entry point only."""
+    for name in modules:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from kubepresence.protocol import paths
+from kubepresence.protocol.lazyimport import UNUSED_OPTIONAL, skip_imports
 from kubepresence.protocol.lifecycle import daemon_parser, start_daemon
-from kubepresence.rootd.app import RootDaemon
-from kubepresence.rootd.vif.session import STATE_DIR, VifSettings
 
 NOT_ROOT_EXIT = 3
 
@@ -21,6 +20,10 @@ def _invoking_uid() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    skip_imports(*UNUSED_OPTIONAL)  # before the daemon's modules import betterproto2
+    from kubepresence.rootd.app import RootDaemon
+    from kubepresence.rootd.vif.session import STATE_DIR, VifSettings
+
     parser = daemon_parser("rootd", "kubepresence-rootd", __doc__ or "")
     parser.add_argument("--socket", type=Path, default=None, help="unix socket to serve userd on")
     parser.add_argument(

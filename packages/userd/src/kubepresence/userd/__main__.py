@@ -6,11 +6,14 @@ import sys
 from pathlib import Path
 
 from kubepresence.protocol import paths
+from kubepresence.protocol.lazyimport import UNUSED_OPTIONAL, skip_imports
 from kubepresence.protocol.lifecycle import daemon_parser, start_daemon
-from kubepresence.userd.app import UserDaemon
 
 
 def main(argv: list[str] | None = None) -> int:
+    skip_imports(*UNUSED_OPTIONAL)  # before the daemon's modules import betterproto2
+    from kubepresence.userd.app import UserDaemon
+
     parser = daemon_parser("userd", "kubepresence-userd", __doc__ or "")
     parser.add_argument("--socket", type=Path, default=None, help="unix socket to serve the CLI on")
     parser.add_argument(
