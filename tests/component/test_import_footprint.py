@@ -21,15 +21,16 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
-def modules_after_importing(module: str) -> list[str]:
+def modules_after(code: str) -> list[str]:
+    """The modules a fresh interpreter holds after `code` (which prints them as JSON)."""
     result = subprocess.run(
-        [sys.executable, "-c", IMPORTED.format(module=module)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     return list(json.loads(result.stdout))
+
+
+def modules_after_importing(module: str) -> list[str]:
+    return modules_after(IMPORTED.format(module=module))
 
 
 def test_the_agent_starts_without_asyncssh() -> None:
@@ -59,13 +60,6 @@ print(json.dumps(sorted(m for m in sys.modules if sys.modules[m] is not None)))
 @pytest.mark.parametrize("package", ["kubepresence.rootd", "kubepresence.userd"])
 def test_workstation_daemons_leave_out_pydantic(package: str) -> None:
     """typer (the CLI's) installs pydantic beside the daemons; betterproto2 would load it."""
-    result = subprocess.run(
-        [sys.executable, "-c", STARTED.format(package=package)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    modules = json.loads(result.stdout)
+    modules = modules_after(STARTED.format(package=package))
     assert f"{package}.app" in modules
     assert not [m for m in modules if m.split(".")[0] in ("pydantic", "pydantic_core")]

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kpcluster import kube
 from kpcluster.harness import Cluster
 from workstation_cli import Workstation
 
@@ -232,8 +233,7 @@ def test_uninstall_removes_the_agent(
 
 
 def pod_ready(cluster: Cluster, namespace: str, pod: str) -> bool:
-    conditions = cluster.get("pod", pod, "-n", namespace)["status"].get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    return kube.is_ready(cluster.get("pod", pod, "-n", namespace))
 
 
 def test_probes_keep_asking_the_app(

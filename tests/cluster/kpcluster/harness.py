@@ -223,13 +223,7 @@ class Cluster:
                 for p in self.get("pods", "-n", namespace, "-l", selector)["items"]
                 if not p["metadata"].get("deletionTimestamp")
             ]
-            done = len(pods) == count and all(
-                any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in p["status"].get("conditions", [])
-                )
-                for p in pods
-            )
+            done = len(pods) == count and all(kube.is_ready(p) for p in pods)
             return pods if done else None
 
         return wait_for(

@@ -59,14 +59,18 @@ def api_ready(timeout: float = 3) -> bool:
         return False
 
 
+def is_ready(obj: dict[str, Any]) -> bool:
+    """A node's or pod's Ready condition is True."""
+    conditions = obj.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
 def node_ready() -> bool:
     try:
         node = get_json("node", layout.NODE_NAME, timeout=10)
     except ClusterError:
         return False
-    return any(
-        c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", [])
-    )
+    return is_ready(node)
 
 
 def deployment_available(name: str, namespace: str) -> bool:

@@ -6,6 +6,9 @@ bytecode compiled), although a part uses a dozen. `lazy_reexports(...)` makes th
 packages resolve a re-exported name when it is first read (PEP 562 module `__getattr__`),
 with the same objects as an eager import. A package whose `__init__` does anything but
 import, assign and document is imported as usual.
+
+`skip_imports(...)` is the other side: optional integrations a library loads whenever they
+are installed, which a daemon never uses, are not imported at all.
 """
 
 from __future__ import annotations

@@ -417,8 +417,7 @@ def sftp_port(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> int:
     _, app = _app_container(pod)
     if not app.get("volumeMounts"):
         return 0
-    all_containers = [*pod["spec"]["containers"], *(pod["spec"].get("initContainers") or [])]
-    taken = {int(p["containerPort"]) for c in all_containers for p in c.get("ports") or []}
+    taken = {int(p["containerPort"]) for c in _all_containers(pod) for p in c.get("ports") or []}
     taken |= {t.agent_port for t in takeovers} | {t.app_port for t in takeovers}
     port = SFTP_PORT
     while port in taken:
@@ -426,18 +425,30 @@ def sftp_port(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> int:
     return port
 
 
-def health_port(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> int:
-    """The port the agent's readiness probe connects to; 0 when it takes no port over.
+@dataclass(frozen=True)
+class PortPlan:
+    """Every port the injection decides, decided once."""
 
-    Not a takeover port: while intercepted, a probe there would be a connection to the
-    workstation's server every two seconds."""
-    if not takeovers:
-        return 0
-    taken = {t.agent_port for t in takeovers} | set(plan_probe_ports(pod, takeovers).values())
-    return _PortPicker(pod, also_taken=taken | {sftp_port(pod, takeovers)})()
+    takeovers: list[Takeover]
+    probe_ports: dict[int, int]  # redirected app port -> its handlers' probe port
+    sftp_port: int  # 0: no volumes to export
+    # The agent's readiness probe's port, never a takeover port (while intercepted, a
+    # probe there would be a connection to the workstation every two seconds); 0: none.
+    health_port: int
 
 
-def agent_config(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> dict[str, Any]:
+def plan_ports(pod: Mapping[str, Any]) -> PortPlan:
+    takeovers = plan_takeovers(pod)
+    probe_ports = plan_probe_ports(pod, takeovers)
+    sftp = sftp_port(pod, takeovers)
+    health = 0
+    if takeovers:
+        taken = {t.agent_port for t in takeovers} | set(probe_ports.values()) | {sftp}
+        health = _PortPicker(pod, also_taken=taken)()
+    return PortPlan(takeovers, probe_ports, sftp, health)
+
+
+def agent_config(pod: Mapping[str, Any], plan: PortPlan) -> dict[str, Any]:
     """What the agent reads from KP_AGENT_CONFIG."""
     kind, name = workload_of(pod)
     _, app = _app_container(pod)
@@ -445,10 +456,10 @@ def agent_config(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> dict[
         "workload_kind": kind,
         "workload_name": name,
         "container": app["name"],
-        "ports": [t.as_config() for t in takeovers],
+        "ports": [t.as_config() for t in plan.takeovers],
         "app_mounts_root": APP_MOUNTS_ROOT,
-        "sftp_port": sftp_port(pod, takeovers),
-        "health_port": health_port(pod, takeovers),
+        "sftp_port": plan.sftp_port,
+        "health_port": plan.health_port,
     }
 
 
@@ -457,10 +468,10 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
 
 
 def agent_container(
-    pod: Mapping[str, Any], takeovers: Sequence[Takeover], settings: InjectionSettings
+    pod: Mapping[str, Any], plan: PortPlan, settings: InjectionSettings
 ) -> dict[str, Any]:
     _, app = _app_container(pod)
-    config = agent_config(pod, takeovers)
+    config = agent_config(pod, plan)
     env = [
         *(app.get("env") or []),
         _field_env(POD_NAME_ENV, "metadata.name"),
@@ -469,7 +480,7 @@ def agent_container(
         {"name": CONFIG_ENV, "value": json.dumps(config, separators=(",", ":"))},
     ]
     ports = []
-    for takeover in takeovers:
+    for takeover in plan.takeovers:
         port: dict[str, Any] = {"containerPort": takeover.agent_port, "protocol": "TCP"}
         if takeover.name:
             port = {"name": takeover.name, **port}
@@ -491,7 +502,7 @@ def agent_container(
         # The pod is not Ready before the agent listens: all of its traffic passes it. (The
         # agent opens its health port once its takeover ports listen.)
         container["readinessProbe"] = {
-            "tcpSocket": {"port": config["health_port"]},
+            "tcpSocket": {"port": plan.health_port},
             "periodSeconds": 2,
         }
     mounts = _agent_mounts(app)
@@ -521,15 +532,11 @@ def agent_container(
     return container
 
 
-def init_container(
-    takeovers: Sequence[Takeover],
-    settings: InjectionSettings,
-    probe_ports: Mapping[int, int] | None = None,
-) -> dict[str, Any]:
+def init_container(plan: PortPlan, settings: InjectionSettings) -> dict[str, Any]:
     """The init container that redirects numeric ports to the agent, and probe ports to
     the app (iptables, NET_ADMIN)."""
-    redirects = [f"{t.app_port}:{t.agent_port}" for t in takeovers if t.redirected]
-    redirects += [f"{probe}:{app}" for app, probe in (probe_ports or {}).items()]
+    redirects = [f"{t.app_port}:{t.agent_port}" for t in plan.takeovers if t.redirected]
+    redirects += [f"{probe}:{app_port}" for app_port, probe in plan.probe_ports.items()]
     return {
         "name": INIT_CONTAINER,
         "image": settings.agent_image,
@@ -548,7 +555,8 @@ def init_container(
 def build_patch(pod: Mapping[str, Any], settings: InjectionSettings) -> list[dict[str, Any]]:
     """The JSON patch (RFC 6902) that adds the agent to `pod`."""
     index, app = _app_container(pod)
-    takeovers = plan_takeovers(pod)
+    plan = plan_ports(pod)
+    takeovers = plan.takeovers
     ops: list[dict[str, Any]] = []
     renames = {t.name: t.renamed_to for t in takeovers if t.renamed_to}
     for port_index, port in enumerate(app.get("ports") or []):
@@ -560,17 +568,16 @@ def build_patch(pod: Mapping[str, Any], settings: InjectionSettings) -> list[dic
                     "value": renames[port["name"]],
                 }
             )
-    probe_ports = plan_probe_ports(pod, takeovers)
-    ops += _handler_patches(app, index, renames, probe_ports)
+    ops += _handler_patches(app, index, renames, plan.probe_ports)
     ops.append(
         {
             "op": "add",
             "path": _pointer("spec", "containers", "-"),
-            "value": agent_container(pod, takeovers, settings),
+            "value": agent_container(pod, plan, settings),
         }
     )
     if any(t.redirected for t in takeovers):
-        init = init_container(takeovers, settings, probe_ports)
+        init = init_container(plan, settings)
         if pod["spec"].get("initContainers"):
             ops.append({"op": "add", "path": _pointer("spec", "initContainers", 0), "value": init})
         else:
@@ -579,7 +586,7 @@ def build_patch(pod: Mapping[str, Any], settings: InjectionSettings) -> list[dic
         f"{t.name or t.app_port}={t.agent_port}>{t.app_port}{'(redirect)' if t.redirected else ''}"
         for t in takeovers
     )
-    summary += "".join(f",probes={probe}>{app}" for app, probe in probe_ports.items())
+    summary += "".join(f",probes={probe}>{port}" for port, probe in plan.probe_ports.items())
     ops.append(
         {
             "op": "add",
