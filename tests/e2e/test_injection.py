@@ -150,12 +150,13 @@ def manager_ns(cluster: Cluster) -> Iterator[str]:
 
 WATCHER = textwrap.dedent(
     """
-    import asyncio, json, sys, tempfile, time
+    import asyncio, json, sys, time
     from pathlib import Path
-    from grpclib.client import Channel
     from kubernetes_asyncio import client
     from kubepresence.protocol.gen import common, manager
     from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
+    from kubepresence.protocol.transport import CONFIGURATION
+    from kubepresence.userd.k8s.portforward_channel import PortForwardChannel
     from kubepresence.userd.k8s.portforwarding import PortForwarder
 
     NS, KUBECONFIG = sys.argv[1], sys.argv[2]
@@ -176,52 +177,50 @@ WATCHER = textwrap.dedent(
         ]
         async with websocket_client(conf) as ws:
             forwarder = PortForwarder(ws, NS, ready[0], 8081)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "manager.socket"
-                listening = asyncio.Event()
-                serving = asyncio.create_task(forwarder.serve(path, listening))
-                await asyncio.wait_for(listening.wait(), 10)
-                channel = Channel(path=str(path))
-                calls = manager.ManagerStub(channel, timeout=10)
-                session = await calls.arrive_as_client(manager.ClientInfo(name="e2e@watcher"))
-                say(session=session.session_id)
+            channel = PortForwardChannel(forwarder, CONFIGURATION)
+            listening = asyncio.Event()
+            serving = asyncio.create_task(channel.run(listening))
+            await asyncio.wait_for(listening.wait(), 10)
+            calls = manager.ManagerStub(channel, timeout=10)
+            session = await calls.arrive_as_client(manager.ClientInfo(name="e2e@watcher"))
+            say(session=session.session_id)
 
-                async def remain():
-                    while True:
-                        await asyncio.sleep(2)
-                        await calls.remain(session)
-
-                keeping = asyncio.create_task(remain())
-                if INTERCEPT:  # NS/WORKLOAD/PORT: create it, then follow the intercepts
-                    ns, workload, port = INTERCEPT.split("/")
-                    await calls.create_intercept(manager.InterceptRequest(
-                        session=session,
-                        spec=common.InterceptSpec(
-                            name="e2e", namespace=ns, workload_name=workload,
-                            service_port=port, local_port=9,
-                        ),
-                    ))
-                    async for snapshot in manager.ManagerStub(channel).watch_intercepts(session):
-                        say(intercepts=[
-                            {"name": i.spec.name, "state": i.state.name, "message": i.message}
-                            for i in snapshot.intercepts
-                        ])
-                watch = manager.ManagerStub(channel).watch_agents(session).__aiter__()
+            async def remain():
                 while True:
-                    # The manager sends a snapshot at least every 10 s.
-                    snapshot = await asyncio.wait_for(anext(watch), 30)
-                    say(agents=[
-                        {
-                            "pod": a.pod_name, "namespace": a.namespace, "ip": a.pod_ip,
-                            "workload": [a.workload_kind.name, a.workload_name],
-                            "container": a.container, "version": a.version,
-                            "ports": [
-                                [p.name, p.port, p.agent_port, p.redirected] for p in a.ports
-                            ],
-                            "environment": dict(a.environment),
-                        }
-                        for a in snapshot.agents
+                    await asyncio.sleep(2)
+                    await calls.remain(session)
+
+            keeping = asyncio.create_task(remain())
+            if INTERCEPT:  # NS/WORKLOAD/PORT: create it, then follow the intercepts
+                ns, workload, port = INTERCEPT.split("/")
+                await calls.create_intercept(manager.InterceptRequest(
+                    session=session,
+                    spec=common.InterceptSpec(
+                        name="e2e", namespace=ns, workload_name=workload,
+                        service_port=port, local_port=9,
+                    ),
+                ))
+                async for snapshot in manager.ManagerStub(channel).watch_intercepts(session):
+                    say(intercepts=[
+                        {"name": i.spec.name, "state": i.state.name, "message": i.message}
+                        for i in snapshot.intercepts
                     ])
+            watch = manager.ManagerStub(channel).watch_agents(session).__aiter__()
+            while True:
+                # The manager sends a snapshot at least every 10 s.
+                snapshot = await asyncio.wait_for(anext(watch), 30)
+                say(agents=[
+                    {
+                        "pod": a.pod_name, "namespace": a.namespace, "ip": a.pod_ip,
+                        "workload": [a.workload_kind.name, a.workload_name],
+                        "container": a.container, "version": a.version,
+                        "ports": [
+                            [p.name, p.port, p.agent_port, p.redirected] for p in a.ports
+                        ],
+                        "environment": dict(a.environment),
+                    }
+                    for a in snapshot.agents
+                ])
 
     asyncio.run(main())
     """

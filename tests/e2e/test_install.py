@@ -323,14 +323,15 @@ def test_helm_install_and_uninstall(
 
 DRIVER = textwrap.dedent(
     """
-    import asyncio, json, sys, tempfile
+    import asyncio, json, sys
     from pathlib import Path
-    from grpclib.client import Channel
     from kubernetes_asyncio import client
     from kubepresence.protocol.errors import KubepresenceError
     from kubepresence.userd.core.manifests import ManagerInstall, Resources
     from kubepresence.userd.k8s import installing
     from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
+    from kubepresence.protocol.transport import CONFIGURATION
+    from kubepresence.userd.k8s.portforward_channel import PortForwardChannel
     from kubepresence.userd.k8s.portforwarding import PortForwarder
     from kubepresence.userd.rpc.manager import ManagerClient
 
@@ -347,17 +348,15 @@ DRIVER = textwrap.dedent(
         ]
         async with websocket_client(conf) as ws:
             forwarder = PortForwarder(ws, NS, ready[0], 8081)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "manager.socket"
-                listening = asyncio.Event()
-                serving = asyncio.create_task(forwarder.serve(path, listening))
-                await asyncio.wait_for(listening.wait(), 10)
-                channel = Channel(path=str(path))
-                try:
-                    return [await ManagerClient(channel).version(), ready[0]]
-                finally:
-                    channel.close()
-                    serving.cancel()
+            channel = PortForwardChannel(forwarder, CONFIGURATION)
+            listening = asyncio.Event()
+            serving = asyncio.create_task(channel.run(listening))
+            await asyncio.wait_for(listening.wait(), 10)
+            try:
+                return [await ManagerClient(channel).version(), ready[0]]
+            finally:
+                channel.close()
+                serving.cancel()
 
     async def main():
         conf = await load_configuration(Path(KUBECONFIG))

@@ -5,8 +5,9 @@ Scenarios:
   opens a WebSocket port-forward to the echo pod and an HTTP request through it gets the
   pod's answer;
 - a port-forward to a port nothing listens on fails with one clear cluster error;
-- a local unix socket served by `serve` carries two connections one after another
-  (each its own WebSocket), as the grpclib channel to the manager will use it.
+- `PortForwardTransport`, the asyncio transport the gRPC channel to the manager runs on,
+  carries a protocol's request and the pod's answer, twice (each on its own WebSocket),
+  and tells the protocol once the pod side ended.
 """
 
 from __future__ import annotations
@@ -20,14 +21,26 @@ from kpcluster.harness import Cluster
 
 SCRIPT = textwrap.dedent(
     """
-    import asyncio, json, sys, tempfile
+    import asyncio, json, sys
     from pathlib import Path
     from kubepresence.protocol.errors import KubepresenceError
     from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
+    from kubepresence.userd.k8s.portforward_channel import PortForwardTransport
     from kubepresence.userd.k8s.portforwarding import PortForwarder
 
     NS, POD, PORT, BAD_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     REQUEST = b"GET /pf-check HTTP/1.1\\r\\nHost: echo\\r\\nConnection: close\\r\\n\\r\\n"
+
+    class Asking(asyncio.Protocol):
+        def __init__(self):
+            self.answer = b""
+            self.lost = []
+        def connection_made(self, transport):
+            transport.write(REQUEST)
+        def data_received(self, data):
+            self.answer += data
+        def connection_lost(self, error):
+            self.lost.append(error)
 
     async def main():
         api = websocket_client(await load_configuration(Path(sys.argv[5])))
@@ -49,19 +62,15 @@ SCRIPT = textwrap.dedent(
                 result["bad_port"] = "no error"
             except KubepresenceError as error:
                 result["bad_port"] = [error.category.value, error.message]
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "pf.socket"
-                ready = asyncio.Event()
-                serving = asyncio.create_task(forwarder.serve(path, ready))
-                await asyncio.wait_for(ready.wait(), 10)
-                answers = []
-                for _ in range(2):
-                    reader, writer = await asyncio.open_unix_connection(str(path))
-                    writer.write(REQUEST)
-                    answers.append((await asyncio.wait_for(reader.read(), 20)).decode())
-                    writer.close()
-                serving.cancel()
-                result["local"] = answers
+            answers = []
+            for _ in range(2):
+                async with forwarder.open() as stream:
+                    asking = Asking()
+                    transport = PortForwardTransport(stream, asking)
+                    asking.connection_made(transport)
+                    await asyncio.wait_for(transport.pump(), 20)
+                answers.append([asking.answer.decode(), len(asking.lost)])
+            result["transport"] = answers
         print(json.dumps(result))
 
     asyncio.run(main())
@@ -99,5 +108,6 @@ def test_userd_portforward_from_the_workstation(cluster: Cluster, namespace: str
     category, message = data["bad_port"]
     assert category == "cluster"
     assert "9" in message
-    for answer in data["local"]:
+    for answer, times_lost in data["transport"]:
         assert _body(answer)["pod"] == echo.pod_name
+        assert times_lost == 1

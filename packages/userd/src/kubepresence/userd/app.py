@@ -29,7 +29,6 @@ class UserDaemon:
     def __init__(self, socket_path: Path, rootd_socket: Path) -> None:
         self.socket_path = socket_path
         self.rootd_socket = rootd_socket
-        self.manager_socket = socket_path.parent / "manager.socket"
         self.state = SessionState()
         self.connection: ClusterConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []  # the session's, on top of the port-forward
@@ -65,12 +64,12 @@ class UserDaemon:
             kubeconfig_source(kubeconfig, environment), context, namespace
         )
         self.state.begin_connect(target.context, target.namespace)
-        connection = ClusterConnection(target, options, self.manager_socket)
+        connection = ClusterConnection(target, options)
         try:
             await connection.ensure_manager(progress)
             ready = asyncio.Event()
             self._forwarding = self._supervisor.spawn(
-                connection.forwarder.serve(self.manager_socket, ready),
+                connection.channel.run(ready),
                 name="manager-port-forward",
             )
             await connection.open(ready, progress)

@@ -5,7 +5,7 @@ manager, the gRPC channel over it, and the client session with its keep-alive.
 `run` then keeps the session alive until cancelled, arriving again when the manager
 forgot it (it restarted, or we were away longer than its TTL) and riding out a lost
 port-forward (every new gRPC connection opens a fresh port-forward to whichever manager
-pod is Ready). What happened meanwhile is kept in `events` for `status`.
+pod is Ready; see `portforward_channel`). What happened meanwhile is kept in `events` for `status`.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from kubernetes_asyncio import client
 
 from kubepresence.protocol import version_of
 from kubepresence.protocol.errors import ConfigError, KubepresenceError
-from kubepresence.protocol.transport import unix_channel
+from kubepresence.protocol.transport import CONFIGURATION
 from kubepresence.userd.core.manifests import ManagerInstall
 from kubepresence.userd.k8s import installing
 from kubepresence.userd.k8s.apiclient import KubeTarget, websocket_client
 from kubepresence.userd.k8s.manager_pods import find_manager_pod
+from kubepresence.userd.k8s.portforward_channel import PortForwardChannel
 from kubepresence.userd.k8s.portforwarding import PortForwarder
 from kubepresence.userd.rpc.manager import (
     ClusterNetwork,
@@ -56,16 +56,15 @@ class ConnectOptions:
 
 
 class ClusterConnection:
-    def __init__(self, target: KubeTarget, options: ConnectOptions, socket_path: Path) -> None:
+    def __init__(self, target: KubeTarget, options: ConnectOptions) -> None:
         self.target = target
         self.options = options
-        self.socket_path = socket_path
         self.api = client.ApiClient(target.configuration)
         self.ws_api = websocket_client(target.configuration)
         self.forwarder = PortForwarder(
             self.ws_api, options.manager_namespace, self._manager_pod, MANAGER_GRPC_PORT
         )
-        self.channel = unix_channel(socket_path)
+        self.channel = PortForwardChannel(self.forwarder, CONFIGURATION)
         self.manager = ManagerClient(self.channel)
         self.session_id = ""
         self.cluster_id = ""
@@ -107,9 +106,9 @@ class ClusterConnection:
             )
             progress(self.events[-1].split(" ", 1)[1])
 
-    async def open(self, forwarder_ready: asyncio.Event, progress: Progress) -> None:
-        """Arrive at the manager (the forwarder must be serving `socket_path`)."""
-        await asyncio.wait_for(forwarder_ready.wait(), 10)
+    async def open(self, channel_ready: asyncio.Event, progress: Progress) -> None:
+        """Arrive at the manager (`channel.run` must be running)."""
+        await asyncio.wait_for(channel_ready.wait(), 10)
         progress("connecting to the traffic manager through the API server")
         await self._arrive()
         self.network = await self.manager.cluster_network()

@@ -1,9 +1,8 @@
 """Port-forward to a pod through the API server, over WebSocket.
 
 kubernetes-asyncio opens the authenticated WebSocket (`connect_get_namespaced_pod_portforward`);
-the framing is `core.portforward`. One WebSocket carries one connection to one pod port.
-`serve` bridges every connection accepted on a local socket to a fresh WebSocket,
-which is how a grpclib channel reaches the traffic manager's pod.
+the framing is `core.portforward`. One WebSocket carries one connection to one pod port;
+`portforward_channel` runs the gRPC channel to the traffic manager over such connections.
 """
 
 from __future__ import annotations
@@ -11,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,7 +28,6 @@ from kubepresence.userd.core.portforward import (
 log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT = 15.0
-READ_SIZE = 256 * 1024
 
 
 class PortForwardStream:
@@ -147,57 +142,3 @@ class PortForwarder:
             yield stream
         finally:
             await opening.__aexit__(None, None, None)
-
-    async def bridge(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Copy one local connection to and from a new port-forward until either ends."""
-        try:
-            async with self.open() as stream, asyncio.TaskGroup() as group:
-                to_pod = group.create_task(_local_to_pod(reader, stream), name="to-pod")
-                from_pod = group.create_task(_pod_to_local(stream, writer), name="from-pod")
-                await asyncio.wait({to_pod, from_pod}, return_when=asyncio.FIRST_COMPLETED)
-                # No half-close in v4: whichever side ends first ends the connection.
-                for task in (to_pod, from_pod):
-                    task.cancel()
-        except* (ClusterError, aiohttp.ClientError, OSError) as errors:
-            # One failed connection must not end the others: report it and move on.
-            log.warning("port-forward connection failed: %s", errors.exceptions[0])
-        finally:
-            writer.close()
-
-    async def serve(self, path: Path, ready: asyncio.Event | None = None) -> None:
-        """Bridge every connection accepted on a unix socket to the pod port, until cancelled.
-
-        The bridges are tasks of this coroutine's own group: cancelling it ends them all.
-        """
-        loop = asyncio.get_running_loop()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            path.unlink(missing_ok=True)  # noqa: ASYNC240 - our own socket path, once
-            old_umask = os.umask(0o177)  # born 0600: the forward carries the user's identity
-            try:
-                listener.bind(str(path))
-            finally:
-                os.umask(old_umask)
-            listener.listen(64)
-            listener.setblocking(False)
-            if ready is not None:
-                ready.set()
-            async with asyncio.TaskGroup() as group:
-                while True:
-                    conn, _ = await loop.sock_accept(listener)
-                    reader, writer = await asyncio.open_unix_connection(sock=conn)
-                    group.create_task(self.bridge(reader, writer), name="port-forward-bridge")
-        finally:
-            listener.close()
-            path.unlink(missing_ok=True)  # noqa: ASYNC240 - cleanup on the way out
-
-
-async def _local_to_pod(reader: asyncio.StreamReader, stream: PortForwardStream) -> None:
-    while data := await reader.read(READ_SIZE):
-        await stream.send(data)
-
-
-async def _pod_to_local(stream: PortForwardStream, writer: asyncio.StreamWriter) -> None:
-    while (data := await stream.receive()) is not None:
-        writer.write(data)
-        await writer.drain()

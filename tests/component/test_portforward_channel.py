@@ -1,0 +1,257 @@
+"""Component test: userd's gRPC channel over port-forward streams, against the real manager
+service. A stand-in opener connects each "port-forward" to the manager's unix socket (the
+e2e tests run the same channel through the real API server).
+
+Scenarios:
+- a unary call works; when the port-forward under it ends, the next call opens a new one;
+- a 4 MiB flow through the manager's Tunnel arrives intact both ways while a slow stream
+  makes the transport pause and resume the writer;
+- writes made in one turn of the event loop leave as one message, a long one in pieces;
+- `close` ends the pump and the protocol hears of it once;
+- without `run`, a call fails with one clear cluster error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from grpclib.protocol import H2Protocol
+from grpclib.server import Server
+
+from kubepresence.manager.core.sessions import SessionRegistry
+from kubepresence.manager.k8s.discovery import ClusterNetwork
+from kubepresence.manager.rpc.manager import ManagerService
+from kubepresence.protocol.errors import Category, KubepresenceError
+from kubepresence.protocol.transport import CONFIGURATION, serve_unix
+from kubepresence.protocol.tunnel import relay
+from kubepresence.userd.k8s.portforward_channel import (
+    HIGH_WATER,
+    MESSAGE_SIZE,
+    PortForwardChannel,
+    PortForwardTransport,
+)
+from kubepresence.userd.rpc.manager import Destination, ManagerClient
+
+NETWORK = ClusterNetwork(
+    pod_subnets=["10.244.0.0/16"],
+    service_subnets=["10.96.0.0/16"],
+    cluster_domain="cluster.local",
+    dns_service_ip="10.96.0.10",
+    cluster_id="test-cluster",
+)
+
+
+class SocketStream:
+    """A port-forward stand-in: bytes to and from a unix socket; optionally slow to send."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, send_delay: float
+    ) -> None:
+        self.reader, self.writer, self.send_delay = reader, writer, send_delay
+        self.sent: list[int] = []
+
+    async def send(self, data: bytes) -> None:
+        self.sent.append(len(data))
+        if self.send_delay:
+            await asyncio.sleep(self.send_delay)
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def receive(self) -> bytes | None:
+        return await self.reader.read(256 * 1024) or None
+
+
+class SocketOpener:
+    def __init__(self, path: Path, send_delay: float = 0.0) -> None:
+        self.path, self.send_delay = path, send_delay
+        self.streams: list[SocketStream] = []
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[SocketStream]:
+        reader, writer = await asyncio.open_unix_connection(str(self.path))
+        stream = SocketStream(reader, writer, self.send_delay)
+        self.streams.append(stream)
+        try:
+            yield stream
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def manager_socket(tmp_path: Path) -> AsyncIterator[Path]:
+    path = tmp_path / "manager.socket"
+    server: Server = await serve_unix(
+        [
+            ManagerService(
+                sessions=SessionRegistry(ttl=30),
+                network=NETWORK,
+                dial_timeout=2.0,
+                idle_timeout=30.0,
+            )
+        ],
+        path,
+    )
+    yield path
+    server.close()
+    await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def running(opener: SocketOpener) -> AsyncIterator[PortForwardChannel]:
+    channel = PortForwardChannel(opener, CONFIGURATION)
+    ready = asyncio.Event()
+    runner = asyncio.create_task(channel.run(ready))
+    await ready.wait()
+    try:
+        yield channel
+    finally:
+        channel.close()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+
+async def test_calls_reconnect_after_the_port_forward_ends(manager_socket: Path) -> None:
+    opener = SocketOpener(manager_socket)
+    async with running(opener) as channel:
+        client = ManagerClient(channel)
+        assert (await client.version()).count(".") >= 2
+        assert len(opener.streams) == 1
+        opener.streams[0].writer.close()  # the API server dropped the port-forward
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            with contextlib.suppress(KubepresenceError):
+                if (await client.version()).count(".") >= 2:
+                    break
+        assert len(opener.streams) == 2
+
+
+async def test_a_flow_arrives_intact_through_a_slow_stream(
+    manager_socket: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses: list[int] = []
+    original_pause = H2Protocol.pause_writing
+
+    def counting_pause(protocol: H2Protocol) -> None:
+        pauses.append(1)
+        original_pause(protocol)
+
+    monkeypatch.setattr(H2Protocol, "pause_writing", counting_pause)
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.write_eof()
+        writer.close()
+
+    echo_server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = echo_server.sockets[0].getsockname()[1]
+    payload = os.urandom(4 * 1024 * 1024)
+    app_side, relay_side = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=relay_side)
+    app_reader, app_writer = await asyncio.open_connection(sock=app_side)
+
+    async def application() -> bytes:
+        app_writer.write(payload)
+        await app_writer.drain()
+        app_writer.write_eof()
+        received = await app_reader.read()
+        app_writer.close()
+        return received
+
+    opener = SocketOpener(manager_socket, send_delay=0.005)
+    async with running(opener) as channel:
+        client = ManagerClient(channel)
+        async with client.dial("session-1", Destination("127.0.0.1", port), 10.0) as stream:
+            app_task = asyncio.create_task(application())
+            await relay(stream, reader, writer, idle_timeout=10.0)
+            received = await asyncio.wait_for(app_task, 20.0)
+    echo_server.close()
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+    assert max(opener.streams[0].sent) == MESSAGE_SIZE
+    assert pauses  # the slow stream held the writer back
+
+
+class Recording(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def pause_writing(self) -> None:
+        self.events.append("pause")
+
+    def resume_writing(self) -> None:
+        self.events.append("resume")
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(f"data {data!r}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append(f"lost {exc!r}")
+
+
+class QueueStream:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def receive(self) -> bytes | None:
+        return await self.incoming.get()
+
+
+async def test_one_turn_of_writes_is_one_message_and_flow_control_follows() -> None:
+    stream, protocol = QueueStream(), Recording()
+    transport = PortForwardTransport(stream, protocol)
+    pump = asyncio.create_task(transport.pump())
+    transport.write(b"a")
+    transport.write(bytearray(b"b"))
+    transport.write(memoryview(b"c"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.sent == [b"abc"]
+    transport.write(b"x" * (HIGH_WATER + 1))
+    assert protocol.events == ["pause"]
+    assert transport.get_write_buffer_size() == HIGH_WATER + 1
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert protocol.events == ["pause", "resume"]
+    assert [len(message) for message in stream.sent[1:]] == [MESSAGE_SIZE] * 4 + [1]
+    stream.incoming.put_nowait(b"from the pod")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert protocol.events[-1] == "data b'from the pod'"
+    stream.incoming.put_nowait(None)  # the pod side ended
+    await asyncio.wait_for(pump, 1)
+    assert protocol.events[-1] == "lost None"
+    assert transport.is_closing()
+
+
+async def test_close_ends_the_pump_and_the_protocol_hears_once() -> None:
+    stream, protocol = QueueStream(), Recording()
+    transport = PortForwardTransport(stream, protocol)
+    pump = asyncio.create_task(transport.pump())
+    await asyncio.sleep(0)
+    transport.close()
+    transport.write(b"after close")  # dropped, as a closing socket transport does
+    await asyncio.wait_for(pump, 1)
+    assert protocol.events == ["lost None"]
+    assert stream.sent == []
+
+
+async def test_without_run_a_call_fails_clearly(manager_socket: Path) -> None:
+    channel = PortForwardChannel(SocketOpener(manager_socket), CONFIGURATION)
+    with pytest.raises(KubepresenceError) as caught:
+        await ManagerClient(channel).version()
+    assert caught.value.category is Category.CLUSTER
+    assert "not running" in caught.value.message
+    channel.close()
