@@ -1,6 +1,7 @@
 """What a daemon's start imports: the heavy libraries wait until a feature needs them.
 
-- the agent does not import asyncssh (with cryptography) until a volume mount arrives;
+- the agent does not import asyncssh (with cryptography) until a volume mount arrives,
+  and then only asyncssh's SFTP server, not its SSH and cryptography;
 - the user daemon and the traffic manager import a few dozen kubernetes_asyncio modules,
   not the ~900 its package `__init__` files name (see kubepresence.protocol.lazyimport);
 - the workstation daemons' entry points leave out pydantic, which betterproto2 would load.
@@ -36,6 +37,22 @@ def modules_after_importing(module: str) -> list[str]:
 def test_the_agent_starts_without_asyncssh() -> None:
     modules = modules_after_importing("kubepresence.agent.app")
     assert "kubepresence.agent.exporting" in modules
+    assert not [m for m in modules if m.split(".")[0] in ("asyncssh", "cryptography")]
+
+
+SFTP_LOADED = """
+import json, sys
+from kubepresence.agent import exporting
+serve_sftp = exporting._load_sftp_session()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_agent_loads_only_the_sftp_server_of_asyncssh() -> None:
+    modules = modules_after(SFTP_LOADED)
+    assert "kubepresence.agent.sftpsession" in modules
+    # asyncssh's modules are held by sftpsession, not listed: a later plain import would
+    # get the whole package.
     assert not [m for m in modules if m.split(".")[0] in ("asyncssh", "cryptography")]
 
 

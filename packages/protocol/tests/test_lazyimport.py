@@ -157,3 +157,67 @@ def test_kubernetes_asyncio_lazily_has_every_name_of_the_eager_import(tmp_path: 
     assert lazy["names"] == eager["names"]
     assert len(eager["names"]) > 800
     assert lazy["imported"] < 40 < eager["imported"]
+
+
+INIT_DOES_MORE = {
+    "__init__.py": "from lazypkg.heavy import Heavy\nprint('init ran')\n",
+    "heavy.py": "class Heavy: ...\n",
+    "light.py": "from lazypkg.other import VALUE\ndef light():\n    return VALUE\n",
+    "other.py": "VALUE = 3\n",
+}
+
+WITHOUT_INIT = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    from kubepresence.protocol.lazyimport import without_package_init
+    if sys.argv[2] == "imported-before":
+        import lazypkg
+    with without_package_init("lazypkg"):
+        from lazypkg.light import light
+        inside = sorted(m for m in sys.modules if m.startswith("lazypkg"))
+    after = sorted(m for m in sys.modules if m.startswith("lazypkg"))
+    import lazypkg.light
+    print(json.dumps({
+        "inside": inside, "after": after, "light": light(),
+        "whole": [lazypkg.Heavy.__name__, lazypkg.light.light()],
+    }))
+    """
+)
+
+
+def test_without_package_init_imports_only_the_submodule_and_leaves_no_trace(
+    tmp_path: Path,
+) -> None:
+    write_package(tmp_path, INIT_DOES_MORE)
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_INIT, str(tmp_path), "fresh"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    stdout_lines = result.stdout.splitlines()
+    # The package's __init__ ran only for the plain import at the end.
+    assert stdout_lines[0] == "init ran"
+    found = json.loads(stdout_lines[1])
+    assert found["inside"] == ["lazypkg", "lazypkg.light", "lazypkg.other"]
+    assert found["after"] == []
+    assert found["light"] == 3
+    assert found["whole"] == ["Heavy", 3]
+
+
+def test_without_package_init_leaves_an_imported_package_alone(tmp_path: Path) -> None:
+    write_package(tmp_path, INIT_DOES_MORE)
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_INIT, str(tmp_path), "imported-before"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    init_ran, printed = result.stdout.splitlines()
+    assert init_ran == "init ran"  # once, before; nothing imported it again
+    found = json.loads(printed)
+    whole = ["lazypkg", "lazypkg.heavy", "lazypkg.light", "lazypkg.other"]
+    assert found["inside"] == found["after"] == whole

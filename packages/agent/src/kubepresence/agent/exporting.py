@@ -24,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from kubepresence.agent.core.config import AgentConfig
+from kubepresence.protocol.lazyimport import without_package_init
 from kubepresence.protocol.tunnel import describe
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ SftpSession = Callable[[str, asyncio.StreamReader, asyncio.StreamWriter], Awaita
 
 
 def _load_sftp_session() -> SftpSession:
-    from kubepresence.agent.sftpsession import serve_sftp  # asyncssh: only once mounted
+    # asyncssh only once mounted, and only its SFTP server: ~1 MiB instead of ~16 MiB.
+    with without_package_init("asyncssh"):
+        from kubepresence.agent.sftpsession import serve_sftp
 
     return serve_sftp
 

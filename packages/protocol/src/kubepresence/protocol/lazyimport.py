@@ -9,18 +9,24 @@ import, assign and document is imported as usual.
 
 `skip_imports(...)` is the other side: optional integrations a library loads whenever they
 are installed, which a daemon never uses, are not imported at all.
+
+`without_package_init(...)` is for a package whose `__init__` does more than re-export
+(asyncssh's imports every part of SSH with cryptography, ~16 MiB, and registers
+algorithms) when a part needs one self-contained submodule of it (the agent: asyncssh's
+SFTP server, ~1 MiB).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 # What the user daemon and the traffic manager import from kubernetes_asyncio.
 KUBERNETES_ASYNCIO = (
@@ -149,3 +155,28 @@ def skip_imports(*modules: str) -> None:
     for name in modules:
         if name not in sys.modules:
             sys.modules[name] = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def without_package_init(package: str) -> Iterator[None]:
+    """Inside, importing `package.x` runs `x` and what it imports, not `package/__init__`.
+
+    On the way out the package and the submodules imported inside leave `sys.modules`
+    again (the importer keeps its references): a later plain `import package` then gets
+    the whole package, as if this had not happened. Where the package is imported
+    already, this does nothing.
+    """
+    if package in sys.modules:
+        yield
+        return
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{package} is not a package")
+    before = set(sys.modules)
+    sys.modules[package] = importlib.util.module_from_spec(spec)  # __path__, no __init__
+    try:
+        yield
+    finally:
+        for name in set(sys.modules) - before:
+            if name == package or name.startswith(package + "."):
+                del sys.modules[name]

@@ -14,6 +14,7 @@ from grpclib.const import Cardinality
 from grpclib.server import Stream
 
 from kubepresence.protocol import paths, version_of
+from kubepresence.protocol.encoded import EncodedMessage
 from kubepresence.protocol.errors import ClusterError, ConfigError, KubepresenceError, UserError
 from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.gen.google import protobuf
@@ -67,12 +68,13 @@ class ConnectorService(connector.ConnectorBase):
             connector.TrafficManagerRequest,
             connector.Progress,
         )
-        # A flow from rootd is relayed to the manager message by message, both ways at once.
+        # A flow from rootd is relayed to the manager message by message, both ways at once,
+        # still encoded: only the first message is read (it lacks the session).
         mapping[TUNNEL_PATH] = grpclib.const.Handler(
             self._tunnel,
             Cardinality.STREAM_STREAM,
-            common.TunnelMessage,
-            common.TunnelMessage,
+            EncodedMessage,
+            EncodedMessage,
         )
         return mapping
 
@@ -88,12 +90,13 @@ class ConnectorService(connector.ConnectorBase):
 
     async def _tunnel(self, stream: Stream[Any, Any]) -> None:
         connection = self._connection()
-        first: common.TunnelMessage | None = await stream.recv_message()
+        received: EncodedMessage | None = await stream.recv_message()
+        first = common.TunnelMessage.parse(received.data) if received is not None else None
         if first is None or first.open is None:
             raise UserError("a tunnel starts with an open message")
         first.open.session_id = connection.session_id  # rootd does not know the session
-        async with connection.manager.tunnel_stream() as upstream:
-            await upstream.send_message(first)
+        async with connection.manager.encoded_tunnel_stream() as upstream:
+            await upstream.send_message(EncodedMessage(bytes(first)))
             async with asyncio.TaskGroup() as group:
                 up = group.create_task(_pump_to_manager(stream, upstream), name="tunnel-up")
                 down = group.create_task(_pump_to_rootd(upstream, stream), name="tunnel-down")

@@ -19,6 +19,7 @@ from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
+from kubepresence.protocol.encoded import EncodedMessage
 from kubepresence.protocol.errors import ClusterError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
@@ -173,11 +174,18 @@ class ManagerClient:
 
     def tunnel_stream(self) -> Any:
         """A raw Tunnel stream (async context manager): the caller speaks the flow protocol."""
+        return self._tunnel_stream(common.TunnelMessage)
+
+    def encoded_tunnel_stream(self) -> Any:
+        """A Tunnel stream of `EncodedMessage`s, for relaying another stream's messages."""
+        return self._tunnel_stream(EncodedMessage)
+
+    def _tunnel_stream(self, message_type: type[Any]) -> Any:
         return self._channel.request(
             TUNNEL_PATH,
             Cardinality.STREAM_STREAM,
-            common.TunnelMessage,
-            common.TunnelMessage,
+            message_type,
+            message_type,
             timeout=None,  # a flow lives as long as it moves; idle timeouts bound it
         )
 
