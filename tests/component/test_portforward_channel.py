@@ -57,11 +57,14 @@ class SocketStream:
         self.reader, self.writer, self.send_delay = reader, writer, send_delay
         self.sent: list[int] = []
 
-    async def send(self, data: bytes) -> None:
-        self.sent.append(len(data))
+    def new_message(self) -> bytearray:
+        return bytearray()
+
+    async def send_message(self, message: bytearray) -> None:
+        self.sent.append(len(message))
         if self.send_delay:
             await asyncio.sleep(self.send_delay)
-        self.writer.write(data)
+        self.writer.write(message)
         await self.writer.drain()
 
     async def receive(self) -> bytes | None:
@@ -202,8 +205,11 @@ class QueueStream:
         self.sent: list[bytes] = []
         self.incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
 
-    async def send(self, data: bytes) -> None:
-        self.sent.append(data)
+    def new_message(self) -> bytearray:
+        return bytearray(b">")  # stands for the channel byte
+
+    async def send_message(self, message: bytearray) -> None:
+        self.sent.append(bytes(message))
 
     async def receive(self) -> bytes | None:
         return await self.incoming.get()
@@ -218,14 +224,15 @@ async def test_one_turn_of_writes_is_one_message_and_flow_control_follows() -> N
     transport.write(memoryview(b"c"))
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert stream.sent == [b"abc"]
+    assert stream.sent == [b">abc"]
     transport.write(b"x" * (HIGH_WATER + 1))
     assert protocol.events == ["pause"]
     assert transport.get_write_buffer_size() == HIGH_WATER + 1
     for _ in range(20):
         await asyncio.sleep(0)
     assert protocol.events == ["pause", "resume"]
-    assert [len(message) for message in stream.sent[1:]] == [MESSAGE_SIZE] * 4 + [1]
+    assert [len(message) - 1 for message in stream.sent[1:]] == [MESSAGE_SIZE] * 4 + [1]
+    assert b"".join(message[1:] for message in stream.sent[1:]) == b"x" * (HIGH_WATER + 1)
     stream.incoming.put_nowait(b"from the pod")
     await asyncio.sleep(0)
     await asyncio.sleep(0)

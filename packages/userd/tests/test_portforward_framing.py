@@ -28,7 +28,7 @@ def test_announcements_then_data_and_errors() -> None:
         assert framing.receive(announce(channel, 8080)) == []
         readiness.append(framing.ready)
     assert readiness == [False, True]
-    assert framing.receive(b"\x00hello") == [Data(b"hello")]
+    assert framing.receive(b"\x00hello") == [Data(memoryview(b"hello"))]
     assert framing.receive(b"\x01failed to connect to localhost:8080\n") == [
         PortError("failed to connect to localhost:8080")
     ]
@@ -36,11 +36,25 @@ def test_announcements_then_data_and_errors() -> None:
 
 def test_announcement_may_carry_data() -> None:
     framing = PortForwardFraming(80)
-    assert framing.receive(announce(0, 80) + b"early") == [Data(b"early")]
+    assert framing.receive(announce(0, 80) + b"early") == [Data(memoryview(b"early"))]
 
 
 def test_data_message_prefix() -> None:
     assert PortForwardFraming.data_message(b"abc") == b"\x00abc"
+    message = PortForwardFraming.new_data_message()
+    message += b"abc"
+    assert message == b"\x00abc"
+
+
+def test_received_data_is_a_view_of_the_message() -> None:
+    framing = PortForwardFraming(80)
+    framing.receive(announce(0, 80))
+    message = b"\x00" + bytes(range(200))
+    [event] = framing.receive(message)
+    assert isinstance(event, Data)
+    assert isinstance(event.payload, memoryview)
+    assert event.payload.obj is message  # no copy
+    assert event.payload == bytes(range(200))
 
 
 @pytest.mark.parametrize(

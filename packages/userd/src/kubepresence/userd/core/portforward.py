@@ -27,7 +27,9 @@ class PortForwardProtocolError(Exception):
 
 @dataclass(frozen=True)
 class Data:
-    payload: bytes
+    """Bytes from the pod: a view into the received message (no copy)."""
+
+    payload: memoryview
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class PortForwardFraming:
         """Events carried by one received WebSocket message."""
         if not message:
             raise PortForwardProtocolError("empty message")
-        channel, body = message[0], message[1:]
+        channel, body = message[0], memoryview(message)[1:]
         if channel not in self._announced:
             raise PortForwardProtocolError(f"message on unexpected channel {channel}")
         if not self._announced[channel]:
@@ -68,10 +70,15 @@ class PortForwardFraming:
             if not body:
                 return []
         if channel == DATA_CHANNEL:
-            return [Data(bytes(body))]
+            return [Data(body)]
         return [PortError(bytes(body).decode("utf-8", "replace").strip())]
 
     @staticmethod
     def data_message(payload: bytes) -> bytes:
         """The WebSocket message that carries `payload` to the pod."""
         return bytes((DATA_CHANNEL,)) + payload
+
+    @staticmethod
+    def new_data_message() -> bytearray:
+        """A data message to append the payload to (saves `data_message`'s copy)."""
+        return bytearray((DATA_CHANNEL,))

@@ -13,6 +13,7 @@ tasks belong to `run`'s task group: cancelling `run` ends them all.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
@@ -36,8 +37,9 @@ MESSAGE_SIZE = 256 * 1024
 class ByteStream(Protocol):
     """An open connection to the pod port (`PortForwardStream`)."""
 
-    async def send(self, data: bytes) -> None: ...
-    async def receive(self) -> bytes | None: ...
+    def new_message(self) -> bytearray: ...
+    async def send_message(self, message: bytearray) -> None: ...
+    async def receive(self) -> bytes | memoryview | None: ...
 
 
 class StreamOpener(Protocol):
@@ -59,7 +61,8 @@ class PortForwardTransport(asyncio.Transport):
         super().__init__()
         self._stream = stream
         self._protocol = protocol
-        self._unsent = bytearray()
+        self._unsent: collections.deque[bytes | memoryview] = collections.deque()
+        self._unsent_size = 0
         self._unsent_ready = asyncio.Event()
         self._writing_paused = False
         self._reading_allowed = asyncio.Event()
@@ -71,9 +74,11 @@ class PortForwardTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or not data:
             return
-        self._unsent += data
+        # grpclib hands over bytes it never touches again; copy anything mutable.
+        self._unsent.append(data if isinstance(data, bytes) else bytes(data))
+        self._unsent_size += len(data)
         self._unsent_ready.set()
-        if not self._writing_paused and len(self._unsent) > HIGH_WATER:
+        if not self._writing_paused and self._unsent_size > HIGH_WATER:
             self._writing_paused = True
             self._protocol.pause_writing()
 
@@ -91,7 +96,7 @@ class PortForwardTransport(asyncio.Transport):
         return False  # no half-close in the port-forward protocol
 
     def get_write_buffer_size(self) -> int:
-        return len(self._unsent)
+        return self._unsent_size
 
     def pause_reading(self) -> None:
         self._reading_allowed.clear()
@@ -129,20 +134,31 @@ class PortForwardTransport(asyncio.Transport):
     async def _send_loop(self) -> None:
         while True:
             await self._unsent_ready.wait()
-            with memoryview(self._unsent) as unsent:
-                message = bytes(unsent[:MESSAGE_SIZE])
-            del self._unsent[:MESSAGE_SIZE]
-            if not self._unsent:
-                self._unsent_ready.clear()
-            await self._stream.send(message)
-            if self._writing_paused and len(self._unsent) < LOW_WATER:
+            await self._stream.send_message(self._next_message())
+            if self._writing_paused and self._unsent_size < LOW_WATER:
                 self._writing_paused = False
                 self._protocol.resume_writing()
+
+    def _next_message(self) -> bytearray:
+        """Up to MESSAGE_SIZE of the unsent bytes, copied once into a data message."""
+        message = self._stream.new_message()
+        room = MESSAGE_SIZE
+        while self._unsent and room:
+            chunk = self._unsent.popleft()
+            if len(chunk) > room:
+                self._unsent.appendleft(memoryview(chunk)[room:])
+                chunk = memoryview(chunk)[:room]
+            message += chunk
+            room -= len(chunk)
+        self._unsent_size -= MESSAGE_SIZE - room
+        if not self._unsent:
+            self._unsent_ready.clear()
+        return message
 
     async def _receive_loop(self) -> None:
         while (data := await self._stream.receive()) is not None:
             await self._reading_allowed.wait()
-            self._protocol.data_received(data)
+            self._protocol.data_received(data)  # type: ignore[arg-type] # h2 takes any buffer
 
 
 class PortForwardChannel(Channel):

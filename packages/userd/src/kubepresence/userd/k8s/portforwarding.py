@@ -36,11 +36,18 @@ class PortForwardStream:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, framing: PortForwardFraming) -> None:
         self._ws = ws
         self._framing = framing
-        self._pending: list[bytes] = []
+        self._pending: list[memoryview] = []
 
     async def send(self, data: bytes) -> None:
+        await self.send_message(self._framing.data_message(data))
+
+    def new_message(self) -> bytearray:
+        """An empty data message: append the payload, then `send_message` it."""
+        return self._framing.new_data_message()
+
+    async def send_message(self, message: bytes | bytearray) -> None:
         try:
-            await self._ws.send_bytes(self._framing.data_message(data))
+            await self._ws.send_bytes(message)  # type: ignore[arg-type] # any bytes-like
         except (aiohttp.ClientError, ConnectionError) as error:
             # The server closes the WebSocket right after an error message: read it.
             reason = await self._closing_reason()
@@ -59,8 +66,8 @@ class PortForwardStream:
             pass
         return ""
 
-    async def receive(self) -> bytes | None:
-        """The next bytes from the pod, or None when the connection ended."""
+    async def receive(self) -> memoryview | None:
+        """The next bytes from the pod (a view, no copy), or None when the connection ended."""
         while not self._pending:
             message = await self._ws.receive()
             if message.type in (
