@@ -14,6 +14,7 @@ from typing import Any
 
 from kpcluster import kube, layout
 
+from benchmarks.cluster import processes
 from benchmarks.cluster.workload import CLIENT_SOURCE, blob_sha256
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,18 @@ class PathResult:
     concurrent_errors: int | None = None
     problems: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    # CPU seconds of every program on the machine during the bulk transfers
+    machine_cpu_s: dict[str, float] = field(default_factory=dict)
+    bulk_bytes: int = 0
+
+    def machine_cpu_per_gib(self) -> dict[str, float]:
+        """CPU seconds per GiB moved by program, the largest first, with their total."""
+        gib = self.bulk_bytes / (1 << 30)
+        if not gib or not self.machine_cpu_s:
+            return {}
+        ranked = sorted(self.machine_cpu_s.items(), key=lambda item: -item[1])
+        per_gib = {name: round(seconds / gib, 2) for name, seconds in ranked}
+        return {"(all)": round(sum(self.machine_cpu_s.values()) / gib, 2), **per_gib}
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -147,6 +160,7 @@ class PathResult:
             "new_connection_requests": len(self.new_connection_ms),
             "concurrent_ok": self.concurrent_ok,
             "concurrent_errors": self.concurrent_errors,
+            "machine_cpu_s_per_gib": self.machine_cpu_per_gib(),
             "problems": self.problems,
             "raw": self.raw,
             "raw_samples": {
@@ -158,7 +172,16 @@ class PathResult:
 
 def bulk(client: Client, sizes: Sizes, result: PathResult) -> int:
     """Download and upload of sizes.bulk_mib on one connection each, checksum checked,
-    sizes.bulk_rounds times (the median counts); returns the bytes moved."""
+    sizes.bulk_rounds times (the median counts); returns the bytes moved. The CPU time of
+    every program on the machine meanwhile goes to `result.machine_cpu_s`."""
+    with processes.machine_cpu() as seconds:
+        moved = _transfers(client, sizes, result)
+    result.machine_cpu_s = seconds
+    result.bulk_bytes = moved
+    return moved
+
+
+def _transfers(client: Client, sizes: Sizes, result: PathResult) -> int:
     expected = blob_sha256(sizes.bulk_mib)
     moved = 0
     for mode in ("download", "upload"):

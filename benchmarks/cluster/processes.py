@@ -3,6 +3,10 @@
 userd and rootd are found by their socket in the Workstation's private run dir; the
 manager and agent containers by crictl (the node is this machine, so /proc has the
 container's processes). A sampler thread records the peak RSS of each process tree.
+
+`machine_cpu` counts the CPU time of every process on the machine by program name (the
+API server, the kubelet, containerd, kubectl, the daemons, the test client and server),
+which shows what each path costs the machine as a whole.
 """
 
 from __future__ import annotations
@@ -136,3 +140,45 @@ def sampled(pids: dict[str, int | None], interval: float = 0.1) -> Iterator[Usag
         for role, tree in trees.items():
             usage.rss_peak_mib[role] = round(peaks[role] / (1 << 20), 1)
             usage.cpu_seconds[role] = round((_cpu_ticks(tree) - cpu_before[role]) / TICKS, 2)
+
+
+def _programs() -> dict[int, tuple[str, int]]:
+    """pid -> (program name, user+system ticks) of every process now."""
+    found: dict[int, tuple[str, int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            text = (proc / "stat").read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rpartition(")")[2].split()
+        found[int(proc.name)] = (name, int(fields[11]) + int(fields[12]))
+    return found
+
+
+@contextmanager
+def machine_cpu() -> Iterator[dict[str, float]]:
+    """CPU seconds by program name while the block runs, every process on the machine.
+
+    Processes that started and ended inside the block count when they were this
+    process's children (the benchmark's clients); others that came and went are missed.
+    """
+    seconds: dict[str, float] = {}
+    before = _programs()
+    children_before = os.times()
+    try:
+        yield seconds
+    finally:
+        children = os.times()
+        for pid, (name, ticks) in _programs().items():
+            earlier = before.get(pid)
+            used = ticks - (earlier[1] if earlier is not None and earlier[0] == name else 0)
+            if used > 0:
+                seconds[name] = seconds.get(name, 0.0) + used / TICKS
+        reaped = (children.children_user - children_before.children_user) + (
+            children.children_system - children_before.children_system
+        )
+        if reaped > 0:
+            seconds["(benchmark clients)"] = reaped

@@ -195,7 +195,52 @@ def cluster_figures(cluster: dict[str, Any]) -> list[Figure]:
         per_gib = usage.get(direction, {}).get("cpu_seconds_per_gib", {})
         for role, seconds in per_gib.items():
             figures.append(Figure(f"{role} CPU per GiB, {direction}", "s/GiB", seconds))
+    baseline = paths.get(PORT_FORWARD, {}).get("machine_cpu_s_per_gib", {}).get("(all)")
+    for path in PATHS:
+        total = paths.get(path, {}).get("machine_cpu_s_per_gib", {}).get("(all)")
+        if total is not None:
+            figures.append(
+                Figure(
+                    f"machine CPU per GiB moved, all processes: {path}",
+                    "s/GiB",
+                    total,
+                    baseline if path != PORT_FORWARD else None,
+                    PORT_FORWARD if path != PORT_FORWARD else "",
+                    _ratio(total, baseline) if path != PORT_FORWARD else None,
+                )
+            )
     return figures
+
+
+def machine_cpu_markdown(cluster: dict[str, Any], count: int = 10) -> str:
+    """CPU seconds per GiB moved by program, per path: what each path costs the machine."""
+    paths: dict[str, dict[str, Any]] = cluster.get("paths", {})
+    measured = {
+        p: paths[p]["machine_cpu_s_per_gib"]
+        for p in PATHS
+        if paths.get(p, {}).get("machine_cpu_s_per_gib")
+    }
+    if not measured:
+        return ""
+    programs: dict[str, float] = {}
+    for per_gib in measured.values():
+        for name, seconds in per_gib.items():
+            programs[name] = max(programs.get(name, 0.0), seconds)
+    ranked = sorted(programs, key=lambda name: (name != "(all)", -programs[name]))[: count + 1]
+    lines = [
+        "",
+        "## CPU per GiB moved, by program (bulk transfers, every process on the machine)",
+        "",
+        "CPU seconds per GiB moved while each path's downloads and uploads ran; 2 cores give "
+        "at most 2 s per second. Programs are named as the kernel names them (15 characters).",
+        "",
+        "| program | " + " | ".join(measured) + " |",
+        "|---|" + "---|" * len(measured),
+    ]
+    for name in ranked:
+        cells = [_cell(per_gib.get(name)) for per_gib in measured.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def component_figures(components: list[dict[str, Any]]) -> list[Figure]:
@@ -323,4 +368,8 @@ def write(report: dict[str, Any], figures: list[Figure], out_dir: Path, header: 
     report["figures"] = [asdict(f) for f in figures]
     (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     profiles = report.get("cluster", {}).get("profile", {})
-    (out_dir / "results.md").write_text(markdown(figures, header) + profile_markdown(profiles))
+    (out_dir / "results.md").write_text(
+        markdown(figures, header)
+        + machine_cpu_markdown(report.get("cluster", {}))
+        + profile_markdown(profiles)
+    )

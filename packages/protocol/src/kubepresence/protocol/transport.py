@@ -27,6 +27,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server, Stream
 
 from kubepresence.protocol import h2tuning
+from kubepresence.protocol.codec import TunnelCodec
 from kubepresence.protocol.errors import (
     Category,
     KubepresenceError,
@@ -45,6 +46,8 @@ _WINDOW = 4 * 1024 * 1024
 CONFIGURATION = Configuration(
     http2_connection_window_size=_WINDOW, http2_stream_window_size=_WINDOW
 )
+# Every part's servers and channels: protobuf, with a short way for tunnel payloads.
+CODEC = TunnelCodec()
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -106,7 +109,7 @@ async def serve_unix(
     """Start a gRPC server on a unix socket with the given mode (and owner)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _remove_stale_socket(path)
-    server = Server(list(handlers), config=CONFIGURATION)
+    server = Server(list(handlers), codec=CODEC, config=CONFIGURATION)
     _install_request_hooks(server, allowed_uids)
     # Create the socket with no permissions for anyone else, then open it up to `mode`.
     old_umask = os.umask(0o177)
@@ -123,7 +126,7 @@ async def serve_unix(
 
 async def serve_tcp(handlers: Collection[Any], host: str, port: int) -> Server:
     """Start a gRPC server on a TCP address (in-cluster parts)."""
-    server = Server(list(handlers), config=CONFIGURATION)
+    server = Server(list(handlers), codec=CODEC, config=CONFIGURATION)
     _install_request_hooks(server, None)
     await server.start(host, port)
     log.info("serving %s:%d", host, port)
@@ -142,7 +145,7 @@ async def close_server(server: Server, grace: float = 3.0) -> None:
 
 def unix_channel(path: Path) -> Channel:
     """A channel to a local daemon's socket."""
-    return Channel(path=str(path), config=CONFIGURATION)
+    return Channel(path=str(path), codec=CODEC, config=CONFIGURATION)
 
 
 @contextlib.asynccontextmanager

@@ -23,6 +23,7 @@ from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
 
 from kubepresence.protocol.errors import ClusterError
+from kubepresence.protocol.transport import CODEC
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class PortForwardChannel(Channel):
     """A grpclib channel to the forwarder's pod port; `run` must be running to connect."""
 
     def __init__(self, forwarder: StreamOpener, config: Configuration) -> None:
-        super().__init__(config=config)
+        super().__init__(codec=CODEC, config=config)
         self._forwarder = forwarder
         self._group: asyncio.TaskGroup | None = None
 
