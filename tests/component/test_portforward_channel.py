@@ -7,7 +7,8 @@ Scenarios:
 - a 4 MiB flow through the manager's Tunnel arrives intact both ways while a slow stream
   makes the transport pause and resume the writer;
 - writes made in one turn of the event loop leave as one message, a long one in pieces;
-- `close` ends the pump and the protocol hears of it once;
+- `close` sends what was written before it, then ends the pump, and the protocol hears
+  of it once; `abort` drops what was not sent;
 - without `run`, a call fails with one clear cluster error.
 """
 
@@ -243,13 +244,26 @@ async def test_one_turn_of_writes_is_one_message_and_flow_control_follows() -> N
     assert transport.is_closing()
 
 
-async def test_close_ends_the_pump_and_the_protocol_hears_once() -> None:
+async def test_close_flushes_then_ends_the_pump_and_the_protocol_hears_once() -> None:
     stream, protocol = QueueStream(), Recording()
     transport = PortForwardTransport(stream, protocol)
     pump = asyncio.create_task(transport.pump())
     await asyncio.sleep(0)
+    transport.write(b"last words")
     transport.close()
     transport.write(b"after close")  # dropped, as a closing socket transport does
+    await asyncio.wait_for(pump, 1)
+    assert protocol.events == ["lost None"]
+    assert stream.sent == [b">last words"]
+
+
+async def test_abort_drops_what_was_not_sent() -> None:
+    stream, protocol = QueueStream(), Recording()
+    transport = PortForwardTransport(stream, protocol)
+    pump = asyncio.create_task(transport.pump())
+    await asyncio.sleep(0)
+    transport.write(b"never sent")
+    transport.abort()
     await asyncio.wait_for(pump, 1)
     assert protocol.events == ["lost None"]
     assert stream.sent == []

@@ -265,9 +265,56 @@ async def test_a_burst_of_one_question_is_one_lookup(upstream: tuple[Upstream, i
     assert [p.header.id for p in parsed] == [*range(500), 999]
     assert all(str(p.rr[0].rdata) == "10.96.7.7" for p in parsed[:500])
     assert dns.counters.shared == 499
-    # Nothing is kept: the next question is asked again.
+    # The answer is kept: the next question within its TTL is not asked again.
     await dns.answer(question("echo.shop.svc.cluster.local", qid=1000), udp=True)
+    assert len(lookups.asked) == 2
+    assert dns.counters.kept == 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_answers_are_kept_for_their_ttl_and_age_in_replies(
+    upstream: tuple[Upstream, int],
+) -> None:
+    lookups, clock = Lookups(), Clock()
+    dns = DnsService(DnsPolicy("cluster.local"), lookups, [], clock=clock)
+
+    async def ask(name: str, qid: int) -> dnslib.DNSRecord:
+        reply = await dns.answer(question(name, qid=qid), udp=True)
+        assert reply is not None
+        return dnslib.DNSRecord.parse(reply)
+
+    first = await ask("echo.shop.svc.cluster.local", 1)
+    assert [rr.ttl for rr in first.rr] == [5]
+    clock.now += 3.2
+    kept = await ask("ECHO.shop.svc.cluster.local", 2)  # names are case-insensitive
+    assert kept.header.id == 2
+    assert [(str(rr.rdata), rr.ttl) for rr in kept.rr] == [("10.96.7.7", 2)]
+    assert len(lookups.asked) == 1
+    clock.now += 2.0  # 5.2 s after the lookup: the TTL is over
+    await ask("echo.shop.svc.cluster.local", 3)
+    assert len(lookups.asked) == 2
+    # A name that does not exist is kept for the negative TTL, then asked again.
+    missing = await ask("gone.shop.svc.cluster.local", 4)
+    assert missing.header.rcode == NXDOMAIN
+    clock.now += 4.9
+    assert (await ask("gone.shop.svc.cluster.local", 5)).header.rcode == NXDOMAIN
     assert len(lookups.asked) == 3
+    clock.now += 0.2
+    await ask("gone.shop.svc.cluster.local", 6)
+    assert len(lookups.asked) == 4
+    # A failed lookup is not kept.
+    lookups.fail = ConnectionError("userd is gone")
+    assert (await ask("other.shop.svc.cluster.local", 7)).header.rcode == SERVFAIL
+    lookups.fail = None
+    assert (await ask("other.shop.svc.cluster.local", 8)).header.rcode == NXDOMAIN
+    assert lookups.asked[-2:] == [("other.shop.svc.cluster.local.", 1)] * 2
 
 
 async def test_a_failed_shared_lookup_fails_every_asker(upstream: tuple[Upstream, int]) -> None:

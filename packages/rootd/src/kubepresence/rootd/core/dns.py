@@ -140,8 +140,11 @@ def _fit(query: Query, reply: dnslib.DNSRecord, udp: bool) -> bytes:
     return bytes(truncated.pack())
 
 
-def cluster_reply(query: Query, rcode: int, answers: Sequence[bytes], *, udp: bool) -> bytes:
-    """The client's reply from the cluster's answer: each of `answers` one packed record.
+def cluster_reply(
+    query: Query, rcode: int, answers: Sequence[bytes], *, udp: bool, age: int = 0
+) -> bytes:
+    """The client's reply from the cluster's answer: each of `answers` one packed record,
+    looked up `age` seconds ago (counted off each record's TTL).
 
     BadQueryError when an answer record does not parse (the manager sent garbage): the
     caller answers SERVFAIL instead.
@@ -151,9 +154,11 @@ def cluster_reply(query: Query, rcode: int, answers: Sequence[bytes], *, udp: bo
     reply = _reply_skeleton(query, rcode)
     for packed in answers:
         try:
-            reply.add_answer(dnslib.RR.parse(dnslib.DNSBuffer(packed)))
+            record = dnslib.RR.parse(dnslib.DNSBuffer(packed))
         except (dnslib.DNSError, ValueError, IndexError, struct.error) as error:
             raise BadQueryError(f"malformed answer record from the cluster: {error}") from None
+        record.ttl = max(0, record.ttl - age)
+        reply.add_answer(record)
     return _fit(query, reply, udp)
 
 

@@ -4,7 +4,8 @@ UDP queries arrive as datagrams of the DNS address's flows, TCP queries as termi
 streams (both through the relay). Cluster names are looked up through userd, one lookup
 per distinct question at a time: a burst of clients asking the same name (a thousand
 connections to one Service start with a thousand identical A and AAAA questions) waits
-for one answer instead of queueing a thousand round trips to the cluster. Every other
+for one answer instead of queueing a thousand round trips to the cluster. Answers are
+then kept for their TTL (`core.dnscache`). Every other
 question is sent unchanged over UDP to the resolvers of the original resolv.conf, one after
 the other, each with a bounded wait; no answer from any of them is SERVFAIL.
 """
@@ -32,6 +33,7 @@ from kubepresence.rootd.core.dns import (
     parse_query,
     truncated,
 )
+from kubepresence.rootd.core.dnscache import DnsCache
 from kubepresence.rootd.net.streams import StreamResetError, TcpStream
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class DnsCounters:
     failed: int = 0
     malformed: int = 0
     shared: int = 0  # cluster questions answered by a lookup already under way
+    kept: int = 0  # cluster questions answered from the cache
 
 
 class _OneReply(asyncio.DatagramProtocol):
@@ -79,6 +82,7 @@ class DnsService:
         upstream_port: int = 53,
         lookup_timeout: float = LOOKUP_TIMEOUT,
         upstream_timeout: float = UPSTREAM_TIMEOUT,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.policy = policy
         self._lookup = lookup
@@ -87,6 +91,8 @@ class DnsService:
         self._lookup_timeout = lookup_timeout
         self._upstream_timeout = upstream_timeout
         self.counters = DnsCounters()
+        self.cache = DnsCache()
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
         # (name, qtype) → the lookup under way; later askers share it.
         self._in_flight: dict[tuple[str, int], asyncio.Future[tuple[int, list[bytes]]]] = {}
 
@@ -109,7 +115,12 @@ class DnsService:
         return reply
 
     async def _from_cluster(self, query: Query, udp: bool) -> bytes:
+        kept = self.cache.get(query.name, query.qtype, self._clock())
         try:
+            if kept is not None:
+                self.counters.kept += 1
+                rcode, answers, age = kept
+                return cluster_reply(query, rcode, answers, udp=udp, age=age)
             rcode, answers = await self._shared_lookup(query)
             return cluster_reply(query, rcode, answers, udp=udp)
         except (TimeoutError, ConnectionError, OSError, LookupError, BadQueryError) as error:
@@ -145,6 +156,7 @@ class DnsService:
             outcome.exception()  # retrieved: nobody else may be waiting
             raise
         else:
+            self.cache.put(query.name, query.qtype, *result, self._clock())
             outcome.set_result(result)
             return result
         finally:

@@ -69,7 +69,6 @@ class PortForwardTransport(asyncio.Transport):
         self._reading_allowed = asyncio.Event()
         self._reading_allowed.set()
         self._closing = False
-        self._closed = asyncio.Event()
 
     # asyncio.Transport, as grpclib's protocol uses it
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -88,9 +87,11 @@ class PortForwardTransport(asyncio.Transport):
 
     def close(self) -> None:
         self._closing = True
-        self._closed.set()
+        self._unsent_ready.set()  # the sender flushes what is left, then ends
 
     def abort(self) -> None:
+        self._unsent.clear()
+        self._unsent_size = 0
         self.close()
 
     def can_write_eof(self) -> bool:
@@ -120,7 +121,6 @@ class PortForwardTransport(asyncio.Transport):
                 directions = {
                     group.create_task(self._send_loop(), name="to-manager"),
                     group.create_task(self._receive_loop(), name="from-manager"),
-                    group.create_task(self._closed.wait(), name="closed"),
                 }
                 await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
                 for task in directions:
@@ -135,6 +135,8 @@ class PortForwardTransport(asyncio.Transport):
     async def _send_loop(self) -> None:
         while True:
             await self._unsent_ready.wait()
+            if not self._unsent:  # closed, and everything written before has left
+                return
             await self._stream.send_message(self._next_message())
             if self._writing_paused and self._unsent_size < LOW_WATER:
                 self._writing_paused = False
@@ -152,7 +154,7 @@ class PortForwardTransport(asyncio.Transport):
             message += chunk
             room -= len(chunk)
         self._unsent_size -= MESSAGE_SIZE - room
-        if not self._unsent:
+        if not self._unsent and not self._closing:
             self._unsent_ready.clear()
         return message
 
