@@ -8,6 +8,8 @@ traffic manager namespace, private XDG dirs):
 - a 200 MiB download through the VIF is checksum-equal (throughput printed beside the
   direct path from the node, the physical limit, measured in the same run);
 - 200 concurrent connections all complete;
+- a Service deleted after it was resolved stops resolving once the TTLs of CoreDNS's cache
+  and rootd's have passed (bounded: nothing stale outlives them);
 - a name outside the cluster is not hijacked: it goes to the resolver that ws1 had before
   (a recording NXDOMAIN resolver on 127.0.0.1:53 in ws1 during the test) and fails;
 - `quit` leaves no TUN device, no route into the cluster ranges, ws1's resolv.conf byte-
@@ -403,6 +405,37 @@ def test_a_non_cluster_name_goes_to_the_previous_resolver(
     asked = output.split()
     assert "nothere.example." in asked, asked
     assert not any(name.endswith("cluster.local.") for name in asked), asked
+
+
+STALE_BOUND_S = 20.0  # CoreDNS's cache and rootd's each keep a record 5 s (its TTL)
+
+
+def test_a_deleted_service_stops_resolving_once_its_ttl_is_over(
+    connected: Connected, cluster: Cluster
+) -> None:
+    """rootd keeps cluster answers for their TTL only: nothing stale outlives it."""
+    ns = connected.namespace
+    name = f"short-lived.{ns}"
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "short-lived", "namespace": ns},
+                "spec": {"selector": {"app": "blob"}, "ports": [{"port": 80}]},
+            }
+        ]
+    )
+    ip = cluster.get("service", "short-lived", "-n", ns)["spec"]["clusterIP"]
+
+    def resolved() -> str:
+        result = connected.ws.run("getent", "hosts", name)
+        return result.stdout.split()[0] if result.returncode == 0 else ""
+
+    wait_for(f"{name} to resolve to {ip}", lambda: resolved() == ip, timeout=30)
+    cluster.kubectl("delete", "service", "short-lived", "-n", ns)
+    # Fails (ClusterError) when the name still resolves after the bound.
+    wait_for(f"{name} to stop resolving", lambda: resolved() == "", timeout=STALE_BOUND_S)
 
 
 MANAGER_LABEL = "app.kubernetes.io/name=kubepresence-manager"

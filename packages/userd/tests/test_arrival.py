@@ -6,6 +6,7 @@ from kubepresence.userd.core.arrival import (
     ConditionView,
     ContainerView,
     PodView,
+    passed_by_webhook,
     settled,
     stale,
     step,
@@ -38,6 +39,18 @@ def test_stale_pods_are_the_live_ones_without_a_current_agent() -> None:
         PodView("echo-c", False, True, terminating=True),
     ]
     assert stale(pods) == ["echo-b", "echo-old"]
+
+
+def test_pods_the_webhook_let_pass_are_current_live_and_without_the_agent() -> None:
+    pods = [
+        READY,
+        PodView("echo-new", has_agent=False, ready=True),  # current template, no agent
+        PodView("echo-old", has_agent=False, ready=True, current=False),  # the rollout's
+        PodView("echo-gone", has_agent=False, ready=False, terminating=True),
+        PodView("echo-b", has_agent=True, ready=False),
+    ]
+    assert passed_by_webhook(pods) == ["echo-new"]
+    assert passed_by_webhook([READY]) == []
 
 
 def test_steps_follow_the_arrival() -> None:

@@ -24,6 +24,7 @@ from grpclib.config import Configuration
 from grpclib.const import Status
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
 from kubepresence.protocol import h2tuning
@@ -146,6 +147,31 @@ async def close_server(server: Server, grace: float = 3.0) -> None:
 def unix_channel(path: Path) -> Channel:
     """A channel to a local daemon's socket."""
     return Channel(path=str(path), codec=CODEC, config=CONFIGURATION)
+
+
+# How long one attempt to open a connection may take (name lookup and TCP handshake).
+CONNECT_TIMEOUT = 5.0
+
+
+class _BoundedConnectChannel(Channel):
+    """grpclib opens a connection under a lock that every call on the channel waits for,
+    and bounds the attempt only by the deadline of the call that started it. A call
+    without one (a watch) whose SYN is lost, say to a pod that just went away while
+    kube-proxy still sends its Service there, held the lock through the kernel's SYN
+    retries (about two minutes), and every other call ran out of time behind it."""
+
+    def __init__(self, host: str, port: int, connect_timeout: float) -> None:
+        super().__init__(host, port, codec=CODEC, config=CONFIGURATION)
+        self._connect_timeout = connect_timeout
+
+    async def _create_connection(self) -> H2Protocol:
+        async with asyncio.timeout(self._connect_timeout):
+            return await super()._create_connection()
+
+
+def tcp_channel(host: str, port: int, connect_timeout: float = CONNECT_TIMEOUT) -> Channel:
+    """A channel to a part in the cluster; each connection attempt is bounded."""
+    return _BoundedConnectChannel(host, port, connect_timeout)
 
 
 @contextlib.asynccontextmanager

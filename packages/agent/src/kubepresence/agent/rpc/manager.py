@@ -17,7 +17,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from kubepresence.agent.core.config import AgentConfig, next_backoff
 from kubepresence.protocol import version_of
 from kubepresence.protocol.gen import common, manager
-from kubepresence.protocol.transport import CODEC, CONFIGURATION
+from kubepresence.protocol.transport import tcp_channel
 from kubepresence.protocol.tunnel import describe
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class ManagerSession:
         self.host, self.port = host, port
         self.session_id: str | None = None
         self.arrivals = 0
-        self._channel = Channel(host, port, codec=CODEC, config=CONFIGURATION)
+        self._channel = tcp_channel(host, port)
         self._stub = manager.ManagerStub(self._channel, timeout=CALL_TIMEOUT)
         self.arrived = asyncio.Event()  # set while the agent has a session
 

@@ -99,6 +99,17 @@ def stale(pods: Sequence[PodView]) -> list[str]:
     return sorted(p.name for p in _live(pods) if not (p.has_agent and p.current))
 
 
+def passed_by_webhook(pods: Sequence[PodView]) -> list[str]:
+    """Live pods made from the template that asks for the agent, but without one.
+
+    The webhook fails open (a pod must never be refused because the manager is away), so
+    a pod created while the API server could not reach it, such as in the second after
+    the manager was installed, before kube-proxy routes its Service, comes up without
+    the agent. Deleting it lets its workload create it again through the webhook.
+    """
+    return sorted(p.name for p in _live(pods) if p.current and not p.has_agent)
+
+
 def step(
     pods: Sequence[PodView],
     replicas: int,

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERCEPT_WAIT = 120.0
+WEBHOOK_RETRIES = 3  # rounds of re-creating pods the webhook let pass without the agent
 ARRIVAL_POLL = 0.5  # how often the pods are looked at while agents arrive
 CONNECT_PATH = "/kubepresence.connector.Connector/Connect"
 TUNNEL_PATH = "/kubepresence.connector.Connector/Tunnel"
@@ -137,6 +138,7 @@ class ConnectorService(connector.ConnectorBase):
         title = f"{namespace}/{spec.workload_name}"
         seen = agents.Arrival("", 0, [], True)
         replaced: set[str] = set()
+        webhook_retries = 0
         known: set[str] | None = None  # the agents the manager knows (asked once settled)
         routed: set[str] | None = None  # the pods the Service routes to (asked then too)
         try:
@@ -153,6 +155,15 @@ class ConnectorService(connector.ConnectorBase):
                         stale = [p for p in arrival.stale(seen.pods) if p not in replaced]
                         await agents.replace_pods(connection.api, namespace, stale)
                         replaced.update(stale)
+                    elif webhook_retries < WEBHOOK_RETRIES and (
+                        missed := [
+                            p for p in arrival.passed_by_webhook(seen.pods) if p not in replaced
+                        ]
+                    ):
+                        log.info("the webhook let %s pass without the agent: again", missed)
+                        await agents.replace_pods(connection.api, namespace, missed)
+                        replaced.update(missed)
+                        webhook_retries += 1
                     # Active: every agent accepted. Settled: no pod without one is left,
                     # so all of the workload's traffic comes to us.
                     if view.state == "active" and arrival.settled(seen.pods, seen.replicas):
