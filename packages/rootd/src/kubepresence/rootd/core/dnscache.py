@@ -2,11 +2,13 @@
 
 A client resolves a Service name for every new connection (glibc keeps nothing), and each
 cluster lookup is a round trip through userd, the API server and the manager. Answers are
-kept as the cluster gave them, for the smallest TTL of their records (CoreDNS gives
-cluster records 5 s), at most `MAX_TTL`; a name that does not exist (NXDOMAIN) or has no
-record of the asked type is kept `NEGATIVE_TTL`, what CoreDNS's SOA minimum tells
-clients in the cluster. Replies built from a kept answer count its age off the TTLs
-(`age`), so nothing is held longer downstream than the cluster said. Failures are not
+kept as the cluster gave them, for the smallest TTL of their records, at most `MAX_TTL`.
+CoreDNS gives cluster records the `ttl` of its kubernetes plugin (30 s in kubeadm's
+Corefile and in the project's cluster) and its own cache counts it down, so a record
+leaves both caches when CoreDNS's copy expires: a pod in the cluster sees the same.
+A name that does not exist (NXDOMAIN) or has no record of the asked type is kept only
+`NEGATIVE_TTL`, so that a Service created right after a failed lookup is found soon.
+Replies built from a kept answer count its age off the TTLs (`age`). Failures are not
 kept.
 """
 
