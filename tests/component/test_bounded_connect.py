@@ -19,8 +19,6 @@ from collections.abc import Iterator
 import pytest
 from grpclib.client import Channel
 
-from kubepresence.manager.core.sessions import SessionRegistry
-from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.protocol.transport import CONFIGURATION, serve_tcp, tcp_channel
 from kubepresence.userd.rpc.manager import ManagerClient
@@ -66,26 +64,16 @@ async def test_an_unanswered_connect_is_bounded() -> None:
     assert list(outcomes) == ["bounded", "waiting"]
 
 
-async def test_the_channel_connects_once_something_answers() -> None:
+async def test_the_channel_connects_once_something_answers(
+    manager_service: ManagerService,
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     channel = tcp_channel("127.0.0.1", port, connect_timeout=BOUND)
     with pytest.raises(ConnectionRefusedError):  # nothing there yet: refused at once
         await channel.__connect__()
-    service = ManagerService(
-        sessions=SessionRegistry(ttl=30),
-        network=ClusterNetwork(
-            pod_subnets=["10.244.0.0/16"],
-            service_subnets=["10.96.0.0/16"],
-            cluster_domain="cluster.local",
-            dns_service_ip="10.96.0.10",
-            cluster_id="test",
-        ),
-        dial_timeout=2.0,
-        idle_timeout=30.0,
-    )
-    server = await serve_tcp([service], "127.0.0.1", port)
+    server = await serve_tcp([manager_service], "127.0.0.1", port)
     try:
         assert (await ManagerClient(channel).version()).count(".") >= 2
     finally:

@@ -20,39 +20,19 @@ from typing import Any
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality
-from grpclib.server import Server
 
-from kubepresence.manager.core.sessions import SessionRegistry
-from kubepresence.manager.k8s.discovery import ClusterNetwork
-from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.gen import common, manager
-from kubepresence.protocol.transport import serve_unix, unix_channel
+from kubepresence.protocol.transport import unix_channel
 from kubepresence.userd.intercepting import answer_dials
 from kubepresence.userd.rpc.manager import ManagerClient
 
-NETWORK = ClusterNetwork(["10.244.0.0/16"], ["10.96.0.0/16"], "cluster.local", "10.96.0.10", "c")
-
 
 @pytest.fixture
-async def channel(tmp_path: Path) -> AsyncIterator[Channel]:
-    path = tmp_path / "manager.socket"
-    server: Server = await serve_unix(
-        [
-            ManagerService(
-                sessions=SessionRegistry(ttl=30),
-                network=NETWORK,
-                dial_timeout=2.0,
-                idle_timeout=30.0,
-            )
-        ],
-        path,
-    )
-    ch = unix_channel(path)
+async def channel(manager_socket: Path) -> AsyncIterator[Channel]:
+    ch = unix_channel(manager_socket)
     yield ch
     ch.close()
-    server.close()
-    await server.wait_closed()
 
 
 async def local_echo() -> tuple[asyncio.Server, int]:

@@ -21,11 +21,7 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
-from grpclib.server import Server
 
-from kubepresence.manager.core.sessions import SessionRegistry
-from kubepresence.manager.k8s.discovery import ClusterNetwork
-from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.gen.common import (
     ConnectionId,
@@ -37,37 +33,9 @@ from kubepresence.protocol.gen.common import (
 )
 from kubepresence.protocol.gen.google.protobuf import Empty
 from kubepresence.protocol.gen.manager import ClientInfo, ManagerStub
-from kubepresence.protocol.transport import serve_unix, unix_channel
+from kubepresence.protocol.transport import unix_channel
 from kubepresence.protocol.tunnel import relay
 from kubepresence.userd.rpc.manager import Destination, ManagerClient
-
-# What the manager would discover in a cluster; here there is none.
-NETWORK = ClusterNetwork(
-    pod_subnets=["10.244.0.0/16"],
-    service_subnets=["10.96.0.0/16"],
-    cluster_domain="cluster.local",
-    dns_service_ip="10.96.0.10",
-    cluster_id="test-cluster",
-)
-
-
-@pytest.fixture
-async def manager_socket(tmp_path: Path) -> AsyncIterator[Path]:
-    path = tmp_path / "manager.socket"
-    server: Server = await serve_unix(
-        [
-            ManagerService(
-                sessions=SessionRegistry(ttl=30),
-                network=NETWORK,
-                dial_timeout=2.0,
-                idle_timeout=30.0,
-            )
-        ],
-        path,
-    )
-    yield path
-    server.close()
-    await server.wait_closed()
 
 
 @pytest.fixture

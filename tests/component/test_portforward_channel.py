@@ -24,13 +24,9 @@ from pathlib import Path
 
 import pytest
 from grpclib.protocol import H2Protocol
-from grpclib.server import Server
 
-from kubepresence.manager.core.sessions import SessionRegistry
-from kubepresence.manager.k8s.discovery import ClusterNetwork
-from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.protocol.errors import Category, KubepresenceError
-from kubepresence.protocol.transport import CONFIGURATION, serve_unix
+from kubepresence.protocol.transport import CONFIGURATION
 from kubepresence.protocol.tunnel import relay
 from kubepresence.userd.k8s.portforward_channel import (
     HIGH_WATER,
@@ -39,14 +35,6 @@ from kubepresence.userd.k8s.portforward_channel import (
     PortForwardTransport,
 )
 from kubepresence.userd.rpc.manager import Destination, ManagerClient
-
-NETWORK = ClusterNetwork(
-    pod_subnets=["10.244.0.0/16"],
-    service_subnets=["10.96.0.0/16"],
-    cluster_domain="cluster.local",
-    dns_service_ip="10.96.0.10",
-    cluster_id="test-cluster",
-)
 
 
 class SocketStream:
@@ -86,25 +74,6 @@ class SocketOpener:
             yield stream
         finally:
             writer.close()
-
-
-@pytest.fixture
-async def manager_socket(tmp_path: Path) -> AsyncIterator[Path]:
-    path = tmp_path / "manager.socket"
-    server: Server = await serve_unix(
-        [
-            ManagerService(
-                sessions=SessionRegistry(ttl=30),
-                network=NETWORK,
-                dial_timeout=2.0,
-                idle_timeout=30.0,
-            )
-        ],
-        path,
-    )
-    yield path
-    server.close()
-    await server.wait_closed()
 
 
 @contextlib.asynccontextmanager

@@ -186,18 +186,22 @@ WITHOUT_INIT = textwrap.dedent(
 )
 
 
-def test_without_package_init_imports_only_the_submodule_and_leaves_no_trace(
-    tmp_path: Path,
-) -> None:
-    write_package(tmp_path, INIT_DOES_MORE)
+def without_init_output(root: Path, mode: str) -> list[str]:
+    write_package(root, INIT_DOES_MORE)
     result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_INIT, str(tmp_path), "fresh"],
+        [sys.executable, "-c", WITHOUT_INIT, str(root), mode],
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
-    stdout_lines = result.stdout.splitlines()
+    return result.stdout.splitlines()
+
+
+def test_without_package_init_imports_only_the_submodule_and_leaves_no_trace(
+    tmp_path: Path,
+) -> None:
+    stdout_lines = without_init_output(tmp_path, "fresh")
     # The package's __init__ ran only for the plain import at the end.
     assert stdout_lines[0] == "init ran"
     found = json.loads(stdout_lines[1])
@@ -208,15 +212,7 @@ def test_without_package_init_imports_only_the_submodule_and_leaves_no_trace(
 
 
 def test_without_package_init_leaves_an_imported_package_alone(tmp_path: Path) -> None:
-    write_package(tmp_path, INIT_DOES_MORE)
-    result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_INIT, str(tmp_path), "imported-before"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    init_ran, printed = result.stdout.splitlines()
+    init_ran, printed = without_init_output(tmp_path, "imported-before")
     assert init_ran == "init ran"  # once, before; nothing imported it again
     found = json.loads(printed)
     whole = ["lazypkg", "lazypkg.heavy", "lazypkg.light", "lazypkg.other"]
