@@ -47,6 +47,8 @@ from kubepresence.protocol.logs import LEVELS
 
 P = ParamSpec("P")
 PROGRESS_POLL = 1.0  # seconds between looks at a waiting intercept's progress
+# The caller's variables the user daemon reads for a connect (it has its own environment).
+FORWARDED_VARIABLES = ("KUBECONFIG", "KUBEPRESENCE_PORT_FORWARD")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -223,7 +225,7 @@ async def connect(
         also_proxy=also_proxy or [],
         never_proxy=never_proxy or [],
         no_install=no_install,
-        environment={k: v for k, v in os.environ.items() if k == "KUBECONFIG"},
+        environment={k: v for k, v in os.environ.items() if k in FORWARDED_VARIABLES},
     )
     with err.status("connecting", spinner="dots") as spinner:
         info = await daemons.connect(socket, arguments, lambda s: spinner.update(s))
@@ -476,7 +478,7 @@ async def _helm(action: str, namespace: str, context: str, kubeconfig_flag: str)
             namespace=namespace,
             context=context,
             kubeconfig=kubeconfig_flag,
-            environment={k: v for k, v in os.environ.items() if k == "KUBECONFIG"},
+            environment={k: v for k, v in os.environ.items() if k in FORWARDED_VARIABLES},
             on_step=lambda s: spinner.update(s),
         )
     out.print(result[:1].upper() + result[1:] + ".")

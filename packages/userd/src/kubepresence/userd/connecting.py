@@ -53,6 +53,7 @@ class ConnectOptions:
     also_proxy: list[str] = field(default_factory=list)
     never_proxy: list[str] = field(default_factory=list)
     no_install: bool = False
+    port_forward: str = "auto"  # the protocol to the manager: auto, spdy or websocket
 
 
 class ClusterConnection:
@@ -62,7 +63,11 @@ class ClusterConnection:
         self.api = client.ApiClient(target.configuration)
         self.ws_api = websocket_client(target.configuration)
         self.forwarder = PortForwarder(
-            self.ws_api, options.manager_namespace, self._manager_pod, MANAGER_GRPC_PORT
+            self.ws_api,
+            options.manager_namespace,
+            self._manager_pod,
+            MANAGER_GRPC_PORT,
+            options.port_forward,
         )
         self.channel = PortForwardChannel(self.forwarder, CONFIGURATION)
         self.manager = ManagerClient(self.channel)
@@ -114,7 +119,7 @@ class ClusterConnection:
         self.network = await self.manager.cluster_network()
         self.note(
             f"connected to {self.target.context} as session {self.session_id} "
-            f"(manager {self.network.manager_version})"
+            f"(manager {self.network.manager_version}, port-forward over {self.forwarder.protocol})"
         )
 
     async def _arrive(self) -> None:

@@ -1,7 +1,10 @@
-"""Port-forward to a pod through the API server, over WebSocket.
+"""Port-forward to a pod through the API server, over SPDY/3.1 or WebSocket.
 
-kubernetes-asyncio opens the authenticated WebSocket (`connect_get_namespaced_pod_portforward`);
-the framing is `core.portforward`. One WebSocket carries one connection to one pod port;
+SPDY (`spdyforwarding`) is what kubectl speaks and what the container runtime serves
+cheapest; WebSocket (`v4.channel.k8s.io`, framing in `core.portforward`) is opened by
+kubernetes-asyncio (`connect_get_namespaced_pod_portforward`) and passes proxies that only
+allow WebSocket upgrades. `auto` tries SPDY and, if it cannot be used here, WebSocket,
+which it then keeps. One connection carries one connection to one pod port;
 `portforward_channel` runs the gRPC channel to the traffic manager over such connections.
 """
 
@@ -10,24 +13,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.stream import WsApiClient
 
-from kubepresence.protocol.errors import ClusterError
+from kubepresence.protocol.errors import ClusterError, ConfigError
 from kubepresence.userd.core.portforward import (
     Data,
     PortError,
     PortForwardFraming,
     PortForwardProtocolError,
 )
+from kubepresence.userd.core.spdy import SpdyProtocolError, UpgradeRefused
+from kubepresence.userd.k8s.spdyforwarding import SpdyStream, SpdyUnavailable, open_spdy
 
 log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT = 15.0
+PROTOCOLS = ("auto", "spdy", "websocket")
+PROTOCOL_VARIABLE = "KUBEPRESENCE_PORT_FORWARD"
+
+
+def port_forward_protocol(environment: Mapping[str, str]) -> str:
+    """The port-forward protocol the caller's environment asks for (default auto)."""
+    chosen = environment.get(PROTOCOL_VARIABLE, "").strip().lower() or "auto"
+    if chosen not in PROTOCOLS:
+        raise ConfigError(
+            f"{PROTOCOL_VARIABLE} must be one of {', '.join(PROTOCOLS)}, not {chosen!r}"
+        )
+    return chosen
 
 
 class PortForwardStream:
@@ -112,8 +129,19 @@ class PortForwarder:
     connection (the traffic manager's pod can be replaced while a session lives).
     """
 
-    def __init__(self, api: WsApiClient, namespace: str, pod: str | PodFinder, port: int) -> None:
+    def __init__(
+        self,
+        api: WsApiClient,
+        namespace: str,
+        pod: str | PodFinder,
+        port: int,
+        protocol: str = "auto",
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"port-forward protocol {protocol!r}")
         self._core = client.CoreV1Api(api_client=api)
+        self._configuration = api.configuration
+        self.protocol = protocol  # what the next open speaks; auto becomes what worked
         self.namespace = namespace
         self._pod = pod
         self.port = port
@@ -126,10 +154,52 @@ class PortForwarder:
         return self.pod
 
     @contextlib.asynccontextmanager
-    async def open(self) -> AsyncIterator[PortForwardStream]:
+    async def open(self) -> AsyncIterator[PortForwardStream | SpdyStream]:
         try:
             async with asyncio.timeout(OPEN_TIMEOUT):
                 pod = await self._pod_name()
+                spdy = await self._open_spdy(pod) if self.protocol != "websocket" else None
+        except TimeoutError as error:
+            raise self._failed(error) from error
+        if spdy is not None:
+            try:
+                yield spdy
+            finally:
+                spdy.close()
+            return
+        async with self._open_websocket(pod) as stream:
+            if self.protocol == "auto":
+                self.protocol = "websocket"
+            yield stream
+
+    async def _open_spdy(self, pod: str) -> SpdyStream | None:
+        """A SPDY stream; None if SPDY cannot be used here and `auto` may fall back."""
+        try:
+            stream = await open_spdy(self._configuration, self.namespace, pod, self.port)
+        except (SpdyUnavailable, UpgradeRefused) as error:
+            if self.protocol == "spdy":
+                if isinstance(error, UpgradeRefused):
+                    raise ClusterError(f"{self._target} refused: {error}") from error
+                raise ClusterError(f"{self._target} cannot use SPDY: {error}") from error
+            log.info("port-forward over SPDY not possible (%s): trying WebSocket", error)
+            return None
+        except (OSError, SpdyProtocolError) as error:
+            raise self._failed(error) from error
+        if self.protocol == "auto":
+            self.protocol = "spdy"
+        return stream
+
+    @property
+    def _target(self) -> str:
+        return f"port-forward to {self.namespace}/{self.pod}:{self.port}"
+
+    def _failed(self, error: Exception) -> ClusterError:
+        return ClusterError(f"{self._target} failed: {error or 'timed out'}")
+
+    @contextlib.asynccontextmanager
+    async def _open_websocket(self, pod: str) -> AsyncIterator[PortForwardStream]:
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT):
                 opening: Any = await self._core.connect_get_namespaced_pod_portforward(
                     pod, self.namespace, ports=self.port, _preload_content=False
                 )
@@ -137,14 +207,9 @@ class PortForwarder:
                 stream = PortForwardStream(ws, PortForwardFraming(self.port))
                 await stream.wait_ready()
         except aiohttp.WSServerHandshakeError as error:
-            raise ClusterError(
-                f"port-forward to {self.namespace}/{self.pod}:{self.port} refused: "
-                f"{error.status} {error.message}"
-            ) from error
+            raise ClusterError(f"{self._target} refused: {error.status} {error.message}") from error
         except (aiohttp.ClientError, PortForwardProtocolError, TimeoutError) as error:
-            raise ClusterError(
-                f"port-forward to {self.namespace}/{self.pod}:{self.port} failed: {error}"
-            ) from error
+            raise self._failed(error) from error
         try:
             yield stream
         finally:

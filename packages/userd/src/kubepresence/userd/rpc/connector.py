@@ -25,6 +25,7 @@ from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
 from kubepresence.userd.core import arrival
 from kubepresence.userd.core.session import Phase
 from kubepresence.userd.k8s import agents, logs, resolving
+from kubepresence.userd.k8s.portforwarding import port_forward_protocol
 from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc.manager import InterceptView
 
@@ -368,6 +369,7 @@ class ConnectorService(connector.ConnectorBase):
                 also_proxy=list(request.also_proxy),
                 never_proxy=list(request.never_proxy),
                 no_install=request.no_install,
+                port_forward=port_forward_protocol(request.environment),
             ),
             progress=progress,
         )
