@@ -20,7 +20,6 @@ import sys
 import textwrap
 
 import pytest
-
 from kpcluster import layout
 from kpcluster.harness import Cluster
 

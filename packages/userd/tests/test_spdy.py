@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import struct
 import zlib
 
@@ -309,7 +311,7 @@ def summary(session: SpdyPortForward, pieces: list[bytes]) -> tuple[object, ...]
 @given(st.lists(st.integers(min_value=0, max_value=len(STREAM_OF_FRAMES)), max_size=12))
 def test_any_split_of_the_bytes_gives_the_same_events(cuts: list[int]) -> None:
     bounds = [0, *sorted(cuts), len(STREAM_OF_FRAMES)]
-    pieces = [STREAM_OF_FRAMES[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    pieces = [STREAM_OF_FRAMES[a:b] for a, b in itertools.pairwise(bounds)]
     whole = SpdyPortForward(80)
     whole.opening()
     split = SpdyPortForward(80)
@@ -325,10 +327,8 @@ def test_any_split_of_the_bytes_gives_the_same_events(cuts: list[int]) -> None:
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_give_events_or_a_protocol_error(noise: bytes) -> None:
     session = opened()
-    try:
+    with contextlib.suppress(SpdyProtocolError):
         session.receive(noise)
-    except SpdyProtocolError:
-        pass
 
 
 def test_upgrade_request_and_answers() -> None:
