@@ -148,3 +148,117 @@ def test_userd_portforward_from_the_workstation(
         assert _body(answer)["pod"] == echo.pod_name
         assert times_lost == 1
     assert data["bulk"] == [8 * 1024 * 1024, True]
+
+
+FALLBACK_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, sys, urllib.parse
+    from pathlib import Path
+    import uvloop
+    from kubepresence.protocol.errors import KubepresenceError
+    from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
+    from kubepresence.userd.k8s.portforwarding import PortForwarder
+    from kubepresence.userd.k8s.spdyforwarding import ssl_context
+
+    NS, POD, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    REQUEST = b"GET /fallback HTTP/1.1\\r\\nHost: echo\\r\\nConnection: close\\r\\n\\r\\n"
+    REFUSAL = b"only WebSocket upgrades here"
+    seen = []
+
+    async def splice(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def proxy_for(conf, server):
+        # A plain-HTTP front for the API server that refuses SPDY upgrades, as some
+        # proxies do; it authenticates upstream with the workstation's credentials.
+        async def handle(reader, writer):
+            head = await reader.readuntil(b"\\r\\n\\r\\n")
+            lines = head.lower().split(b"\\r\\n")
+            upgrade = [line for line in lines if line.startswith(b"upgrade:")]
+            seen.append(upgrade[0].decode() if upgrade else "none")
+            if b"spdy" in b"".join(upgrade):
+                writer.write(
+                    b"HTTP/1.1 400 Bad Request\\r\\nContent-Type: text/plain\\r\\n"
+                    + b"Content-Length: %d\\r\\n\\r\\n" % len(REFUSAL) + REFUSAL
+                )
+                await writer.drain()
+                writer.close()
+                return
+            up_reader, up_writer = await asyncio.open_connection(
+                server.hostname, server.port, ssl=ssl_context(conf), server_hostname=server.hostname
+            )
+            up_writer.write(head)
+            await asyncio.gather(splice(reader, up_writer), splice(up_reader, writer))
+        return handle
+
+    async def ask(forwarder):
+        async with forwarder.open() as stream:
+            await stream.send(REQUEST)
+            answer = b""
+            while (chunk := await stream.receive()) is not None:
+                answer += chunk
+                if answer.rstrip().endswith(b"}"):
+                    break
+        return answer.decode()
+
+    async def main():
+        conf = await load_configuration(Path(sys.argv[4]))
+        server = urllib.parse.urlsplit(conf.host)
+        proxy = await asyncio.start_server(proxy_for(conf, server), "127.0.0.1", 0)
+        conf.host = "http://127.0.0.1:%d" % proxy.sockets[0].getsockname()[1]
+        result = {}
+        async with websocket_client(conf) as api:
+            forwarder = PortForwarder(api, NS, POD, PORT, "auto")
+            result["answers"] = [await ask(forwarder), await ask(forwarder)]
+            result["protocol"] = forwarder.protocol
+            try:
+                await ask(PortForwarder(api, NS, POD, PORT, "spdy"))
+                result["spdy_only"] = "no error"
+            except KubepresenceError as error:
+                result["spdy_only"] = [error.category.value, error.message]
+        result["upgrades_seen"] = seen
+        proxy.close()
+        print(json.dumps(result))
+
+    uvloop.run(main())
+    """
+)
+
+
+def test_auto_falls_back_to_websocket_where_spdy_is_refused(
+    cluster: Cluster, namespace: str
+) -> None:
+    echo = cluster.deploy_echo("http", namespace)
+    result = cluster.on_workstation(
+        [
+            sys.executable,
+            "-c",
+            FALLBACK_SCRIPT,
+            namespace,
+            echo.pod_name,
+            str(echo.pod_port),
+            str(layout.WORKSTATION_KUBECONFIG),
+        ],
+        timeout=120,
+    )
+    data = json.loads(result.stdout)
+    for answer in data["answers"]:
+        assert _body(answer)["path"] == "/fallback"
+    # auto tried SPDY once, took the WebSocket and kept it; spdy alone says why it failed.
+    assert data["protocol"] == "websocket"
+    assert data["upgrades_seen"] == [
+        "upgrade: spdy/3.1",
+        "upgrade: websocket",
+        "upgrade: websocket",
+        "upgrade: spdy/3.1",
+    ]
+    category, message = data["spdy_only"]
+    assert category == "cluster"
+    assert "refused: 400 Bad Request: only WebSocket upgrades here" in message
