@@ -6,6 +6,8 @@ Scenarios (the session half of connect; routing through the VIF has its own test
 - `connect` again while connected: one line, exit code 2 (bad input), still connected;
 - `connect --no-install` where no manager runs: one line, exit code 3, no daemon state;
 - an unknown `--context`: one line, exit code 3;
+- an unknown `KUBEPRESENCE_PORT_FORWARD`: one line, exit code 3, not connected; by default
+  the port-forward speaks SPDY, and `status` says so;
 - the manager pod is deleted while connected: the session comes back by itself and
   `status` lists what happened;
 - `quit`: the daemons stop and their sockets are gone.
@@ -39,6 +41,7 @@ def test_connect_installs_the_manager_and_reports_the_session(
     assert cluster_info["pod_subnets"] == ["10.244.0.0/24"]
     assert cluster_info["dns_service_ip"] == "10.96.0.10"
     assert cluster_info["cluster_domain"] == "cluster.local"
+    assert any("port-forward over spdy" in e for e in connection["events"]), connection
 
     again = workstation.kp("connect", "--manager-namespace", manager_namespace)
     assert again.returncode == 2
@@ -90,6 +93,18 @@ def test_unknown_context_is_a_config_error(workstation: Workstation) -> None:
     assert result.returncode == 3, result.stderr
     assert "context 'no-such-context' is not in the kubeconfig" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_unknown_port_forward_protocol_is_a_config_error(workstation: Workstation) -> None:
+    workstation.env["KUBEPRESENCE_PORT_FORWARD"] = "http3"
+    try:
+        result = workstation.kp("connect")
+    finally:
+        del workstation.env["KUBEPRESENCE_PORT_FORWARD"]
+    assert result.returncode == 3, result.stderr
+    assert "KUBEPRESENCE_PORT_FORWARD must be one of auto, spdy, websocket" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert workstation.status()["connection"] == {"state": "disconnected"}
 
 
 def test_unreachable_api_server_is_a_cluster_error(

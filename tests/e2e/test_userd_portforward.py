@@ -10,7 +10,10 @@ Scenarios, each over SPDY/3.1 (what kubectl speaks) and over WebSocket:
   and tells the protocol once the pod side ended;
 - 8 MiB sent to a TCP echo pod while its echo is read come back whole and in order (data
   split across many frames, the reader falling behind the writer);
-- `auto` (the default) picks SPDY on this cluster.
+- `auto` (the default) picks SPDY on this cluster; behind a proxy that refuses SPDY
+  upgrades it falls back to WebSocket and keeps it, and `spdy` alone names the refusal;
+- SPDY authenticates with a bearer token (a ServiceAccount's), and a token without the
+  right to port-forward gets one clear 403 with the API server's reason.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+import yaml
 from kpcluster import layout
 from kpcluster.harness import Cluster
 
@@ -262,3 +267,108 @@ def test_auto_falls_back_to_websocket_where_spdy_is_refused(
     category, message = data["spdy_only"]
     assert category == "cluster"
     assert "refused: 400 Bad Request: only WebSocket upgrades here" in message
+
+
+TOKEN_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from pathlib import Path
+    import uvloop
+    from kubepresence.protocol.errors import KubepresenceError
+    from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
+    from kubepresence.userd.k8s.portforwarding import PortForwarder
+
+    NS, POD, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    REQUEST = b"GET /token HTTP/1.1\\r\\nHost: echo\\r\\nConnection: close\\r\\n\\r\\n"
+
+    async def ask(kubeconfig):
+        async with websocket_client(await load_configuration(Path(kubeconfig))) as api:
+            try:
+                async with PortForwarder(api, NS, POD, PORT, "spdy").open() as stream:
+                    await stream.send(REQUEST)
+                    answer = b""
+                    while (chunk := await stream.receive()) is not None:
+                        answer += chunk
+                        if answer.rstrip().endswith(b"}"):
+                            break
+                return answer.decode()
+            except KubepresenceError as error:
+                return [error.category.value, error.message]
+
+    async def main():
+        print(json.dumps([await ask(sys.argv[4]), await ask(sys.argv[5])]))
+
+    uvloop.run(main())
+    """
+)
+
+
+def _token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    token = cluster.kubectl("create", "token", account, "-n", namespace).strip()
+    config = yaml.safe_load(layout.WORKSTATION_KUBECONFIG.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_spdy_authenticates_with_a_bearer_token(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    # Tokens are what most managed clusters hand out (exec plugins, service accounts).
+    echo = cluster.deploy_echo("http", namespace)
+    rules = [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["create", "get"]},
+    ]
+    cluster.apply(
+        [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
+            for meta in (
+                {"name": "forwarder", "namespace": namespace},
+                {"name": "onlooker", "namespace": namespace},
+            )
+        ]
+        + [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": "forwarder", "namespace": namespace},
+                "rules": rules,
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "forwarder", "namespace": namespace},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": "forwarder",
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": "forwarder", "namespace": namespace}
+                ],
+            },
+        ]
+    )
+    allowed = _token_kubeconfig(cluster, namespace, "forwarder", tmp_path / "forwarder.conf")
+    refused = _token_kubeconfig(cluster, namespace, "onlooker", tmp_path / "onlooker.conf")
+    result = cluster.on_workstation(
+        [
+            sys.executable,
+            "-c",
+            TOKEN_SCRIPT,
+            namespace,
+            echo.pod_name,
+            str(echo.pod_port),
+            str(allowed),
+            str(refused),
+        ],
+        timeout=120,
+    )
+    answer, refusal = json.loads(result.stdout)
+    assert _body(answer)["path"] == "/token"
+    category, message = refusal
+    assert category == "cluster"
+    assert "refused: 403 Forbidden" in message
+    assert "system:serviceaccount:" in message  # the API server's own reason
