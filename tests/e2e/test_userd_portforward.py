@@ -5,11 +5,12 @@ Scenarios, each over SPDY/3.1 (what kubectl speaks) and over WebSocket:
   opens a port-forward to the echo pod and an HTTP request through it gets the pod's
   answer;
 - a port-forward to a port nothing listens on fails with one clear cluster error;
-- `PortForwardTransport`, the asyncio transport the gRPC channel to the manager runs on,
-  carries a protocol's request and the pod's answer, twice (each on its own connection),
-  and tells the protocol once the pod side ended;
-- 8 MiB sent to a TCP echo pod while its echo is read come back whole and in order (data
-  split across many frames, the reader falling behind the writer);
+- the asyncio transport the gRPC channel to the manager runs on (`SpdyTransport` straight
+  over SPDY, `PortForwardTransport` over WebSocket) carries a protocol's request and the
+  pod's answer, twice (each on its own connection), and tells the protocol once the pod
+  side ended;
+- 8 MiB written at once into that transport to a TCP echo pod come back whole and in
+  order (split into many frames, the socket pushing back on the writer);
 - `auto` (the default) picks SPDY on this cluster; behind a proxy that refuses SPDY
   upgrades it falls back to WebSocket and keeps it, and `spdy` alone names the refusal;
 - SPDY authenticates with a bearer token (a ServiceAccount's), and a token without the
@@ -35,7 +36,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     from kubepresence.protocol.errors import KubepresenceError
     from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
-    from kubepresence.userd.k8s.portforward_channel import PortForwardTransport
+    from kubepresence.userd.k8s.portforward_channel import transport_for
     from kubepresence.userd.k8s.portforwarding import PortForwarder
 
     NS, POD, PORT, BAD_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -54,23 +55,38 @@ SCRIPT = textwrap.dedent(
         def connection_lost(self, error):
             self.lost.append(error)
 
-    async def echo_bulk(stream):
-        async def send():
+    class Echoed(asyncio.Protocol):
+        # Writes BULK in one go: the transport splits it and the socket pushes back.
+        def __init__(self):
+            self.digest = hashlib.sha256()
+            self.size = 0
+            self.done = asyncio.get_running_loop().create_future()
+            self.pauses = 0
+        def connection_made(self, transport):
+            self.transport = transport
             for at in range(0, len(BULK), 200_000):
-                await stream.send(BULK[at : at + 200_000])
-        sending = asyncio.create_task(send())
-        echoed = hashlib.sha256()
-        size = 0
-        while size < len(BULK):
-            chunk = await stream.receive()
-            if chunk is None:
-                break
-            echoed.update(chunk)
-            size += len(chunk)
-            if size < 2 * 1024 * 1024:
-                await asyncio.sleep(0.001)  # a slow reader at first: the writer runs ahead
-        await sending
-        return [size, echoed.hexdigest() == hashlib.sha256(BULK).hexdigest()]
+                transport.write(BULK[at : at + 200_000])
+        def pause_writing(self):
+            self.pauses += 1
+        def resume_writing(self):
+            pass
+        def data_received(self, data):
+            self.digest.update(data)
+            self.size += len(data)
+            if self.size >= len(BULK) and not self.done.done():
+                self.done.set_result(None)
+                self.transport.close()
+        def connection_lost(self, error):
+            if not self.done.done():
+                self.done.set_result(None)
+
+    async def echo_bulk(stream):
+        echoed = Echoed()
+        transport = transport_for(stream, echoed)
+        echoed.connection_made(transport)
+        await asyncio.wait_for(transport.pump(), 60)
+        same = echoed.digest.hexdigest() == hashlib.sha256(BULK).hexdigest()
+        return [echoed.size, same, type(transport).__name__]
 
     async def main():
         api = websocket_client(await load_configuration(Path(sys.argv[5])))
@@ -97,13 +113,13 @@ SCRIPT = textwrap.dedent(
             for _ in range(2):
                 async with forwarder.open() as stream:
                     asking = Asking()
-                    transport = PortForwardTransport(stream, asking)
+                    transport = transport_for(stream, asking)
                     asking.connection_made(transport)
                     await asyncio.wait_for(transport.pump(), 20)
                 answers.append([asking.answer.decode(), len(asking.lost)])
             result["transport"] = answers
             async with PortForwarder(api, NS, TCP_POD, TCP_PORT, PROTOCOL).open() as stream:
-                result["bulk"] = await asyncio.wait_for(echo_bulk(stream), 60)
+                result["bulk"] = await echo_bulk(stream)
         print(json.dumps(result))
 
     uvloop.run(main())  # as userd runs
@@ -152,7 +168,8 @@ def test_userd_portforward_from_the_workstation(
     for answer, times_lost in data["transport"]:
         assert _body(answer)["pod"] == echo.pod_name
         assert times_lost == 1
-    assert data["bulk"] == [8 * 1024 * 1024, True]
+    transport = "PortForwardTransport" if protocol == "websocket" else "SpdyTransport"
+    assert data["bulk"] == [8 * 1024 * 1024, True, transport]
 
 
 FALLBACK_SCRIPT = textwrap.dedent(

@@ -24,6 +24,7 @@ from grpclib.protocol import H2Protocol
 
 from kubepresence.protocol.errors import ClusterError
 from kubepresence.protocol.transport import CODEC
+from kubepresence.userd.k8s.spdyforwarding import SpdyStream, SpdyTransport
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,15 @@ class PortForwardTransport(asyncio.Transport):
             self._protocol.data_received(data)  # type: ignore[arg-type] # h2 takes any buffer
 
 
+def transport_for(
+    stream: ByteStream, protocol: asyncio.Protocol
+) -> PortForwardTransport | SpdyTransport:
+    """The cheapest transport the stream allows: straight over SPDY, else through tasks."""
+    if isinstance(stream, SpdyStream):
+        return SpdyTransport(stream, protocol)
+    return PortForwardTransport(stream, protocol)
+
+
 class PortForwardChannel(Channel):
     """A grpclib channel to the forwarder's pod port; `run` must be running to connect."""
 
@@ -194,7 +204,7 @@ class PortForwardChannel(Channel):
         try:
             async with self._forwarder.open() as stream:
                 protocol = self._protocol_factory()
-                transport = PortForwardTransport(stream, protocol)
+                transport = transport_for(stream, protocol)
                 protocol.connection_made(transport)
                 if opened.cancelled():  # nobody waits for this connection any more
                     transport.close()

@@ -24,6 +24,7 @@ from kubernetes_asyncio import client
 from kubepresence.protocol.errors import ClusterError
 from kubepresence.userd.core.portforward import Data, PortError
 from kubepresence.userd.core.spdy import (
+    HEADER_SIZE,
     Ended,
     ResponseHead,
     SpdyPortForward,
@@ -41,6 +42,9 @@ HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1024 * 1024
 MAX_HEAD = 64 * 1024
 MAX_REFUSAL_BODY = 64 * 1024
+# What one DATA frame from the gRPC channel carries at most: the server reads each frame
+# whole into memory, so bigger frames only raise memory peaks on both sides.
+FRAME_PAYLOAD = 256 * 1024
 REFUSAL_WAIT = 2.0  # for the body that says why an upgrade was refused
 
 
@@ -62,10 +66,13 @@ class SpdyConnection(asyncio.Protocol):
         self._pending_size = 0
         self._reading_paused = False
         self.changed = asyncio.Event()  # data, readiness, an error or the end arrived
+        self.finished = asyncio.Event()  # an error or the end arrived
         self.writable = asyncio.Event()
         self.writable.set()
         self.error = ""
         self.ended = ""
+        # Once a protocol is attached (`SpdyTransport`), data goes straight to it.
+        self._protocol: asyncio.Protocol | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -115,17 +122,24 @@ class SpdyConnection(asyncio.Protocol):
         except SpdyProtocolError as error:
             self.error = f"protocol error from the server: {error}"
             self.changed.set()
+            self.finished.set()
             assert self.transport is not None
             self.transport.abort()
             return
+        protocol = self._protocol
         for event in events:
             if isinstance(event, Data):
-                self.pending.append(event.payload)
-                self._pending_size += len(event.payload)
+                if protocol is not None:
+                    protocol.data_received(event.payload)  # type: ignore[arg-type] # a view
+                else:
+                    self.pending.append(event.payload)
+                    self._pending_size += len(event.payload)
             elif isinstance(event, PortError):
                 self.error = self.error or event.message
+                self.finished.set()
             elif isinstance(event, Ended):
                 self.ended = event.reason
+                self.finished.set()
             # Ready: seen through session.ready
         if events:
             self.changed.set()
@@ -145,11 +159,28 @@ class SpdyConnection(asyncio.Protocol):
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
 
+    def attach(self, protocol: asyncio.Protocol) -> None:
+        """From now on hand data to `protocol` as it arrives, starting with what waits."""
+        while self.pending:
+            protocol.data_received(self.pending.popleft())  # type: ignore[arg-type] # a view
+        self._pending_size = 0
+        self._protocol = protocol
+        if self._reading_paused:
+            self._reading_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+        if not self.writable.is_set():
+            protocol.pause_writing()
+
     def pause_writing(self) -> None:
         self.writable.clear()
+        if self._protocol is not None:
+            self._protocol.pause_writing()
 
     def resume_writing(self) -> None:
         self.writable.set()
+        if self._protocol is not None:
+            self._protocol.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.head.done():
@@ -158,6 +189,7 @@ class SpdyConnection(asyncio.Protocol):
             )
         self.refusal_complete.set()
         self.ended = self.ended or f"the connection to the API server ended ({exc or 'EOF'})"
+        self.finished.set()
         self.writable.set()
         self.changed.set()
 
@@ -167,6 +199,7 @@ class SpdyStream:
 
     def __init__(self, connection: SpdyConnection, port: int) -> None:
         self._connection = connection
+        self.connection = connection
         self._port = port
         assert connection.transport is not None
         self._transport = connection.transport
@@ -219,6 +252,100 @@ class SpdyStream:
         if not self._transport.is_closing():
             self._transport.write(SpdyPortForward.goodbye())
             self._transport.close()
+
+
+class SpdyTransport(asyncio.Transport):
+    """An asyncio transport straight over a SPDY port-forward, for the gRPC channel.
+
+    What the protocol writes in one turn of the event loop leaves as DATA frames of up to
+    `FRAME_PAYLOAD`; what arrives is handed to the protocol as the frames are parsed, and
+    the socket's flow control reaches the protocol as is. No task or queue in between
+    (the WebSocket's `PortForwardTransport` needs both, to await aiohttp's writes): each
+    message through userd saves two task switches. `pump` waits until the forward ends
+    or `close` is called, then tells the protocol the connection is lost.
+    """
+
+    def __init__(self, stream: SpdyStream, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self._connection = stream.connection
+        assert self._connection.transport is not None
+        self._socket = self._connection.transport
+        self._protocol = protocol
+        self._loop = asyncio.get_running_loop()
+        self._frame = SpdyPortForward.new_data_frame()
+        self._flush_scheduled = False
+        self._closing = False
+
+    # asyncio.Transport, as grpclib's protocol uses it
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or not data:
+            return
+        view = memoryview(data)
+        while view:
+            room = FRAME_PAYLOAD - (len(self._frame) - HEADER_SIZE)
+            self._frame += view[:room]
+            view = view[room:]
+            if len(self._frame) - HEADER_SIZE >= FRAME_PAYLOAD:
+                self._flush()
+        if len(self._frame) > HEADER_SIZE and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if len(self._frame) > HEADER_SIZE and not self._socket.is_closing():
+            self._socket.write(SpdyPortForward.seal_data_frame(self._frame))
+            self._frame = SpdyPortForward.new_data_frame()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._socket.is_closing()
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._flush()  # what was written before close still leaves
+        self._closing = True
+        if not self._socket.is_closing():
+            self._socket.write(SpdyPortForward.goodbye())
+            self._socket.close()
+
+    def abort(self) -> None:
+        self._frame = SpdyPortForward.new_data_frame()
+        self._closing = True
+        self._socket.abort()
+
+    def can_write_eof(self) -> bool:
+        return False  # a half-close would end the forward's data stream
+
+    def get_write_buffer_size(self) -> int:
+        return self._socket.get_write_buffer_size() + len(self._frame) - HEADER_SIZE
+
+    def pause_reading(self) -> None:
+        self._socket.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._socket.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._socket.is_reading()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default  # the socket is the API server's, not the peer's
+
+    async def pump(self) -> None:
+        """Deliver until the forward ends or `close`; then connection_lost, once."""
+        error: Exception | None = None
+        try:
+            self._connection.attach(self._protocol)
+            await self._connection.finished.wait()
+            if self._connection.error:
+                error = ClusterError(f"port-forward failed: {self._connection.error}")
+                log.warning("port-forward to the traffic manager failed: %s", error)
+        finally:
+            self._closing = True
+            if not self._socket.is_closing():
+                self._socket.close()
+            self._protocol.connection_lost(error)
 
 
 def ssl_context(configuration: client.Configuration) -> ssl.SSLContext:
