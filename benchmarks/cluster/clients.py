@@ -137,6 +137,8 @@ class PathResult:
     # CPU seconds of every program on the machine during the bulk transfers
     machine_cpu_s: dict[str, float] = field(default_factory=dict)
     bulk_bytes: int = 0
+    # ... and during the keep-alive requests: where a request's latency is spent
+    keepalive_cpu_s: dict[str, float] = field(default_factory=dict)
 
     def machine_cpu_per_gib(self) -> dict[str, float]:
         """CPU seconds per GiB moved by program, the largest first, with their total."""
@@ -146,6 +148,15 @@ class PathResult:
         ranked = sorted(self.machine_cpu_s.items(), key=lambda item: -item[1])
         per_gib = {name: round(seconds / gib, 2) for name, seconds in ranked}
         return {"(all)": round(sum(self.machine_cpu_s.values()) / gib, 2), **per_gib}
+
+    def keepalive_cpu_per_request(self) -> dict[str, float]:
+        """CPU microseconds per keep-alive request by program, the largest first, with all."""
+        count = len(self.keepalive_ms)
+        if not count or not self.keepalive_cpu_s:
+            return {}
+        ranked = sorted(self.keepalive_cpu_s.items(), key=lambda item: -item[1])
+        per_request = {name: round(seconds * 1e6 / count) for name, seconds in ranked}
+        return {"(all)": round(sum(self.keepalive_cpu_s.values()) * 1e6 / count), **per_request}
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -161,6 +172,7 @@ class PathResult:
             "concurrent_ok": self.concurrent_ok,
             "concurrent_errors": self.concurrent_errors,
             "machine_cpu_s_per_gib": self.machine_cpu_per_gib(),
+            "keepalive_cpu_us_per_request": self.keepalive_cpu_per_request(),
             "problems": self.problems,
             "raw": self.raw,
             "raw_samples": {
@@ -215,7 +227,8 @@ def requests(client: Client, sizes: Sizes, result: PathResult) -> None:
         ("keepalive", sizes.keepalive_requests),
         ("new", sizes.new_connection_requests),
     ):
-        answer = client.run("latency", count, mode, sizes.deadline, timeout=sizes.deadline + 60)
+        with processes.machine_cpu() as seconds:
+            answer = client.run("latency", count, mode, sizes.deadline, timeout=sizes.deadline + 60)
         if "error" in answer:
             result.problems.append(f"latency {mode}: {answer['error']}")
             continue
@@ -224,6 +237,7 @@ def requests(client: Client, sizes: Sizes, result: PathResult) -> None:
             result.problems.append(f"latency {mode}: errors {answer['errors']}")
         if mode == "keepalive":
             result.keepalive_ms = samples
+            result.keepalive_cpu_s = seconds
         else:
             result.new_connection_ms = samples
         log.info("%s latency %s: p50 %s ms", client.path, mode, percentile(samples, 0.5))

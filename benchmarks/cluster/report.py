@@ -195,50 +195,77 @@ def cluster_figures(cluster: dict[str, Any]) -> list[Figure]:
         per_gib = usage.get(direction, {}).get("cpu_seconds_per_gib", {})
         for role, seconds in per_gib.items():
             figures.append(Figure(f"{role} CPU per GiB, {direction}", "s/GiB", seconds))
-    baseline = paths.get(PORT_FORWARD, {}).get("machine_cpu_s_per_gib", {}).get("(all)")
+    figures += _machine_figures(paths, "machine_cpu_s_per_gib", "per GiB moved", "s/GiB")
+    figures += _machine_figures(
+        paths, "keepalive_cpu_us_per_request", "per keep-alive request", "µs"
+    )
+    return figures
+
+
+def _machine_figures(
+    paths: dict[str, dict[str, Any]], key: str, what: str, unit: str
+) -> list[Figure]:
+    """The machine's CPU (all processes) on each path, against kubectl port-forward's."""
+    baseline = paths.get(PORT_FORWARD, {}).get(key, {}).get("(all)")
+    figures = []
     for path in PATHS:
-        total = paths.get(path, {}).get("machine_cpu_s_per_gib", {}).get("(all)")
-        if total is not None:
-            figures.append(
-                Figure(
-                    f"machine CPU per GiB moved, all processes: {path}",
-                    "s/GiB",
-                    total,
-                    baseline if path != PORT_FORWARD else None,
-                    PORT_FORWARD if path != PORT_FORWARD else "",
-                    _ratio(total, baseline) if path != PORT_FORWARD else None,
-                )
+        total = paths.get(path, {}).get(key, {}).get("(all)")
+        if total is None:
+            continue
+        compared = path != PORT_FORWARD
+        figures.append(
+            Figure(
+                f"machine CPU {what}, all processes: {path}",
+                unit,
+                total,
+                baseline if compared else None,
+                PORT_FORWARD if compared else "",
+                _ratio(total, baseline) if compared else None,
             )
+        )
     return figures
 
 
 def machine_cpu_markdown(cluster: dict[str, Any], count: int = 10) -> str:
-    """CPU seconds per GiB moved by program, per path: what each path costs the machine."""
+    """What each path costs the machine by program: per GiB moved, per keep-alive request."""
+    return _by_program(
+        cluster,
+        "machine_cpu_s_per_gib",
+        "CPU per GiB moved, by program (bulk transfers, every process on the machine)",
+        "CPU seconds per GiB moved while each path's downloads and uploads ran; 2 cores give "
+        "at most 2 s per second.",
+        count,
+    ) + _by_program(
+        cluster,
+        "keepalive_cpu_us_per_request",
+        "CPU per keep-alive request, by program (every process on the machine)",
+        "CPU microseconds per request while each path's keep-alive latency was measured "
+        "(1 KiB answers, one request at a time): where a request's added latency is spent.",
+        count,
+    )
+
+
+def _by_program(cluster: dict[str, Any], key: str, title: str, text: str, count: int) -> str:
     paths: dict[str, dict[str, Any]] = cluster.get("paths", {})
-    measured = {
-        p: paths[p]["machine_cpu_s_per_gib"]
-        for p in PATHS
-        if paths.get(p, {}).get("machine_cpu_s_per_gib")
-    }
+    measured = {p: paths[p][key] for p in PATHS if paths.get(p, {}).get(key)}
     if not measured:
         return ""
     programs: dict[str, float] = {}
-    for per_gib in measured.values():
-        for name, seconds in per_gib.items():
-            programs[name] = max(programs.get(name, 0.0), seconds)
+    for by_program in measured.values():
+        for name, value in by_program.items():
+            programs[name] = max(programs.get(name, 0.0), value)
     ranked = sorted(programs, key=lambda name: (name != "(all)", -programs[name]))[: count + 1]
     lines = [
         "",
-        "## CPU per GiB moved, by program (bulk transfers, every process on the machine)",
+        f"## {title}",
         "",
-        "CPU seconds per GiB moved while each path's downloads and uploads ran; 2 cores give "
-        "at most 2 s per second. Programs are named as the kernel names them (15 characters).",
+        text + " Programs are named as the kernel names them (15 characters).",
         "",
         "| program | " + " | ".join(measured) + " |",
         "|---|" + "---|" * len(measured),
     ]
     for name in ranked:
-        cells = [_cell(per_gib.get(name)) for per_gib in measured.values()]
+        cells = [_cell(by_program.get(name)) for by_program in measured.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -331,7 +358,8 @@ def profile_markdown(profiles: dict[str, Any], count: int = 10) -> str:
         return ""
     lines = [
         "",
-        "## Where the time goes (py-spy, during one more transfer each way)",
+        "## Where the time goes (py-spy, during one more transfer each way and one more "
+        "keep-alive run)",
         "",
         "Share of the samples that held the GIL (py-spy --gil: CPU in Python, or in C called "
         "with the GIL; waiting is not counted). own = in the function itself, total = with "
@@ -349,7 +377,7 @@ def profile_markdown(profiles: dict[str, Any], count: int = 10) -> str:
                 continue
             lines += [
                 "",
-                f"{top['samples']} samples during a transfer of "
+                f"{top['samples']} samples during a run of "
                 f"{found.get('transfer', {}).get('seconds', 0):.1f} s.",
                 "",
                 "| own % | function | total % | function |",

@@ -284,12 +284,21 @@ class Run:
             self._profile("outbound", client, pids)
 
     def _profile(self, name: str, client: clients.Client, pids: dict[str, int | None]) -> None:
-        """One more transfer each way, with py-spy on the processes that carry it."""
-        for mode in ("download", "upload"):
-            out_dir = self.work_dir / "profile" / f"{name}-{mode}"
+        """One more transfer each way and one more keep-alive run, with py-spy on the
+        processes that carry them."""
+        runs: dict[str, tuple[object, ...]] = {
+            "download": ("download", self.sizes.bulk_mib),
+            "upload": ("upload", self.sizes.bulk_mib),
+            "keep-alive requests": ("latency", self.sizes.keepalive_requests, "keepalive"),
+        }
+        for mode, (command, *arguments) in runs.items():
+            out_dir = self.work_dir / "profile" / f"{name}-{mode.replace(' ', '-')}"
             with profiling.recording(pids, out_dir) as found:
                 answer = client.run(
-                    mode, self.sizes.bulk_mib, self.sizes.deadline, timeout=self.sizes.deadline + 60
+                    str(command),
+                    *arguments,
+                    self.sizes.deadline,
+                    timeout=self.sizes.deadline + 60,
                 )
             found["transfer"] = {k: answer.get(k) for k in ("seconds", "error")}
             self.profiles[f"{name} {mode}"] = found
