@@ -9,7 +9,8 @@ Scenarios (the session half of connect; routing through the VIF has its own test
 - an unknown `KUBEPRESENCE_PORT_FORWARD`: one line, exit code 3, not connected; by default
   the port-forward speaks SPDY, and `status` says so;
 - the manager pod is deleted while connected: the session comes back by itself and
-  `status` lists what happened;
+  `status` lists what happened, with the port-forward over SPDY and over WebSocket
+  (`KUBEPRESENCE_PORT_FORWARD`);
 - `quit`: the daemons stop and their sockets are gone.
 """
 
@@ -50,11 +51,16 @@ def test_connect_installs_the_manager_and_reports_the_session(
     assert workstation.status()["connection"]["state"] == "connected"  # type: ignore[index]
 
 
+@pytest.mark.parametrize("protocol", ["spdy", "websocket"])
 def test_manager_restart_is_ridden_out(
-    cluster: Cluster, workstation: Workstation, manager_namespace: str
+    cluster: Cluster, workstation: Workstation, manager_namespace: str, protocol: str
 ) -> None:
+    workstation.env["KUBEPRESENCE_PORT_FORWARD"] = protocol
     assert workstation.kp("connect", "--manager-namespace", manager_namespace).returncode == 0
-    first = workstation.status()["connection"]["session"]  # type: ignore[index]
+    connection = workstation.status()["connection"]
+    assert isinstance(connection, dict)
+    assert any(f"port-forward over {protocol}" in e for e in connection["events"]), connection
+    first = connection["session"]
     cluster.kubectl(
         "delete",
         "pod",
