@@ -47,7 +47,7 @@ from kubepresence.protocol.logs import LEVELS
 
 P = ParamSpec("P")
 PROGRESS_POLL = 1.0  # seconds between looks at a waiting intercept's progress
-# The caller's variables the user daemon reads for a connect (it has its own environment).
+# The caller's variables the user daemon reads (it runs with its own environment).
 FORWARDED_VARIABLES = ("KUBECONFIG", "KUBEPRESENCE_PORT_FORWARD")
 
 out = Console(highlight=False, soft_wrap=True)

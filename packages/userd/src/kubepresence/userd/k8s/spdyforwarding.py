@@ -198,7 +198,6 @@ class SpdyStream:
     """One open port-forward connection over SPDY: bytes in, bytes out."""
 
     def __init__(self, connection: SpdyConnection, port: int) -> None:
-        self._connection = connection
         self.connection = connection
         self._port = port
         assert connection.transport is not None
@@ -209,7 +208,7 @@ class SpdyStream:
         return SpdyPortForward.new_data_frame()
 
     async def send_message(self, message: bytearray) -> None:
-        connection = self._connection
+        connection = self.connection
         if connection.error or connection.ended or self._transport.is_closing():
             raise ClusterError(
                 f"port-forward to port {self._port} closed: {connection.error or connection.ended}"
@@ -225,7 +224,7 @@ class SpdyStream:
 
     async def receive(self) -> memoryview | None:
         """The next bytes from the pod (a view, no copy), or None when the connection ended."""
-        connection = self._connection
+        connection = self.connection
         while not connection.pending:
             if connection.error:
                 raise ClusterError(f"port-forward to port {self._port}: {connection.error}")
@@ -239,7 +238,7 @@ class SpdyStream:
 
     async def wait_ready(self) -> None:
         """Wait until the server replied to both streams (the pod side is there)."""
-        connection = self._connection
+        connection = self.connection
         while not connection.session.ready:
             if connection.error:
                 raise ClusterError(f"port-forward: {connection.error}")
@@ -411,5 +410,7 @@ async def open_spdy(
         await stream.wait_ready()
     except BaseException:
         transport.abort()
+        if connection.head.done() and not connection.head.cancelled():
+            connection.head.exception()  # seen: asyncio need not report it as lost
         raise
     return stream
