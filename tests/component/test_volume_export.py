@@ -18,7 +18,6 @@ import asyncio
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +27,6 @@ import pytest
 from kubepresence.agent.exporting import VolumeExport
 from kubepresence.protocol.errors import UserError
 from kubepresence.userd.mounting import (
-    Mount,
     MountError,
     Mounts,
     is_mounted,
@@ -111,18 +109,6 @@ async def test_a_dropped_session_leaves_the_export_serving(
     assert not point.path.exists()
 
 
-def _who_answered(port: int, mount: Mount) -> str:
-    sockets = subprocess.run(["ss", "-tanpe"], capture_output=True, text=True, check=False)
-    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-    return "\n".join(
-        [
-            f"sshfs pid {mount.pid}, mount point {mount.point.path}",
-            *[line for line in sockets.stdout.splitlines() if f":{port} " in line],
-            *[line for line in mounts if str(mount.point.path) in line],
-        ]
-    )
-
-
 @needs_fuse
 async def test_nothing_listening_fails_with_one_line(tmp_path: Path) -> None:
     mounts = Mounts()
@@ -131,14 +117,11 @@ async def test_nothing_listening_fails_with_one_line(tmp_path: Path) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
+        # sshfs mounts before it connects and unmounts when refused: the mount must not
+        # pass for connected in that window (seen in CI before `_wait_mounted` rechecked).
         try:
             with pytest.raises(MountError, match=rf"sshfs could not mount 127\.0\.0\.1:{port}: "):
                 await mounts.mount("echo", point, "127.0.0.1", port)
-        except pytest.fail.Exception:
-            # It did mount, twice in CI runs and never alone: say what answered.
-            mount = mounts.get("echo")
-            assert mount is not None
-            pytest.fail(f"mounted against a refused port:\n{_who_answered(port, mount)}")
         finally:
             await mounts.unmount_all()  # should it have mounted after all: leave nothing
     assert not point.path.exists()

@@ -213,12 +213,15 @@ class Mounts:
                 )
             if is_mounted(mount.point.path):
                 # Listing the root asks the agent: connected, or an OSError. (A stat of the
-                # root can be answered without it.)
+                # root can be answered without it.) sshfs mounts *before* it connects and
+                # unmounts when the connection fails: a listing that ran after that read
+                # the empty directory beneath. Only a mount still there after the listing
+                # proves the listing went through sshfs, i.e. that it connected.
                 with contextlib.suppress(OSError, TimeoutError):
                     await asyncio.wait_for(
                         asyncio.to_thread(os.listdir, mount.point.path), remaining
                     )
-                    if mount.process.returncode is None:
+                    if is_mounted(mount.point.path) and mount.process.returncode is None:
                         return
             await asyncio.sleep(POLL)
 
