@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -34,24 +33,7 @@ from kubepresence.protocol.gen.common import (
 from kubepresence.protocol.gen.google.protobuf import Empty
 from kubepresence.protocol.gen.manager import ClientInfo, ManagerStub
 from kubepresence.protocol.transport import unix_channel
-from kubepresence.protocol.tunnel import relay
 from kubepresence.userd.rpc.manager import Destination, ManagerClient
-
-
-@pytest.fixture
-async def echo_port() -> AsyncIterator[int]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.write_eof()  # half-close after the client's half-close
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
 
 
 @pytest.fixture
@@ -67,27 +49,9 @@ async def test_version_over_unix_socket(channel: Channel) -> None:
 
 
 async def test_tunnel_carries_bytes_both_ways_and_half_close(
-    channel: Channel, echo_port: int
+    channel: Channel, echo_flow: Callable[..., Awaitable[tuple[bytes, bytes]]]
 ) -> None:
-    payload = os.urandom(4 * 1024 * 1024)
-    client = ManagerClient(channel)
-    # A local socket pair plays the application on the workstation side of the flow.
-    app_side, relay_side = socket.socketpair()
-    reader, writer = await asyncio.open_connection(sock=relay_side)
-    app_reader, app_writer = await asyncio.open_connection(sock=app_side)
-
-    async def application() -> bytes:
-        app_writer.write(payload)
-        await app_writer.drain()
-        app_writer.write_eof()
-        received = await app_reader.read()  # until the echo's half-close arrives
-        app_writer.close()
-        return received
-
-    async with client.dial("session-1", Destination("127.0.0.1", echo_port), 10.0) as stream:
-        app_task = asyncio.create_task(application())
-        await relay(stream, reader, writer, idle_timeout=10.0)
-        received = await asyncio.wait_for(app_task, 10.0)
+    payload, received = await echo_flow(ManagerClient(channel))
     assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
 
 

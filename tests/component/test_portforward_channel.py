@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
-import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,14 +25,13 @@ from grpclib.protocol import H2Protocol
 
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.transport import CONFIGURATION
-from kubepresence.protocol.tunnel import relay
 from kubepresence.userd.k8s.portforward_channel import (
     HIGH_WATER,
     MESSAGE_SIZE,
     PortForwardChannel,
     PortForwardTransport,
 )
-from kubepresence.userd.rpc.manager import Destination, ManagerClient
+from kubepresence.userd.rpc.manager import ManagerClient
 
 
 class SocketStream:
@@ -107,7 +104,9 @@ async def test_calls_reconnect_after_the_port_forward_ends(manager_socket: Path)
 
 
 async def test_a_flow_arrives_intact_through_a_slow_stream(
-    manager_socket: Path, monkeypatch: pytest.MonkeyPatch
+    manager_socket: Path,
+    echo_flow: Callable[..., Awaitable[tuple[bytes, bytes]]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pauses: list[int] = []
     original_pause = H2Protocol.pause_writing
@@ -118,36 +117,9 @@ async def test_a_flow_arrives_intact_through_a_slow_stream(
 
     monkeypatch.setattr(H2Protocol, "pause_writing", counting_pause)
 
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.write_eof()
-        writer.close()
-
-    echo_server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    port = echo_server.sockets[0].getsockname()[1]
-    payload = os.urandom(4 * 1024 * 1024)
-    app_side, relay_side = socket.socketpair()
-    reader, writer = await asyncio.open_connection(sock=relay_side)
-    app_reader, app_writer = await asyncio.open_connection(sock=app_side)
-
-    async def application() -> bytes:
-        app_writer.write(payload)
-        await app_writer.drain()
-        app_writer.write_eof()
-        received = await app_reader.read()
-        app_writer.close()
-        return received
-
     opener = SocketOpener(manager_socket, send_delay=0.005)
     async with running(opener) as channel:
-        client = ManagerClient(channel)
-        async with client.dial("session-1", Destination("127.0.0.1", port), 10.0) as stream:
-            app_task = asyncio.create_task(application())
-            await relay(stream, reader, writer, idle_timeout=10.0)
-            received = await asyncio.wait_for(app_task, 20.0)
-    echo_server.close()
+        payload, received = await echo_flow(ManagerClient(channel))
     assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
     assert max(opener.streams[0].sent) == MESSAGE_SIZE
     assert pauses  # the slow stream held the writer back

@@ -130,6 +130,18 @@ async def open_stream(configuration: client.Configuration) -> SpdyStream:
     return await asyncio.wait_for(open_spdy(configuration, "ns", "pod-1", 8081), 5)
 
 
+@contextlib.asynccontextmanager
+async def attached(
+    server: StandInServer,
+) -> AsyncIterator[tuple[SpdyTransport, Recording, asyncio.Task[None]]]:
+    """A SpdyTransport over a forward from the server, its protocol, and its pump."""
+    async with serving(server) as configuration:
+        stream = await open_stream(configuration)
+        protocol = Recording()
+        transport = SpdyTransport(stream, protocol)
+        yield transport, protocol, asyncio.create_task(transport.pump())
+
+
 async def test_upgrade_and_streams() -> None:
     server = StandInServer()
     async with serving(server) as configuration:
@@ -148,11 +160,7 @@ async def test_upgrade_and_streams() -> None:
 
 async def test_transport_frames_flushes_on_close_and_reports_the_end_once() -> None:
     server = StandInServer(greeting=b"hello from the pod")
-    async with serving(server) as configuration:
-        stream = await open_stream(configuration)
-        protocol = Recording()
-        transport = SpdyTransport(stream, protocol)
-        pump = asyncio.create_task(transport.pump())
+    async with attached(server) as (transport, protocol, pump):
         await asyncio.sleep(0)
         assert bytes(protocol.received) == b"hello from the pod"  # queued before attach
         transport.write(b"a")
@@ -176,11 +184,7 @@ async def test_transport_frames_flushes_on_close_and_reports_the_end_once() -> N
 
 async def test_abort_drops_what_was_not_sent() -> None:
     server = StandInServer()
-    async with serving(server) as configuration:
-        stream = await open_stream(configuration)
-        protocol = Recording()
-        transport = SpdyTransport(stream, protocol)
-        pump = asyncio.create_task(transport.pump())
+    async with attached(server) as (transport, protocol, pump):
         await asyncio.sleep(0)
         transport.write(b"never sent")
         transport.abort()
@@ -192,11 +196,7 @@ async def test_abort_drops_what_was_not_sent() -> None:
 
 async def test_error_stream_text_ends_the_transport_with_a_cluster_error() -> None:
     server = StandInServer()
-    async with serving(server) as configuration:
-        stream = await open_stream(configuration)
-        protocol = Recording()
-        transport = SpdyTransport(stream, protocol)
-        pump = asyncio.create_task(transport.pump())
+    async with attached(server) as (_, protocol, pump):
         assert server.writer is not None
         server.writer.write(data(1, b"error forwarding port 8081: connection refused", 1))
         await asyncio.wait_for(pump, 5)

@@ -29,7 +29,22 @@ import yaml
 from kpcluster import layout
 from kpcluster.harness import Cluster
 
-SCRIPT = textwrap.dedent(
+# Shared by the scripts below: one HTTP request through a fresh port-forward.
+ASK = textwrap.dedent(
+    """
+    async def ask(forwarder, request):
+        async with forwarder.open() as stream:
+            await stream.send(request)
+            answer = b""
+            while (chunk := await stream.receive()) is not None:
+                answer += chunk
+                if b"\\r\\n\\r\\n" in answer and answer.rstrip().endswith(b"}"):
+                    break
+        return answer.decode()
+    """
+)
+
+SCRIPT = ASK + textwrap.dedent(
     """
     import asyncio, hashlib, json, os, sys
     import uvloop
@@ -93,14 +108,7 @@ SCRIPT = textwrap.dedent(
         result = {}
         async with api:
             forwarder = PortForwarder(api, NS, POD, PORT, PROTOCOL)
-            async with forwarder.open() as stream:
-                await stream.send(REQUEST)
-                answer = b""
-                while (chunk := await stream.receive()) is not None:
-                    answer += chunk
-                    if b"\\r\\n\\r\\n" in answer and answer.rstrip().endswith(b"}"):
-                        break
-            result["direct"] = answer.decode()
+            result["direct"] = await ask(forwarder, REQUEST)
             result["protocol"] = forwarder.protocol
             try:
                 async with PortForwarder(api, NS, POD, BAD_PORT, PROTOCOL).open() as stream:
@@ -172,7 +180,7 @@ def test_userd_portforward_from_the_workstation(
     assert data["bulk"] == [8 * 1024 * 1024, True, transport]
 
 
-FALLBACK_SCRIPT = textwrap.dedent(
+FALLBACK_SCRIPT = ASK + textwrap.dedent(
     """
     import asyncio, json, sys, urllib.parse
     from pathlib import Path
@@ -220,16 +228,6 @@ FALLBACK_SCRIPT = textwrap.dedent(
             await asyncio.gather(splice(reader, up_writer), splice(up_reader, writer))
         return handle
 
-    async def ask(forwarder):
-        async with forwarder.open() as stream:
-            await stream.send(REQUEST)
-            answer = b""
-            while (chunk := await stream.receive()) is not None:
-                answer += chunk
-                if answer.rstrip().endswith(b"}"):
-                    break
-        return answer.decode()
-
     async def main():
         conf = await load_configuration(Path(sys.argv[4]))
         server = urllib.parse.urlsplit(conf.host)
@@ -238,10 +236,10 @@ FALLBACK_SCRIPT = textwrap.dedent(
         result = {}
         async with websocket_client(conf) as api:
             forwarder = PortForwarder(api, NS, POD, PORT, "auto")
-            result["answers"] = [await ask(forwarder), await ask(forwarder)]
+            result["answers"] = [await ask(forwarder, REQUEST), await ask(forwarder, REQUEST)]
             result["protocol"] = forwarder.protocol
             try:
-                await ask(PortForwarder(api, NS, POD, PORT, "spdy"))
+                await ask(PortForwarder(api, NS, POD, PORT, "spdy"), REQUEST)
                 result["spdy_only"] = "no error"
             except KubepresenceError as error:
                 result["spdy_only"] = [error.category.value, error.message]
@@ -286,7 +284,7 @@ def test_auto_falls_back_to_websocket_where_spdy_is_refused(
     assert "refused: 400 Bad Request: only WebSocket upgrades here" in message
 
 
-TOKEN_SCRIPT = textwrap.dedent(
+TOKEN_SCRIPT = ASK + textwrap.dedent(
     """
     import asyncio, json, sys
     from pathlib import Path
@@ -298,22 +296,15 @@ TOKEN_SCRIPT = textwrap.dedent(
     NS, POD, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
     REQUEST = b"GET /token HTTP/1.1\\r\\nHost: echo\\r\\nConnection: close\\r\\n\\r\\n"
 
-    async def ask(kubeconfig):
+    async def ask_as(kubeconfig):
         async with websocket_client(await load_configuration(Path(kubeconfig))) as api:
             try:
-                async with PortForwarder(api, NS, POD, PORT, "spdy").open() as stream:
-                    await stream.send(REQUEST)
-                    answer = b""
-                    while (chunk := await stream.receive()) is not None:
-                        answer += chunk
-                        if answer.rstrip().endswith(b"}"):
-                            break
-                return answer.decode()
+                return await ask(PortForwarder(api, NS, POD, PORT, "spdy"), REQUEST)
             except KubepresenceError as error:
                 return [error.category.value, error.message]
 
     async def main():
-        print(json.dumps([await ask(sys.argv[4]), await ask(sys.argv[5])]))
+        print(json.dumps([await ask_as(sys.argv[4]), await ask_as(sys.argv[5])]))
 
     uvloop.run(main())
     """

@@ -222,6 +222,8 @@ class SpdyPortForward:
 
     def data_to_send(self) -> bytes:
         """Frames the session owes the server (PING echoes, the error stream's FIN)."""
+        if not self._output:  # nearly always: this runs for every read
+            return b""
         output = bytes(self._output)
         self._output.clear()
         return output
