@@ -543,6 +543,33 @@ def test_python_install_upgrade_and_uninstall(
         remove_install(cluster, ns)
 
 
+def injected_at_once(cluster: Cluster, namespace: str, manager_ns: str) -> bool:
+    """Create a pod for the manager's webhook and delete it; whether it came with the agent."""
+    name = fresh_name("probe")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {
+                "kubepresence.io/inject-traffic-agent": "enabled",
+                "kubepresence.io/manager-namespace": manager_ns,
+            },
+        },
+        "spec": {"containers": [{"name": "app", "image": cluster.testapps_image}]},
+    }
+    try:
+        created = json.loads(
+            cluster.kubectl("create", "-o", "json", "-f", "-", input_text=json.dumps(pod))
+        )
+    finally:
+        cluster.kubectl(
+            "delete", "pod", name, "-n", namespace, "--ignore-not-found", "--wait=false"
+        )
+    return "kubepresence-agent" in [c["name"] for c in created["spec"]["containers"]]
+
+
 def test_python_install_with_namespaced_rbac_and_the_webhook(
     cluster: Cluster, manager_image: str, namespace: str
 ) -> None:
@@ -556,6 +583,9 @@ def test_python_install_with_namespaced_rbac_and_the_webhook(
     try:
         first = workstation(cluster, "ensure", ns, webhook_enabled=True, **settings)
         assert ok(first) == "installed"
+        # Once the install returns, the webhook injects: a pod created at once has its agent.
+        assert f"agent injection by the traffic manager in {ns} works" in first["progress"]
+        assert injected_at_once(cluster, namespace, ns)
         for where in (ns, namespace):
             assert len(existing(cluster, *rbac, namespace=where)) == 2
         role = cluster.get("clusterrole", f"{MANAGER}-{ns}")
@@ -586,6 +616,8 @@ def test_python_install_with_namespaced_rbac_and_the_webhook(
             cluster, "ensure", ns, webhook_enabled=True, log_level="debug", **settings
         )
         assert ok(changed) == f"upgraded from {version}"
+        assert f"agent injection by the traffic manager in {ns} works" in changed["progress"]
+        assert injected_at_once(cluster, namespace, ns)
         # The earlier CA is still there (the new manager's CA joins it).
         assert base64.b64decode(bundle) in base64.b64decode(ca_bundle(cluster, ns))
         assert ca_bundle(cluster, ns) != bundle

@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubepresence.manager.core.injection import (
-    AGENT_CONTAINER,
     APP_MOUNTS_ROOT,
     CONFIG_ENV,
     INIT_CONTAINER,
@@ -30,6 +29,7 @@ from kubepresence.manager.core.injection import (
     review,
     workload_of,
 )
+from kubepresence.protocol.annotations import AGENT_CONTAINER
 
 SETTINGS = InjectionSettings(
     agent_image="localhost/kubepresence-agent:0.1.0", manager_namespace="kp-system"

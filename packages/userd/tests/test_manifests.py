@@ -12,6 +12,8 @@ from kubepresence.userd.core.manifests import (
     ManagerInstall,
     Resources,
     applied,
+    has_agent,
+    injection_probe,
     manager_args,
     manager_objects,
 )
@@ -361,3 +363,61 @@ def test_the_manager_is_told_its_namespaces_in_the_namespaced_scope() -> None:
     namespaced = ManagerInstall(namespace="kp", rbac_scope="namespaced", rbac_namespaces=("apps",))
     assert manager_args(namespaced)[-1] == "--managed-namespaces=kp,apps"
     assert not any(a.startswith("--managed-namespaces") for a in manager_args(ManagerInstall()))
+
+
+def _selects(selector: dict[str, Any], namespace: str) -> bool:
+    """Evaluate a namespaceSelector of the webhook on a namespace's automatic name label."""
+    for expression in selector["matchExpressions"]:
+        assert expression["key"] == "kubernetes.io/metadata.name"
+        inside = namespace in expression["values"]
+        if inside != (expression["operator"] == "In"):
+            return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("install", "namespace"),
+    [
+        (ManagerInstall(namespace="kp"), "default"),
+        (ManagerInstall(namespace="default"), "kube-public"),
+        (
+            ManagerInstall(namespace="kp", rbac_scope="namespaced", rbac_namespaces=("kp", "team")),
+            "team",
+        ),
+        (ManagerInstall(namespace="kp", rbac_scope="namespaced", rbac_namespaces=("a", "b")), "a"),
+    ],
+)
+def test_injection_probe_goes_where_the_webhook_injects(
+    install: ManagerInstall, namespace: str
+) -> None:
+    probe = injection_probe(install)
+    assert probe is not None
+    assert probe["metadata"]["namespace"] == namespace
+    (hook,) = manager_objects(install)[-1]["webhooks"]
+    assert _selects(hook["namespaceSelector"], namespace)
+    annotations = probe["metadata"]["annotations"]
+    assert annotations["kubepresence.io/inject-traffic-agent"] == "enabled"
+    # Only this install's manager may inject it.
+    assert annotations["kubepresence.io/manager-namespace"] == install.namespace
+    assert not has_agent(probe)
+
+
+def test_no_injection_probe_without_a_webhook() -> None:
+    assert injection_probe(ManagerInstall(webhook_enabled=False)) is None
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        ({"spec": {"containers": [{"name": "app"}, {"name": "kubepresence-agent"}]}}, True),
+        ({"spec": {"containers": [{"name": "app"}]}}, False),
+        ({"spec": {"initContainers": [{"name": "kubepresence-agent"}]}}, False),
+        ({"spec": {"containers": None}}, False),
+        ({"spec": None}, False),
+        ({}, False),
+        ({"spec": {"containers": ["kubepresence-agent"]}}, False),
+        ("not a pod", False),
+    ],
+)
+def test_has_agent(pod: Any, expected: bool) -> None:
+    assert has_agent(pod) is expected

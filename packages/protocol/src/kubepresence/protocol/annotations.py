@@ -1,4 +1,5 @@
-"""Annotations kubepresence reads and writes on the user's workloads and pods.
+"""Annotations kubepresence reads and writes on the user's workloads and pods, and the
+name of the container it injects.
 
 They are part of the contract between the parts (the manager injects on one, the user
 daemon removes agents by clearing it), so they are named once, here.
@@ -16,3 +17,5 @@ INJECT_CONTAINER = "kubepresence.io/inject-container"
 # On a pod template: comma-separated port numbers that Services target by number; the
 # webhook redirects them to the agent (an init container with iptables).
 INJECT_NUMERIC_PORTS = "kubepresence.io/inject-numeric-ports"
+# The injected container's name: how every part recognises a pod that has the agent.
+AGENT_CONTAINER = "kubepresence-agent"

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubepresence.protocol.annotations import (
+    AGENT_CONTAINER,
     INJECT_CONTAINER,
     INJECT_MANAGER_NAMESPACE,
     INJECT_NUMERIC_PORTS,
@@ -69,7 +70,6 @@ NUMERIC_PORTS_ANNOTATION = INJECT_NUMERIC_PORTS
 CONTAINER_ANNOTATION = INJECT_CONTAINER
 INJECTED_ANNOTATION = "kubepresence.io/traffic-agent"
 
-AGENT_CONTAINER = "kubepresence-agent"
 INIT_CONTAINER = "kubepresence-init"
 AGENT_PORT_BASE = 9900
 SFTP_PORT = 8022

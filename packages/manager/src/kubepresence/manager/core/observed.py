@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubepresence.manager.core.clusterinfo import collapse
-from kubepresence.manager.core.injection import AGENT_CONTAINER
 from kubepresence.manager.core.watchcache import Change, ChangeType, Object
+from kubepresence.protocol.annotations import AGENT_CONTAINER
 
 
 def _names(containers: Any) -> set[str]:

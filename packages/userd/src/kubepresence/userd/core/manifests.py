@@ -34,6 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubepresence.protocol import version_of
+from kubepresence.protocol.annotations import (
+    AGENT_CONTAINER,
+    INJECT_ENABLED,
+    INJECT_MANAGER_NAMESPACE,
+    INJECT_TRAFFIC_AGENT,
+)
 from kubepresence.protocol.errors import UserError
 from kubepresence.protocol.logs import LEVELS
 
@@ -477,6 +483,44 @@ def _webhook_config(install: ManagerInstall) -> dict[str, Any]:
             }
         ],
     }
+
+
+INJECTION_PROBE = "kubepresence-injection-probe"
+
+
+def injection_probe(install: ManagerInstall) -> dict[str, Any] | None:
+    """A pod to create with `dryRun=All`, never for real: the API server's answer carries the
+    agent container once the install's webhook is reachable. None without a webhook.
+
+    It goes to a namespace the webhook covers (`default`, or the first namespace of the
+    namespaced scope) and names this install's manager, so no other manager injects it.
+    """
+    if not install.webhook_enabled:
+        return None
+    if install.rbac_scope == "namespaced":
+        namespace = install.role_namespaces[1]  # validated: the webhook has one to cover
+    else:
+        namespace = "default" if install.namespace != "default" else "kube-public"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": INJECTION_PROBE,
+            "namespace": namespace,
+            "labels": labels(install.version),
+            "annotations": {
+                INJECT_TRAFFIC_AGENT: INJECT_ENABLED,
+                INJECT_MANAGER_NAMESPACE: install.namespace,
+            },
+        },
+        "spec": {"containers": [{"name": "probe", "image": install.agent_image}]},
+    }
+
+
+def has_agent(pod: Any) -> bool:
+    """Whether a pod (as the API server returned it) carries the injected agent."""
+    containers = (pod.get("spec") or {}).get("containers") if isinstance(pod, dict) else None
+    return any(isinstance(c, dict) and c.get("name") == AGENT_CONTAINER for c in containers or [])
 
 
 def applied(live: Any, desired: Any) -> bool:

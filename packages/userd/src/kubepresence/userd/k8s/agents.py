@@ -15,6 +15,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.protocol.annotations import (
+    AGENT_CONTAINER,
     INJECT_ENABLED,
     INJECT_MANAGER_NAMESPACE,
     INJECT_NUMERIC_PORTS,
@@ -149,7 +150,6 @@ async def list_workloads(api: client.ApiClient, namespace: str) -> list[tuple[st
     return sorted(found, key=lambda w: (w[1], w[0]))
 
 
-AGENT_CONTAINER = "kubepresence-agent"
 _TRACKED = (INJECT_TRAFFIC_AGENT, INJECT_NUMERIC_PORTS)
 
 

@@ -4,7 +4,8 @@ The objects come from `core.manifests` (the Helm chart's twin). This shell reads
 cluster has, applies only what differs (server-side apply, field manager `kubepresence`, so
 fields others own, like the webhook's CA bundle the manager writes, stay), removes objects
 of the install that are no longer wanted, and waits, bounded, until the manager Deployment
-has rolled out. A manager installed by Helm is left to Helm.
+has rolled out and, after a change, until its webhook injects agents. A manager installed by
+Helm is left to Helm.
 
 Objects are handled as plain dicts over the REST paths (kubernetes-asyncio's `call_api`),
 so what is compared is exactly what the API server stores. Kubernetes API errors are
@@ -37,6 +38,8 @@ from kubepresence.userd.core.manifests import (
     ManagerInstall,
     applied,
     cluster_scoped_name,
+    has_agent,
+    injection_probe,
     manager_objects,
     webhook_config_name,
 )
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 15.0
 WAIT_TIMEOUT = 120.0
 POLL_INTERVAL = 1.0
+INJECTION_WAIT = 30.0
+INJECTION_POLL = 0.2
 HELM = "Helm"
 BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, INVALID = 400, 401, 403, 404, 422
 # Waiting reasons of a container whose image the node cannot get.
@@ -325,6 +330,7 @@ async def ensure_manager(
         progress(f"removing {ref}")
         await rest.delete(ref)
     await wait_available(rest, install, progress, wait_seconds)
+    await wait_injecting(rest, install, progress)
     return "installed" if previous is None else f"upgraded from {previous}"
 
 
@@ -414,6 +420,45 @@ async def wait_available(
             progress(f"waiting for the traffic manager in {ns} to become available")
             said_waiting = True
         await asyncio.sleep(POLL_INTERVAL)
+
+
+async def wait_injecting(
+    rest: Rest, install: ManagerInstall, progress: Progress, wait_seconds: float = INJECTION_WAIT
+) -> None:
+    """Wait until the API server's webhook calls reach the new manager.
+
+    A manager pod is Ready before the cluster routes to it: the Service's endpoints and the
+    node's proxy rules follow. Meanwhile the webhook fails open, and a pod created in that
+    window (the user's first intercept, right after connect) would start without its agent.
+    A dry-run pod shows when injection works. A cluster that does not let us ask, or a
+    webhook that stays silent, gets a warning, not a failure: the manager still serves.
+    """
+    probe = injection_probe(install)
+    if probe is None:
+        return
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            answer = await rest.apply(probe, dry_run=True)
+        except ClusterError as error:
+            progress(f"cannot check that agent injection works: {error}")
+            return
+        waited = loop.time() - started
+        if has_agent(answer):
+            log.info("agent injection answered after %.2f s (%d dry-run pods)", waited, attempts)
+            progress(f"agent injection by the traffic manager in {install.namespace} works")
+            return
+        if waited >= wait_seconds:
+            progress(
+                f"warning: the agent-injection webhook of the traffic manager in "
+                f"{install.namespace} did not answer within {wait_seconds:.0f} s; pods "
+                "created now start without the traffic agent (see the manager's log)"
+            )
+            return
+        await asyncio.sleep(INJECTION_POLL)
 
 
 async def _manager_pods(rest: Rest, install: ManagerInstall) -> list[dict[str, Any]]:

@@ -11,11 +11,11 @@ from pathlib import Path
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubepresence.protocol.annotations import AGENT_CONTAINER
 from kubepresence.protocol.errors import UserError
 
 log = logging.getLogger(__name__)
 
-AGENT_CONTAINER = "kubepresence-agent"
 MANAGER_SELECTOR = "app.kubernetes.io/name=kubepresence-manager"
 TAIL_BYTES = 4 * 1024 * 1024  # per container: enough to see what happened, bounded
 
