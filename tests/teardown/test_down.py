@@ -9,6 +9,10 @@ Scenarios:
 - The sysctls bring-up changed (ip_forward, kernel.panic, panic_on_oops, ...) are back to
   their values from before `up`.
 
+- On a machine where /run/netns has never been a mount point (a fresh one: issue 21),
+  `up` then `down` leaves nothing either: no namespace, no nsfs mount under /run/netns,
+  `ip netns list` without error, and /run/netns not left a mount point.
+
 Runs after the e2e suite in CI; brings the cluster up first if it is not running, so there
 is always something to tear down.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -85,3 +90,31 @@ def test_down_leaves_nothing_behind() -> None:
     for d in (layout.STATE, layout.DATA, layout.CONFIG, layout.WORKSTATION_NETNS_ETC):
         assert not d.exists(), d
     assert lifecycle.traces_left() == []
+
+
+def test_up_and_down_where_run_netns_was_never_a_mount_point() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, nft, containerd)")
+    if lifecycle.is_healthy():
+        lifecycle.down()
+    netns_dir = layout.NETNS_DIR
+    if mounts.is_mount_point(netns_dir):
+        # What a fresh machine has: the bind mount of an earlier `ip netns add` removed.
+        assert list(netns_dir.iterdir()) == [], "another tool's namespaces are in /run/netns"
+        mounts.unmount(str(netns_dir))
+    assert not mounts.is_mount_point(netns_dir)
+
+    lifecycle.up()
+    # The order of the trap: a pod (CoreDNS) had its namespace before the workstation's.
+    assert [n for n in network.netns_list() if n.startswith("cni-")]
+    assert layout.WORKSTATION_NETNS in network.netns_list()
+
+    lifecycle.down()
+
+    assert lifecycle.traces_left() == []
+    listing = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (listing.returncode, listing.stderr) == (0, "")
+    assert [m for m in mounts.mount_points() if m.startswith(f"{netns_dir}/")] == []
+    assert not mounts.is_mount_point(netns_dir)

@@ -167,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cluster.py must run as root", file=sys.stderr)
         return 2
     try:
+        if args.cmd in ("prepare", "up", "down", "images", "status"):
+            # Every command that looks at or changes the machine runs nft, ip, ctr ...:
+            # install them first (a no-op when present), before any of them is called.
+            with _exclusive():
+                preparing.install_packages()
         if args.cmd in ("prepare", "up", "down", "images"):
             with _exclusive():
                 return int(args.fn(args))

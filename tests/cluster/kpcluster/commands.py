@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from . import programs
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -33,6 +35,10 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a command, capture its output as text, fail with its stderr if check is set."""
     args = [str(a) for a in argv]
+    if not programs.is_known(args[0]):
+        raise ClusterError(
+            f"internal: {args[0]} is not in kpcluster/programs.py, so nothing installs it"
+        )
     log.debug("run: %s", " ".join(args))
     try:
         proc = subprocess.run(
@@ -45,6 +51,10 @@ def run(
             cwd=cwd,
             check=False,
         )
+    except FileNotFoundError as exc:
+        package = programs.package_of(args[0])
+        hint = f" (Debian package {package}: `cluster.py prepare` installs it)" if package else ""
+        raise ClusterError(f"{args[0]} not found{hint}") from exc
     except subprocess.TimeoutExpired as exc:
         raise ClusterError(
             f"{args[0]} did not finish within {timeout:.0f} s: {' '.join(args)}"

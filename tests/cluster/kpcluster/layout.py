@@ -56,6 +56,8 @@ API_PORT = 6443
 API_URL = f"https://{NODE_IP}:{API_PORT}"
 HOST_UPLINK = "eth0"
 
+# `ip netns` keeps its namespaces here, and containerd (through the CNI) the pods'.
+NETNS_DIR = Path("/run/netns")
 WORKSTATION_NETNS = "ws1"
 WORKSTATION_IP = "10.77.0.2"
 WORKSTATION_HOST_VETH = "ws1-h"

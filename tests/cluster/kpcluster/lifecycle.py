@@ -242,6 +242,8 @@ def images() -> dict[str, str]:
 
 def up(*, keep_on_failure: bool = False) -> dict[str, float]:
     """Bring the cluster up (or confirm it is up); return the time each phase took."""
+    # First, before any probe below runs nft, ip or ctr: on a fresh machine they are absent.
+    preparing.install_packages()
     if is_healthy():
         log.info("cluster already up and healthy")
         _refresh_images(preparing.prepare())
@@ -303,6 +305,8 @@ def _bring_up(built: list[imagebuild.BuiltImage], timings: dict[str, float]) -> 
     network.install_guard()
     network.create_bridges()
     network.enable_forwarding()
+    # Before containerd mounts the first pod's namespace there (issue 21).
+    network.prepare_netns_dir()
     t = _phase(timings, "network", t)
 
     pause = next(i for i in built if i.name == imagebuild.PAUSE_IMAGE)
@@ -434,11 +438,11 @@ def down() -> None:
     mounts.unmount_under(layout.STATE, layout.DATA, layout.KUBELET_ROOT)
 
     keep_netns = set(before.netns) if before else set()
-    network.delete_workstation()
-    for ns in network.netns_list():
-        if ns.startswith("cni-") and ns not in keep_netns:
-            # `ip netns del` detaches the nsfs mount itself (a plain umount gets EINVAL here).
-            run(["ip", "netns", "del", ns], check=False)
+    network.delete_link(layout.WORKSTATION_HOST_VETH)
+    network.remove_namespaces(
+        {layout.WORKSTATION_NETNS}
+        | {ns for ns in network.netns_list() if ns.startswith("cni-") and ns not in keep_netns}
+    )
     for link in (layout.POD_BRIDGE, layout.SERVICE_SINK, layout.LAN_BRIDGE):
         network.delete_link(link)
 
@@ -572,6 +576,16 @@ def _remove_new_paths(before: Before | None) -> None:
             if link.is_symlink() and str(link.readlink()).startswith(str(layout.POD_LOGS)):
                 link.unlink()
     existed = set(before.existing_paths) if before else {str(p) for p in FOREIGN_PATHS}
+    mounted_before = set(before.mounts) if before else set(mounts.mount_points())
+    netns_dir = layout.NETNS_DIR
+    if (
+        str(netns_dir) in existed
+        and str(netns_dir) not in mounted_before
+        and mounts.is_mount_point(netns_dir)
+        and not any(netns_dir.iterdir())
+    ):
+        # It was a plain directory before `up`, which made it a mount point: undo that too.
+        mounts.unmount(str(netns_dir))
     for path in FOREIGN_PATHS:
         if str(path) in existed or not path.exists():
             continue

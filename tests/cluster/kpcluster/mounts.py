@@ -11,6 +11,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MNT_DETACH = 2
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 1 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -55,6 +58,26 @@ def unmount(point: str) -> None:
         err = ctypes.get_errno()
         raise OSError(err, f"umount {point}: {os.strerror(err)}")
     log.debug("lazily detached %s (first error %s)", point, os.strerror(err))
+
+
+def is_mount_point(path: Path | str) -> bool:
+    return str(path) in mount_points()
+
+
+def make_shared_mount_point(path: Path) -> None:
+    """Make a directory its own mount point with shared propagation, as `ip netns add` does.
+
+    Done before anything mounts below it: a mount made on the directory while it is still
+    a plain directory is hidden for good by the bind mount that comes later (issue 21).
+    """
+    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    target = os.fsencode(path)
+    if not is_mount_point(path) and _libc.mount(target, target, b"none", MS_BIND | MS_REC, None):
+        err = ctypes.get_errno()
+        raise OSError(err, f"bind-mount {path} on itself: {os.strerror(err)}")
+    if _libc.mount(b"", target, b"none", MS_SHARED | MS_REC, None):
+        err = ctypes.get_errno()
+        raise OSError(err, f"make {path} shared: {os.strerror(err)}")
 
 
 def unmount_under(*roots: Path | str) -> list[str]:

@@ -14,7 +14,7 @@ import logging
 import shlex
 from pathlib import Path
 
-from . import layout
+from . import layout, mounts
 from .commands import run
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,75 @@ def netns_list() -> list[str]:
     return [entry["name"] for entry in json.loads(out)] if out else []
 
 
+def prepare_netns_dir() -> None:
+    """Make /run/netns a shared mount point before containerd creates the first pod.
+
+    Otherwise the first `ip netns add` (the workstation's) bind-mounts /run/netns over
+    itself after the CoreDNS pod's namespace was mounted on the plain directory: that mount
+    is hidden from then on, containerd's teardown finds an empty file, and `down` can
+    neither unmount nor remove it (issue 21).
+    """
+    mounts.make_shared_mount_point(layout.NETNS_DIR)
+
+
+def _nsfs_mounts(names: set[str]) -> list[str]:
+    return [
+        p
+        for p in mounts.mount_points()
+        if Path(p).parent == layout.NETNS_DIR and Path(p).name in names
+    ]
+
+
+def remove_namespaces(names: set[str]) -> None:
+    """Delete these named network namespaces, including ones an earlier run left shadowed.
+
+    `ip netns del` handles the normal case. A namespace mounted on /run/netns/NAME before
+    /run/netns became a mount point (a run from before prepare_netns_dir, or another tool's
+    order of events) sits under that bind mount: unreachable until the bind goes. Then,
+    if nothing but ours is in the directory, the bind is unmounted, the uncovered mounts
+    with it, the files removed, and the mount point made again if it was one before.
+    """
+    for name in sorted(names & set(netns_list())):
+        run(["ip", "netns", "del", name], check=False)
+    if not _nsfs_mounts(names):
+        _remove_files(names)
+        return
+    entries = {p.name for p in layout.NETNS_DIR.iterdir()} if layout.NETNS_DIR.is_dir() else set()
+    foreign = entries - names
+    if foreign:
+        log.warning(
+            "namespaces %s are shadowed under %s, which also holds %s: left alone",
+            ", ".join(sorted(entries & names)),
+            layout.NETNS_DIR,
+            ", ".join(sorted(foreign)),
+        )
+        return
+    was_mount_point = mounts.is_mount_point(layout.NETNS_DIR)
+    log.info("removing shadowed namespace mounts under %s", layout.NETNS_DIR)
+    for _ in range(5):  # bounded: each round uncovers one layer of stacked mounts
+        found = mounts.mounts_under(layout.NETNS_DIR)
+        if not found:
+            break
+        for point in reversed(found):  # newest first: the bind before what it covers
+            try:
+                mounts.unmount(point)
+            except OSError as exc:
+                log.debug("not yet: %s", exc)
+    _remove_files(names)
+    if was_mount_point:
+        prepare_netns_dir()
+    left = _nsfs_mounts(names)
+    if left:
+        log.warning("could not remove namespace mounts %s", ", ".join(left))
+
+
+def _remove_files(names: set[str]) -> None:
+    for name in names:
+        path = layout.NETNS_DIR / name
+        if path.exists() and not mounts.is_mount_point(path):
+            path.unlink()
+
+
 def create_workstation() -> None:
     ns = layout.WORKSTATION_NETNS
     etc = layout.WORKSTATION_NETNS_ETC
@@ -209,12 +278,6 @@ def create_workstation() -> None:
     run(["ip", "-n", ns, "addr", "replace", f"{layout.WORKSTATION_IP}/24", "dev", "eth0"])
     run(["ip", "-n", ns, "link", "set", "eth0", "up"])
     run(["ip", "-n", ns, "link", "set", "lo", "up"])
-
-
-def delete_workstation() -> None:
-    delete_link(layout.WORKSTATION_HOST_VETH)
-    if layout.WORKSTATION_NETNS in netns_list():
-        run(["ip", "netns", "del", layout.WORKSTATION_NETNS])
 
 
 # --- iptables leftovers ------------------------------------------------------------------

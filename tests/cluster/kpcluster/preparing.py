@@ -11,27 +11,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import imagebuild, layout
+from . import imagebuild, layout, programs
 from .commands import ClusterError, run
 
 log = logging.getLogger(__name__)
 
-APT_PACKAGES = (
-    "containerd",
-    "runc",
-    "containernetworking-plugins",
-    "iptables",
-    "nftables",
-    "conntrack",
-    "debootstrap",
-    "iproute2",
-    "curl",
-    "gcc",
-    "libc6-dev",
-    "binutils",
-    # `intercept --mount` on the workstation: sshfs (+ fuse3's fusermount3)
-    "sshfs",
-)
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
 BINARIES = (
     ("kubernetes", "kube-apiserver"),
@@ -46,17 +30,12 @@ BINARIES = (
 )
 
 
-def missing_packages() -> list[str]:
-    missing = []
-    for pkg in APT_PACKAGES:
-        proc = run(["dpkg-query", "-W", "-f=${Status}", pkg], check=False)
-        if "install ok installed" not in proc.stdout:
-            missing.append(pkg)
-    return missing
-
-
 def install_packages() -> None:
-    missing = missing_packages()
+    """Install the package of every program the project runs that is not on PATH yet.
+
+    The first step of every command that changes the machine: nothing may call a program
+    before this (a fresh Debian 12 has no nft, iptables, containerd ...; see programs.py)."""
+    missing = programs.missing_packages()
     if not missing:
         return
     log.info("installing Debian packages: %s", " ".join(missing))
