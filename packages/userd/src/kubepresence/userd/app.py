@@ -6,18 +6,16 @@ import asyncio
 import logging
 from pathlib import Path
 
-from kubernetes_asyncio import client
-
 from kubepresence.protocol import version_of
 from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.transport import close_server, serve_unix
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions, Progress
-from kubepresence.userd.core.manifests import ManagerInstall
+from kubepresence.userd.core.manifests import install_from_environment
 from kubepresence.userd.core.session import SessionState
 from kubepresence.userd.intercepting import answer_dials
 from kubepresence.userd.k8s import installing
-from kubepresence.userd.k8s.apiclient import kubeconfig_source, resolve_target
+from kubepresence.userd.k8s.apiclient import kubeconfig_source, resolve_target, rest_client
 from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc import rootd
 from kubepresence.userd.rpc.connector import ConnectorService
@@ -127,7 +125,7 @@ class UserDaemon:
         ):
             progress("ending this session: its traffic manager goes away")
             await self.disconnect()
-        async with client.ApiClient(target.configuration) as api:
+        async with rest_client(target.configuration) as api:
             installed = await installing.find_manager(api, namespace)
             ours = version_of("kubepresence-userd")
             if action == "uninstall":
@@ -145,7 +143,7 @@ class UserDaemon:
                     f"no traffic manager in namespace {namespace}: use 'kubepresence helm install'"
                 )
             outcome = await installing.ensure_manager(
-                api, ManagerInstall(namespace=namespace), progress
+                api, install_from_environment(namespace, environment), progress
             )
             return f"traffic manager {ours} in {namespace}: {outcome}"
 

@@ -18,14 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kubernetes_asyncio import client
-
 from kubepresence.protocol import version_of
 from kubepresence.protocol.errors import ConfigError, KubepresenceError
 from kubepresence.protocol.transport import CONFIGURATION
 from kubepresence.userd.core.manifests import ManagerInstall
 from kubepresence.userd.k8s import installing
-from kubepresence.userd.k8s.apiclient import KubeTarget, websocket_client
+from kubepresence.userd.k8s.apiclient import KubeTarget, rest_client, websocket_client
 from kubepresence.userd.k8s.manager_pods import find_manager_pod
 from kubepresence.userd.k8s.portforward_channel import PortForwardChannel
 from kubepresence.userd.k8s.portforwarding import PortForwarder
@@ -54,13 +52,15 @@ class ConnectOptions:
     never_proxy: list[str] = field(default_factory=list)
     no_install: bool = False
     port_forward: str = "auto"  # the protocol to the manager: auto, spdy or websocket
+    # What an on-demand install applies (registry, pull secrets); None: the defaults.
+    install: ManagerInstall | None = None
 
 
 class ClusterConnection:
     def __init__(self, target: KubeTarget, options: ConnectOptions) -> None:
         self.target = target
         self.options = options
-        self.api = client.ApiClient(target.configuration)
+        self.api = rest_client(target.configuration)
         self.ws_api = websocket_client(target.configuration)
         self.forwarder = PortForwarder(
             self.ws_api,
@@ -101,7 +101,7 @@ class ClusterConnection:
                 )
             progress(f"installing the traffic manager {ours} in namespace {namespace}")
             outcome = await installing.ensure_manager(
-                self.api, ManagerInstall(namespace=namespace), progress
+                self.api, self.options.install or ManagerInstall(namespace=namespace), progress
             )
             self.note(f"traffic manager {outcome}")
         elif installed != ours:

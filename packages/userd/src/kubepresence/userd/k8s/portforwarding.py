@@ -28,6 +28,7 @@ from kubepresence.userd.core.portforward import (
     PortForwardProtocolError,
 )
 from kubepresence.userd.core.spdy import SpdyProtocolError, UpgradeRefused
+from kubepresence.userd.k8s import credentials
 from kubepresence.userd.k8s.spdyforwarding import SpdyStream, SpdyUnavailable, open_spdy
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,13 @@ class PortForwarder:
     async def _open_spdy(self, pod: str) -> SpdyStream | None:
         """A SPDY stream; None if SPDY cannot be used here and `auto` may fall back."""
         try:
-            stream = await open_spdy(self._configuration, self.namespace, pod, self.port)
+            try:
+                stream = await open_spdy(self._configuration, self.namespace, pod, self.port)
+            except UpgradeRefused as error:
+                # A refreshable credential the server refused: once more with a new one.
+                if error.status != 401 or not credentials.invalidate(self._configuration):
+                    raise
+                stream = await open_spdy(self._configuration, self.namespace, pod, self.port)
         except (SpdyUnavailable, UpgradeRefused) as error:
             if self.protocol == "spdy":
                 if isinstance(error, UpgradeRefused):
@@ -200,10 +207,19 @@ class PortForwarder:
     async def _open_websocket(self, pod: str) -> AsyncIterator[PortForwardStream]:
         try:
             async with asyncio.timeout(OPEN_TIMEOUT):
-                opening: Any = await self._core.connect_get_namespaced_pod_portforward(
-                    pod, self.namespace, ports=self.port, _preload_content=False
-                )
-                ws = await opening.__aenter__()
+                for attempt in (1, 2):
+                    opening: Any = await self._core.connect_get_namespaced_pod_portforward(
+                        pod, self.namespace, ports=self.port, _preload_content=False
+                    )
+                    try:
+                        ws = await opening.__aenter__()
+                        break
+                    except aiohttp.WSServerHandshakeError as error:
+                        # A refreshable credential the server refused: once more, anew.
+                        if attempt == 2 or error.status != 401:
+                            raise
+                        if not credentials.invalidate(self._configuration):
+                            raise
                 stream = PortForwardStream(ws, PortForwardFraming(self.port))
                 await stream.wait_ready()
         except aiohttp.WSServerHandshakeError as error:
