@@ -11,6 +11,9 @@ import asyncio
 import contextlib
 import functools
 import os
+import sys
+import time
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec
@@ -41,6 +44,7 @@ from kubepresence.protocol.errors import (
     InternalError,
     KubepresenceError,
     UserError,
+    unexpected_error_message,
 )
 from kubepresence.protocol.httpfilter import auto_header
 from kubepresence.protocol.logs import LEVELS
@@ -48,7 +52,13 @@ from kubepresence.protocol.logs import LEVELS
 P = ParamSpec("P")
 PROGRESS_POLL = 1.0  # seconds between looks at a waiting intercept's progress
 # The caller's variables the user daemon reads (it runs with its own environment).
-FORWARDED_VARIABLES = ("KUBECONFIG", "KUBEPRESENCE_PORT_FORWARD")
+# KUBEPRESENCE_REGISTRY / _IMAGE_PULL_SECRETS: the image settings of an on-demand install.
+FORWARDED_VARIABLES = (
+    "KUBECONFIG",
+    "KUBEPRESENCE_PORT_FORWARD",
+    "KUBEPRESENCE_REGISTRY",
+    "KUBEPRESENCE_IMAGE_PULL_SECRETS",
+)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -85,8 +95,26 @@ def command(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
             # The message is data: "[Errno 111]" must not be read as rich markup.
             err.print(f"[red]kubepresence:[/red] {escape(error.message)}", markup=True)
             raise typer.Exit(exit_code(error.category)) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as error:  # noqa: BLE001 - the CLI's outermost boundary
+            # A bug in the CLI itself: never a traceback on the terminal; one line that
+            # says where the traceback went.
+            message = unexpected_error_message(error, str(_cli_log(error)))
+            err.print(f"[red]kubepresence:[/red] {escape(message)}", markup=True)
+            raise typer.Exit(ExitCode.INTERNAL) from None
 
     return run
+
+
+def _cli_log(error: Exception) -> Path:
+    """Append the traceback of an unexpected CLI error to cli.log in the state dir."""
+    path = paths.state_dir() / "cli.log"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    trace = "".join(traceback.format_exception(error))
+    with path.open("a", encoding="utf-8") as log_file:
+        log_file.write(f"{stamp} kubepresence {' '.join(sys.argv[1:])}\n{trace}\n")
+    return path
 
 
 def client_version() -> str:

@@ -89,6 +89,13 @@ _CATEGORY_OF = {
 }
 
 
+def unexpected_error_message(error: BaseException, log_location: str) -> str:
+    """One line for a bug: the error's type and first line, and where its traceback is."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+    return f"unexpected error ({text}); the traceback is in {log_location}"
+
+
 def to_grpc_error(error: KubepresenceError) -> GRPCError:
     """The gRPC status that carries `error` to a client."""
     return GRPCError(error.status or _STATUS_OF[error.category], error.message)

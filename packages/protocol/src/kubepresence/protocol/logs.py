@@ -16,6 +16,8 @@ from typing import Literal
 
 LogFormat = Literal["text", "json"]
 LEVELS = ("debug", "info", "warning", "error")
+# Where this process logs, for error messages that point there ("" until set up).
+_destination = {"component": "", "file": ""}
 
 
 class JsonFormatter(logging.Formatter):
@@ -70,7 +72,17 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     set_level(level)
+    _destination.update(component=component, file=str(file) if file else "")
     return handler
+
+
+def log_location() -> str:
+    """Where this process's log is, in words a one-line error message can end with."""
+    if _destination["file"]:
+        return _destination["file"]
+    if _destination["component"]:
+        return f"the {_destination['component']}'s log (its standard output)"
+    return "this process's log"
 
 
 def set_level(level: str) -> None:

@@ -27,13 +27,14 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
-from kubepresence.protocol import h2tuning
+from kubepresence.protocol import h2tuning, logs
 from kubepresence.protocol.codec import TunnelCodec
 from kubepresence.protocol.errors import (
     Category,
     KubepresenceError,
     from_grpc_error,
     to_grpc_error,
+    unexpected_error_message,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,14 @@ def _translate(method: IServerMethodFunc) -> IServerMethodFunc:
             await method(stream)
         except KubepresenceError as error:
             raise to_grpc_error(error) from error
+        except (GRPCError, StreamTerminatedError):
+            raise
+        except Exception as error:
+            # A bug: the traceback goes to the log and the client gets one line that says
+            # where it is (grpclib alone would answer a bare "Internal Server Error").
+            log.exception("unexpected error in %s", getattr(method, "__qualname__", method))
+            message = unexpected_error_message(error, logs.log_location())
+            raise GRPCError(Status.INTERNAL, message) from error
 
     return translated
 
