@@ -161,6 +161,8 @@ class Arrival:
     replicas: int
     pods: list[PodView]
     replaces_pods: bool  # a template change rolls its pods (a bare ReplicaSet's does not)
+    # Why the workload cannot create pods (its ReplicaFailure condition), "" when it can.
+    failure: str = ""
 
 
 def pod_view(pod: Any, template_annotations: dict[str, str]) -> PodView:
@@ -216,7 +218,18 @@ async def arrival(api: client.ApiClient, namespace: str, name: str) -> Arrival:
             kind == "ReplicaSet"
             or (kind == "StatefulSet" and strategy is not None and strategy.type == "OnDelete")
         ),
+        failure=replica_failure(workload),
     )
+
+
+def replica_failure(workload: Any) -> str:
+    """The message of the workload's ReplicaFailure condition (a Deployment copies its
+    ReplicaSets'), "" when there is none: e.g. the API server refused its pods."""
+    status = workload.status
+    for condition in (status.conditions if status is not None else None) or []:
+        if condition.type == "ReplicaFailure" and condition.status == "True":
+            return str(condition.message or condition.reason or "ReplicaFailure")
+    return ""
 
 
 async def serving_pods(api: client.ApiClient, namespace: str, service: str) -> set[str]:

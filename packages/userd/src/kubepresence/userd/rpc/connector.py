@@ -24,7 +24,7 @@ from kubepresence.userd import mounting
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
 from kubepresence.userd.core import arrival
 from kubepresence.userd.core.session import Phase
-from kubepresence.userd.k8s import agents, logs, resolving
+from kubepresence.userd.k8s import agents, logs, podsecurity, resolving
 from kubepresence.userd.k8s.portforwarding import port_forward_protocol
 from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc.manager import InterceptView
@@ -122,6 +122,10 @@ class ConnectorService(connector.ConnectorBase):
         resolved = await resolving.resolve_port(
             connection.api, namespace, spec.workload_name, spec.service_port, spec.service_name
         )
+        # A takeover the namespace's Pod Security level forbids is refused here, untouched.
+        admission = await podsecurity.admission_guard(
+            connection.api, namespace, spec.workload_name, resolved
+        )
         view = await connection.manager.create_intercept(
             connection.session_id,
             name=spec.name or spec.workload_name,
@@ -151,6 +155,7 @@ class ConnectorService(connector.ConnectorBase):
                     if view.state == "error":
                         raise ClusterError(f"intercept {view.name}: {view.message}")
                     seen = await agents.arrival(connection.api, namespace, spec.workload_name)
+                    await admission.check(seen.failure)  # pods refused: rolled back, UserError
                     if not seen.replaces_pods:
                         # The template change does not roll these pods: replace them.
                         stale = [p for p in arrival.stale(seen.pods) if p not in replaced]

@@ -1,0 +1,119 @@
+"""Pod Security Admission around an intercept (the rules are in core.podsecurity).
+
+Before anything is applied, `admission_guard` reads the target namespace's labels and
+refuses a takeover its enforced level forbids, in one line. It also notes the workload's
+injection annotations as they are, so that when the API server refuses the new pods after
+all (userd may not read namespaces, or the cluster's default level is not in the labels),
+`AdmissionGuard.check` can put them back — the workload returns to its previous pod
+template, so its old pods stay and no agent is left behind — and say why in one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kubepresence.protocol.annotations import (
+    INJECT_MANAGER_NAMESPACE,
+    INJECT_NUMERIC_PORTS,
+    INJECT_TRAFFIC_AGENT,
+)
+from kubepresence.protocol.errors import ClusterError, UserError
+from kubepresence.userd.core.podsecurity import Takeover, decide, rejected_by_pod_security
+from kubepresence.userd.core.serviceports import Resolved
+from kubepresence.userd.k8s.agents import read_workload
+
+log = logging.getLogger(__name__)
+
+FORBIDDEN = 403
+# What an intercept may write on the pod template (manager: k8s/workloads.ensure_injected).
+INJECTION_ANNOTATIONS = (INJECT_TRAFFIC_AGENT, INJECT_MANAGER_NAMESPACE, INJECT_NUMERIC_PORTS)
+
+
+async def namespace_labels(api: client.ApiClient, namespace: str) -> dict[str, str] | None:
+    """The namespace's labels; None when the user may not read the namespace."""
+    try:
+        found = await client.CoreV1Api(api).read_namespace(namespace)
+    except ApiException as error:
+        if error.status == FORBIDDEN:
+            return None
+        raise ClusterError(f"cannot read namespace {namespace}: {error.reason}") from error
+    return dict(found.metadata.labels or {})
+
+
+def _patcher(apps: client.AppsV1Api, kind: str) -> Callable[..., Awaitable[Any]]:
+    patchers: dict[str, Callable[..., Awaitable[Any]]] = {
+        "Deployment": apps.patch_namespaced_deployment,
+        "StatefulSet": apps.patch_namespaced_stateful_set,
+        "ReplicaSet": apps.patch_namespaced_replica_set,
+    }
+    return patchers[kind]
+
+
+@dataclass(frozen=True)
+class AdmissionGuard:
+    """What it takes to undo an intercept whose pods PodSecurity refuses."""
+
+    api: client.ApiClient
+    namespace: str
+    kind: str
+    name: str
+    before: dict[str, str | None]  # the injection annotations of the template, as they were
+
+    @property
+    def title(self) -> str:
+        return f"{self.kind.lower()}/{self.name}"
+
+    async def check(self, failure: str) -> None:
+        """`failure`: the workload's pod-creation failure ("" when none). When PodSecurity
+        refused the pods, put the template back and raise UserError (one line)."""
+        if not failure or not rejected_by_pod_security(failure):
+            return
+        patch = {"spec": {"template": {"metadata": {"annotations": dict(self.before)}}}}
+        try:
+            await _patcher(client.AppsV1Api(self.api), self.kind)(self.name, self.namespace, patch)
+        except ApiException as error:
+            raise ClusterError(
+                f"the API server refused the agent's pods of {self.namespace}/{self.title} "
+                f"({failure}), and restoring its pod template failed: {error.reason}"
+            ) from error
+        log.info("%s/%s: pods refused by PodSecurity, template restored", self.namespace, self.name)
+        raise UserError(
+            f"the API server refused the agent's pods of {self.namespace}/{self.title}, "
+            f"so the intercept was rolled back: {failure}"
+        )
+
+
+async def admission_guard(
+    api: client.ApiClient, namespace: str, name: str, resolved: Resolved
+) -> AdmissionGuard:
+    """Refuse (UserError, one line) an intercept whose takeover the namespace's Pod Security
+    level forbids; otherwise what it takes to roll back if the pods are refused anyway."""
+    kind, workload = await read_workload(api, namespace, name)
+    title = f"{kind.lower()}/{name}"
+    labels = await namespace_labels(api, namespace)
+    if labels is None:
+        log.info(
+            "may not read namespace %s: Pod Security is checked when its pods are created",
+            namespace,
+        )
+    else:
+        takeover = Takeover.REDIRECT if resolved.numeric else Takeover.RENAME
+        decision = decide(namespace, labels, takeover, resolved.port, title, resolved.service)
+        log.info(
+            "namespace %s enforces Pod Security %s: %s takeover %s",
+            namespace,
+            decision.level.value,
+            takeover.value,
+            "allowed" if decision.allowed else "refused",
+        )
+        if not decision.allowed:
+            raise UserError(decision.reason)
+    annotations = workload.spec.template.metadata.annotations or {}
+    before = {key: annotations.get(key) for key in INJECTION_ANNOTATIONS}
+    return AdmissionGuard(api, namespace, kind, name, before)
