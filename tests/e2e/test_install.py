@@ -3,8 +3,8 @@
 Scenarios:
 - `helm template` of deploy/helm/kubepresence renders exactly the objects that
   `manager_objects` builds, object by object, for the default values, for namespace-scoped
-  RBAC, and for the webhook with a custom registry, tag, pull policy, log level, session
-  TTL and resources (Helm's bookkeeping labels aside; the Namespace is Helm's
+  RBAC, and for the webhook with a custom registry, tag, pull policy, image pull secrets,
+  log level, session TTL and resources (Helm's bookkeeping labels aside; the Namespace is Helm's
   `--create-namespace`, the builder makes it itself).
 - `helm install` into a fresh namespace, with the default values, with the webhook and with
   namespace-scoped RBAC: the manager Deployment becomes Available (the manager runs as uid
@@ -162,7 +162,12 @@ TEMPLATE_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
     "webhook-and-settings": (
         {
-            "image": {"registry": "registry.example/kp", "tag": "0.2.0", "pullPolicy": "Always"},
+            "image": {
+                "registry": "registry.example/kp",
+                "tag": "0.2.0",
+                "pullPolicy": "Always",
+                "pullSecrets": ["regcred", "mirror.pull"],
+            },
             "logLevel": "debug",
             "sessionTTL": 30,
             "resources": {
@@ -181,6 +186,7 @@ TEMPLATE_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "registry": "registry.example/kp",
             "version": "0.2.0",
             "pull_policy": "Always",
+            "image_pull_secrets": ("regcred", "mirror.pull"),
             "log_level": "debug",
             "session_ttl": 30,
             "resources": Resources("100m", "128Mi", "1", "512Mi"),

@@ -14,6 +14,7 @@ from kubepresence.userd.core.manifests import (
     applied,
     has_agent,
     injection_probe,
+    install_from_environment,
     manager_args,
     manager_objects,
 )
@@ -148,6 +149,44 @@ def test_registry_pull_policy_and_resources_follow_the_install() -> None:
     assert c["env"][1]["value"] == "ghcr.io/example/kubepresence-agent:2.0.0"
     assert c["imagePullPolicy"] == "Always"
     assert c["resources"] == {"requests": {"memory": "32Mi"}, "limits": {"cpu": "1"}}
+
+
+def pod_spec(objects: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
+    deployment = by_key(objects)[("Deployment", namespace, "kubepresence-manager")]
+    return dict(deployment["spec"]["template"]["spec"])
+
+
+def test_image_pull_secrets_go_to_the_manager_pod_only_when_given() -> None:
+    assert "imagePullSecrets" not in pod_spec(manager_objects(ManagerInstall(namespace="kp")), "kp")
+    install = ManagerInstall(namespace="kp", image_pull_secrets=["regcred", "mirror.pull"])
+    assert install.image_pull_secrets == ("regcred", "mirror.pull")  # hashable, as the rest
+    assert pod_spec(manager_objects(install), "kp")["imagePullSecrets"] == [
+        {"name": "regcred"},
+        {"name": "mirror.pull"},
+    ]
+
+
+def test_install_from_the_callers_environment() -> None:
+    plain = install_from_environment("kp", {})
+    assert plain == ManagerInstall(namespace="kp")
+    install = install_from_environment(
+        "kp",
+        {
+            "KUBEPRESENCE_REGISTRY": " registry.example.com/team ",
+            "KUBEPRESENCE_IMAGE_PULL_SECRETS": "regcred, other ,",
+        },
+    )
+    assert install.registry == "registry.example.com/team"
+    assert install.image_pull_secrets == ("regcred", "other")
+    assert c_image(install) == "registry.example.com/team/kubepresence-manager:" + install.version
+    with pytest.raises(UserError, match="image pull secret 'Reg_Cred' is not a valid Secret"):
+        install_from_environment("kp", {"KUBEPRESENCE_IMAGE_PULL_SECRETS": "Reg_Cred"})
+    with pytest.raises(UserError, match="is not a registry host"):
+        install_from_environment("kp", {"KUBEPRESENCE_REGISTRY": "registry.example.com/"})
+
+
+def c_image(install: ManagerInstall) -> str:
+    return str(container(manager_objects(install), install.namespace)["image"])
 
 
 def test_deployment_and_service_select_the_manager_pods() -> None:
@@ -315,6 +354,8 @@ def test_builder_is_pure_and_returns_fresh_objects() -> None:
         ({"version": "0.0.0+unknown"}, "cannot be an image tag"),
         ({"registry": "ghcr.io/org/"}, "is not a registry host"),
         ({"pull_policy": "Sometimes"}, "pull policy 'Sometimes'"),
+        ({"image_pull_secrets": ("ok", "-bad")}, "image pull secret '-bad' is not a valid"),
+        ({"image_pull_secrets": ("x" * 254,)}, "is not a valid Secret name"),
         ({"log_level": "loud"}, "log level 'loud'"),
         ({"session_ttl": 0}, "session TTL 0"),
         ({"rbac_scope": "global"}, "RBAC scope 'global'"),

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,11 +64,15 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 RBAC_SCOPES = ("cluster", "namespaced")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+# What the project's local cluster imports without a registry (the chart's default too).
+DEFAULT_REGISTRY = "localhost"
 
 # RFC 1123 label (namespace names); image tags and label values share a narrower set.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}")
 _REGISTRY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
+# RFC 1123 subdomain (Secret names, for imagePullSecrets).
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?")
 
 
@@ -102,8 +107,11 @@ class ManagerInstall:
 
     namespace: str = "kubepresence"
     version: str = field(default_factory=_userd_version)
-    registry: str = "localhost"
+    registry: str = DEFAULT_REGISTRY
     pull_policy: str = "IfNotPresent"
+    # Secrets in the manager namespace that let kubelet pull the manager image from a
+    # private registry (the chart's image.pullSecrets).
+    image_pull_secrets: tuple[str, ...] = ()
     log_level: str = "info"
     session_ttl: int = 60
     webhook_enabled: bool = True
@@ -122,6 +130,7 @@ class ManagerInstall:
     def __post_init__(self) -> None:
         # Callers may hand in any sequence; the install stays hashable and immutable.
         object.__setattr__(self, "rbac_namespaces", tuple(self.rbac_namespaces))
+        object.__setattr__(self, "image_pull_secrets", tuple(self.image_pull_secrets))
         problem = self._problem()
         if problem:
             raise UserError(f"cannot install the traffic manager: {problem}")
@@ -136,6 +145,9 @@ class ManagerInstall:
             return f"registry {self.registry!r} is not a registry host (e.g. ghcr.io/org)"
         if self.pull_policy not in PULL_POLICIES:
             return f"pull policy {self.pull_policy!r} is not one of {', '.join(PULL_POLICIES)}"
+        for secret in self.image_pull_secrets:
+            if len(secret) > 253 or not _DNS_SUBDOMAIN.fullmatch(secret):
+                return f"image pull secret {secret!r} is not a valid Secret name"
         if self.log_level not in LEVELS:
             return f"log level {self.log_level!r} is not one of {', '.join(LEVELS)}"
         if isinstance(self.session_ttl, bool) or self.session_ttl <= 0:
@@ -182,6 +194,26 @@ class ManagerInstall:
     def role_namespaces(self) -> tuple[str, ...]:
         """Namespaced scope: the manager's namespace first, then the listed ones, once each."""
         return tuple(dict.fromkeys((self.namespace, *self.rbac_namespaces)))
+
+
+# The on-demand install's twins of the chart's image values, read from the environment the
+# CLI forwards (`kubepresence connect` and `kubepresence helm install|upgrade`).
+REGISTRY_VARIABLE = "KUBEPRESENCE_REGISTRY"
+PULL_SECRETS_VARIABLE = "KUBEPRESENCE_IMAGE_PULL_SECRETS"
+
+
+def install_from_environment(namespace: str, environment: Mapping[str, str]) -> ManagerInstall:
+    """The install for a manager namespace with the image settings the caller's environment
+    gives: KUBEPRESENCE_REGISTRY (image.registry, default localhost) and
+    KUBEPRESENCE_IMAGE_PULL_SECRETS (image.pullSecrets, comma-separated). Bad values raise
+    UserError before anything is applied."""
+    registry = environment.get(REGISTRY_VARIABLE, "").strip()
+    secrets = environment.get(PULL_SECRETS_VARIABLE, "")
+    return ManagerInstall(
+        namespace=namespace,
+        registry=registry or DEFAULT_REGISTRY,
+        image_pull_secrets=tuple(s.strip() for s in secrets.split(",") if s.strip()),
+    )
 
 
 def cluster_scoped_name(namespace: str) -> str:
@@ -421,6 +453,11 @@ def _deployment(install: ManagerInstall) -> dict[str, Any]:
                     "serviceAccountName": MANAGER,
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [_container(install)],
+                    **(
+                        {"imagePullSecrets": [{"name": s} for s in install.image_pull_secrets]}
+                        if install.image_pull_secrets
+                        else {}
+                    ),
                 },
             },
         },

@@ -23,6 +23,7 @@ from kubepresence.protocol.logs import set_level
 from kubepresence.userd import mounting
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
 from kubepresence.userd.core import arrival
+from kubepresence.userd.core.manifests import install_from_environment
 from kubepresence.userd.core.session import Phase
 from kubepresence.userd.k8s import agents, logs, podsecurity, resolving
 from kubepresence.userd.k8s.portforwarding import port_forward_protocol
@@ -375,6 +376,9 @@ class ConnectorService(connector.ConnectorBase):
                 never_proxy=list(request.never_proxy),
                 no_install=request.no_install,
                 port_forward=port_forward_protocol(request.environment),
+                install=install_from_environment(
+                    request.manager_namespace or "kubepresence", request.environment
+                ),
             ),
             progress=progress,
         )
