@@ -304,3 +304,21 @@ async def test_resolve_target_still_reads_contexts_and_namespaces(tmp_path: Path
         ConfigError, match=r"context 'other' is not in the kubeconfig \(known: ctx\)"
     ):
         await apiclient.resolve_target(str(path), "other")
+
+
+async def test_cluster_fields_reach_the_client_configuration(tmp_path: Path) -> None:
+    path = kubeconfig(tmp_path / "config", "https://10.0.0.1:6443", {"token": "t"})
+    data = yaml.safe_load(path.read_text())
+    data["clusters"][0]["cluster"].update(
+        {
+            "insecure-skip-tls-verify": True,
+            "tls-server-name": "api.internal",
+            "proxy-url": "http://127.0.0.1:3128",
+        }
+    )
+    path.write_text(yaml.safe_dump(data))
+    configuration = await apiclient.load_configuration(path)
+    assert configuration.verify_ssl is False
+    assert configuration.tls_server_name == "api.internal"
+    assert configuration.proxy == "http://127.0.0.1:3128"
+    assert configuration.api_key["BearerToken"] == "Bearer t"
