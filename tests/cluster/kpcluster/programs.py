@@ -22,6 +22,7 @@ from pathlib import Path
 PROGRAMS: dict[str, str] = {
     "apt-get": "apt",
     "strip": "binutils",
+    "buildah": "buildah",
     "containerd": "containerd",
     "containerd-shim-runc-v2": "containerd",
     "ctr": "containerd",

@@ -1,0 +1,196 @@
+"""Images built by a real container engine from deploy/images/*.Dockerfile pass the smoke.
+
+Scenarios:
+- buildah builds the manager and agent Dockerfiles unchanged but for `--build-arg BASE=`
+  (a local base made from the debootstrap layer, no registry) into
+  localhost/kp-engine/kubepresence-{manager,agent}:<version>; a second build is a cache hit
+  and leaves no buildah container behind;
+- a registry that is not one (`KUBEPRESENCE_REGISTRY=localhost/kp-engine/`): `connect` says
+  so in one line, exit 2, and installs nothing;
+- `connect` with KUBEPRESENCE_REGISTRY=localhost/kp-engine installs a manager whose pod
+  runs the engine-built manager image (the reference and the image id containerd holds);
+- from the workstation, a Service answers by name (`curl http://echo.<ns>/…`);
+- a global intercept of that Service injects an agent running the engine-built agent image,
+  and a request from a pod in the cluster reaches a server on the workstation; after
+  `leave` the cluster's pod answers again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kpcluster import enginebuild, lifecycle
+from kpcluster.commands import wait_for
+from kpcluster.harness import Cluster
+from kpcluster.imagebuild import BuiltImage
+from workstation_cli import Workstation
+
+from kubepresence.protocol.annotations import AGENT_CONTAINER
+
+LOCAL_PORT = 8090
+MANAGER_SELECTOR = "app.kubernetes.io/name=kubepresence-manager"
+LOCAL_SERVER = textwrap.dedent(
+    f"""
+    import http.server
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = ("workstation says hi to " + self.path).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    http.server.ThreadingHTTPServer(("127.0.0.1", {LOCAL_PORT}), Handler).serve_forever()
+    """
+)
+GET = textwrap.dedent(
+    """
+    import json, sys, urllib.request
+    try:
+        with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
+            print(json.dumps({"status": r.status, "body": r.read().decode()}))
+    except Exception as e:
+        print(json.dumps({"error": repr(e)}))
+    """
+)
+
+
+def image_id(image: BuiltImage) -> str:
+    """The image id (config digest) buildah gave the image, from its exported archive: what
+    kubelet reports as a running container's imageID."""
+    with tarfile.open(image.tarball) as archive:
+        member = archive.extractfile("manifest.json")
+        assert member is not None
+        (entry,) = json.load(member)
+    return "sha256:" + str(entry["Config"]).removesuffix(".json")
+
+
+@pytest.fixture(scope="module")
+def engine_images(cluster: Cluster) -> dict[str, BuiltImage]:
+    """The engine-built images, in the node's containerd under their own names."""
+    started = time.monotonic()
+    built = enginebuild.build_with_engine()
+    first = time.monotonic() - started
+    started = time.monotonic()
+    again = enginebuild.build_with_engine()
+    warm = time.monotonic() - started
+    print(f"engine build: {first:.1f} s, cached: {warm:.1f} s")
+    assert again == built  # same inputs, same tarballs: nothing rebuilt
+    assert warm < 30, f"a cached engine build took {warm:.0f} s"
+    assert enginebuild.leftovers() == []
+    for image in built:
+        lifecycle.import_image(image)
+    return {image.name.rsplit("/", 1)[-1].split(":")[0]: image for image in built}
+
+
+@pytest.fixture
+def local_server(cluster: Cluster) -> Iterator[subprocess.Popen[str]]:
+    process = cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER])
+    try:
+
+        def answers() -> bool:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            probe = cluster.on_workstation(
+                ["curl", "-sS", "--max-time", "2", f"http://127.0.0.1:{LOCAL_PORT}/up"],
+                check=False,
+            )
+            return probe.returncode == 0
+
+        wait_for("the workstation's HTTP server", answers, timeout=30, interval=0.2)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def get_from_pod(cluster: Cluster, namespace: str, pod: str, url: str) -> dict[str, Any]:
+    result = cluster.exec_in_pod(namespace, pod, ["python3", "-c", GET, url], timeout=60)
+    return dict(json.loads(result.stdout))
+
+
+def pod_containers(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """(name, image, imageID) of every running container of the selected pods."""
+    pods = cluster.get("pods", "-n", namespace, "-l", selector)["items"]
+    out = []
+    for pod in pods:
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        spec = {c["name"]: c["image"] for c in pod["spec"]["containers"]}
+        out += [
+            {
+                "name": status["name"],
+                "spec_image": spec[status["name"]],
+                "image": status["image"],
+                "image_id": status["imageID"],
+                "running": "running" in status.get("state", {}),
+            }
+            for status in pod.get("status", {}).get("containerStatuses", [])
+        ]
+    return out
+
+
+def test_engine_built_images_pass_the_smoke(
+    cluster: Cluster,
+    namespace: str,
+    workstation: Workstation,
+    manager_namespace: str,
+    engine_images: dict[str, BuiltImage],
+    local_server: subprocess.Popen[str],
+) -> None:
+    manager_image = engine_images["kubepresence-manager"].name
+    agent_image = engine_images["kubepresence-agent"].name
+    assert manager_image.startswith(enginebuild.ENGINE_REGISTRY + "/")
+    cluster.deploy_echo("http", namespace, named_target_port=True)
+    client = cluster.client_pod(namespace)
+
+    workstation.env["KUBEPRESENCE_REGISTRY"] = enginebuild.ENGINE_REGISTRY + "/"
+    refused = workstation.kp("connect", "--manager-namespace", manager_namespace)
+    assert refused.returncode == 2, refused.stderr
+    assert "is not a registry host" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert cluster.kubectl("get", "namespace", manager_namespace, "--ignore-not-found") == ""
+
+    workstation.env["KUBEPRESENCE_REGISTRY"] = enginebuild.ENGINE_REGISTRY
+    connected = workstation.kp("connect", "--manager-namespace", manager_namespace)
+    assert connected.returncode == 0, connected.stderr + workstation.logs()
+    (manager,) = pod_containers(cluster, manager_namespace, MANAGER_SELECTOR)
+    assert manager["spec_image"] == manager_image
+    assert manager["image"] == manager_image
+    assert manager["running"]
+    assert manager["image_id"] == image_id(engine_images["kubepresence-manager"]), manager
+
+    by_name = workstation.run(
+        "curl", "-sS", "--max-time", "20", f"http://echo.{namespace}/by-name", timeout=60
+    )
+    assert by_name.returncode == 0, by_name.stderr + workstation.logs()
+    assert json.loads(by_name.stdout)["pod"].startswith("echo-")
+
+    intercepted = workstation.kp(
+        "intercept", "echo", "--port", f"{LOCAL_PORT}:http", "-n", namespace, timeout=240
+    )
+    assert intercepted.returncode == 0, intercepted.stderr + workstation.logs()
+    agents = [
+        c for c in pod_containers(cluster, namespace, "app=echo") if c["name"] == AGENT_CONTAINER
+    ]
+    assert agents, pod_containers(cluster, namespace, "app=echo")
+    for agent in agents:
+        assert agent["spec_image"] == agent_image
+        assert agent["running"]
+        assert agent["image_id"] == image_id(engine_images["kubepresence-agent"]), agent
+    during = get_from_pod(cluster, namespace, client, f"http://echo.{namespace}/during")
+    assert during == {"status": 200, "body": "workstation says hi to /during"}
+
+    left = workstation.kp("leave", "echo")
+    assert left.returncode == 0, left.stderr
+    after = get_from_pod(cluster, namespace, client, f"http://echo.{namespace}/after")
+    assert after.get("status") == 200, after
+    assert json.loads(after["body"])["pod"].startswith("echo-")
