@@ -12,6 +12,9 @@ traffic manager namespace, private XDG dirs):
   has passed (rootd's cache counts the same TTL down: nothing stale outlives it);
 - a name outside the cluster is not hijacked: it goes to the resolver that ws1 had before
   (a recording NXDOMAIN resolver on 127.0.0.1:53 in ws1 during the test) and fails;
+- short cluster names (`svc.ns`, `svc.ns.svc`, asked with or without the search list) are
+  answered by the cluster, authoritatively: NXDOMAIN ("not known", not "temporary
+  failure") for a Service that does not exist, and none of them reaches ws1's own resolver;
 - `quit` leaves no TUN device, no route into the cluster ranges, ws1's resolv.conf byte-
   identical to before, and no daemon.
 RSS of rootd (idle after connect, peak after the transfers) is printed.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -405,6 +409,63 @@ def test_a_non_cluster_name_goes_to_the_previous_resolver(
     asked = output.split()
     assert "nothere.example." in asked, asked
     assert not any(name.endswith("cluster.local.") for name in asked), asked
+
+
+SHORT_NAMES = r"""
+import json, socket, sys
+from dnslib import DNSRecord, QTYPE
+namespace, service = sys.argv[1], sys.argv[2]
+out = {"getaddrinfo": {}, "direct": {}}
+for name in (f"nosuchsvc.{namespace}", f"nosuchsvc.{namespace}.svc", f"{service}.{namespace}"):
+    try:
+        socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)
+        out["getaddrinfo"][name] = "ok"
+    except socket.gaierror as error:
+        out["getaddrinfo"][name] = error.errno
+# Straight to the cluster DNS address, without the search list (as `dig` does).
+for name in (f"{service}.{namespace}.", f"nosuchsvc.{namespace}.", f"{service}.{namespace}.svc."):
+    query = DNSRecord.question(name, "A")
+    reply = DNSRecord.parse(query.send("10.96.0.10", 53, timeout=10))
+    out["direct"][name] = {
+        "rcode": reply.header.rcode,
+        "aa": reply.header.aa,
+        "answers": [[str(rr.rname), str(rr.rdata)] for rr in reply.rr if rr.rtype == QTYPE.A],
+    }
+print(json.dumps(out))
+"""
+
+
+def test_short_cluster_names_are_answered_by_the_cluster_and_never_leak(
+    connected: Connected, cluster: Cluster
+) -> None:
+    namespace, http = connected.namespace, connected.http
+    resolver = cluster.start_on_workstation([sys.executable, "-c", RECORDING_RESOLVER])
+    try:
+        assert resolver.stdout is not None
+        ready = resolver.stdout.readline().strip()
+        assert ready == "ready", f"ws1's 127.0.0.1:53 is taken? {ready}"
+        result = connected.ws.python(SHORT_NAMES, namespace, http.name)
+    finally:
+        resolver.terminate()  # the process this test started, by its handle
+        output, _ = resolver.communicate(timeout=10)
+    # "Name or service not known", not "Temporary failure in name resolution".
+    assert result["getaddrinfo"] == {
+        f"nosuchsvc.{namespace}": socket.EAI_NONAME,
+        f"nosuchsvc.{namespace}.svc": socket.EAI_NONAME,
+        f"{http.name}.{namespace}": "ok",
+    }
+    direct = result["direct"]
+    assert direct[f"{http.name}.{namespace}."] == {
+        "rcode": 0,
+        "aa": 1,
+        "answers": [[f"{http.name}.{namespace}.", http.service_ip]],
+    }
+    assert direct[f"{http.name}.{namespace}.svc."]["answers"] == [
+        [f"{http.name}.{namespace}.svc.", http.service_ip]
+    ]
+    assert direct[f"nosuchsvc.{namespace}."] == {"rcode": 3, "aa": 1, "answers": []}
+    leaked = [name for name in output.split() if namespace in name or "cluster.local" in name]
+    assert leaked == [], "cluster names reached the workstation's own resolver"
 
 
 # CoreDNS here gives Service records a TTL of 30 s (`ttl 30`, as kubeadm's Corefile) and

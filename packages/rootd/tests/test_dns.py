@@ -61,6 +61,51 @@ def test_only_names_under_the_cluster_domain_go_to_the_cluster(name: str, route:
     assert POLICY.route(parse_query(query_bytes(name))) == route
 
 
+SHORT = DnsPolicy("cluster.local", ["demo", "shop", "com"])
+
+
+@pytest.mark.parametrize(
+    ("name", "looked_up"),
+    [
+        ("echo.demo.svc.cluster.local", "echo.demo.svc.cluster.local."),
+        ("echo.demo", "echo.demo.svc.cluster.local."),
+        ("Echo.Demo", "Echo.Demo.svc.cluster.local."),
+        ("db-0.db.shop", "db-0.db.shop.svc.cluster.local."),  # a pod of a headless Service
+        ("echo.demo.svc", "echo.demo.svc.cluster.local."),
+        ("echo.other.svc", "echo.other.svc.cluster.local."),  # any namespace, with .svc
+        ("demo.svc", "demo.svc.cluster.local."),
+        ("echo.other", None),  # not a namespace rootd knows: the previous resolver's
+        ("a.b.c.demo", None),  # too deep for a Service or a pod of one
+        ("demo", None),  # a bare label: the search list's business
+        ("example.com", None),  # `com` is never the cluster's, even as a namespace name
+        ("shop.example.org", None),
+        ("echo.shop.io", None),
+    ],
+)
+def test_short_cluster_names_are_asked_under_the_cluster_domain(
+    name: str, looked_up: str | None
+) -> None:
+    query = parse_query(query_bytes(name))
+    assert SHORT.cluster_name(query) == looked_up
+    assert SHORT.route(query) == (Route.UPSTREAM if looked_up is None else Route.CLUSTER)
+
+
+def test_a_short_name_is_answered_under_the_name_asked_and_authoritatively() -> None:
+    query = parse_query(query_bytes("echo.demo"))
+    answer = packed_rr("echo.demo.svc.cluster.local. 5 IN A 10.96.3.4")
+    other = packed_rr("elsewhere.example. 5 IN A 10.96.3.5")  # e.g. after a CNAME
+    reply = dnslib.DNSRecord.parse(
+        cluster_reply(query, 0, [answer, other], udp=True, looked_up="echo.demo.svc.cluster.local.")
+    )
+    assert [str(rr.rname) for rr in reply.rr] == ["echo.demo.", "elsewhere.example."]
+    assert reply.header.aa == 1
+    missing = parse_query(query_bytes("nosuch.demo"))
+    nx = dnslib.DNSRecord.parse(
+        cluster_reply(missing, NXDOMAIN, [], udp=True, looked_up="nosuch.demo.svc.cluster.local.")
+    )
+    assert (nx.header.rcode, nx.header.aa) == (NXDOMAIN, 1)
+
+
 def test_policy_accepts_the_domain_with_or_without_dots_and_refuses_empty() -> None:
     assert DnsPolicy(".Cluster.Local.").cluster_domain == "cluster.local"
     with pytest.raises(ValueError, match="empty"):

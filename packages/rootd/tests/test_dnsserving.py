@@ -104,6 +104,35 @@ async def test_cluster_names_go_to_the_cluster_only(upstream: tuple[Upstream, in
     assert dnslib.DNSRecord.parse(nx).header.rcode == NXDOMAIN
 
 
+async def test_short_names_under_a_known_namespace_never_reach_the_upstream(
+    upstream: tuple[Upstream, int],
+) -> None:
+    server, port = upstream
+    lookups = Lookups()
+    dns = DnsService(
+        DnsPolicy("cluster.local", ["demo"]),
+        lookups,
+        ["127.0.0.1"],
+        upstream_port=port,
+        lookup_timeout=0.2,
+        upstream_timeout=0.2,
+    )
+    for _ in range(2):  # the second from the cache, under the same name
+        reply = await dns.answer(question("echo.demo", qid=8), udp=True)
+        assert reply is not None
+        parsed = dnslib.DNSRecord.parse(reply)
+        assert [(str(rr.rname), str(rr.rdata)) for rr in parsed.rr] == [("echo.demo.", "10.96.7.7")]
+    nx = await dns.answer(question("nosuchsvc.demo"), udp=True)
+    assert nx is not None
+    assert dnslib.DNSRecord.parse(nx).header.rcode == NXDOMAIN
+    assert lookups.asked == [
+        ("echo.demo.svc.cluster.local.", 1),
+        ("nosuchsvc.demo.svc.cluster.local.", 1),
+    ]
+    assert dns.counters.kept == 1
+    assert server.asked == []
+
+
 async def test_other_names_are_forwarded_unchanged(upstream: tuple[Upstream, int]) -> None:
     server, port = upstream
     lookups = Lookups()

@@ -5,13 +5,15 @@ Model
 rootd points the system resolver at the cluster's DNS service address, which is routed
 into the TUN; every query to `<dns address>:53` (UDP or TCP) arrives at rootd itself.
 
-* A question whose name is `<cluster domain>.` or ends in `.<cluster domain>.` is a
-  cluster name: the traffic manager resolves it in the cluster (through userd) and hands
-  back the response code and each answer record packed alone; `cluster_reply` builds the
-  client's reply around them with the client's own id, flags and question.
+* A question whose name is `<cluster domain>.` or ends in `.<cluster domain>.`, or is a
+  short cluster name (`svc.ns.`, `svc.ns.svc.`; see `DnsPolicy`), is a cluster name: the
+  traffic manager resolves it in the cluster (through userd) and hands back the response
+  code and each answer record packed alone; `cluster_reply` builds the client's reply
+  around them with the client's own id, flags and question, authoritatively: a name that
+  does not exist there is NXDOMAIN, never asked upstream (cluster names do not leak).
 * Every other question is forwarded byte for byte to the resolver(s) that were configured
   before rootd took over, and their reply goes back unchanged (`is_reply_to` checks that
-  it answers this query). Nothing outside the cluster domain is ever answered here.
+  it answers this query). SERVFAIL only when none of them answered.
 * A query that cannot be parsed gets FORMERR when its header is readable (so the client
   does not wait for a timeout) and is dropped otherwise; a failed lookup gets SERVFAIL.
 
@@ -103,27 +105,59 @@ def parse_query(data: bytes) -> Query:
     )
 
 
-class DnsPolicy:
-    """Decides who answers a question, for one cluster domain."""
+# Suffixes that never go to the cluster, even where a namespace has that name (as
+# Telepresence's default exclude list): a namespace called `com` must not swallow .com.
+EXCLUDED_SUFFIXES = ("com", "io", "net", "org", "ru")
 
-    def __init__(self, cluster_domain: str) -> None:
+
+class DnsPolicy:
+    """Decides who answers a question, and under which name the cluster is asked.
+
+    The cluster answers, authoritatively (NXDOMAIN included, never forwarded, so cluster
+    names do not leak to the workstation's resolver):
+    * names under the cluster domain, as asked;
+    * `<x>.svc.` and `<x>.<ns>.svc.`: the cluster's service names without the domain;
+    * `<svc>.<ns>.` and `<pod>.<svc>.<ns>.` for a namespace rootd knows (the session's and
+      the mapped ones: those in the search list), asked as `….svc.<domain>`.
+    Everything else goes to the previous resolver.
+    """
+
+    def __init__(self, cluster_domain: str, namespaces: Sequence[str] = ()) -> None:
         domain = cluster_domain.strip().strip(".").lower()
         if not domain:
             raise ValueError("the cluster domain is empty")
         self.cluster_domain = domain
         self._suffix = "." + domain + "."
+        self.namespaces = frozenset(n.lower() for n in namespaces) - set(EXCLUDED_SUFFIXES)
 
-    def route(self, query: Query) -> Route:
+    def cluster_name(self, query: Query) -> str | None:
+        """The name to look up in the cluster, or None when the question is not its."""
         name = query.name.lower()
         if name == self._suffix[1:] or name.endswith(self._suffix):
-            return Route.CLUSTER
-        return Route.UPSTREAM
+            return query.name
+        labels = name.rstrip(".").split(".")
+        if len(labels) < 2 or labels[-1] in EXCLUDED_SUFFIXES:
+            return None
+        if labels[-1] == "svc" and len(labels) in (2, 3):
+            return f"{query.name.rstrip('.')}.{self.cluster_domain}."
+        if labels[-1] in self.namespaces and len(labels) in (2, 3):
+            return f"{query.name.rstrip('.')}.svc.{self.cluster_domain}."
+        return None
+
+    def route(self, query: Query) -> Route:
+        return Route.UPSTREAM if self.cluster_name(query) is None else Route.CLUSTER
 
 
-def _reply_skeleton(query: Query, rcode: int) -> dnslib.DNSRecord:
+def _reply_skeleton(query: Query, rcode: int, *, authoritative: bool = False) -> dnslib.DNSRecord:
     request = query.record.header
     header = dnslib.DNSHeader(
-        id=query.id, qr=1, aa=0, ra=1, rd=request.rd, opcode=request.opcode, rcode=rcode
+        id=query.id,
+        qr=1,
+        aa=int(authoritative),
+        ra=1,
+        rd=request.rd,
+        opcode=request.opcode,
+        rcode=rcode,
     )
     reply = dnslib.DNSRecord(header, questions=list(query.record.questions))
     if query.edns:
@@ -135,29 +169,42 @@ def _fit(query: Query, reply: dnslib.DNSRecord, udp: bool) -> bytes:
     packed = bytes(reply.pack())
     if not udp or len(packed) <= query.udp_limit:
         return packed
-    truncated = _reply_skeleton(query, reply.header.rcode)
+    truncated = _reply_skeleton(query, reply.header.rcode, authoritative=bool(reply.header.aa))
     truncated.header.tc = 1
     return bytes(truncated.pack())
 
 
 def cluster_reply(
-    query: Query, rcode: int, answers: Sequence[bytes], *, udp: bool, age: int = 0
+    query: Query,
+    rcode: int,
+    answers: Sequence[bytes],
+    *,
+    udp: bool,
+    age: int = 0,
+    looked_up: str | None = None,
 ) -> bytes:
     """The client's reply from the cluster's answer: each of `answers` one packed record,
-    looked up `age` seconds ago (counted off each record's TTL).
+    looked up `age` seconds ago (counted off each record's TTL), authoritative.
+
+    `looked_up`: the name the cluster was asked when it differs from the question (a short
+    name completed with the cluster domain); its records are renamed to the question's name,
+    so the reply answers what was asked.
 
     BadQueryError when an answer record does not parse (the manager sent garbage): the
     caller answers SERVFAIL instead.
     """
     if not 0 <= rcode <= 15:
         raise BadQueryError(f"response code {rcode} out of range")
-    reply = _reply_skeleton(query, rcode)
+    reply = _reply_skeleton(query, rcode, authoritative=True)
+    renamed = looked_up.lower() if looked_up and looked_up != query.name else None
     for packed in answers:
         try:
             record = dnslib.RR.parse(dnslib.DNSBuffer(packed))
         except (dnslib.DNSError, ValueError, IndexError, struct.error) as error:
             raise BadQueryError(f"malformed answer record from the cluster: {error}") from None
         record.ttl = max(0, record.ttl - age)
+        if renamed is not None and str(record.rname).lower().rstrip(".") == renamed.rstrip("."):
+            record.rname = dnslib.DNSLabel(query.name)
         reply.add_answer(record)
     return _fit(query, reply, udp)
 

@@ -24,7 +24,6 @@ from kubepresence.rootd.core.dns import (
     BadQueryError,
     DnsPolicy,
     Query,
-    Route,
     TcpFramer,
     cluster_reply,
     error_reply,
@@ -104,9 +103,10 @@ class DnsService:
             self.counters.malformed += 1
             log.debug("bad DNS query: %s", error)
             return formerr_for(data)
-        if self.policy.route(query) == Route.CLUSTER:
+        cluster_name = self.policy.cluster_name(query)
+        if cluster_name is not None:
             self.counters.cluster += 1
-            return await self._from_cluster(query, udp)
+            return await self._from_cluster(query, cluster_name, udp)
         self.counters.upstream += 1
         reply = await self._forward(query, udp)
         if reply is None:
@@ -114,27 +114,27 @@ class DnsService:
             return error_reply(query, SERVFAIL)
         return reply
 
-    async def _from_cluster(self, query: Query, udp: bool) -> bytes:
-        kept = self.cache.get(query.name, query.qtype, self._clock())
+    async def _from_cluster(self, query: Query, name: str, udp: bool) -> bytes:
+        kept = self.cache.get(name, query.qtype, self._clock())
         try:
             if kept is not None:
                 self.counters.kept += 1
                 rcode, answers, age = kept
-                return cluster_reply(query, rcode, answers, udp=udp, age=age)
-            rcode, answers = await self._shared_lookup(query)
-            return cluster_reply(query, rcode, answers, udp=udp)
+                return cluster_reply(query, rcode, answers, udp=udp, age=age, looked_up=name)
+            rcode, answers = await self._shared_lookup(name, query.qtype)
+            return cluster_reply(query, rcode, answers, udp=udp, looked_up=name)
         except (TimeoutError, ConnectionError, OSError, LookupError, BadQueryError) as error:
             self.counters.failed += 1
             log.info("cluster lookup of %s failed: %s", query, error or type(error).__name__)
             return error_reply(query, SERVFAIL)
 
-    async def _shared_lookup(self, query: Query) -> tuple[int, list[bytes]]:
+    async def _shared_lookup(self, name: str, qtype: int) -> tuple[int, list[bytes]]:
         """Look the question up, or wait for the lookup of it already under way.
 
         The first asker does the work in its own task and publishes the outcome; should it
         be cancelled, the others get a ConnectionError (SERVFAIL: the client asks again).
         """
-        key = (query.name.lower(), query.qtype)
+        key = (name.lower(), qtype)
         shared = self._in_flight.get(key)
         if shared is not None:
             self.counters.shared += 1
@@ -145,7 +145,7 @@ class DnsService:
         self._in_flight[key] = outcome
         try:
             async with asyncio.timeout(self._lookup_timeout):
-                result = await self._lookup(query.name, query.qtype)
+                result = await self._lookup(name, qtype)
         except BaseException as error:
             failure = (
                 error
@@ -156,7 +156,7 @@ class DnsService:
             outcome.exception()  # retrieved: nobody else may be waiting
             raise
         else:
-            self.cache.put(query.name, query.qtype, *result, self._clock())
+            self.cache.put(name, qtype, *result, self._clock())
             outcome.set_result(result)
             return result
         finally:

@@ -182,7 +182,7 @@ class VifSession:
 
         dns_address = str(plan.dns_address)
         dns = DnsService(
-            DnsPolicy(plan.cluster_domain),
+            DnsPolicy(plan.cluster_domain, plan.search_namespaces),
             lambda qname, qtype: client.lookup_dns(
                 plan.session_id, qname, qtype, seconds=DNS_LOOKUP_TIMEOUT
             ),
