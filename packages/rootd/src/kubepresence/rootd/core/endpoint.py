@@ -16,6 +16,10 @@ plays all of those addresses at once:
   unreachable, None drops this datagram (the next one asks again).
 * ICMP echo to a routed address is answered here (the cluster side has no ping relay).
 * Packets to unrouted destinations are dropped and counted.
+* IPv4 fragments are reassembled first (`core/fragments.py`), whatever they carry; the
+  whole packet then takes the path above. A UDP answer larger than the MTU goes back as
+  IPv4 fragments with a full checksum (the kernel reassembles them). Fragment drops are
+  counted in `stats.fragments` and logged at most once per `drop_log_interval`.
 
 The owner's loop is: `receive(packet, now)` for each packet read from the TUN, then
 `flush(now, budget)` for the packets to write (ACKs coalesced per batch), `take_events()`
@@ -39,6 +43,13 @@ from dataclasses import dataclass, field
 
 from kubepresence.rootd.core.errors import LocalProtocolError, RemoteProtocolError
 from kubepresence.rootd.core.flows import FlowId
+from kubepresence.rootd.core.fragments import (
+    FragmentStats,
+    Reassembler,
+    ReassemblyLimits,
+    fragment_ipv4,
+    is_ipv4_fragment,
+)
 from kubepresence.rootd.core.packets import (
     ACK,
     ICMP_ECHO_REPLY,
@@ -52,6 +63,7 @@ from kubepresence.rootd.core.packets import (
     IPV4_HEADER_SIZE,
     IPV6_HEADER_SIZE,
     IPV6_MIN_MTU,
+    NO_VNET_HEADER,
     PROTO_ICMP,
     PROTO_ICMPV6,
     PROTO_TCP,
@@ -59,6 +71,7 @@ from kubepresence.rootd.core.packets import (
     RST,
     SYN,
     TCP_HEADER_SIZE,
+    UDP_HEADER_SIZE,
     VNET_HEADER_SIZE,
     Chunk,
     IpPacket,
@@ -123,6 +136,8 @@ class EndpointConfig:
     admission_timeout: float = 10.0
     max_tcp_connections: int = 16384
     max_udp_flows: int = 16384
+    reassembly: ReassemblyLimits = field(default_factory=ReassemblyLimits)
+    drop_log_interval: float = 10.0
 
     def tcp_config(self, version: int) -> TcpConfig:
         headers = (IPV4_HEADER_SIZE if version == 4 else IPV6_HEADER_SIZE) + TCP_HEADER_SIZE
@@ -143,6 +158,8 @@ class EndpointStats:
     tcp_opened: int = 0
     udp_opened: int = 0
     dropped_over_limit: int = 0
+    fragments_sent: int = 0
+    fragments: FragmentStats = field(default_factory=FragmentStats)
 
 
 class _UdpFlow:
@@ -202,6 +219,11 @@ class NetworkEndpoint:
         self._pending: dict[_TcpKey, _PendingSyn] = {}
         self._pending_by_flow: dict[FlowId, _PendingSyn] = {}
         self._pending_expiry: list[tuple[float, int, _TcpKey]] = []
+        self._reassembler = Reassembler(self.config.reassembly)
+        self.stats.fragments = self._reassembler.stats
+        self._ip_ident = random.getrandbits(16)
+        self._drops_logged = 0
+        self._next_drop_log = float("-inf")
 
     # -- packets in ----------------------------------------------------------------------
 
@@ -214,6 +236,12 @@ class NetworkEndpoint:
                 if len(view) < VNET_HEADER_SIZE:
                     raise MalformedPacketError("shorter than the vnet header")
                 view = view[VNET_HEADER_SIZE:]
+            if len(view) >= IPV4_HEADER_SIZE and view[0] >> 4 == 4 and is_ipv4_fragment(view):
+                whole = self._reassembler.add(view, now)
+                self._log_fragment_drops(now)
+                if whole is None:
+                    return
+                view = memoryview(whole)
             fast = parse_ipv4_tcp(view)
             if fast is not None:
                 self._receive_tcp(4, fast[0], fast[1], fast[2], now)
@@ -236,6 +264,19 @@ class NetworkEndpoint:
         except RemoteProtocolError as error:
             self.stats.malformed += 1
             log.debug("malformed packet: %s", error)
+
+    def _log_fragment_drops(self, now: float) -> None:
+        stats = self._reassembler.stats
+        dropped = stats.dropped
+        if dropped == self._drops_logged or now < self._next_drop_log:
+            return
+        log.warning(
+            "dropped %d IP fragment(s) or datagram(s) since the last report (totals: %s)",
+            dropped - self._drops_logged,
+            stats.summary(),
+        )
+        self._drops_logged = dropped
+        self._next_drop_log = now + self.config.drop_log_interval
 
     def _is_routed(self, destination: bytes) -> bool:
         known = self._routed_cache.get(destination)
@@ -499,9 +540,31 @@ class NetworkEndpoint:
         flow_state = self._udp_by_flow.get(flow)
         if flow_state is None:
             raise LocalProtocolError(f"no UDP flow {flow}")
-        self._control.append(
-            flow_state.writer.udp(flow_state.local_port, flow_state.remote_port, payload)
+        writer = flow_state.writer
+        if writer.version == 4 and IPV4_HEADER_SIZE + UDP_HEADER_SIZE + len(payload) > (
+            self.config.mtu
+        ):
+            self._send_fragmented(flow_state, payload)
+            return
+        self._control.append(writer.udp(flow_state.local_port, flow_state.remote_port, payload))
+
+    def _send_fragmented(self, flow_state: _UdpFlow, payload: Chunk) -> None:
+        """A UDP answer beyond the MTU as IPv4 fragments (full checksum: no offload)."""
+        if UDP_HEADER_SIZE + len(payload) > 0xFFFF - IPV4_HEADER_SIZE:
+            raise LocalProtocolError(f"UDP payload of {len(payload)} bytes does not fit IPv4")
+        plain = PacketWriter(flow_state.writer.source, flow_state.writer.destination, OutputMode())
+        packet = bytearray(
+            b"".join(plain.udp(flow_state.local_port, flow_state.remote_port, payload))
         )
+        self._ip_ident = (self._ip_ident + 1) & 0xFFFF
+        packet[4:6] = self._ip_ident.to_bytes(2, "big")
+        # fragment_ipv4 rewrites flags and the header checksum of every fragment.
+        pieces = fragment_ipv4(packet, self.config.mtu)
+        self.stats.fragments_sent += len(pieces)
+        if self._vnet:
+            self._control.extend([NO_VNET_HEADER, piece] for piece in pieces)
+        else:
+            self._control.extend([piece] for piece in pieces)
 
     def _tcp_entry(self, flow: FlowId) -> tuple[_TcpKey, TcpConnection]:
         try:
@@ -577,10 +640,15 @@ class NetworkEndpoint:
             deadlines.append(self._udp_expiry[0][0])
         if self._pending_expiry:
             deadlines.append(self._pending_expiry[0][0])
+        reassembly = self._reassembler.next_deadline()
+        if reassembly is not None:
+            deadlines.append(reassembly)
         return min(deadlines) if deadlines else None
 
     def on_timer(self, now: float) -> None:
-        """Run the TCP timers and UDP idle expiry due by `now`."""
+        """Run the TCP timers, UDP idle expiry and fragment timeouts due by `now`."""
+        self._reassembler.expire(now)
+        self._log_fragment_drops(now)
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, key = heapq.heappop(timers)
@@ -625,6 +693,11 @@ class NetworkEndpoint:
     def tcp_connections(self) -> Sequence[TcpConnection]:
         """The live TCP connections (tests and diagnostics)."""
         return list(self._connections.values())
+
+    @property
+    def reassembly_buffered(self) -> int:
+        """Bytes held by partial IPv4 datagrams (bounded by `config.reassembly`)."""
+        return self._reassembler.buffered
 
     @property
     def udp_flows(self) -> Sequence[FlowId]:

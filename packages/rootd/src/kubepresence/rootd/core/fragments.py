@@ -371,7 +371,7 @@ def _copied_options(options: bytes) -> bytes:
     return bytes(kept)
 
 
-def fragment_ipv4(packet: bytes | memoryview, mtu: int) -> list[bytes]:
+def fragment_ipv4(packet: bytes | bytearray | memoryview, mtu: int) -> list[bytes]:
     """Split a whole IPv4 packet into fragments of at most `mtu` bytes (itself if it fits).
 
     The packet's DF flag is cleared in the fragments: we fragment our own answers, which

@@ -235,6 +235,16 @@ class VifSession:
                 _safely(rewriter.restore, "restoring resolv.conf")()
                 terminator.stop()
                 relay.close()
+                fragments = endpoint.stats.fragments
+                if fragments.fragments:
+                    log.info(
+                        "IP fragments this session: %d received, %d datagrams reassembled, "
+                        "%d fragments sent; dropped: %s",
+                        fragments.fragments,
+                        fragments.reassembled,
+                        endpoint.stats.fragments_sent,
+                        fragments.summary(),
+                    )
                 if watchdog is not None:
                     watchdog.cancel()
 
