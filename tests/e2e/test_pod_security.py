@@ -24,7 +24,9 @@ Scenarios:
   its new pods; userd sees the Deployment's ReplicaFailure, puts the pod template back and
   says so in one line (exit 2): the template and annotations are as before, the running pod
   is the same one, without an agent, and no intercept is left (only an empty ReplicaSet of
-  the refused template remains, as after any rollback).
+  the refused template remains, as after any rollback); a StatefulSet (which says so only
+  in FailedCreate events, and has already stopped its pod) is restored the same way and
+  its pod comes back without the agent.
 """
 
 from __future__ import annotations
@@ -411,6 +413,16 @@ def no_namespace_reader(cluster: Cluster, namespace: str, tmp_path: Path) -> Ite
         cluster.kubectl("delete", "clusterrolebinding,clusterrole", name, "--ignore-not-found")
 
 
+def connect_as(workstation: Workstation, manager_namespace: str, kubeconfig: Path) -> None:
+    """Connect with `kubeconfig`; the administrator installs the manager first."""
+    installed = workstation.kp("connect", "--manager-namespace", manager_namespace)
+    assert installed.returncode == 0, installed.stderr + workstation.logs()
+    assert workstation.kp("quit").returncode == 0
+    workstation.env["KUBECONFIG"] = str(kubeconfig)
+    connected = workstation.kp("connect", "--manager-namespace", manager_namespace)
+    assert connected.returncode == 0, connected.stderr + workstation.logs()
+
+
 def test_refused_pods_roll_back_when_namespaces_cannot_be_read(
     cluster: Cluster,
     namespace: str,
@@ -420,13 +432,7 @@ def test_refused_pods_roll_back_when_namespaces_cannot_be_read(
 ) -> None:
     label(cluster, namespace, {ENFORCE: "restricted"})
     deploy(cluster, namespace, named_target_port=False)
-    # The manager is installed by the administrator; the limited user only connects.
-    installed = workstation.kp("connect", "--manager-namespace", manager_namespace)
-    assert installed.returncode == 0, installed.stderr + workstation.logs()
-    assert workstation.kp("quit").returncode == 0
-    workstation.env["KUBECONFIG"] = str(no_namespace_reader)
-    connected = workstation.kp("connect", "--manager-namespace", manager_namespace)
-    assert connected.returncode == 0, connected.stderr + workstation.logs()
+    connect_as(workstation, manager_namespace, no_namespace_reader)
 
     before = snapshot(cluster, namespace)
     started = time.monotonic()
@@ -452,3 +458,33 @@ def test_refused_pods_roll_back_when_namespaces_cannot_be_read(
     # The refused template's ReplicaSet stays as revision history, scaled to 0.
     added = [r for r in after["replica_sets"] if r not in before["replica_sets"]]
     assert [r[2] for r in added] == [0], after["replica_sets"]
+
+
+def test_refused_statefulset_pod_comes_back_without_agent(
+    cluster: Cluster,
+    namespace: str,
+    workstation: Workstation,
+    manager_namespace: str,
+    no_namespace_reader: Path,
+) -> None:
+    label(cluster, namespace, {ENFORCE: "restricted"})
+    objects = manifests.echo_workload("StatefulSet", "echo", namespace, cluster.testapps_image)
+    cluster.apply([restricted(o) for o in objects])
+    cluster.wait_pods_ready(namespace, "app=echo", 1)
+    connect_as(workstation, manager_namespace, no_namespace_reader)
+
+    template = cluster.get("statefulset", "echo", "-n", namespace)["spec"]["template"]
+    started = time.monotonic()
+    result = workstation.kp("intercept", "echo", "--port", str(LOCAL_PORT), "-n", namespace)
+    seconds = time.monotonic() - started
+    assert result.returncode == 2, result.stdout + result.stderr + workstation.logs()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"refused the agent's pods of {namespace}/statefulset/echo" in lines[0], lines[0]
+    assert 'violates PodSecurity "restricted:latest"' in lines[0], lines[0]
+    print(f"statefulset: refused and rolled back in {seconds:.1f} s: {lines[0]}")
+    assert cluster.get("statefulset", "echo", "-n", namespace)["spec"]["template"] == template
+    assert intercepts(workstation, namespace) == []
+    # A StatefulSet stops the pod it replaces first: it starts it again, as it was.
+    [pod] = cluster.wait_pods_ready(namespace, "app=echo", 1)
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["echo"]

@@ -6,6 +6,9 @@ injection annotations as they are, so that when the API server refuses the new p
 all (userd may not read namespaces, or the cluster's default level is not in the labels),
 `AdmissionGuard.check` can put them back — the workload returns to its previous pod
 template, so its old pods stay and no agent is left behind — and say why in one line.
+A Deployment or ReplicaSet says so in its ReplicaFailure condition; a StatefulSet only in
+FailedCreate events (and it has already stopped the pod it replaces: it starts it again
+from the restored template).
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ class AdmissionGuard:
     kind: str
     name: str
     before: dict[str, str | None]  # the injection annotations of the template, as they were
+    # A StatefulSet has no ReplicaFailure condition: its controller only records events.
+    # The FailedCreate events seen before the intercept (uid, count); None: not read.
+    events_before: frozenset[tuple[str, int]] | None = None
 
     @property
     def title(self) -> str:
@@ -72,6 +78,10 @@ class AdmissionGuard:
     async def check(self, failure: str) -> None:
         """`failure`: the workload's pod-creation failure ("" when none). When PodSecurity
         refused the pods, put the template back and raise UserError (one line)."""
+        if not failure and self.events_before is not None:
+            failure = await _new_failed_create(
+                self.api, self.namespace, self.name, self.events_before
+            )
         if not failure or not rejected_by_pod_security(failure):
             return
         patch = {"spec": {"template": {"metadata": {"annotations": dict(self.before)}}}}
@@ -87,6 +97,31 @@ class AdmissionGuard:
             f"the API server refused the agent's pods of {self.namespace}/{self.title}, "
             f"so the intercept was rolled back: {failure}"
         )
+
+
+async def _failed_creates(
+    api: client.ApiClient, namespace: str, name: str
+) -> list[tuple[str, int, str]] | None:
+    """(uid, count, message) of the StatefulSet's FailedCreate events; None: may not list."""
+    selector = f"involvedObject.kind=StatefulSet,involvedObject.name={name},reason=FailedCreate"
+    try:
+        events = await client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector=selector
+        )
+    except ApiException as error:
+        log.info("cannot list the events of statefulset %s/%s: %s", namespace, name, error.reason)
+        return None
+    return [(str(e.metadata.uid), int(e.count or 1), str(e.message or "")) for e in events.items]
+
+
+async def _new_failed_create(
+    api: client.ApiClient, namespace: str, name: str, before: frozenset[tuple[str, int]]
+) -> str:
+    """The message of a FailedCreate event of the StatefulSet that came after `before`."""
+    for uid, count, message in await _failed_creates(api, namespace, name) or []:
+        if (uid, count) not in before:
+            return message
+    return ""
 
 
 async def admission_guard(
@@ -116,4 +151,9 @@ async def admission_guard(
             raise UserError(decision.reason)
     annotations = workload.spec.template.metadata.annotations or {}
     before = {key: annotations.get(key) for key in INJECTION_ANNOTATIONS}
-    return AdmissionGuard(api, namespace, kind, name, before)
+    events_before = None
+    if kind == "StatefulSet":
+        seen = await _failed_creates(api, namespace, name)
+        if seen is not None:
+            events_before = frozenset((uid, count) for uid, count, _ in seen)
+    return AdmissionGuard(api, namespace, kind, name, before, events_before)
