@@ -6,6 +6,8 @@ Scenarios (the session half of connect; routing through the VIF has its own test
 - `connect` again while connected: one line, exit code 2 (bad input), still connected;
 - `connect --no-install` where no manager runs: one line, exit code 3, no daemon state;
 - an unknown `--context`: one line, exit code 3;
+- `connect -n` (or `--mapped-namespaces`) naming a namespace that does not exist: one
+  line, exit code 2, and no traffic manager installed for it;
 - an unknown `KUBEPRESENCE_PORT_FORWARD`: one line, exit code 3, not connected; by default
   the port-forward speaks SPDY, and `status` says so;
 - the manager pod is deleted while connected: the session comes back by itself and
@@ -99,6 +101,23 @@ def test_unknown_context_is_a_config_error(workstation: Workstation) -> None:
     assert result.returncode == 3, result.stderr
     assert "context 'no-such-context' is not in the kubeconfig" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("flag", ["-n", "--mapped-namespaces"])
+def test_a_namespace_that_does_not_exist_is_refused_before_anything_is_installed(
+    cluster: Cluster, workstation: Workstation, manager_namespace: str, flag: str
+) -> None:
+    result = workstation.kp(
+        "connect", "--manager-namespace", manager_namespace, flag, "no-such-namespace"
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "kubepresence: namespace 'no-such-namespace' does not exist in context"
+        " 'kubepresence-developer@kubepresence' (kubectl get namespaces lists those that do)"
+    ]
+    assert workstation.status()["connection"] == {"state": "disconnected"}
+    names = cluster.kubectl("get", "namespaces", "-o", "name").split()
+    assert f"namespace/{manager_namespace}" not in names
 
 
 def test_unknown_port_forward_protocol_is_a_config_error(workstation: Workstation) -> None:

@@ -165,3 +165,36 @@ def test_completion_completes(words: str, cword: str, expected: set[str]) -> Non
         check=False,
     )
     assert set(result.stdout.split()) == expected
+
+
+def test_piped_help_shows_every_option_whole() -> None:
+    """`kubepresence CMD --help | less`: rich took 80 columns off a pipe and cut option
+    names (`--manager-namesp…`); now every option of every command is there whole."""
+    import re
+
+    import typer
+
+    from kubepresence.cli.app import app as cli
+
+    group = typer.main.get_command(cli)
+    assert isinstance(group, typer.core.TyperGroup)
+    checked = 0
+    for name, command in group.commands.items():
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH")}
+        shown = subprocess.run(
+            [sys.executable, "-m", "kubepresence.cli", name, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=True,
+        ).stdout
+        assert not re.search(r"(?<!`)--[\w-]+…(?!`)", shown), (
+            f"{name} --help cuts an option:\n{shown}"
+        )
+        for param in command.params:
+            for option in param.opts:
+                if option.startswith("--"):
+                    assert option in shown, f"{name} --help lacks {option}"
+                    checked += 1
+    assert checked > 20

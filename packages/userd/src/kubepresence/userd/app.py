@@ -14,7 +14,7 @@ from kubepresence.userd.connecting import ClusterConnection, ConnectOptions, Pro
 from kubepresence.userd.core.manifests import install_from_environment
 from kubepresence.userd.core.session import SessionState
 from kubepresence.userd.intercepting import answer_dials
-from kubepresence.userd.k8s import installing
+from kubepresence.userd.k8s import installing, namespaces
 from kubepresence.userd.k8s.apiclient import kubeconfig_source, resolve_target, rest_client
 from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc import rootd
@@ -64,6 +64,10 @@ class UserDaemon:
         self.state.begin_connect(target.context, target.namespace)
         connection = ClusterConnection(target, options)
         try:
+            # Before anything is installed: a misspelt -n must not leave a manager behind.
+            await namespaces.require(
+                connection.api, [target.namespace, *options.mapped_namespaces], target.context
+            )
             await connection.ensure_manager(progress)
             ready = asyncio.Event()
             self._forwarding = self._supervisor.spawn(

@@ -1,0 +1,32 @@
+"""Whether the namespaces a session names exist, asked before anything is installed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kubepresence.protocol.errors import UserError
+from kubepresence.userd.k8s.installing import translate
+
+NOT_FOUND = 404
+FORBIDDEN = 403
+
+
+async def require(api: client.ApiClient, names: Iterable[str], context: str) -> None:
+    """UserError naming the first namespace that does not exist. A user who may not read
+    namespaces may still work in them: a 403 is no answer, and nothing is refused for it."""
+    core = client.CoreV1Api(api)
+    for name in dict.fromkeys(names):
+        try:
+            await core.read_namespace(name)
+        except ApiException as error:
+            if error.status == NOT_FOUND:
+                raise UserError(
+                    f"namespace {name!r} does not exist in context {context!r}"
+                    " (kubectl get namespaces lists those that do)"
+                ) from None
+            if error.status == FORBIDDEN:
+                continue
+            raise translate(error, f"read namespace {name}") from error
