@@ -8,7 +8,9 @@ Scenarios:
 - a registry that is not one (`KUBEPRESENCE_REGISTRY=localhost/kp-engine/`): `connect` says
   so in one line, exit 2, and installs nothing;
 - `connect` with KUBEPRESENCE_REGISTRY=localhost/kp-engine installs a manager whose pod
-  runs the engine-built manager image (the reference and the image id containerd holds);
+  runs the engine-built manager image (the reference and the image id buildah gave it);
+  with KUBEPRESENCE_IMAGE_PULL_SECRETS the manager pod names those Secrets, and so do the
+  pods the webhook injects the agent into (the images are present, so nothing is pulled);
 - from the workstation, a Service answers by name (`curl http://echo.<ns>/…`);
 - a global intercept of that Service injects an agent running the engine-built agent image,
   and a request from a pod in the cluster reaches a server on the workstation; after
@@ -37,6 +39,7 @@ from kubepresence.protocol.annotations import AGENT_CONTAINER
 
 LOCAL_PORT = 8090
 MANAGER_SELECTOR = "app.kubernetes.io/name=kubepresence-manager"
+PULL_SECRET = "kp-engine-pull"
 LOCAL_SERVER = textwrap.dedent(
     f"""
     import http.server
@@ -138,6 +141,16 @@ def pod_containers(cluster: Cluster, namespace: str, selector: str) -> list[dict
     return out
 
 
+def pull_secrets(cluster: Cluster, namespace: str, selector: str) -> list[list[str]]:
+    """The imagePullSecrets of each live selected pod."""
+    pods = cluster.get("pods", "-n", namespace, "-l", selector)["items"]
+    return [
+        [ref["name"] for ref in pod["spec"].get("imagePullSecrets", [])]
+        for pod in pods
+        if not pod["metadata"].get("deletionTimestamp")
+    ]
+
+
 def test_engine_built_images_pass_the_smoke(
     cluster: Cluster,
     namespace: str,
@@ -160,6 +173,7 @@ def test_engine_built_images_pass_the_smoke(
     assert cluster.kubectl("get", "namespace", manager_namespace, "--ignore-not-found") == ""
 
     workstation.env["KUBEPRESENCE_REGISTRY"] = enginebuild.ENGINE_REGISTRY
+    workstation.env["KUBEPRESENCE_IMAGE_PULL_SECRETS"] = PULL_SECRET
     connected = workstation.kp("connect", "--manager-namespace", manager_namespace)
     assert connected.returncode == 0, connected.stderr + workstation.logs()
     (manager,) = pod_containers(cluster, manager_namespace, MANAGER_SELECTOR)
@@ -167,6 +181,7 @@ def test_engine_built_images_pass_the_smoke(
     assert manager["image"] == manager_image
     assert manager["running"]
     assert manager["image_id"] == image_id(engine_images["kubepresence-manager"]), manager
+    assert pull_secrets(cluster, manager_namespace, MANAGER_SELECTOR) == [[PULL_SECRET]]
 
     by_name = workstation.run(
         "curl", "-sS", "--max-time", "20", f"http://echo.{namespace}/by-name", timeout=60
@@ -186,6 +201,7 @@ def test_engine_built_images_pass_the_smoke(
         assert agent["spec_image"] == agent_image
         assert agent["running"]
         assert agent["image_id"] == image_id(engine_images["kubepresence-agent"]), agent
+    assert pull_secrets(cluster, namespace, "app=echo") == [[PULL_SECRET]] * len(agents)
     during = get_from_pod(cluster, namespace, client, f"http://echo.{namespace}/during")
     assert during == {"status": 200, "body": "workstation says hi to /during"}
 

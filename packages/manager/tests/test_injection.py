@@ -722,3 +722,36 @@ def test_injected_agent_gets_the_configured_resources() -> None:
     assert verdict.patch is not None
     patched = apply_patch(obj, verdict.patch)
     assert container(patched, AGENT_CONTAINER)["resources"] == {"limits": {"memory": "300Mi"}}
+
+
+# --- image pull secrets ---------------------------------------------------------------------
+
+
+def test_no_pull_secrets_leaves_the_pods_own_alone() -> None:
+    plain = pod()
+    assert "imagePullSecrets" not in injected(plain)["spec"]
+    own = pod()
+    own["spec"]["imagePullSecrets"] = [{"name": "app-registry"}]
+    assert injected(own)["spec"]["imagePullSecrets"] == [{"name": "app-registry"}]
+
+
+def test_the_agents_pull_secrets_are_added_where_the_pod_lacks_them() -> None:
+    settings = InjectionSettings(
+        agent_image="registry.example/kp/kubepresence-agent:0.1.0",
+        manager_namespace="kp-system",
+        image_pull_secrets=("regcred", "mirror", "regcred"),
+    )
+
+    def inject(obj: dict[str, Any]) -> dict[str, Any]:
+        verdict = review(admission(obj), settings)
+        assert verdict.patch is not None, verdict.reason
+        return dict(apply_patch(obj, verdict.patch))
+
+    assert inject(pod())["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    own = pod()
+    own["spec"]["imagePullSecrets"] = [{"name": "mirror"}, {"name": "app-registry"}]
+    assert inject(own)["spec"]["imagePullSecrets"] == [
+        {"name": "mirror"},
+        {"name": "app-registry"},
+        {"name": "regcred"},
+    ]

@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON requests/limits of injected agents (default: 10m CPU, 32Mi-128Mi memory)",
     )
     parser.add_argument(
+        "--agent-image-pull-secrets",
+        default=os.environ.get("AGENT_IMAGE_PULL_SECRETS", ""),
+        help="comma-separated Secrets injected pods pull the agent image with "
+        "(default: $AGENT_IMAGE_PULL_SECRETS)",
+    )
+    parser.add_argument(
         "--agent-pull-policy",
         default="IfNotPresent",
         choices=("Always", "IfNotPresent", "Never"),
@@ -89,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             webhook_port,
             agent_image=args.agent_image,
             pull_policy=args.agent_pull_policy,
+            image_pull_secrets=tuple(
+                s.strip() for s in args.agent_image_pull_secrets.split(",") if s.strip()
+            ),
             agent_log_level=args.log_level,
             agent_resources=agent_resources,
         )

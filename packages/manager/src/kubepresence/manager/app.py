@@ -40,6 +40,7 @@ class WebhookOptions:
     port: int
     agent_image: str
     pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
     agent_log_level: str = "info"
     agent_resources: Mapping[str, Mapping[str, str]] | None = None  # None: the default
 
@@ -130,6 +131,7 @@ class TrafficManager:
             agent_image=options.agent_image,
             manager_namespace=self.namespace,
             pull_policy=options.pull_policy,
+            image_pull_secrets=options.image_pull_secrets,
             log_level=options.agent_log_level,
             **({"agent_resources": options.agent_resources} if options.agent_resources else {}),
         )

@@ -95,6 +95,9 @@ class InjectionSettings:
     agent_image: str
     manager_namespace: str
     pull_policy: str = "IfNotPresent"
+    # Secrets (in the workload's namespace) for pulling the agent image from a private
+    # registry: added to the pod's imagePullSecrets where it lacks them.
+    image_pull_secrets: tuple[str, ...] = ()
     log_level: str = "info"
     agent_resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: {
@@ -576,6 +579,7 @@ def build_patch(pod: Mapping[str, Any], settings: InjectionSettings) -> list[dic
             "value": agent_container(pod, plan, settings),
         }
     )
+    ops += _pull_secret_patches(pod, settings)
     if any(t.redirected for t in takeovers):
         init = init_container(plan, settings)
         if pod["spec"].get("initContainers"):
@@ -595,6 +599,21 @@ def build_patch(pod: Mapping[str, Any], settings: InjectionSettings) -> list[dic
         }
     )
     return ops
+
+
+def _pull_secret_patches(
+    pod: Mapping[str, Any], settings: InjectionSettings
+) -> list[dict[str, Any]]:
+    """The agent's pull secrets the pod does not name yet (the pod's own stay first)."""
+    present = pod["spec"].get("imagePullSecrets") or []
+    have = {ref.get("name") for ref in present if isinstance(ref, Mapping)}
+    wanted = [{"name": s} for s in dict.fromkeys(settings.image_pull_secrets) if s not in have]
+    if not wanted:
+        return []
+    if present:
+        path = _pointer("spec", "imagePullSecrets", "-")
+        return [{"op": "add", "path": path, "value": ref} for ref in wanted]
+    return [{"op": "add", "path": _pointer("spec", "imagePullSecrets"), "value": wanted}]
 
 
 def decode_patch(response: Mapping[str, Any]) -> list[dict[str, Any]] | None:

@@ -109,8 +109,9 @@ class ManagerInstall:
     version: str = field(default_factory=_userd_version)
     registry: str = DEFAULT_REGISTRY
     pull_policy: str = "IfNotPresent"
-    # Secrets in the manager namespace that let kubelet pull the manager image from a
-    # private registry (the chart's image.pullSecrets).
+    # Secrets that let kubelet pull the images from a private registry (the chart's
+    # image.pullSecrets): on the manager pod, and added by the webhook to the pods it
+    # injects the agent into (the Secret must exist in their namespace too).
     image_pull_secrets: tuple[str, ...] = ()
     log_level: str = "info"
     session_ttl: int = 60
@@ -420,6 +421,16 @@ def _container(install: ManagerInstall) -> dict[str, Any]:
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
             {"name": "AGENT_IMAGE", "value": install.agent_image},
+            *(
+                [
+                    {
+                        "name": "AGENT_IMAGE_PULL_SECRETS",
+                        "value": ",".join(install.image_pull_secrets),
+                    }
+                ]
+                if install.image_pull_secrets
+                else []
+            ),
         ],
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
