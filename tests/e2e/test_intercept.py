@@ -8,6 +8,8 @@ Scenarios (global intercepts; personal ones, mounts and previews have their own 
   returns CMD's exit code, and the intercept ends with it;
 - with nothing listening on the workstation, the caller in the cluster fails fast;
 - a second intercept of the same port is refused with one clear line;
+- an intercept of another workload to the same local port is refused in one line naming
+  the intercept that has it, and nothing is applied to that workload;
 - `list` shows the intercept and its state;
 - the kubelet's readiness probe of an intercepted (numeric, redirected) port keeps asking
   the app: a workstation server that answers its `/ready` with 404 neither fails the
@@ -134,6 +136,19 @@ def test_intercept_and_leave(
     assert again.returncode == 2, again.stderr
     assert "already intercepted" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+    # Another workload to the same local port: its traffic would mix with echo's.
+    cluster.deploy_echo("http", namespace, name="other", named_target_port=True)
+    mixed = workstation.kp("intercept", "other", "--port", f"{LOCAL_PORT}:http", "-n", namespace)
+    assert mixed.returncode == 2, mixed.stderr
+    assert mixed.stderr.strip().splitlines() == [
+        f"kubepresence: local port {LOCAL_PORT} already receives intercept 'echo'"
+        f" ({namespace}/echo): pick another local port, or pass --share-local-port to send"
+        " both there"
+    ]
+    template = cluster.get("deployment", "other", "-n", namespace)["spec"]["template"]
+    assert "kubepresence.io/inject-traffic-agent" not in template["metadata"].get("annotations", {})
+    assert [i["state"] for i in echo_intercepts(workstation, namespace)] == ["active"]
 
     local_server.terminate()
     local_server.wait(10)

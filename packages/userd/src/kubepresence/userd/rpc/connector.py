@@ -19,10 +19,10 @@ from kubepresence.protocol.errors import ClusterError, ConfigError, Kubepresence
 from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.lifecycle import Supervisor
-from kubepresence.protocol.logs import set_level
+from kubepresence.protocol.logs import set_level_for
 from kubepresence.userd import mounting
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
-from kubepresence.userd.core import arrival
+from kubepresence.userd.core import arrival, localports
 from kubepresence.userd.core.manifests import install_from_environment
 from kubepresence.userd.core.session import Phase
 from kubepresence.userd.k8s import agents, logs, podsecurity, resolving
@@ -123,6 +123,25 @@ class ConnectorService(connector.ConnectorBase):
         resolved = await resolving.resolve_port(
             connection.api, namespace, spec.workload_name, spec.service_port, spec.service_name
         )
+        local = (spec.local_host or "127.0.0.1", spec.local_port)
+        if not message.share_local_port:
+            clash = localports.conflict(
+                (
+                    localports.LocalTarget(
+                        i.name, i.namespace, i.workload, i.port, i.local_host, i.local_port
+                    )
+                    for i in connection.intercepts
+                ),
+                localports.LocalTarget(
+                    spec.name or spec.workload_name,
+                    namespace,
+                    spec.workload_name,
+                    resolved.port,
+                    *local,
+                ),
+            )
+            if clash:
+                raise UserError(clash)
         # A takeover the namespace's Pod Security level forbids is refused here, untouched.
         admission = await podsecurity.admission_guard(
             connection.api, namespace, spec.workload_name, resolved
@@ -133,7 +152,7 @@ class ConnectorService(connector.ConnectorBase):
             namespace=namespace,
             workload=spec.workload_name,
             port=resolved.port,
-            local=(spec.local_host or "127.0.0.1", spec.local_port),
+            local=local,
             http_filter=spec.http_filter,
             preview=(
                 (spec.preview_ingress_host, spec.preview_ingress_port, spec.preview_ingress_tls)
@@ -390,7 +409,7 @@ class ConnectorService(connector.ConnectorBase):
 
     async def set_log_level(self, message: common.LogLevelRequest) -> protobuf.Empty:
         try:
-            set_level(message.level)
+            set_level_for(message.level, message.duration_seconds)
         except ValueError as error:
             raise UserError(str(error)) from error
         log.info("log level set to %s", message.level)

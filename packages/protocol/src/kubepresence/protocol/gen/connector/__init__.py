@@ -207,6 +207,11 @@ class CreateInterceptRequest(betterproto2.Message):
 
     mount_point: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
+    share_local_port: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    Let this intercept send to a local port another intercept already sends to.
+    """
+
 
 default_message_pool.register_message(
     "kubepresence.connector", "CreateInterceptRequest", CreateInterceptRequest
