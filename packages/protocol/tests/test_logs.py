@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kubepresence.protocol.logs import set_level, setup_logging
+from kubepresence.protocol import logs
+from kubepresence.protocol.logs import current_level, set_level, set_level_for, setup_logging
 
 
 @pytest.fixture(autouse=True)
@@ -63,3 +65,47 @@ def test_libraries_stay_quiet_at_debug(tmp_path: Path) -> None:
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level 'loud'"):
         set_level("loud")
+
+
+class _Reverted(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("log level back to"):
+            self.event.set()
+
+
+async def test_a_timed_level_goes_back_by_itself() -> None:
+    reverted = _Reverted()
+    logging.getLogger("kubepresence.protocol.logs").addHandler(reverted)
+    try:
+        set_level("info")
+        set_level_for("debug", 0.05)
+        assert current_level() == "debug"
+        set_level_for("warning", 0.1)  # replaces the pending return; it still goes to info
+        assert current_level() == "warning"
+        async with asyncio.timeout(5):
+            await reverted.event.wait()
+        assert current_level() == "info"
+    finally:
+        logging.getLogger("kubepresence.protocol.logs").removeHandler(reverted)
+
+
+async def test_an_untimed_level_cancels_a_pending_return() -> None:
+    set_level("info")
+    set_level_for("debug", 30)
+    pending = logs._Revert.handle
+    assert pending is not None
+    set_level_for("error")
+    assert pending.cancelled()
+    assert logs._Revert.handle is None
+    assert current_level() == "error"
+
+
+def test_a_timed_unknown_level_changes_nothing() -> None:
+    set_level("warning")
+    with pytest.raises(ValueError, match="unknown log level"):
+        set_level_for("loud", 5)
+    assert current_level() == "warning"

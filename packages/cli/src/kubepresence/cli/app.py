@@ -175,17 +175,43 @@ async def quit_() -> None:
 async def loglevel(
     level: Annotated[str, typer.Argument(help=f"one of {', '.join(LEVELS)}")],
     duration: Annotated[
-        int, typer.Option("--duration", "-d", help="seconds until the level reverts; 0: never")
+        int,
+        typer.Option("--duration", "-d", min=0, help="seconds until the level reverts; 0: never"),
     ] = 0,
+    local_only: Annotated[
+        bool, typer.Option("--local-only", "-l", help="only the user and root daemons")
+    ] = False,
+    remote_only: Annotated[
+        bool,
+        typer.Option("--remote-only", "-r", help="only the traffic manager and agents"),
+    ] = False,
 ) -> None:
-    """Change the log level of the running user daemon."""
-    if level.lower() not in LEVELS:
+    """Change the log level of the running daemons (user and root daemon)."""
+    level = level.lower()
+    if level not in LEVELS:
         raise UserError(f"unknown log level {level!r}: use one of {', '.join(LEVELS)}")
-    socket = paths.userd_socket()
-    if not daemons.socket_is_live(socket):
-        raise ConfigError("the user daemon is not running: run 'kubepresence connect' first")
-    await daemons.set_userd_log_level(socket, level.lower(), duration)
-    out.print(f"User daemon log level: {level.lower()}")
+    if local_only and remote_only:
+        raise UserError("--local-only and --remote-only exclude each other")
+    if remote_only:
+        # The Manager protocol has no SetLogLevel: their level is the chart's/deployment's.
+        raise UserError(
+            "cannot set the traffic manager's or agents' log level at run time (their "
+            "protocol has no SetLogLevel): install with the chart's logLevel value instead"
+        )
+    targets = [
+        ("User daemon", paths.userd_socket(), daemons.set_userd_log_level),
+        ("Root daemon", paths.rootd_socket(), daemons.set_rootd_log_level),
+    ]
+    live = [
+        (name, socket, call) for name, socket, call in targets if daemons.socket_is_live(socket)
+    ]
+    if not live:
+        raise ConfigError(
+            "the user and root daemons are not running: run 'kubepresence connect' first"
+        )
+    for name, socket, call in live:
+        await call(socket, level, duration)
+        out.print(f"{name} log level: {level}" + (f" for {duration} s" if duration else ""))
 
 
 @config_app.command("view")

@@ -2,11 +2,13 @@
 
 Daemons on the workstation log to a file in the state dir; cluster parts log to stdout
 (kubectl logs). Both can write plain text or JSON lines (one object per record, for log
-collectors). The level can be changed at run time (the SetLogLevel RPCs).
+collectors). The level can be changed at run time (the SetLogLevel RPCs), for good or for
+a number of seconds (`set_level_for`: a timer handle on the running loop turns it back).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -18,6 +20,7 @@ LogFormat = Literal["text", "json"]
 LEVELS = ("debug", "info", "warning", "error")
 # Where this process logs, for error messages that point there ("" until set up).
 _destination = {"component": "", "file": ""}
+log = logging.getLogger(__name__)
 
 
 class JsonFormatter(logging.Formatter):
@@ -92,3 +95,42 @@ def set_level(level: str) -> None:
     numeric = logging.getLevelName(level.upper())
     logging.getLogger().setLevel(max(numeric, logging.WARNING))
     logging.getLogger("kubepresence").setLevel(numeric)
+
+
+class _Revert:
+    """The pending return to an earlier level after `set_level_for` with a duration."""
+
+    handle: asyncio.TimerHandle | None = None
+    level = ""
+
+
+def current_level() -> str:
+    """The level of the kubepresence loggers, as a name from LEVELS."""
+    numeric = logging.getLogger("kubepresence").getEffectiveLevel()
+    return str(logging.getLevelName(numeric)).lower()
+
+
+def set_level_for(level: str, seconds: float = 0) -> None:
+    """Set the level; with `seconds` > 0, go back to the level before after that long.
+
+    A later call replaces a pending return (the level it goes back to stays the one before
+    the first timed change). Needs a running event loop when `seconds` > 0.
+    """
+    pending = _Revert.handle
+    previous = _Revert.level if pending is not None else current_level()
+    set_level(level)  # raises ValueError for an unknown level before anything changes
+    if pending is not None:
+        pending.cancel()
+        _Revert.handle = None
+    if seconds <= 0:
+        return
+    if previous == level.lower():
+        return
+
+    def revert() -> None:
+        _Revert.handle = None
+        set_level(previous)
+        log.info("log level back to %s after %g s", previous, seconds)
+
+    _Revert.level = previous
+    _Revert.handle = asyncio.get_running_loop().call_later(seconds, revert)

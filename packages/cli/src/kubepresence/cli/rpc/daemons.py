@@ -87,6 +87,11 @@ async def set_userd_log_level(socket: Path, level: str, duration: int) -> None:
         await stub.set_log_level(common.LogLevelRequest(level=level, duration_seconds=duration))
 
 
+async def set_rootd_log_level(socket: Path, level: str, duration: int) -> None:
+    async with _rootd(socket) as stub:
+        await stub.set_log_level(common.LogLevelRequest(level=level, duration_seconds=duration))
+
+
 @dataclass(frozen=True)
 class ConnectArguments:
     kubeconfig: str

@@ -10,7 +10,7 @@ from kubepresence.protocol.errors import UserError
 from kubepresence.protocol.gen import common, daemon
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.lifecycle import Supervisor
-from kubepresence.protocol.logs import set_level
+from kubepresence.protocol.logs import set_level_for
 from kubepresence.rootd.core.network import NetworkRequest
 
 if TYPE_CHECKING:
@@ -67,9 +67,10 @@ class DaemonService(daemon.DaemonBase):
 
     async def set_log_level(self, message: common.LogLevelRequest) -> protobuf.Empty:
         try:
-            set_level(message.level)
+            set_level_for(message.level, message.duration_seconds)
         except ValueError as error:
             raise UserError(str(error)) from error
+        log.info("log level set to %s", message.level)
         return protobuf.Empty()
 
     async def quit(self, message: protobuf.Empty) -> protobuf.Empty:
