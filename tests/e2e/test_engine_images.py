@@ -5,6 +5,8 @@ Scenarios:
   (a local base made from the debootstrap layer, no registry) into
   localhost/kp-engine/kubepresence-{manager,agent}:<version>; a second build is a cache hit
   and leaves no buildah container behind;
+- a Dockerfile step that fails: the build fails with buildah's message naming the step
+  and leaves no working container and no mount behind;
 - a registry that is not one (`KUBEPRESENCE_REGISTRY=localhost/kp-engine/`): `connect` says
   so in one line, exit 2, and installs nothing;
 - `connect` with KUBEPRESENCE_REGISTRY=localhost/kp-engine installs a manager whose pod
@@ -26,11 +28,12 @@ import tarfile
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kpcluster import enginebuild, lifecycle
-from kpcluster.commands import wait_for
+from kpcluster.commands import ClusterError, wait_for
 from kpcluster.harness import Cluster
 from kpcluster.imagebuild import BuiltImage
 from workstation_cli import Workstation
@@ -210,3 +213,18 @@ def test_engine_built_images_pass_the_smoke(
     after = get_from_pod(cluster, namespace, client, f"http://echo.{namespace}/after")
     assert after.get("status") == 200, after
     assert json.loads(after["body"])["pod"].startswith("echo-")
+
+
+def test_a_failing_build_leaves_nothing_behind(
+    engine_images: dict[str, BuiltImage], tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {enginebuild.base_image()}\nRUN echo half-done > /tmp/x && false\n"
+    )
+    with pytest.raises(ClusterError, match=r'building at STEP "RUN echo half-done'):
+        enginebuild.buildah(
+            "build", "--pull=never", "--network", "none", "-t", "localhost/kp-fails:x", tmp_path
+        )
+    assert enginebuild.leftovers() == []
+    storage = str(enginebuild.ENGINE_HOME)
+    assert [m for m in Path("/proc/mounts").read_text().splitlines() if storage in m] == []

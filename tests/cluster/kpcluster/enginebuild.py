@@ -62,6 +62,8 @@ def _buildah_argv(*args: str | Path) -> list[str | Path]:
 
 
 def buildah(*args: str | Path, timeout: float = 120) -> str:
+    """Run buildah on the project's storage. `build` runs without --layers, so buildah removes
+    its working containers (and their mounts) whether the build succeeds or fails."""
     return run(_buildah_argv(*args), timeout=timeout).stdout
 
 
