@@ -74,14 +74,31 @@ LOCAL_SERVER = textwrap.dedent(
     """
 )
 
+# kube-proxy applies an EndpointSlice change up to a second after it (its minimum sync
+# period; seen: a request 0.2 s after `intercept` returned went to the old pod, which had
+# stopped listening): until then a connection may be refused. Only that is retried, for
+# at most 10 s; the attempts are reported.
 GET = textwrap.dedent(
     """
-    import json, sys, urllib.request
-    try:
-        with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
-            print(json.dumps({"status": r.status, "body": r.read().decode()}))
-    except Exception as e:
-        print(json.dumps({"error": repr(e)}))
+    import json, sys, time, urllib.error, urllib.request
+    deadline = time.monotonic() + 10
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
+                answer = {"status": r.status, "body": r.read().decode()}
+            break
+        except urllib.error.URLError as e:
+            refused = isinstance(e.reason, ConnectionRefusedError)
+            if not refused or time.monotonic() > deadline:
+                answer = {"error": repr(e)}
+                break
+            time.sleep(0.2)
+        except Exception as e:
+            answer = {"error": repr(e)}
+            break
+    print(json.dumps({**answer, "attempts": attempts}))
     """
 )
 
@@ -202,7 +219,9 @@ def intercept_reaches_workstation(
     print(f"intercept of a port targeted by {how} took {time.monotonic() - started:.1f} s")
     pod = live_pod(cluster, namespace)
     answer = get(cluster, namespace, client, f"/by-{how}")
+    attempts = answer.pop("attempts")
     assert answer == {"status": 200, "body": f"workstation says hi to /by-{how}"}, answer
+    print(f"the workstation answered at attempt {attempts}")
     assert workstation.kp("leave", "echo").returncode == 0
     return pod
 
