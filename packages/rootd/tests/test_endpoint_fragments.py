@@ -2,7 +2,8 @@
 
 Scenarios: a UDP datagram the workstation's kernel split into fragments (any order,
 duplicated) reaches the relay once and byte-exact; a fragmented TCP SYN is answered; an
-answer larger than the MTU goes back as valid IPv4 fragments (with and without the vnet
+answer larger than the MTU goes back as valid IPv4 fragments (IPv6: Fragment headers, both
+ways) (with and without the vnet
 header and checksum offload) that reassemble to the exact datagram with a correct UDP
 checksum; partial datagrams time out on the endpoint's timer; fragment drops are counted
 and logged at most once per interval; and random malformed traffic (truncated headers, bad
@@ -27,6 +28,8 @@ from kubepresence.rootd.core.fragments import (
     Reassembler,
     ReassemblyLimits,
     fragment_ipv4,
+    fragment_ipv6,
+    ipv6_fragment_header,
 )
 from kubepresence.rootd.core.packets import (
     ACK,
@@ -208,6 +211,36 @@ def test_fragment_drops_are_logged_once_per_interval(caplog: pytest.LogCaptureFi
     assert endpoint.stats.fragments.overlapping == 4
 
 
+@pytest.mark.parametrize("output", [OutputMode(), OutputMode(True, True)], ids=["plain", "offload"])
+def test_ipv6_datagrams_beyond_the_mtu_both_ways(output: OutputMode) -> None:
+    endpoint, asked = make(output=output)
+    client = ScriptedClient(
+        source="fd00::2", source_port=40010, destination="2001:2::9", destination_port=9001
+    )
+    prefix = NO_VNET_HEADER if output.vnet_header else b""
+    payload = random.Random(6).randbytes(20000)
+    pieces = fragment_ipv6(client.udp(payload), 1500, ident=99)
+    for piece in reversed(pieces):
+        endpoint.receive(prefix + piece, 0.0)
+    assert endpoint.take_events() == [DatagramReceived(asked[0], payload)]
+    answer = random.Random(7).randbytes(30000)
+    endpoint.send_datagram(asked[0], answer)
+    packets = [packet_bytes(p)[len(prefix) :] for p in endpoint.flush(0.0)]
+    assert all(len(p) <= 1500 for p in packets)
+    assert len(packets) == -(-(30000 + 8) // 1448)
+    reassembler = Reassembler()
+    results = []
+    for packet in packets:
+        view = memoryview(packet)
+        at = ipv6_fragment_header(view)
+        assert at == 40
+        results.append(reassembler.add_ipv6(view, at, 0.0))
+    whole = results[-1]
+    assert whole is not None
+    assert udp_checksum_ok(whole)
+    assert bytes(parse_udp(parse_ip(memoryview(whole)).transport).payload) == answer
+
+
 # -- fuzz ---------------------------------------------------------------------------------
 
 FUZZ_PACKETS = 100_000
@@ -273,6 +306,7 @@ def test_fuzzed_packets_never_raise_and_memory_stays_bounded() -> None:
         udp6.udp(b"ping6"),
         udp.icmp(8, 0, b"\0\1\0\1abc"),
         *fragment_ipv4(with_ident(udp.udp(bytes(3000)), 9), 1500),
+        *fragment_ipv6(udp6.udp(bytes(3000)), 1280, ident=5),
     ]
     started = time.monotonic()
     now = 0.0

@@ -6,7 +6,8 @@ bytes, the tiny-fragment and header-overwrite attacks of RFC 1858/3128, oversize
 (ping of death), inconsistent or malformed fragments are refused and counted; partial
 datagrams time out; floods of fragments keep memory and the number of partial datagrams
 within their bounds; and the fragmenter that splits our answers is inverted by the
-reassembler, with valid headers on every fragment.
+reassembler, with valid headers on every fragment; the same for IPv6 Fragment headers
+(extension headers before it kept, atomic fragments delivered alone).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from kubepresence.rootd.core.fragments import (
     Reassembler,
     ReassemblyLimits,
     fragment_ipv4,
+    fragment_ipv6,
+    ipv6_fragment_header,
     is_ipv4_fragment,
 )
 from kubepresence.rootd.core.packets import (
@@ -434,3 +437,110 @@ def test_fragmenter_refuses_what_it_cannot_split() -> None:
         fragment_ipv4(udp_packet(100)[:50], 68)
     with pytest.raises(ValueError, match="room"):
         fragment_ipv4(udp_packet(100), 24)
+
+
+# -- IPv6 ---------------------------------------------------------------------------------
+
+SOURCE6 = bytes.fromhex("fd000000000000000000000000000002")
+DESTINATION6 = bytes.fromhex("20010002000000000000000000000009")
+
+
+def udp6_packet(size: int) -> bytes:
+    payload = random.Random(-size).randbytes(size)
+    return packet_bytes(PacketWriter(SOURCE6, DESTINATION6, OutputMode()).udp(5, 9001, payload))
+
+
+def add6(reassembler: Reassembler, packet: bytes, now: float = 0.0) -> bytes | None:
+    view = memoryview(packet)
+    at = ipv6_fragment_header(view)
+    assert at is not None
+    return reassembler.add_ipv6(view, at, now)
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(min_value=1300, max_value=65527), data=st.data())
+def test_ipv6_fragments_in_any_order_reassemble(size: int, data: st.DataObject) -> None:
+    original = udp6_packet(size)
+    mtu = data.draw(st.integers(min_value=1280, max_value=min(9000, len(original) - 1)))
+    pieces = fragment_ipv6(original, mtu, ident=0xDEADBEEF)
+    assert len(pieces) > 1
+    assert all(len(p) <= mtu for p in pieces)
+    reassembler = Reassembler()
+    results = [add6(reassembler, p) for p in data.draw(st.permutations(pieces))]
+    assert results[-1] == original
+    assert all(r is None for r in results[:-1])
+    assert reassembler.stats.dropped == 0
+
+
+def test_ipv6_fragment_headers() -> None:
+    pieces = fragment_ipv6(udp6_packet(4000), 1500, ident=7)
+    position = 0
+    for index, piece in enumerate(pieces):
+        assert piece[6] == 44
+        next_header, _, offset_flags, ident = struct.unpack("!BBHI", piece[40:48])
+        assert (next_header, ident) == (PROTO_UDP, 7)
+        assert offset_flags & 0xFFF8 == position
+        assert bool(offset_flags & 1) == (index < len(pieces) - 1)
+        assert struct.unpack("!H", piece[4:6])[0] == len(piece) - 40
+        position += len(piece) - 48
+    assert position == 4008
+
+
+def test_ipv6_atomic_fragment_is_delivered_alone() -> None:
+    """RFC 6946: offset 0 and M clear is a whole packet, whatever else is in flight."""
+    original = udp6_packet(100)
+    atomic = bytearray(fragment_ipv6(udp6_packet(3000), 1280, ident=1)[0])
+    body = original[40:]
+    atomic = atomic[:40] + struct.pack("!BBHI", PROTO_UDP, 0, 0, 1) + body
+    atomic[4:6] = struct.pack("!H", 8 + len(body))
+    reassembler = Reassembler()
+    assert add6(reassembler, bytes(atomic)) == original
+    assert reassembler.pending == 0
+
+
+def test_ipv6_extension_headers_before_the_fragment_header_are_kept() -> None:
+    original = udp6_packet(3000)
+    hop_by_hop = bytes([44, 0, 1, 4, 0, 0, 0, 0])  # next: Fragment; PadN
+    pieces = []
+    for piece in fragment_ipv6(original, 1280, ident=3):
+        fixed = bytearray(piece[:40])
+        fixed[6] = 0
+        fixed[4:6] = struct.pack("!H", len(piece) - 40 + 8)
+        pieces.append(bytes(fixed) + hop_by_hop + piece[40:])
+    reassembler = Reassembler()
+    results = [add6(reassembler, p) for p in pieces]
+    whole = results[-1]
+    assert whole is not None
+    assert whole[6] == 0  # the fixed header still names hop-by-hop
+    assert whole[40] == PROTO_UDP  # which now names UDP, not the Fragment header
+    assert whole[48:] == original[40:]
+    assert struct.unpack("!H", whole[4:6])[0] == len(whole) - 40
+    assert bytes(parse_udp(parse_ip(memoryview(whole)).transport).payload) == original[48:]
+
+
+def test_ipv6_overlap_and_tiny_first_fragment_are_refused() -> None:
+    pieces = fragment_ipv6(udp6_packet(3000), 1280, ident=9)
+    reassembler = Reassembler()
+    add6(reassembler, pieces[0])
+    changed = bytearray(pieces[0])
+    changed[-1] ^= 1
+    add6(reassembler, bytes(changed))
+    assert reassembler.stats.overlapping == 1
+    tiny = fragment_ipv6(udp6_packet(3000), 1280, ident=10)[0]
+    tiny_first = bytearray(tiny[:48]) + tiny[48:56]  # 8 bytes: not the whole TCP header
+    tiny_first[4:6] = struct.pack("!H", 16)
+    tiny_first[40] = PROTO_TCP
+    reassembler.add_ipv6(memoryview(bytes(tiny_first)), 40, 0.0)
+    assert reassembler.stats.tiny_first == 1
+
+
+def test_ipv6_fragment_header_is_found_only_where_it_is() -> None:
+    assert ipv6_fragment_header(memoryview(udp6_packet(10))) is None
+    truncated = bytearray(udp6_packet(10)[:44])
+    truncated[6] = 0  # hop-by-hop that does not fit
+    assert ipv6_fragment_header(memoryview(bytes(truncated))) is None
+    bad = bytearray(fragment_ipv6(udp6_packet(3000), 1280, ident=1)[1])
+    bad[4:6] = struct.pack("!H", 4)  # payload length cuts the Fragment header
+    reassembler = Reassembler()
+    assert reassembler.add_ipv6(memoryview(bytes(bad)), 40, 0.0) is None
+    assert reassembler.stats.bad_length == 1

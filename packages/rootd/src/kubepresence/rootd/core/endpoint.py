@@ -16,10 +16,11 @@ plays all of those addresses at once:
   unreachable, None drops this datagram (the next one asks again).
 * ICMP echo to a routed address is answered here (the cluster side has no ping relay).
 * Packets to unrouted destinations are dropped and counted.
-* IPv4 fragments are reassembled first (`core/fragments.py`), whatever they carry; the
-  whole packet then takes the path above. A UDP answer larger than the MTU goes back as
-  IPv4 fragments with a full checksum (the kernel reassembles them). Fragment drops are
-  counted in `stats.fragments` and logged at most once per `drop_log_interval`.
+* IPv4 and IPv6 fragments are reassembled first (`core/fragments.py`), whatever they
+  carry; the whole packet then takes the path above. A UDP answer larger than the MTU goes
+  back as fragments (IPv4, or IPv6 Fragment headers) with a full checksum, which the
+  kernel reassembles. Fragment drops are counted in `stats.fragments` and logged at most
+  once per `drop_log_interval`.
 
 The owner's loop is: `receive(packet, now)` for each packet read from the TUN, then
 `flush(now, budget)` for the packets to write (ACKs coalesced per batch), `take_events()`
@@ -48,6 +49,8 @@ from kubepresence.rootd.core.fragments import (
     Reassembler,
     ReassemblyLimits,
     fragment_ipv4,
+    fragment_ipv6,
+    ipv6_fragment_header,
     is_ipv4_fragment,
 )
 from kubepresence.rootd.core.packets import (
@@ -100,6 +103,8 @@ log = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _TcpKey = tuple[bytes, int, bytes, int]
 _ROUTED_CACHE_LIMIT = 4096
+# Next headers that go straight to the parser (no extension header: no Fragment header).
+_IPV6_UNFRAGMENTED = frozenset({PROTO_TCP, PROTO_UDP, PROTO_ICMPV6})
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +227,7 @@ class NetworkEndpoint:
         self._reassembler = Reassembler(self.config.reassembly)
         self.stats.fragments = self._reassembler.stats
         self._ip_ident = random.getrandbits(16)
+        self._ip6_ident = random.getrandbits(32)
         self._drops_logged = 0
         self._next_drop_log = float("-inf")
 
@@ -236,12 +242,25 @@ class NetworkEndpoint:
                 if len(view) < VNET_HEADER_SIZE:
                     raise MalformedPacketError("shorter than the vnet header")
                 view = view[VNET_HEADER_SIZE:]
-            if len(view) >= IPV4_HEADER_SIZE and view[0] >> 4 == 4 and is_ipv4_fragment(view):
-                whole = self._reassembler.add(view, now)
-                self._log_fragment_drops(now)
-                if whole is None:
-                    return
-                view = memoryview(whole)
+            if len(view) >= IPV4_HEADER_SIZE:
+                version = view[0] >> 4
+                whole: bytes | None
+                if version == 4 and is_ipv4_fragment(view):
+                    whole = self._reassembler.add(view, now)
+                elif (
+                    version == 6
+                    and len(view) >= IPV6_HEADER_SIZE
+                    and view[6] not in _IPV6_UNFRAGMENTED
+                    and (at := ipv6_fragment_header(view)) is not None
+                ):
+                    whole = self._reassembler.add_ipv6(view, at, now)
+                else:
+                    whole = b""
+                if whole != b"":
+                    self._log_fragment_drops(now)
+                    if whole is None:
+                        return
+                    view = memoryview(whole)
             fast = parse_ipv4_tcp(view)
             if fast is not None:
                 self._receive_tcp(4, fast[0], fast[1], fast[2], now)
@@ -541,25 +560,29 @@ class NetworkEndpoint:
         if flow_state is None:
             raise LocalProtocolError(f"no UDP flow {flow}")
         writer = flow_state.writer
-        if writer.version == 4 and IPV4_HEADER_SIZE + UDP_HEADER_SIZE + len(payload) > (
-            self.config.mtu
-        ):
+        if writer.header_size + UDP_HEADER_SIZE + len(payload) > self.config.mtu:
             self._send_fragmented(flow_state, payload)
             return
         self._control.append(writer.udp(flow_state.local_port, flow_state.remote_port, payload))
 
     def _send_fragmented(self, flow_state: _UdpFlow, payload: Chunk) -> None:
-        """A UDP answer beyond the MTU as IPv4 fragments (full checksum: no offload)."""
-        if UDP_HEADER_SIZE + len(payload) > 0xFFFF - IPV4_HEADER_SIZE:
-            raise LocalProtocolError(f"UDP payload of {len(payload)} bytes does not fit IPv4")
-        plain = PacketWriter(flow_state.writer.source, flow_state.writer.destination, OutputMode())
+        """A UDP answer beyond the MTU as fragments (full checksum: no offload)."""
+        writer = flow_state.writer
+        room = 0xFFFF - (IPV4_HEADER_SIZE if writer.version == 4 else 0)
+        if UDP_HEADER_SIZE + len(payload) > room:
+            raise LocalProtocolError(f"UDP payload of {len(payload)} bytes does not fit")
+        plain = PacketWriter(writer.source, writer.destination, OutputMode())
         packet = bytearray(
             b"".join(plain.udp(flow_state.local_port, flow_state.remote_port, payload))
         )
-        self._ip_ident = (self._ip_ident + 1) & 0xFFFF
-        packet[4:6] = self._ip_ident.to_bytes(2, "big")
-        # fragment_ipv4 rewrites flags and the header checksum of every fragment.
-        pieces = fragment_ipv4(packet, self.config.mtu)
+        if writer.version == 4:
+            self._ip_ident = (self._ip_ident + 1) & 0xFFFF
+            packet[4:6] = self._ip_ident.to_bytes(2, "big")
+            # fragment_ipv4 rewrites flags and the header checksum of every fragment.
+            pieces = fragment_ipv4(packet, self.config.mtu)
+        else:
+            self._ip6_ident = (self._ip6_ident + 1) & 0xFFFFFFFF
+            pieces = fragment_ipv6(packet, self.config.mtu, self._ip6_ident)
         self.stats.fragments_sent += len(pieces)
         if self._vnet:
             self._control.extend([NO_VNET_HEADER, piece] for piece in pieces)

@@ -1,4 +1,4 @@
-"""IPv4 fragments: reassembling what the kernel split, splitting what we send. Sans-IO.
+"""IP fragments: reassembling what the kernel split, splitting what we send. Sans-IO.
 
 Model
 -----
@@ -31,6 +31,13 @@ counted in `FragmentStats` by reason:
 * a partial datagram older than `timeout` seconds is dropped (`expire(now)`); the clock is
   the caller's number, never read here.
 
+IPv6 (RFC 8200 §4.5) goes through the same pieces and checks: `ipv6_fragment_header` finds
+the Fragment header behind hop-by-hop/routing/destination options headers, the key is
+(source, destination, identification), the reassembled packet keeps the first fragment's
+unfragmentable part with its last Next Header naming what the fragments carried, and an
+atomic fragment (offset 0, M clear, RFC 6946) is delivered at once, outside any state.
+`fragment_ipv6(packet, mtu, ident)` splits our own (extension-header-free) answers.
+
 `fragment_ipv4(packet, mtu)` is the inverse: it splits a whole IPv4 packet into fragments
 of at most `mtu` bytes (payload per fragment a multiple of 8, options copied per RFC 791
 §3.1, DF cleared, a header checksum per fragment).
@@ -46,7 +53,9 @@ from dataclasses import dataclass, fields
 from kubepresence.rootd.core.packets import (
     IPV4_HEADER,
     IPV4_HEADER_SIZE,
+    IPV6_HEADER_SIZE,
     PROTO_ICMP,
+    PROTO_ICMPV6,
     PROTO_TCP,
     PROTO_UDP,
     internet_checksum,
@@ -56,6 +65,11 @@ MAX_IPV4_LENGTH = 65535
 _MORE_FRAGMENTS = 0x2000
 _OFFSET_MASK = 0x1FFF
 _U16 = struct.Struct("!H")
+_IPV6_FRAGMENT_HEADER = struct.Struct("!BBHI")
+_PROTO_IPV6_FRAGMENT = 44
+# Extension headers that may stand before the Fragment header (RFC 8200 §4.1 order).
+_IPV6_UNFRAGMENTABLE = frozenset({0, 43, 60})
+_IPV6_MAX_EXTENSIONS = 8
 # What one buffered piece costs beyond its bytes (list entries, the bytes object's header).
 PIECE_OVERHEAD = 64
 
@@ -65,6 +79,40 @@ _Key = tuple[bytes, bytes, int, int]
 def is_ipv4_fragment(packet: memoryview) -> bool:
     """Whether an IPv4 packet (at least 20 bytes) has MF set or a non-zero offset."""
     return bool(packet[6] & 0x3F or packet[7])
+
+
+def ipv6_fragment_header(packet: memoryview) -> int | None:
+    """Where the Fragment header of an IPv6 packet (at least 40 bytes) starts, or None.
+
+    Steps over hop-by-hop, routing and destination options headers; anything that does
+    not add up is left to the packet parser (None).
+    """
+    next_header = packet[6]
+    at = IPV6_HEADER_SIZE
+    end = len(packet)
+    for _ in range(_IPV6_MAX_EXTENSIONS):
+        if next_header == _PROTO_IPV6_FRAGMENT:
+            return at
+        if next_header not in _IPV6_UNFRAGMENTABLE or at + 8 > end:
+            return None
+        next_header, units = packet[at], packet[at + 1]
+        at += (units + 1) * 8
+    return None
+
+
+def _ipv6_without_fragment_header(packet: memoryview, fragment_at: int, protocol: int) -> bytes:
+    """The unfragmentable part, its last Next Header now naming what the fragment held."""
+    fixed = bytearray(packet[:fragment_at])
+    if fragment_at == IPV6_HEADER_SIZE:
+        fixed[6] = protocol
+        return bytes(fixed)
+    at = IPV6_HEADER_SIZE
+    while True:  # ipv6_fragment_header walked this chain already: it ends at fragment_at
+        following = at + (fixed[at + 1] + 1) * 8
+        if following >= fragment_at:
+            fixed[at] = protocol
+            return bytes(fixed)
+        at = following
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +173,7 @@ def _min_transport_header(protocol: int, first_payload: bytes | memoryview | Non
         if first_payload is not None and len(first_payload) >= 13:
             return max(20, (first_payload[12] >> 4) * 4)
         return 20
-    if protocol in (PROTO_UDP, PROTO_ICMP):
+    if protocol in (PROTO_UDP, PROTO_ICMP, PROTO_ICMPV6):
         return 8
     return 0
 
@@ -215,18 +263,75 @@ class Reassembler:
         ):
             stats.bad_length += 1
             return None
-        payload = packet[header_length:total_length]
-        offset = (flags_offset & _OFFSET_MASK) * 8
-        more = bool(flags_offset & _MORE_FRAGMENTS)
+        return self._add(
+            (source, destination, protocol, ident),
+            (flags_offset & _OFFSET_MASK) * 8,
+            bool(flags_offset & _MORE_FRAGMENTS),
+            packet[header_length:total_length],
+            protocol,
+            packet[:header_length],
+            MAX_IPV4_LENGTH - IPV4_HEADER_SIZE,
+            now,
+        )
+
+    def add_ipv6(self, packet: memoryview, fragment_at: int, now: float) -> bytes | None:
+        """One IPv6 fragment in (its Fragment header at `fragment_at`, as found by
+        `ipv6_fragment_header`); the reassembled packet out when it is complete.
+
+        The reassembled packet has the first fragment's unfragmentable part (fixed header
+        and the extension headers before the Fragment header), no Fragment header, and
+        the payload length fixed. An atomic fragment (offset 0, M clear; RFC 6946) is
+        returned at once, without touching any reassembly state.
+        """
+        stats = self.stats
+        stats.fragments += 1
+        (payload_length,) = _U16.unpack_from(packet, 4)
+        end = IPV6_HEADER_SIZE + payload_length
+        if end > len(packet) or fragment_at + _IPV6_FRAGMENT_HEADER.size > end:
+            stats.bad_length += 1
+            return None
+        protocol, _, offset_flags, ident = _IPV6_FRAGMENT_HEADER.unpack_from(packet, fragment_at)
+        offset = offset_flags & 0xFFF8
+        more = bool(offset_flags & 1)
+        data_at = fragment_at + _IPV6_FRAGMENT_HEADER.size
+        unfragmentable = _ipv6_without_fragment_header(packet, fragment_at, protocol)
+        if offset == 0 and not more:
+            fixed = bytearray(unfragmentable)
+            fixed[4:6] = _U16.pack(len(fixed) - IPV6_HEADER_SIZE + end - data_at)
+            stats.reassembled += 1
+            return bytes(fixed) + bytes(packet[data_at:end])
+        key = (bytes(packet[8:24]), bytes(packet[24:40]), _PROTO_IPV6_FRAGMENT, ident)
+        return self._add(
+            key,
+            offset,
+            more,
+            packet[data_at:end],
+            protocol,
+            unfragmentable,
+            0xFFFF - (len(unfragmentable) - IPV6_HEADER_SIZE),
+            now,
+        )
+
+    def _add(
+        self,
+        key: _Key,
+        offset: int,
+        more: bool,
+        payload: memoryview,
+        protocol: int,
+        header: memoryview | bytes,
+        max_payload: int,
+        now: float,
+    ) -> bytes | None:
+        stats = self.stats
         length = len(payload)
         if length == 0 or (more and length % 8):
             stats.bad_length += 1
             return None
-        key = (source, destination, protocol, ident)
         if key in self._discarded:
             stats.after_discard += 1
             return None
-        if offset + length > MAX_IPV4_LENGTH - IPV4_HEADER_SIZE:
+        if offset + length > max_payload:
             stats.too_long += 1
             self._discard(key, now)
             return None
@@ -257,7 +362,7 @@ class Reassembler:
                 stats.duplicates += 1
             return None
         if offset == 0:
-            partial.header = bytes(packet[:header_length])
+            partial.header = bytes(header)
         if partial.end is None or partial.covered != partial.end:
             self._make_room(key)
             return None
@@ -336,12 +441,20 @@ class Reassembler:
         self._remove(key)
         header = partial.header
         assert header is not None  # covered == end implies a piece at offset 0
+        fixed = bytearray(header)
+        if header[0] >> 4 == 6:
+            payload_length = len(header) - IPV6_HEADER_SIZE + partial.covered
+            if payload_length > 0xFFFF:
+                self.stats.too_long += 1
+                return None
+            self.stats.reassembled += 1
+            fixed[4:6] = _U16.pack(payload_length)
+            return bytes(fixed) + b"".join(partial.pieces)
         total = len(header) + partial.covered
         if total > MAX_IPV4_LENGTH:
             self.stats.too_long += 1
             return None
         self.stats.reassembled += 1
-        fixed = bytearray(header)
         fixed[2:4] = _U16.pack(total)
         fixed[6:8] = b"\0\0"
         fixed[10:12] = b"\0\0"
@@ -411,4 +524,31 @@ def fragment_ipv4(packet: bytes | bytearray | memoryview, mtu: int) -> list[byte
         fixed[10:12] = _U16.pack(internet_checksum(bytes(fixed)))
         out.append(bytes(fixed) + bytes(piece))
         position += len(piece)
+    return out
+
+
+def fragment_ipv6(packet: bytes | bytearray | memoryview, mtu: int, ident: int) -> list[bytes]:
+    """Split a whole IPv6 packet with no extension headers into fragments of at most `mtu`
+    bytes (itself if it fits), each with a Fragment header carrying `ident`."""
+    view = memoryview(packet)
+    (payload_length,) = _U16.unpack_from(view, 4)
+    end = IPV6_HEADER_SIZE + payload_length
+    if len(view) < end:
+        raise ValueError("not a whole IPv6 packet")
+    if end <= mtu:
+        return [bytes(view[:end])]
+    room = (mtu - IPV6_HEADER_SIZE - _IPV6_FRAGMENT_HEADER.size) // 8 * 8
+    if room <= 0:
+        raise ValueError(f"MTU {mtu} leaves no room for a fragment")
+    protocol = view[6]
+    payload = view[IPV6_HEADER_SIZE:end]
+    out: list[bytes] = []
+    for position in range(0, len(payload), room):
+        piece = payload[position : position + room]
+        more = 1 if position + len(piece) < len(payload) else 0
+        header = bytearray(view[:IPV6_HEADER_SIZE])
+        header[4:6] = _U16.pack(_IPV6_FRAGMENT_HEADER.size + len(piece))
+        header[6] = _PROTO_IPV6_FRAGMENT
+        fragment = _IPV6_FRAGMENT_HEADER.pack(protocol, 0, position | more, ident & 0xFFFFFFFF)
+        out.append(bytes(header) + fragment + bytes(piece))
     return out
