@@ -147,8 +147,15 @@ async def status(output: OutputOption = OutputFormat.TEXT) -> None:
         state["connection"] = await daemons.userd_info(socket)
     else:
         state["user_daemon"] = {"running": False}
-    state["root_daemon"] = {"running": daemons.socket_is_live(paths.rootd_socket())}
+    # A socket file outlives a killed daemon: running means it answers.
+    state["root_daemon"] = {"running": await daemons.rootd_answers(paths.rootd_socket())}
     out.print(render(state, output), markup=False)
+    connection = state.get("connection") or {}
+    if connection.get("state") == "connected" and (
+        connection.get("network_problem") or not state["root_daemon"]["running"]
+    ):
+        # Connected, but not to the cluster's network: scripts must see that.
+        raise typer.Exit(ExitCode.CONFIG)
 
 
 @app.command(name="quit")

@@ -21,6 +21,7 @@ def _invoking_uid() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     skip_imports(*UNUSED_OPTIONAL)  # before the daemon's modules import betterproto2
+    from kubepresence.rootd import guardian
     from kubepresence.rootd.app import RootDaemon
     from kubepresence.rootd.vif.session import STATE_DIR, VifSettings
 
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return NOT_ROOT_EXIT
     uid = args.user if args.user is not None else _invoking_uid()
     settings = VifSettings(tun_name=args.tun_name, mtu=args.mtu, state_dir=args.state_dir)
+    # Whatever ends this process (SIGKILL too), what it changed is put back.
+    guardian.start(tun_name=args.tun_name, state_dir=args.state_dir, log_file=args.log_file)
     daemon = RootDaemon(
         socket_path=args.socket or paths.rootd_socket(), allowed_uid=uid, settings=settings
     )

@@ -22,6 +22,8 @@ from kubepresence.userd.rpc.connector import ConnectorService
 
 log = logging.getLogger(__name__)
 
+ROOTD_WATCH_INTERVAL = 1.0  # how soon a dead root daemon is noticed
+
 
 class UserDaemon:
     def __init__(self, socket_path: Path, rootd_socket: Path) -> None:
@@ -57,6 +59,14 @@ class UserDaemon:
     ) -> ClusterConnection:
         """Join the cluster named by the kubeconfig; on any failure nothing stays behind."""
         assert self._supervisor is not None, "connect before run"
+        current = self.connection
+        if current is not None and current.network_problem:
+            # The session lives; only its network went with a dead root daemon. `connect`
+            # started a new one (which restored what the old one left): join it.
+            progress(f"bringing the cluster network back ({current.network_problem})")
+            await self._join_network(current, progress)
+            current.network_problem = ""
+            return current
         progress("reading the kubeconfig")
         target = await resolve_target(
             kubeconfig_source(kubeconfig, environment), context, namespace
@@ -77,6 +87,7 @@ class UserDaemon:
             await connection.open(ready, progress)
             await self._join_network(connection, progress)
             for coroutine, name in (
+                (self._watch_rootd(connection), "rootd-watch"),
                 (connection.keep_alive(), "session-keep-alive"),
                 (connection.follow_intercepts(), "intercept-watch"),
                 (answer_dials(connection.manager, lambda: connection.session_id), "dial-answers"),
@@ -107,6 +118,24 @@ class UserDaemon:
         connection.note(
             f"cluster network up on {status.vif_name}: {', '.join(status.routed_subnets)}"
         )
+
+    async def _watch_rootd(self, connection: ClusterConnection) -> None:
+        """Notice within seconds when the root daemon goes (SIGKILL, OOM, a crash): the
+        session stays, `status` says the network is down and why, and the next `connect`
+        joins the new root daemon it starts. (rootd's guardian restores what it changed.)"""
+        while True:
+            await asyncio.sleep(ROOTD_WATCH_INTERVAL)
+            try:
+                status = await rootd.network_status(self.rootd_socket)
+            except KubepresenceError as error:
+                problem = f"the root daemon stopped ({error.message})"
+            else:
+                connection.open_flows = status.open_flows
+                problem = "" if status.connected else "the root daemon lost the cluster network"
+            if problem and not connection.network_problem and connection.vif_name:
+                connection.network_problem = problem
+                connection.vif_name = ""
+                connection.note(f"{problem}: run 'kubepresence connect' to bring it back")
 
     async def manage_traffic_manager(
         self,

@@ -76,6 +76,8 @@ class ClusterConnection:
         self.network: ClusterNetwork | None = None
         self.vif_name = ""
         self.routed_subnets: list[str] = []
+        self.network_problem = ""  # why the cluster network is down ("" up, or never up)
+        self.open_flows = 0
         self.intercepts: list[InterceptView] = []
         self._intercepts_changed = asyncio.Event()
         self.events: list[str] = []

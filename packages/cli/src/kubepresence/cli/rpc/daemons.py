@@ -19,6 +19,7 @@ from kubepresence.protocol.transport import client_errors, unix_channel
 
 # Local daemons answer at once or not at all.
 LOCAL_TIMEOUT = 5.0
+STATUS_TIMEOUT = 2.0  # `status` asks whether a daemon answers, and must stay quick
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,18 @@ async def userd_status(socket: Path) -> UserdStatus:
         info = await stub.status(protobuf.Empty())
         state = connector.ConnectState(info.state).name.lower()
         return UserdStatus(version.version, state, info.context, info.namespace)
+
+
+async def rootd_answers(socket: Path) -> bool:
+    """Whether a root daemon serves this socket (a stale file from a killed one does not)."""
+    if not socket_is_live(socket):
+        return False
+    try:
+        async with _rootd(socket, STATUS_TIMEOUT) as stub:
+            await stub.version(protobuf.Empty())
+    except KubepresenceError:
+        return False
+    return True
 
 
 async def rootd_version(socket: Path) -> common.VersionInfo:
@@ -166,6 +179,9 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
             "manager_version": info.cluster.manager_version,
         }
     data["vif"] = info.vif_name
+    if info.network_problem:
+        data["network_problem"] = info.network_problem
+    data["open_flows"] = info.open_flows
     data["intercepts"] = [
         f"{r.name}: {r.namespace}/{r.workload} port {r.port}"
         f"{f' ({r.http_filter})' if r.http_filter else ''} -> {r.local} "

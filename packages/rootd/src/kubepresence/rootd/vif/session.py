@@ -286,13 +286,16 @@ def _safely(step: Callable[[], object], what: str) -> Callable[[], None]:
     return run
 
 
-def recover(settings: VifSettings) -> None:
-    """Undo what a crashed run left: restore resolv.conf, delete a stale TUN. Blocking."""
+def recover(settings: VifSettings, dead: int | None = None) -> None:
+    """Undo what a crashed run left: restore resolv.conf, delete a stale TUN. Blocking.
+
+    `dead`: the pid of a rootd known to be gone (the guardian's), even while it is still a
+    zombie that looks alive."""
     rewriter = ResolvConfRewriter(settings.state_dir, settings.resolv_conf)
     if not rewriter.has_backup():
         return
     owner = rewriter.live_owner()
-    if owner is not None:
+    if owner is not None and owner != dead:
         log.warning(
             "another rootd (pid %d) is connected in this network namespace; leaving it alone",
             owner,

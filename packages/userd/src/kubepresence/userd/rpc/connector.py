@@ -357,6 +357,8 @@ class ConnectorService(connector.ConnectorBase):
                 )
             info.events = list(conn.events)
             info.vif_name = conn.vif_name
+            info.network_problem = conn.network_problem
+            info.open_flows = conn.open_flows
             info.intercepts = [_intercept_info(i, self._mounts) for i in conn.intercepts]
             for intercept in info.intercepts:
                 if intercept.id in self._progress:

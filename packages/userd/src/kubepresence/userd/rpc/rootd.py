@@ -12,6 +12,7 @@ from kubepresence.userd.rpc.manager import ClusterNetwork
 
 # Bringing up a TUN device, routes and the resolver takes a moment, not minutes.
 NETWORK_TIMEOUT = 30.0
+STATUS_TIMEOUT = 3.0  # a local daemon answers a status question at once, or is in trouble
 
 
 async def connect_network(
@@ -55,5 +56,16 @@ async def disconnect_network(socket: Path) -> None:
         stub = daemon.DaemonStub(channel, timeout=NETWORK_TIMEOUT)
         async with client_errors("the root daemon does not answer", Category.INTERNAL):
             await stub.disconnect(protobuf.Empty())
+    finally:
+        channel.close()
+
+
+async def network_status(socket: Path) -> daemon.DaemonStatus:
+    """rootd's view of the cluster network; a KubepresenceError when rootd does not answer."""
+    channel = unix_channel(socket)
+    try:
+        stub = daemon.DaemonStub(channel, timeout=STATUS_TIMEOUT)
+        async with client_errors("the root daemon does not answer", Category.INTERNAL):
+            return await stub.status(protobuf.Empty())
     finally:
         channel.close()

@@ -131,6 +131,17 @@ class ConnectInfo(betterproto2.Message):
     what happened to the session, newest last
     """
 
+    network_problem: "str" = betterproto2.field(11, betterproto2.TYPE_STRING)
+    """
+    Why the cluster network is down while the session lives ("" when it is up), e.g.
+    the root daemon stopped; `connect` brings it back.
+    """
+
+    open_flows: "int" = betterproto2.field(12, betterproto2.TYPE_UINT64)
+    """
+    TCP and UDP flows through the VIF, as rootd last said
+    """
+
 
 default_message_pool.register_message("kubepresence.connector", "ConnectInfo", ConnectInfo)
 
