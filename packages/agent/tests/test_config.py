@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -12,6 +14,7 @@ from kubepresence.agent.core.config import (
     app_environment,
     load,
     next_backoff,
+    parse_environ_block,
 )
 from kubepresence.agent.core.redirects import BadRedirectError, Redirect, parse
 from kubepresence.protocol.errors import ConfigError
@@ -62,6 +65,15 @@ def test_app_environment_drops_the_agents_own_variables() -> None:
         "HOSTNAME": "echo-abc",
         "POD_NAME": "echo-abc",
     }
+
+
+def test_app_environment_keeps_what_the_apps_env_lists() -> None:
+    """An app whose env sets HOME or PATH itself sees its own values: so does the user."""
+    config = {**CONFIG, "app_env_names": ["HOME", "GREETING"]}
+    loaded = load(environ(KP_AGENT_CONFIG=json.dumps(config), HOME="/home/app"))
+    assert loaded.environment == {"GREETING": "hello", "HOME": "/home/app", "POD_NAME": "echo-abc"}
+    with pytest.raises(ConfigError, match="app_env_names is not a list of names"):
+        load(environ(KP_AGENT_CONFIG=json.dumps({**CONFIG, "app_env_names": "HOME"})))
 
 
 @pytest.mark.parametrize(
@@ -120,3 +132,25 @@ def test_redirects() -> None:
     for bad in ("9000", "9000:", ":9901", "a:b", "0:9901", "9000:70000", "9000:9000", "1:2:3"):
         with pytest.raises(BadRedirectError):
             parse(bad)
+
+
+def test_the_environment_block_is_what_the_process_started_with() -> None:
+    """A Python started without a locale adds LC_CTYPE=C.UTF-8 to os.environ (PEP 538); the
+    block of /proc/self/environ holds only what it was given, as the app was given it."""
+    code = (
+        "import json, os, sys\n"
+        "from kubepresence.agent.core.config import parse_environ_block\n"
+        "block = parse_environ_block(open('/proc/self/environ', 'rb').read())\n"
+        "print(json.dumps([block, dict(os.environ)]))\n"
+    )
+    given = {"A": "x=y", "B": "", "C": "ünï\nline", "PYTHONPATH": ":".join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=given, capture_output=True, text=True, check=True
+    )
+    block, environ_seen = json.loads(done.stdout)
+    assert block == given
+    assert environ_seen.get("LC_CTYPE") == "C.UTF-8"  # what the block leaves out
+
+
+def test_environment_blocks() -> None:
+    assert parse_environ_block(b"A=1\0B==2\0\0NOEQUALS\0=x\0A=dup\0") == {"A": "1", "B": "=2"}

@@ -333,6 +333,7 @@ def test_named_port_is_renamed_and_taken_by_the_agent() -> None:
         "app_mounts_root": APP_MOUNTS_ROOT,
         "sftp_port": 8022,
         "health_port": 9901,
+        "app_env_names": ["GREETING", "POD_NAME"],
     }
     assert result["metadata"]["annotations"][INJECTED_ANNOTATION] == "http=9900>8080"
     # Only the app container's port name, its probe, the agent and the annotation changed.
@@ -755,3 +756,23 @@ def test_the_agents_pull_secrets_are_added_where_the_pod_lacks_them() -> None:
         {"name": "app-registry"},
         {"name": "regcred"},
     ]
+
+
+def test_resource_field_refs_name_the_app_container() -> None:
+    """Without containerName the kubelet would give the agent's own limits (its 128Mi)."""
+    memory = {"resource": "limits.memory", "divisor": "1Mi"}
+    cpu = {"containerName": "other", "resource": "requests.cpu"}
+    env = [
+        {"name": "MEM", "valueFrom": {"resourceFieldRef": memory}},
+        {"name": "CPU", "valueFrom": {"resourceFieldRef": cpu}},
+        {"name": "LATER", "value": "$(MEM)-$$"},
+    ]
+    original = pod(containers=[app_container(env=env)])
+    kept = copy.deepcopy(original)
+    agent = container(injected(original), AGENT_CONTAINER)
+    assert agent["env"][:3] == [
+        {"name": "MEM", "valueFrom": {"resourceFieldRef": {**memory, "containerName": "echo"}}},
+        env[1],  # a reference that names a container already reads that one
+        env[2],  # expansion is the kubelet's, from the same entries in the same order
+    ]
+    assert original == kept  # the review's pod is not changed in place

@@ -6,7 +6,7 @@ import os
 import sys
 
 from kubepresence.agent.app import TrafficAgent
-from kubepresence.agent.core.config import load
+from kubepresence.agent.core.config import load, parse_environ_block
 from kubepresence.protocol.errors import ConfigError
 from kubepresence.protocol.lifecycle import daemon_parser, start_daemon
 
@@ -16,6 +16,15 @@ def _manager_address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r} is not HOST:PORT")
     return host, int(port)
+
+
+def _initial_environment() -> dict[str, str]:
+    """The environment this process started with (see `parse_environ_block`)."""
+    try:
+        with open("/proc/self/environ", "rb") as block:
+            return parse_environ_block(block.read())
+    except OSError:
+        return dict(os.environ)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(f"--manager-address: {error}")
     try:
-        config = load(os.environ)
+        config = load(_initial_environment())
     except ConfigError as error:
         print(f"kubepresence-agent: {error}", file=sys.stderr)
         return 3

@@ -26,7 +26,7 @@ from rich.markup import escape
 
 from kubepresence.cli import starting
 from kubepresence.cli.core import kubeconfig
-from kubepresence.cli.core.envfiles import render_dotenv, render_json
+from kubepresence.cli.core.envfiles import SYNTAXES, EnvFileError, render_json, renderer
 from kubepresence.cli.core.exits import ExitCode, exit_code
 from kubepresence.cli.core.filters import (
     AUTO,
@@ -344,8 +344,15 @@ async def intercept(
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "",
     address: Annotated[str, typer.Option(help="local address to send traffic to")] = "127.0.0.1",
     env_file: Annotated[
-        Path | None, typer.Option(help="write the app's environment (dotenv)")
+        Path | None, typer.Option(help="write the app's environment (see --env-syntax)")
     ] = None,
+    env_syntax: Annotated[
+        str,
+        typer.Option(
+            help=f"the --env-file syntax: {', '.join(SYNTAXES)} (python-dotenv, `. FILE` in "
+            "sh, docker run --env-file)"
+        ),
+    ] = "dotenv",
     env_json: Annotated[
         Path | None, typer.Option(help="write the app's environment (JSON)")
     ] = None,
@@ -387,6 +394,10 @@ async def intercept(
     intercept is personal: only matching HTTP requests come here, the rest go to the app.
     """
     spec = parse_port_spec(port)
+    try:
+        render_env_file = renderer(env_syntax)
+    except EnvFileError as error:
+        raise UserError(str(error)) from None
     socket = _connected_socket()
     intercept_name = name or workload
     headers = http_header or []
@@ -424,9 +435,15 @@ async def intercept(
             ),
         )
     try:
-        for path, text in ((env_file, render_dotenv), (env_json, render_json)):
-            if path is not None:
-                await asyncio.to_thread(path.write_text, text(result.environment))
+        files = [(env_file, render_env_file), (env_json, render_json)]
+        try:  # every file rendered before one is written: a variable may not fit a syntax
+            texts = [(path, text(result.environment)) for path, text in files if path]
+        except EnvFileError as error:
+            if not ctx.args:  # (with a command, the handler below removes it)
+                await daemons.remove_intercept(socket, intercept_name)
+            raise UserError(f"{error}; the intercept was removed") from None
+        for path, text in texts:
+            await asyncio.to_thread(path.write_text, text)
         if output is not OutputFormat.TEXT:
             out.print(render(vars(result), output), markup=False)
         else:

@@ -7,16 +7,20 @@ The webhook (manager `core.injection`) gives the agent container:
   [{"name", "app_port", "agent_port", "redirected"}], "app_mounts_root", "sftp_port",
   "health_port"}` (the app's volumes are mounted under `app_mounts_root`, exported over
   SFTP on `sftp_port`; 0 or absent: the app has no volumes, nothing to export; the
-  kubelet's readiness probe connects to `health_port`, 0 or absent: none).
+  kubelet's readiness probe connects to `health_port`, 0 or absent: none;
+  `app_env_names`: the names the app container's `env` lists).
 
 `load` turns these into an `AgentConfig`, or raises `ConfigError` with one clear line.
 `app_environment` is the app's environment as far as the agent can tell: its own
-environment minus the KP_AGENT_* settings and the variables its image defines.
+environment minus the KP_AGENT_* settings and the variables its image defines, unless the
+app's `env` lists them (then the kubelet set them, for the app as for the agent). What the
+app's own image defines (ENV in its Dockerfile) the agent cannot see.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,16 +107,41 @@ def load(environ: Mapping[str, str]) -> AgentConfig:
         app_mounts_root=str(raw.get("app_mounts_root") or ""),
         sftp_port=_port(raw["sftp_port"]) if raw.get("sftp_port") else 0,
         health_port=_port(raw["health_port"]) if raw.get("health_port") else 0,
-        environment=app_environment(environ),
+        environment=app_environment(environ, _names(raw.get("app_env_names"))),
     )
 
 
-def app_environment(environ: Mapping[str, str]) -> dict[str, str]:
+def _names(raw: Any) -> frozenset[str]:
+    if raw is None:
+        return frozenset()
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        raise ConfigError(f"{CONFIG_ENV}: app_env_names is not a list of names: {raw!r}")
+    return frozenset(raw)
+
+
+def parse_environ_block(data: bytes) -> dict[str, str]:
+    """The variables of an environment block as /proc/PID/environ holds it (NAME=VALUE,
+    each ended by NUL), decoded as os.environ decodes them.
+
+    The agent reads its environment from /proc/self/environ, i.e. as the kubelet gave it:
+    os.environ also holds what the interpreter added at its start (PEP 538 sets
+    LC_CTYPE=C.UTF-8 in a container without a locale), which the app never had."""
+    env: dict[str, str] = {}
+    for item in data.split(b"\0"):
+        name, sep, value = item.partition(b"=")
+        if sep and name:
+            env.setdefault(os.fsdecode(name), os.fsdecode(value))
+    return env
+
+
+def app_environment(
+    environ: Mapping[str, str], app_names: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """The app container's environment as the agent sees it (see the module docstring)."""
     return {
         k: v
         for k, v in sorted(environ.items())
-        if not k.startswith(PREFIX) and k not in IMAGE_VARIABLES
+        if not k.startswith(PREFIX) and (k not in IMAGE_VARIABLES or k in app_names)
     }
 
 

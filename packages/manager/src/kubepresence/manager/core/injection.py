@@ -35,9 +35,11 @@ by `kubepresence.io/inject-container`):
   port itself: the kubelet keeps asking the app.
 
 The agent container copies the app container's env and envFrom (it carries the app's
-environment) and its volume mounts, each under `/kubepresence/app-mounts/<mountPath>` (so
-they cannot shadow the agent's own files; read-only ones stay read-only; the service
-account token too: the app sees it, so the user's process needs it). When there are mounts,
+environment; a resourceFieldRef that names no container is made to name the app container,
+so the kubelet computes the app's value, not the agent's) and its volume mounts, each
+under `/kubepresence/app-mounts/<mountPath>` (so they cannot shadow the agent's own files;
+read-only ones stay read-only; the service account token too: the app sees it, so the user's
+process needs it). When there are mounts,
 the agent exports that root over SFTP on `sftp_port` (8022, or the next port no container
 of the pod declares) for `intercept --mount`. Its own settings travel in `KP_AGENT_*` variables so
 they never collide with the app's (the echo test app itself defines POD_NAME): the pod's
@@ -463,11 +465,36 @@ def agent_config(pod: Mapping[str, Any], plan: PortPlan) -> dict[str, Any]:
         "app_mounts_root": APP_MOUNTS_ROOT,
         "sftp_port": plan.sftp_port,
         "health_port": plan.health_port,
+        # The agent reports these even where its image sets the same names (PATH, HOME…).
+        "app_env_names": [e["name"] for e in app.get("env") or [] if e.get("name")],
     }
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def app_env(app: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The app container's env entries as the agent container carries them.
+
+    The same entries in the same order give the same values in both containers (the kubelet
+    expands `$(VAR)` from earlier entries and the Service variables only, fieldRef names the
+    pod), except resourceFieldRef: without `containerName` it reads the container it is in.
+    Naming the app container makes the kubelet compute the app's value, with the app's
+    divisor and, for an unset limit, the node's allocatable, as it does for the app."""
+    entries = []
+    for entry in app.get("env") or []:
+        ref = (entry.get("valueFrom") or {}).get("resourceFieldRef")
+        if isinstance(ref, Mapping) and not ref.get("containerName"):
+            entry = {
+                **entry,
+                "valueFrom": {
+                    **entry["valueFrom"],
+                    "resourceFieldRef": {**ref, "containerName": app["name"]},
+                },
+            }
+        entries.append(dict(entry))
+    return entries
 
 
 def agent_container(
@@ -476,7 +503,7 @@ def agent_container(
     _, app = _app_container(pod)
     config = agent_config(pod, plan)
     env = [
-        *(app.get("env") or []),
+        *app_env(app),
         _field_env(POD_NAME_ENV, "metadata.name"),
         _field_env(POD_NAMESPACE_ENV, "metadata.namespace"),
         _field_env(POD_IP_ENV, "status.podIP"),
