@@ -70,12 +70,15 @@ class EchoHandler(BaseHTTPRequestHandler):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--host", default="0.0.0.0", help="address to bind: e.g. the pod's IP only"  # noqa: S104
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     # As PID 1 in its container the server would ignore SIGTERM and wait out the grace period.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server = ThreadingHTTPServer(("0.0.0.0", args.port), EchoHandler)  # noqa: S104 - pod-local
-    log.info("http echo listening on %d", args.port)
+    server = ThreadingHTTPServer((args.host, args.port), EchoHandler)
+    log.info("http echo listening on %s:%d", args.host, args.port)
     server.serve_forever()
 
 

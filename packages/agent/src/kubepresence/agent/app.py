@@ -19,11 +19,12 @@ import socket
 
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from kubepresence.agent.appdialing import AppDialer
 from kubepresence.agent.core.config import AgentConfig, PortTakeover
 from kubepresence.agent.core.http1 import RequestHead
 from kubepresence.agent.core.routing import Routes
 from kubepresence.agent.exporting import VolumeExport
-from kubepresence.agent.forwarding import APP_HOST, STREAM_LIMIT, Forwarder
+from kubepresence.agent.forwarding import STREAM_LIMIT, Forwarder
 from kubepresence.agent.httprouting import APP, route_http
 from kubepresence.agent.intercepting import follow_intercepts, hand_over, report_not_http
 from kubepresence.agent.rpc.manager import ManagerSession
@@ -49,7 +50,9 @@ class TrafficAgent:
         self.manager_host = manager_host
         self.manager_port = manager_port
         self.listen_host = listen_host
-        self.forwarder = Forwarder(config.ports, host=listen_host, divert=self._divert)
+        self.forwarder = Forwarder(
+            config.ports, host=listen_host, divert=self._divert, app=AppDialer(config.pod_ip)
+        )
         self.session: ManagerSession | None = None
         self.routes = Routes()
         self._told_not_http: set[str] = set()  # intercepts told their port is not all HTTP
@@ -153,9 +156,7 @@ class TrafficAgent:
                 destination: str,
             ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
                 if destination == APP:  # route_http bounds the dial
-                    return await asyncio.open_connection(
-                        APP_HOST, takeover.app_port, limit=STREAM_LIMIT
-                    )
+                    return await self.forwarder.app.open(takeover.app_port)
                 return await self._workstation_upstream(destination, addresses, hand_overs)
 
             def not_http() -> None:

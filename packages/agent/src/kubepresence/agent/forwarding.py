@@ -1,9 +1,10 @@
 """Pass-through: every connection to a takeover port goes to the app's real port.
 
-One listener per taken-over port. Each accepted connection dials the app on 127.0.0.1
-and copies bytes both ways until both directions have ended: an EOF from one side becomes
-a half-close (shutdown SHUT_WR) towards the other, so protocols that half-close work; a
-reset or error on either side aborts both. A failed dial resets the inbound connection,
+One listener per taken-over port. Each accepted connection dials the app where it
+listens (loopback or the pod's IP: `appdialing`) and copies bytes both ways until both
+directions have ended: an EOF from one side becomes a half-close (shutdown SHUT_WR)
+towards the other, so protocols that half-close work; a reset or error on either side
+aborts both. A failed dial resets the inbound connection,
 which the peer sees as "connection refused"-like, as it would without the agent.
 
 App connections may idle for as long as the app likes (HTTP keep-alive, websockets), so
@@ -20,6 +21,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 
+from kubepresence.agent.appdialing import AppDialer
 from kubepresence.agent.core.config import PortTakeover
 from kubepresence.protocol.tunnel import describe
 
@@ -28,7 +30,6 @@ log = logging.getLogger(__name__)
 # Gives an intercept the chance to take a connection: True when it did.
 Divert = Callable[[PortTakeover, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 
-APP_HOST = "127.0.0.1"
 DIAL_TIMEOUT = 5.0
 READ_SIZE = 256 * 1024
 STREAM_LIMIT = 1024 * 1024
@@ -76,10 +77,12 @@ class Forwarder:
         takeovers: Sequence[PortTakeover],
         host: str = "0.0.0.0",  # noqa: S104 - the pod's own interfaces
         divert: Divert | None = None,
+        app: AppDialer | None = None,
     ) -> None:
         self.takeovers = list(takeovers)
         self.host = host
         self.divert = divert
+        self.app = app or AppDialer()
         self.connections = 0  # open right now
         self.served = 0  # since start
         self._servers: list[asyncio.Server] = []
@@ -137,9 +140,7 @@ class Forwarder:
                 return  # an intercept took it
             try:
                 async with asyncio.timeout(DIAL_TIMEOUT):
-                    app_reader, app_writer = await asyncio.open_connection(
-                        APP_HOST, takeover.app_port, limit=STREAM_LIMIT
-                    )
+                    app_reader, app_writer = await self.app.open(takeover.app_port)
             except (OSError, TimeoutError) as error:
                 log.info(
                     "app port %d does not answer (%s): resetting %s",
