@@ -72,7 +72,15 @@ def make_shared_mount_point(path: Path) -> None:
     """
     path.mkdir(mode=0o755, parents=True, exist_ok=True)
     target = os.fsencode(path)
-    if not is_mount_point(path) and _libc.mount(target, target, b"none", MS_BIND | MS_REC, None):
+    # As iproute2 does: try to make it shared; EINVAL means it is no mount point (mountinfo
+    # cannot tell: a mount hidden under a later one on a parent still lists the path), so
+    # bind it on itself first.
+    if _libc.mount(b"", target, b"none", MS_SHARED | MS_REC, None) == 0:
+        return
+    err = ctypes.get_errno()
+    if err != errno.EINVAL:
+        raise OSError(err, f"make {path} shared: {os.strerror(err)}")
+    if _libc.mount(target, target, b"none", MS_BIND | MS_REC, None):
         err = ctypes.get_errno()
         raise OSError(err, f"bind-mount {path} on itself: {os.strerror(err)}")
     if _libc.mount(b"", target, b"none", MS_SHARED | MS_REC, None):

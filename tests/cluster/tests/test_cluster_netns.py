@@ -31,7 +31,8 @@ pytestmark = pytest.mark.skipif(
     reason="needs root, unshare and ip (private mount and network namespaces)",
 )
 
-# Runs inside `unshare -m`: /run is a fresh tmpfs, /run/netns a plain directory.
+# Runs inside `unshare -m`: /run is a fresh tmpfs, /run/netns a plain directory (whether or
+# not the host's cluster is up).
 PRELUDE = """
 import json, subprocess, sys
 from pathlib import Path
@@ -60,6 +61,11 @@ def state():
         "list_error": listing.stderr.strip(),
     }
 
+# The host's own /run/netns (a running cluster's namespaces) detached in this namespace
+# only, so its mounts do not show in our mountinfo; then a fresh /run over the rest.
+for _ in range(5):
+    if subprocess.run(["umount", "-l", "/run/netns"], capture_output=True, timeout=30).returncode:
+        break
 subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"], check=True, timeout=30)
 layout.NETNS_DIR.mkdir()
 """
