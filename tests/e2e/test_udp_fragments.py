@@ -8,7 +8,11 @@ Scenarios (one `kubepresence connect --mapped-namespaces <ns>` for the module, i
 - `kubepresence loglevel debug -l` reaches both local daemons (userd and rootd write debug
   lines afterwards), `loglevel info` turns it back, `-d SECONDS` reverts by itself, and
   `-r` (the traffic manager and agents) is refused in one line because their protocol has
-  no way to set a level at run time.
+  no way to set a level at run time;
+- a flood of malformed packets written into kp0 (fragment floods with random ids and
+  offsets, truncated headers, bad lengths and checksums, odd header lengths and TCP flags)
+  leaves rootd running with its memory bounded, still echoing 65507-byte datagrams, and its
+  fragment drops logged at most once per 10 s.
 """
 
 from __future__ import annotations
@@ -159,3 +163,120 @@ def test_loglevel_remote_only_is_refused_in_one_line(connected: Connected) -> No
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert len(lines) == 1, lines
     assert "traffic manager" in lines[0]
+
+
+# Malformed packets written straight into kp0 from ws1 (an AF_PACKET socket bound to the
+# device: nothing can leave through another interface). Sources are ws1's own address on
+# the path to the Service and destinations the echo Service, so any answer rootd writes
+# back stays on this machine; the version nibble stays 4 so no byte becomes an address.
+FLOOD = r"""
+import json, random, socket, struct, sys, time
+service, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+assert service.startswith("10.96."), service
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+probe.connect((service, port))
+source = socket.inet_aton(probe.getsockname()[0])
+destination = socket.inet_aton(service)
+ETH_P_IP = 0x0800
+out = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+rng = random.Random(1858)
+
+def checksum(data):
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+def ipv4(protocol, payload, ident=0, flags=0x4000):
+    header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, flags,
+                                   64, protocol, 0, source, destination))
+    header[10:12] = struct.pack("!H", checksum(bytes(header)))
+    return bytes(header) + payload
+
+def fragment_flood():
+    length = rng.choice([0, 1, 8, 16, 512, 1480])
+    flags = (0x2000 if rng.random() < 0.8 else 0) | rng.randrange(8192)
+    return ipv4(rng.choice([1, 6, 17, 47]), rng.randbytes(length), rng.randrange(65536), flags)
+
+seeds = [
+    ipv4(17, struct.pack("!HHHH", 40000, port, 8 + 64, 0) + rng.randbytes(64)),
+    ipv4(6, struct.pack("!HHIIBBHHH", 40001, port, 1, 0, 0x50, 0x02, 65535, 0, 0)),
+    ipv4(1, bytes([8, 0, 0, 0, 0, 1, 0, 1]) + b"ping"),
+]
+
+def mutate(packet):
+    data = bytearray(packet)
+    choice = rng.randrange(6)
+    if choice == 0:
+        return bytes(data[: rng.randrange(len(data))])  # truncated
+    if choice == 1:
+        data[2:4] = struct.pack("!H", rng.randrange(65536))  # bad total length
+    elif choice == 2:
+        data[10] ^= 0xFF  # bad header checksum
+    elif choice == 3:
+        data[0] = 0x40 | rng.randrange(16)  # odd header length
+    elif choice == 4 and len(data) >= 34:
+        data[33] = rng.randrange(256)  # odd TCP flags / UDP checksum
+        data[32] = rng.randrange(256)
+    else:
+        for _ in range(rng.randrange(1, 4)):  # flipped bytes, never version or addresses
+            index = rng.choice([i for i in range(1, len(data)) if not 12 <= i < 20])
+            data[index] = rng.randrange(256)
+    return bytes(data)
+
+started = time.monotonic()
+sent = 0
+while sent < count and time.monotonic() - started < seconds:
+    kind = rng.random()
+    if kind < 0.5:
+        packet = fragment_flood()
+    elif kind < 0.95:
+        packet = mutate(rng.choice(seeds))
+    else:
+        packet = bytes([0x45]) + rng.randbytes(rng.randrange(19))
+    try:
+        out.sendto(packet, ("kp0", ETH_P_IP))
+    except OSError:
+        pass  # the device's queue is full: that packet is lost, as on a wire
+    sent += 1
+    if sent % 1000 == 0:
+        time.sleep(0.02)  # let rootd drain: the point is bad packets, not queue overflow
+print(json.dumps({"sent": sent, "seconds": round(time.monotonic() - started, 1)}))
+"""
+
+FLOOD_PACKETS = 20_000
+FLOOD_SECONDS = 30.0
+RSS_GROWTH_LIMIT_KIB = 64 * 1024
+
+
+def test_rootd_survives_a_malformed_packet_flood(connected: Connected) -> None:
+    """Runs last in the module: it makes rootd log fragment drops."""
+    ws = connected.ws
+    pid = ws.rootd_pid()
+    before = ws.rootd_memory()
+    flood = ws.python(
+        FLOOD,
+        connected.udp.service_ip,
+        str(connected.udp.service_port),
+        str(FLOOD_PACKETS),
+        str(FLOOD_SECONDS),
+        timeout=FLOOD_SECONDS + 60,
+    )
+    after = ws.rootd_memory()
+    print("flood:", flood, "rootd KiB before", before, "after", after)
+    assert ws.rootd_pid() == pid, "rootd died under the flood\n" + ws.logs()
+    assert flood["sent"] == FLOOD_PACKETS
+    assert after["VmRSS"] - before["VmRSS"] < RSS_GROWTH_LIMIT_KIB
+    # It keeps serving, reassembly included.
+    answer = ws.python(
+        UDP_SIZES_CLIENT,
+        f"udp-echo.{connected.namespace}",
+        str(connected.udp.service_port),
+        "1,8192,65507",
+    )
+    failed = {size: r for size, r in answer["results"].items() if not r["ok"]}
+    assert not failed, f"{failed}\n{ws.logs()}"
+    drops = [line for line in ws.log("rootd").splitlines() if "IP fragment(s)" in line]
+    assert drops, "the flood's fragment drops were not logged\n" + ws.logs()
+    # Rate-limited: at most one line per 10 s of flood (plus the first).
+    assert len(drops) <= flood["seconds"] / 10 + 2, drops

@@ -1,6 +1,10 @@
 """The asyncio terminator end to end without root: a SOCK_SEQPACKET socket pair stands in
 for the TUN device (one packet per message, like a TUN descriptor), the scripted client
-sends the kernel's packets, and a relay echoes through `TcpStream`."""
+sends the kernel's packets, and a relay echoes through `TcpStream`.
+
+Scenarios: a TCP connection echoed, refusal and UDP, a failing device, a fragmented UDP
+datagram echoed back in fragments, and a relay's late decision after the terminator stopped
+(at disconnect) ignored instead of raising."""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ import pytest
 
 from kubepresence.rootd.core.endpoint import NetworkEndpoint
 from kubepresence.rootd.core.flows import FlowId
-from kubepresence.rootd.core.packets import ACK, FIN, SYN, TcpSegment
+from kubepresence.rootd.core.fragments import Reassembler, fragment_ipv4
+from kubepresence.rootd.core.packets import ACK, FIN, SYN, TcpSegment, internet_checksum
 from kubepresence.rootd.core.testing import ScriptedClient, parse_written
 from kubepresence.rootd.net.streams import TcpStream
 from kubepresence.rootd.net.terminating import Terminator
@@ -132,3 +137,46 @@ async def test_a_failing_device_stops_the_terminator(
     wire.sock.close()  # the "device" goes away: reads hit end of file
     await asyncio.wait_for(terminator.stopped.wait(), 5)
     assert terminator.error is not None
+
+
+async def test_a_fragmented_datagram_is_echoed_in_fragments(
+    setup: tuple[Terminator, EchoRelay, Wire],
+) -> None:
+    _, relay, wire = setup
+    client = ScriptedClient(destination_port=53)
+    payload = bytes(range(256)) * 32
+    packet = bytearray(client.udp(payload))
+    packet[4:6] = b"\x12\x34"
+    packet[10:12] = b"\0\0"
+    packet[10:12] = internet_checksum(bytes(packet[:20])).to_bytes(2, "big")
+    for piece in fragment_ipv4(packet, 1500):
+        await wire.send(piece)
+    reassembler = Reassembler()
+    whole = None
+    for _ in range(10):
+        data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(wire.sock, 2000), 5)
+        assert len(data) <= 1500
+        whole = reassembler.add(memoryview(data), 0.0)
+        if whole is not None:
+            break
+    assert whole is not None
+    reply = parse_written([whole]).udp
+    assert reply is not None
+    assert bytes(reply.payload) == payload[::-1]
+    assert [data for _, data in relay.datagrams] == [payload]
+
+
+async def test_a_late_decision_after_stop_is_ignored(
+    setup: tuple[Terminator, EchoRelay, Wire],
+) -> None:
+    """A relay whose dial is cancelled at disconnect answers after the terminator stopped."""
+    terminator, _, _ = setup
+    terminator.stop()
+    flow = FlowId(
+        6,
+        ipaddress.ip_address("10.1.0.2"),
+        40000,
+        ipaddress.ip_address("198.18.0.10"),
+        80,
+    )
+    assert terminator.decide(flow, False) is False

@@ -233,7 +233,10 @@ class Terminator:
         self._kick()
 
     def decide(self, flow: FlowId, accepted: bool) -> bool:
-        """Answer a deferred SYN (SYN-ACK or RST); False if it already timed out."""
+        """Answer a deferred SYN (SYN-ACK or RST); False if it already timed out or the
+        terminator stopped (a dial cancelled at disconnect answers after the stop)."""
+        if self._loop is None:
+            return False
         pending = self.endpoint.decide(flow, accepted, self._now())
         self._kick()
         return pending
