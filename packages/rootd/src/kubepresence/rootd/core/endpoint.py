@@ -242,6 +242,10 @@ class NetworkEndpoint:
                 if len(view) < VNET_HEADER_SIZE:
                     raise MalformedPacketError("shorter than the vnet header")
                 view = view[VNET_HEADER_SIZE:]
+            fast = parse_ipv4_tcp(view)
+            if fast is not None:
+                self._receive_tcp(4, fast[0], fast[1], fast[2], now)
+                return
             if len(view) >= IPV4_HEADER_SIZE:
                 version = view[0] >> 4
                 whole: bytes | None
@@ -261,10 +265,6 @@ class NetworkEndpoint:
                     if whole is None:
                         return
                     view = memoryview(whole)
-            fast = parse_ipv4_tcp(view)
-            if fast is not None:
-                self._receive_tcp(4, fast[0], fast[1], fast[2], now)
-                return
             ip = parse_ip(view)
             protocol = ip.protocol
             if protocol == PROTO_TCP:

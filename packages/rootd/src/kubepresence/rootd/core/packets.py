@@ -7,8 +7,9 @@ The TUN device hands over whole IP packets, optionally preceded by a 10-byte
 `memoryview` slices: no payload byte is copied and no per-byte Python loop runs, so a packet
 costs about a microsecond. Anything that does not add up (lengths beyond the buffer, a bad
 version, a TCP data offset inside the header) raises `MalformedPacketError`, the peer's fault; IP
-features this endpoint deliberately does not speak (fragments, IPv6 fragment or unknown
-extension headers) raise `UnsupportedPacketError`. Nothing else escapes a parser.
+features these parsers do not speak (fragments, IPv6 fragment or unknown extension headers)
+raise `UnsupportedPacketError`. Nothing else escapes a parser. Fragments never get that far
+on the endpoint's path: it reassembles them first (`core/fragments.py`).
 
 Building goes through a `PacketWriter` per address pair: the constant parts of the IPv4
 header checksum and of the TCP/UDP pseudo-header sum are added up once, so a segment costs
@@ -337,7 +338,7 @@ def parse_ipv4_tcp(buffer: memoryview) -> tuple[bytes, bytes, TcpSegment] | None
     """Fast path for the common packet: IPv4 without options carrying TCP.
 
     One unpack for both headers; returns (source, destination, segment), or None when the
-    packet is anything else (the caller then takes the general `parse_ip` path).
+    packet is anything else, fragments included (the caller then takes the general path).
     """
     if len(buffer) < 40 or buffer[0] != 0x45 or buffer[9] != PROTO_TCP:
         return None
@@ -365,7 +366,7 @@ def parse_ipv4_tcp(buffer: memoryview) -> tuple[bytes, bytes, TcpSegment] | None
     if total_length > len(buffer) or total_length < 40:
         raise MalformedPacketError(f"IPv4 total length {total_length} in {len(buffer)} bytes")
     if fragment & (_IPV4_MORE_FRAGMENTS | _IPV4_OFFSET_MASK):
-        raise UnsupportedPacketError("IPv4 fragment")
+        return None  # a fragment: the general path reassembles it
     header_length = (offset_byte >> 4) * 4
     if header_length < TCP_HEADER_SIZE or header_length > total_length - IPV4_HEADER_SIZE:
         raise MalformedPacketError(f"TCP data offset {header_length}")
