@@ -12,7 +12,8 @@ environment that uses every source the kubelet resolves):
   variables, `$$` escapes, undefined and later references kept literal, envFrom with
   prefixes (a later source overrides an earlier one, an env entry overrides both), a Secret,
   values with quotes, `$`, backslashes, newlines, CR and unicode, and a HOME the app's env
-  sets itself. The only variables the app has and the file lacks are its image's ENV
+  sets itself, and a PYTHONPATH (before, the agent's own interpreter used it and crashed).
+  The only variables the app has and the file lacks are its image's ENV
   (PATH, PYTHONUNBUFFERED: another container's image config, which the agent cannot see);
   python-dotenv reads the dotenv file back equal to the JSON;
 - `--env-syntax sh`: `. FILE` in /bin/sh exports the same variables;
@@ -68,6 +69,7 @@ ENV = [
     field("MY_UID", "metadata.uid"),
     field("MY_APP_LABEL", "metadata.labels['app']"),
     {"name": "HOME", "value": "/home/app"},
+    {"name": "PYTHONPATH", "value": "/app/lib"},  # the agent's interpreter must not use it
     {
         "name": "EXPANDED",
         "value": "mem=$(MEM_LIMIT_MI)Mi pod=$(POD_NAME) escaped=$$(POD_NAME) missing=$(NOPE) "

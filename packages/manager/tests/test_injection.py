@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubepresence.manager.core.injection import (
+    AGENT_COMMAND,
+    AGENT_SITE,
     APP_MOUNTS_ROOT,
     CONFIG_ENV,
     INIT_CONTAINER,
@@ -776,3 +781,27 @@ def test_resource_field_refs_name_the_app_container() -> None:
         env[2],  # expansion is the kubelet's, from the same entries in the same order
     ]
     assert original == kept  # the review's pod is not changed in place
+
+
+def test_the_agents_interpreter_ignores_the_apps_python_variables(tmp_path: Path) -> None:
+    """The agent container carries the app's env: with the app's PYTHONPATH the agent's
+    interpreter found the app's packages, not its own (it crashed at import). Run for real,
+    with a decoy `kubepresence.agent` on PYTHONPATH and the real one in the agent's site."""
+    agent = container(injected(pod()), AGENT_CONTAINER)
+    assert agent["command"] == list(AGENT_COMMAND)
+    for root, says in ((tmp_path / "site", "agent"), (tmp_path / "app", "decoy")):
+        package = root / "kubepresence" / "agent"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "__main__.py").write_text(f"import sys\nprint({says!r}, sys.argv[1:])\n")
+    python, *flags, code = AGENT_COMMAND
+    assert python == "python3"
+    done = subprocess.run(
+        [sys.executable, *flags, code.replace(AGENT_SITE, str(tmp_path / "site")), "--x=1"],
+        env={"PYTHONPATH": str(tmp_path / "app"), "PYTHONHOME": str(tmp_path / "nowhere")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout == "agent ['--x=1']\n"

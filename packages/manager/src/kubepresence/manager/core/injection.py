@@ -82,6 +82,19 @@ CONFIG_ENV = "KP_AGENT_CONFIG"
 POD_NAME_ENV = "KP_AGENT_POD_NAME"
 POD_NAMESPACE_ENV = "KP_AGENT_POD_NAMESPACE"
 POD_IP_ENV = "KP_AGENT_POD_IP"
+# Where both agent images (deploy/images/agent.Dockerfile, the cluster's imagebuild) install
+# the agent. The agent's interpreter runs isolated (-I: no PYTHON* variable counts), since the
+# agent container carries the app's env: an app's PYTHONPATH or PYTHONHOME would be the
+# agent's, and hide its packages (the agent crashed at import).
+AGENT_SITE = "/opt/kubepresence/site-packages"
+AGENT_COMMAND = (
+    "python3",
+    "-I",
+    "-u",
+    "-c",
+    f"import runpy, sys; sys.path.insert(0, {AGENT_SITE!r}); "
+    "runpy.run_module('kubepresence.agent', run_name='__main__', alter_sys=True)",
+)
 MANAGER_SERVICE = "kubepresence-manager"
 MANAGER_GRPC_PORT = 8081
 ADMISSION_API = "admission.k8s.io/v1"
@@ -519,6 +532,7 @@ def agent_container(
         "name": AGENT_CONTAINER,
         "image": settings.agent_image,
         "imagePullPolicy": settings.pull_policy,
+        "command": list(AGENT_COMMAND),
         "args": [
             f"--manager-address={settings.manager_address}",
             f"--log-level={settings.log_level}",
