@@ -25,7 +25,7 @@ from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.transport import unix_channel
 from kubepresence.userd.intercepting import answer_dials
-from kubepresence.userd.rpc.manager import ManagerClient
+from kubepresence.userd.rpc.manager import InterceptRequest, ManagerClient
 
 
 @pytest.fixture
@@ -112,11 +112,7 @@ async def test_intercepted_connection_reaches_the_workstation(channel: Channel) 
         reviewer = group.create_task(review_when_seen(stub, agent))
         view = await client.create_intercept(
             session,
-            name="echo",
-            namespace="shop",
-            workload="echo",
-            port="http",
-            local=("127.0.0.1", port),
+            InterceptRequest("echo", "shop", "echo", "http", ("127.0.0.1", port)),
         )
         assert view.state == "waiting"
         intercept_id = await asyncio.wait_for(reviewer, 10)
@@ -158,19 +154,11 @@ async def test_intercepted_connection_reaches_the_workstation(channel: Channel) 
     with pytest.raises(KubepresenceError, match="already intercepted"):
         await client.create_intercept(
             other,
-            name="echo",
-            namespace="shop",
-            workload="echo",
-            port="http",
-            local=("127.0.0.1", port),
+            InterceptRequest("echo", "shop", "echo", "http", ("127.0.0.1", port)),
         )
     await client.remove_intercept(session, "echo")
     again = await client.create_intercept(
         other,
-        name="echo",
-        namespace="shop",
-        workload="echo",
-        port="http",
-        local=("127.0.0.1", port),
+        InterceptRequest("echo", "shop", "echo", "http", ("127.0.0.1", port)),
     )
     assert again.state == "waiting"

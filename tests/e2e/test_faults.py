@@ -8,6 +8,10 @@ Scenarios:
   connected"): a Service answers by name again, `status` exits 0; `quit` leaves ws1's
   resolv.conf as it was and no guardian behind.
 - After a clean `quit`, the guardian exits with its rootd (nothing to restore).
+- The traffic manager's pod is deleted during a global intercept of one workload and a
+  personal intercept of another: both come back by themselves within a bounded time (the
+  cluster pod's requests reach the workstation again, the personal one only with its
+  header), and `status` says they were made again.
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kpcluster import layout
-from kpcluster.commands import wait_for
+from kpcluster.commands import ClusterError, wait_for
 from kpcluster.harness import Cluster
 from workstation_cli import Workstation
 
@@ -119,3 +127,127 @@ def test_a_killed_rootd_is_undone_at_once_and_connect_rejoins(
         timeout=10,
         interval=0.2,
     )
+
+
+LOCAL_PORTS = {"echo": 8093, "web": 8094}
+LOCAL_SERVER = textwrap.dedent(
+    """
+    import http.server, sys
+    NAME, PORT = sys.argv[1], int(sys.argv[2])
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"workstation {NAME}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+    """
+)
+ACCEPTS = "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1).close()"
+GET = textwrap.dedent(
+    """
+    import json, sys, urllib.request
+    request = urllib.request.Request(sys.argv[1], headers=json.loads(sys.argv[2]))
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            print(r.read().decode())
+    except Exception as e:
+        print("error", repr(e))
+    """
+)
+
+
+@pytest.fixture
+def local_servers(cluster: Cluster) -> Iterator[None]:
+    processes = [
+        cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER, name, str(port)])
+        for name, port in LOCAL_PORTS.items()
+    ]
+    try:
+        for port in LOCAL_PORTS.values():
+            wait_for(
+                f"the workstation server on {port}",
+                lambda port=port: (
+                    cluster.on_workstation(  # type: ignore[misc]
+                        [sys.executable, "-c", ACCEPTS, str(port)], check=False
+                    ).returncode
+                    == 0
+                ),
+                timeout=20,
+                interval=0.2,
+            )
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+
+
+def ask(cluster: Cluster, namespace: str, pod: str, workload: str, **headers: str) -> str:
+    url = f"http://{workload}.{namespace}/"
+    result = cluster.exec_in_pod(
+        namespace, pod, ["python3", "-c", GET, url, json.dumps(headers)], timeout=60
+    )
+    return result.stdout.strip()
+
+
+def test_intercepts_come_back_after_the_manager_restarts(
+    cluster: Cluster,
+    namespace: str,
+    workstation: Workstation,
+    manager_namespace: str,
+    local_servers: None,
+) -> None:
+    for workload in LOCAL_PORTS:
+        cluster.deploy_echo("http", namespace, name=workload, named_target_port=True)
+    client = cluster.client_pod(namespace)
+    connected = workstation.kp("connect", "--manager-namespace", manager_namespace)
+    assert connected.returncode == 0, connected.stderr + workstation.logs()
+    for workload, extra in (("echo", []), ("web", ["--http-header", "x-dev=me"])):
+        made = workstation.kp(
+            "intercept",
+            workload,
+            "--port",
+            f"{LOCAL_PORTS[workload]}:http",
+            "-n",
+            namespace,
+            *extra,
+            timeout=240,
+        )
+        assert made.returncode == 0, made.stderr + workstation.logs()
+
+    def all_come_here() -> bool:
+        return (
+            ask(cluster, namespace, client, "echo") == "workstation echo"
+            and ask(cluster, namespace, client, "web", **{"x-dev": "me"}) == "workstation web"
+            and ask(cluster, namespace, client, "web").startswith("{")  # the app's JSON
+        )
+
+    wait_for("the intercepts to take the traffic", all_come_here, timeout=30, interval=0.5)
+    deleted = time.monotonic()
+    cluster.kubectl(
+        "delete",
+        "pod",
+        "-n",
+        manager_namespace,
+        "-l",
+        "app.kubernetes.io/name=kubepresence-manager",
+    )
+    try:
+        wait_for("the intercepts to come back", all_come_here, timeout=120, interval=1)
+    except ClusterError as error:
+        logs = [
+            cluster.kubectl("logs", "-n", ns, "-l", selector, "--all-containers", "--tail=40")
+            for ns, selector in (
+                (manager_namespace, "app.kubernetes.io/name=kubepresence-manager"),
+                (namespace, "app in (echo,web)"),
+            )
+        ]
+        raise AssertionError(f"{error}\n{workstation.logs()}\n" + "\n".join(logs)) from None
+    print(f"intercepts back {time.monotonic() - deleted:.1f} s after the manager pod's deletion")
+    events = workstation.status()["connection"]["events"]  # type: ignore[index]
+    for workload in LOCAL_PORTS:
+        assert any(f"intercept {workload} made again" in e for e in events), events

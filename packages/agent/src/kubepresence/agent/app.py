@@ -117,15 +117,25 @@ class TrafficAgent:
                 await asyncio.sleep(FOLLOW_RETRY)
                 continue
             try:
-                await follow_intercepts(
-                    session.channel,
-                    session_id,
-                    self.config.ports,
-                    self.config.environment,
-                    self.routes,
-                )
-            except (GRPCError, OSError, TimeoutError, StreamTerminatedError) as error:
-                log.info("intercept watch interrupted: %s", describe(error))
+                # A watch of a session the agent no longer has is stale: a restarted manager
+                # may never end it, and the new session's intercepts would go unseen.
+                async with asyncio.TaskGroup() as watch:
+                    following = watch.create_task(
+                        follow_intercepts(
+                            session.channel,
+                            session_id,
+                            self.config.ports,
+                            self.config.environment,
+                            self.routes,
+                        ),
+                        name="intercept-watch",
+                    )
+                    replaced = watch.create_task(session.replaced(session_id), name="replaced")
+                    await asyncio.wait({following, replaced}, return_when=asyncio.FIRST_COMPLETED)
+                    following.cancel()
+                    replaced.cancel()
+            except* (GRPCError, OSError, TimeoutError, StreamTerminatedError) as failed:
+                log.info("intercept watch interrupted: %s", describe(failed.exceptions[0]))
             await asyncio.sleep(FOLLOW_RETRY)
 
     async def _divert(

@@ -90,7 +90,12 @@ class UserDaemon:
                 (self._watch_rootd(connection), "rootd-watch"),
                 (connection.keep_alive(), "session-keep-alive"),
                 (connection.follow_intercepts(), "intercept-watch"),
-                (answer_dials(connection.manager, lambda: connection.session_id), "dial-answers"),
+                (
+                    answer_dials(
+                        connection.manager, lambda: connection.session_id, connection.pause
+                    ),
+                    "dial-answers",
+                ),
             ):
                 self._tasks.append(self._supervisor.spawn(coroutine, name=name))
         except BaseException:

@@ -11,6 +11,7 @@ pod is Ready; see `portforward_channel`). What happened meanwhile is kept in `ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import logging
 import socket
@@ -29,6 +30,7 @@ from kubepresence.userd.k8s.portforward_channel import PortForwardChannel
 from kubepresence.userd.k8s.portforwarding import PortForwarder
 from kubepresence.userd.rpc.manager import (
     ClusterNetwork,
+    InterceptRequest,
     InterceptView,
     ManagerClient,
     SessionGoneError,
@@ -36,9 +38,11 @@ from kubepresence.userd.rpc.manager import (
 
 log = logging.getLogger(__name__)
 
+
 MANAGER_GRPC_PORT = 8081
 REMAIN_INTERVAL = 5.0
 MAX_BACKOFF = 30.0
+FIRST_RETRY = 1.0  # the first retry of an unreachable manager
 EVENTS_KEPT = 20
 
 Progress = Callable[[str], None]
@@ -79,7 +83,11 @@ class ClusterConnection:
         self.network_problem = ""  # why the cluster network is down ("" up, or never up)
         self.open_flows = 0
         self.intercepts: list[InterceptView] = []
+        # What this session intercepts, as asked: made again at a manager that forgot it.
+        self.wanted: dict[str, InterceptRequest] = {}
+        self.lost: dict[str, str] = {}  # intercepts that could not be made again: why
         self._intercepts_changed = asyncio.Event()
+        self._session_changed = asyncio.Event()  # set (and replaced) at every arrival
         self.events: list[str] = []
 
     async def _manager_pod(self) -> str:
@@ -129,10 +137,24 @@ class ClusterConnection:
         self.session_id, self.cluster_id = await self.manager.arrive(
             name, install_id=socket.gethostname(), version=version_of("kubepresence-userd")
         )
+        self._session_changed.set()
+        self._session_changed = asyncio.Event()
+
+    async def pause(self, seconds: float, watched: str) -> None:
+        """Sleep up to `seconds`, less if the session is no longer `watched`: a watch of
+        the old session waits for nothing once the session arrived again."""
+        if self.session_id != watched:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._session_changed.wait()
 
     async def keep_alive(self) -> None:
-        """Remain every few seconds until cancelled; arrive again when forgotten."""
-        backoff = REMAIN_INTERVAL
+        """Remain every few seconds until cancelled; arrive again when forgotten.
+
+        While the manager is unreachable, ask again after 1 s, then doubling: a restarted
+        manager is back in seconds, and every intercept waits for this arrival."""
+        backoff = FIRST_RETRY / 2
         healthy = True
         while True:
             await asyncio.sleep(backoff if not healthy else REMAIN_INTERVAL)
@@ -143,28 +165,44 @@ class ClusterConnection:
                     self.note("the traffic manager forgot the session; arriving again")
                     await self._arrive()
                     self.note(f"arrived again as session {self.session_id}")
+                    await self._intercepts_again()
                 if not healthy:
                     self.note("traffic manager reachable again")
-                healthy, backoff = True, REMAIN_INTERVAL
+                healthy, backoff = True, FIRST_RETRY / 2
             except KubepresenceError as error:
                 if healthy:
                     self.note(f"lost the traffic manager: {error.message}")
                 healthy, backoff = False, min(backoff * 2, MAX_BACKOFF)
 
+    async def _intercepts_again(self) -> None:
+        """Ask the manager (restarted, so it forgot them) for this session's intercepts
+        again; the agents arrive again by themselves and the manager activates them. One
+        that cannot be made again is reported (events, and `leave` of it)."""
+        for name, request in list(self.wanted.items()):
+            try:
+                await self.manager.create_intercept(self.session_id, request)
+            except KubepresenceError as error:
+                del self.wanted[name]
+                self.lost[name] = error.message
+                self.note(f"intercept {name} could not be made again: {error.message}")
+            else:
+                self.note(f"intercept {name} made again at the traffic manager")
+
     async def follow_intercepts(self) -> None:
         """Keep `intercepts` current from the manager's watch, re-watching when it breaks."""
         backoff = 0.5
         while True:
+            watched = self.session_id
             try:
-                async for snapshot in self.manager.watch_intercepts(self.session_id):
+                async for snapshot in self.manager.watch_intercepts(watched):
                     backoff = 0.5
                     self.intercepts = snapshot
                     self._intercepts_changed.set()
                     self._intercepts_changed = asyncio.Event()
             except KubepresenceError as error:
                 log.info("intercept watch interrupted (%s)", error.message)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            await self.pause(backoff, watched)
+            backoff = 0.5 if self.session_id != watched else min(backoff * 2, MAX_BACKOFF)
 
     async def intercept_changed(self) -> None:
         """Wait until the next intercept snapshot arrives."""

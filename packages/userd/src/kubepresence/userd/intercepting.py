@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.gen import common
@@ -24,20 +24,30 @@ FLOW_IDLE_TIMEOUT = 600.0
 MAX_BACKOFF = 15.0
 
 
-async def answer_dials(manager: ManagerClient, session: Callable[[], str]) -> None:
-    """Serve dials until cancelled, re-watching (with backoff) when the stream breaks."""
+async def answer_dials(
+    manager: ManagerClient,
+    session: Callable[[], str],
+    pause: Callable[[float, str], Awaitable[None]] | None = None,
+) -> None:
+    """Serve dials until cancelled, re-watching (with backoff) when the stream breaks.
+
+    `pause(seconds, watched_session)` waits before the next watch; it may end early when
+    the session arrived again (ClusterConnection.pause)."""
+    wait = pause or (lambda seconds, _: asyncio.sleep(seconds))
     backoff = 0.5
     async with asyncio.TaskGroup() as group:
         while True:
+            watched = session()
             try:
-                async for dial in manager.watch_dials(session()):
+                async for dial in manager.watch_dials(watched):
                     backoff = 0.5
                     if dial.dial_id:
                         group.create_task(_answer(manager, session(), dial), name="dial")
             except KubepresenceError as error:
                 log.info("dial watch interrupted (%s); watching again in %.1f s", error, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            # Sooner when the session arrived again (a restarted manager): dials wait for us.
+            await wait(backoff, watched)
+            backoff = 0.5 if session() != watched else min(backoff * 2, MAX_BACKOFF)
 
 
 async def _answer(manager: ManagerClient, session_id: str, dial: common.DialRequest) -> None:

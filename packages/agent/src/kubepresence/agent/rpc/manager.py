@@ -64,10 +64,23 @@ class ManagerSession:
         self._channel = tcp_channel(host, port)
         self._stub = manager.ManagerStub(self._channel, timeout=CALL_TIMEOUT)
         self.arrived = asyncio.Event()  # set while the agent has a session
+        self._changed = asyncio.Event()  # set (and replaced) whenever session_id changes
 
     @property
     def channel(self) -> Channel:
         return self._channel
+
+    def _session_is(self, session_id: str | None) -> None:
+        if session_id != self.session_id:
+            self.session_id = session_id
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def replaced(self, session_id: str) -> None:
+        """Return once the agent's session is no longer `session_id` (lost, or arrived
+        again as another): what was watched for it is stale."""
+        while self.session_id == session_id:
+            await self._changed.wait()
 
     async def run(self) -> None:
         """Arrive and keep the session until cancelled; arrive again whenever it is lost."""
@@ -76,7 +89,7 @@ class ManagerSession:
             try:
                 if self.session_id is None:
                     info = await self._stub.arrive_as_agent(agent_info(self.config))
-                    self.session_id = info.session_id
+                    self._session_is(info.session_id)
                     self.arrivals += 1
                     self.arrived.set()
                     log.info(
@@ -93,7 +106,7 @@ class ManagerSession:
             except GRPCError as error:
                 if error.status == Status.NOT_FOUND:
                     log.info("the manager forgot the session: arriving again")
-                    self.session_id = None
+                    self._session_is(None)
                     self.arrived.clear()
                     continue
                 backoff = await self._wait(backoff, f"{error.status.name}: {error.message}")

@@ -28,7 +28,7 @@ from kubepresence.userd.core.session import Phase
 from kubepresence.userd.k8s import agents, logs, podsecurity, resolving
 from kubepresence.userd.k8s.portforwarding import port_forward_protocol
 from kubepresence.userd.mounting import Mounts
-from kubepresence.userd.rpc.manager import InterceptView
+from kubepresence.userd.rpc.manager import InterceptRequest, InterceptView
 
 if TYPE_CHECKING:
     from kubepresence.userd.app import UserDaemon
@@ -146,8 +146,7 @@ class ConnectorService(connector.ConnectorBase):
         admission = await podsecurity.admission_guard(
             connection.api, namespace, spec.workload_name, resolved
         )
-        view = await connection.manager.create_intercept(
-            connection.session_id,
+        request = InterceptRequest(
             name=spec.name or spec.workload_name,
             namespace=namespace,
             workload=spec.workload_name,
@@ -160,6 +159,7 @@ class ConnectorService(connector.ConnectorBase):
                 else None
             ),
         )
+        view = await connection.manager.create_intercept(connection.session_id, request)
         title = f"{namespace}/{spec.workload_name}"
         seen = agents.Arrival("", 0, [], True)
         replaced: set[str] = set()
@@ -204,6 +204,7 @@ class ConnectorService(connector.ConnectorBase):
                     if view.state == "active" and arrival.settled(
                         seen.pods, seen.replicas, known, routed
                     ):
+                        connection.wanted[view.name] = request  # made again if forgotten
                         info = _intercept_info(view)
                         assert info.spec is not None
                         info.spec.service_name = resolved.service
@@ -241,7 +242,14 @@ class ConnectorService(connector.ConnectorBase):
 
     async def remove_intercept(self, message: connector.RemoveInterceptRequest) -> protobuf.Empty:
         connection = self._connection()
+        connection.wanted.pop(message.name, None)
+        lost = connection.lost.pop(message.name, None)
         await self._mounts.unmount(message.name)
+        if lost is not None:
+            raise UserError(
+                f"intercept {message.name} was already gone: when the traffic manager restarted"
+                f" it could not be made again ({lost})"
+            )
         await connection.manager.remove_intercept(connection.session_id, message.name)
         return protobuf.Empty()
 

@@ -42,6 +42,20 @@ class ClusterNetwork:
 
 
 @dataclass(frozen=True)
+class InterceptRequest:
+    """An intercept as this session asked the manager for it: asked again, the same way,
+    of a manager that forgot it (restarted, or moved to another node)."""
+
+    name: str
+    namespace: str
+    workload: str
+    port: str  # the container port (resolved from the Service port)
+    local: tuple[str, int]
+    http_filter: common.HttpFilter | None = None  # None: a global intercept
+    preview: tuple[str, int, bool] | None = None  # (ingress host, port, TLS) of a preview URL
+
+
+@dataclass(frozen=True)
 class InterceptView:
     """One of our intercepts as the manager reports it."""
 
@@ -189,30 +203,22 @@ class ManagerClient:
             timeout=None,  # a flow lives as long as it moves; idle timeouts bound it
         )
 
-    async def create_intercept(
-        self,
-        session_id: str,
-        *,
-        name: str,
-        namespace: str,
-        workload: str,
-        port: str,
-        local: tuple[str, int],
-        http_filter: common.HttpFilter | None = None,
-        preview: tuple[str, int, bool] | None = None,
-    ) -> InterceptView:
-        """`preview`: (ingress host, port, TLS) of a preview URL to ask for."""
+    async def create_intercept(self, session_id: str, request: InterceptRequest) -> InterceptView:
         spec = common.InterceptSpec(
-            name=name,
-            namespace=namespace,
-            workload_name=workload,
-            service_port=port,
-            local_host=local[0],
-            local_port=local[1],
-            http_filter=http_filter,
+            name=request.name,
+            namespace=request.namespace,
+            workload_name=request.workload,
+            service_port=request.port,
+            local_host=request.local[0],
+            local_port=request.local[1],
+            http_filter=request.http_filter,
         )
-        if preview is not None:
-            spec.preview_ingress_host, spec.preview_ingress_port, spec.preview_ingress_tls = preview
+        if request.preview is not None:
+            (
+                spec.preview_ingress_host,
+                spec.preview_ingress_port,
+                spec.preview_ingress_tls,
+            ) = request.preview
         async with client_errors("the traffic manager does not answer"):
             info = await self._stub.create_intercept(
                 manager.InterceptRequest(
