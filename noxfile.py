@@ -27,6 +27,7 @@ E2E_REQUIREMENTS = (
     "pytest",
     "pytest-asyncio",
     "pytest-timeout",
+    "python-dotenv",  # env files read back by the tool of their syntax
 )
 
 
@@ -94,6 +95,7 @@ def typecheck(session: nox.Session) -> None:
         "pytest",
         "pytest-asyncio",
         "hypothesis",
+        "python-dotenv",
         "-r",
         "tests/cluster/requirements.txt",
     )
@@ -122,6 +124,7 @@ def unit(session: nox.Session) -> None:
         "pytest-asyncio",
         "pytest-timeout",
         "hypothesis",
+        "python-dotenv",
         "-r",
         "tests/cluster/requirements.txt",
     )

@@ -9,7 +9,8 @@ Scenarios (global intercepts; personal ones, mounts and previews have their own 
 - with nothing listening on the workstation, the caller in the cluster fails fast;
 - a second intercept of the same port is refused with one clear line;
 - an intercept of another workload to the same local port is refused in one line naming
-  the intercept that has it, and nothing is applied to that workload;
+  the intercept that has it, and nothing is applied to that workload; with
+  `--share-local-port` it is made;
 - `list` shows the intercept and its state;
 - the kubelet's readiness probe of an intercepted (numeric, redirected) port keeps asking
   the app: a workstation server that answers its `/ready` with 404 neither fails the
@@ -149,6 +150,11 @@ def test_intercept_and_leave(
     template = cluster.get("deployment", "other", "-n", namespace)["spec"]["template"]
     assert "kubepresence.io/inject-traffic-agent" not in template["metadata"].get("annotations", {})
     assert [i["state"] for i in echo_intercepts(workstation, namespace)] == ["active"]
+    shared = workstation.kp(
+        "intercept", "other", "--port", f"{LOCAL_PORT}:http", "-n", namespace, "--share-local-port"
+    )
+    assert shared.returncode == 0, shared.stderr + workstation.log("userd")
+    assert workstation.kp("leave", "other").returncode == 0
 
     local_server.terminate()
     local_server.wait(10)

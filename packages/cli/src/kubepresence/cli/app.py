@@ -35,6 +35,7 @@ from kubepresence.cli.core.filters import (
     wants_auto_header,
 )
 from kubepresence.cli.core.mounts import ROOT_VARIABLE, parse_mount
+from kubepresence.cli.core.outputs import PathFacts, unwritable, workload_hint
 from kubepresence.cli.core.ports import parse_port_spec
 from kubepresence.cli.core.rendering import OutputFormat, render
 from kubepresence.cli.rpc import daemons
@@ -105,6 +106,17 @@ def command(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
             raise typer.Exit(ExitCode.INTERNAL) from None
 
     return run
+
+
+def _path_facts(path: Path) -> PathFacts:
+    parent = path.parent
+    return PathFacts(
+        is_dir=path.is_dir(),
+        parent_exists=parent.exists(),
+        parent_is_dir=parent.is_dir(),
+        parent_writable=os.access(parent, os.W_OK),
+        writable_if_exists=not path.exists() or os.access(path, os.W_OK),
+    )
 
 
 def _cli_log(error: Exception) -> Path:
@@ -385,6 +397,12 @@ async def intercept(
             "directory; `false`, none; or a path (an empty or new directory)"
         ),
     ] = "true",
+    share_local_port: Annotated[
+        bool,
+        typer.Option(
+            help="allow a local port another intercept already receives on (both mix there)"
+        ),
+    ] = False,
     output: OutputOption = OutputFormat.TEXT,
 ) -> None:
     """Send a workload's traffic in the cluster to a process on this machine.
@@ -393,11 +411,17 @@ async def intercept(
     ends when it exits; its exit code becomes ours. With an `--http-…` filter the
     intercept is personal: only matching HTTP requests come here, the rest go to the app.
     """
+    hint = workload_hint(workload)
+    if hint:
+        raise UserError(hint)
     spec = parse_port_spec(port)
     try:
         render_env_file = renderer(env_syntax)
     except EnvFileError as error:
         raise UserError(str(error)) from None
+    for option, path in (("--env-file", env_file), ("--env-json", env_json)):
+        if path is not None and (why := unwritable(option, str(path), _path_facts(path))):
+            raise UserError(why)  # before anything is applied
     socket = _connected_socket()
     intercept_name = name or workload
     headers = http_header or []
@@ -432,6 +456,7 @@ async def intercept(
                 http_filter=http_filter,
                 preview=preview,
                 mount=parse_mount(mount, str(Path.cwd())),
+                share_local_port=share_local_port,
             ),
         )
     try:
@@ -443,7 +468,14 @@ async def intercept(
                 await daemons.remove_intercept(socket, intercept_name)
             raise UserError(f"{error}; the intercept was removed") from None
         for path, text in texts:
-            await asyncio.to_thread(path.write_text, text)
+            try:
+                await asyncio.to_thread(path.write_text, text)
+            except OSError as error:
+                if not ctx.args:  # (with a command, the handler below removes it)
+                    await daemons.remove_intercept(socket, intercept_name)
+                raise UserError(
+                    f"cannot write {path}: {error.strerror}; the intercept was removed"
+                ) from None
         if output is not OutputFormat.TEXT:
             out.print(render(vars(result), output), markup=False)
         else:

@@ -250,12 +250,14 @@ async def create_intercept(
     service: str = "",
     preview: PreviewOptions | None = None,
     mount: MountRequest | None = None,
+    share_local_port: bool = False,
 ) -> InterceptResult:
     mount = mount or MountRequest(wanted=False)
     async with _userd(socket, INTERCEPT_TIMEOUT) as stub:
         info = await stub.create_intercept(
             connector.CreateInterceptRequest(
                 mount_point=mount.path,
+                share_local_port=share_local_port,
                 spec=common.InterceptSpec(
                     name=name,
                     namespace=namespace,
