@@ -17,6 +17,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 log = logging.getLogger("http_echo")
+ANY_ADDRESS = "0.0.0.0"  # noqa: S104 - the pod's own interfaces
 
 
 class EchoHandler(BaseHTTPRequestHandler):
@@ -70,9 +71,7 @@ class EchoHandler(BaseHTTPRequestHandler):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument(
-        "--host", default="0.0.0.0", help="address to bind: e.g. the pod's IP only"  # noqa: S104
-    )
+    parser.add_argument("--host", default=ANY_ADDRESS, help="address to bind: e.g. the pod's IP")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     # As PID 1 in its container the server would ignore SIGTERM and wait out the grace period.

@@ -158,8 +158,10 @@ def pod_spec(objects: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
 
 def test_image_pull_secrets_go_to_the_manager_pod_only_when_given() -> None:
     assert "imagePullSecrets" not in pod_spec(manager_objects(ManagerInstall(namespace="kp")), "kp")
-    install = ManagerInstall(namespace="kp", image_pull_secrets=["regcred", "mirror.pull"])
-    assert install.image_pull_secrets == ("regcred", "mirror.pull")  # hashable, as the rest
+    # A list (as YAML or JSON give it) is taken too, and kept as a tuple: hashable, as the rest.
+    listed: Any = ["regcred", "mirror.pull"]
+    install = ManagerInstall(namespace="kp", image_pull_secrets=listed)
+    assert install.image_pull_secrets == ("regcred", "mirror.pull")
     assert pod_spec(manager_objects(install), "kp")["imagePullSecrets"] == [
         {"name": "regcred"},
         {"name": "mirror.pull"},
