@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepresence.protocol.errors import UserError
-from kubepresence.userd.k8s.installing import translate
+from kubepresence.protocol.errors import ClusterError, UserError
+from kubepresence.userd.k8s.installing import REQUEST_TIMEOUT, translate
 
 NOT_FOUND = 404
 FORBIDDEN = 403
@@ -20,7 +21,12 @@ async def require(api: client.ApiClient, names: Iterable[str], context: str) -> 
     core = client.CoreV1Api(api)
     for name in dict.fromkeys(names):
         try:
-            await core.read_namespace(name)
+            await core.read_namespace(name, _request_timeout=REQUEST_TIMEOUT)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            reason = str(error) or type(error).__name__
+            raise ClusterError(
+                f"cannot reach the API server to read namespace {name}: {reason}"
+            ) from error
         except ApiException as error:
             if error.status == NOT_FOUND:
                 raise UserError(
