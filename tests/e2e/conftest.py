@@ -3,6 +3,7 @@
 - `cluster` (session): reuses a healthy running cluster, else brings one up; with
   `--cluster-down` it tears the cluster down after the session.
 - `namespace`: a fresh namespace per test, deleted afterwards even when the test fails.
+- `session` (module): one connected workstation with its own traffic manager.
 - A session check that the nft guard's leak counters stayed 0 across the whole suite.
 """
 
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # workstation_cli
 
 from kpcluster import layout, lifecycle, network
 from kpcluster.harness import Cluster
-from workstation_cli import Workstation, uninstall_manager, ws1_vif_lock
+from workstation_cli import Session, Workstation, uninstall_manager, ws1_vif_lock
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +104,18 @@ def workstation(cluster: Cluster, tmp_path: Path) -> Iterator[Workstation]:
         for daemon in ("userd", "rootd"):
             socket = tmp_path / "run" / "kubepresence" / f"{daemon}.socket"
             assert not socket.exists(), f"{daemon} still serves {socket} after quit"
+
+
+@pytest.fixture(scope="module")
+def session(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    """One connected workstation (own traffic manager) for a whole test module."""
+    with ws1_vif_lock():
+        ws = Workstation(cluster, tmp_path_factory.mktemp("ws"))
+        manager_namespace = f"kp-mgr-{secrets.token_hex(3)}"
+        try:
+            connected = ws.kp("connect", "--manager-namespace", manager_namespace)
+            assert connected.returncode == 0, connected.stderr + ws.log("userd")
+            yield Session(ws, manager_namespace)
+        finally:
+            ws.kp("quit", timeout=60)
+            uninstall_manager(cluster, manager_namespace)

@@ -14,8 +14,6 @@ a number (the agent's two takeover mechanisms):
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,57 +22,15 @@ from kpcluster import kube, manifests
 from kpcluster.commands import wait_for
 from kpcluster.harness import Cluster
 from workstation_cli import Workstation
+from workstation_servers import answering_server, get_from_pod
 
 LOCAL_PORT = 8092
-LOCAL_SERVER = textwrap.dedent(
-    f"""
-    import http.server
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"from the workstation"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    http.server.ThreadingHTTPServer(("127.0.0.1", {LOCAL_PORT}), Handler).serve_forever()
-    """
-)
-ACCEPTS = f"import socket; socket.create_connection(('127.0.0.1', {LOCAL_PORT}), 1).close()"
-GET = textwrap.dedent(
-    """
-    import json, sys, urllib.request
-    request = urllib.request.Request(sys.argv[1], headers=json.loads(sys.argv[2]))
-    try:
-        with urllib.request.urlopen(request, timeout=20) as r:
-            print(json.dumps({"status": r.status, "body": r.read().decode()}))
-    except urllib.error.HTTPError as e:
-        print(json.dumps({"status": e.code, "body": e.read().decode()}))
-    except Exception as e:
-        print(json.dumps({"error": repr(e)}))
-    """
-)
 
 
 @pytest.fixture
 def local_server(cluster: Cluster) -> Iterator[None]:
-    process = cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER])
-    try:
-        wait_for(
-            "the workstation server to accept",
-            lambda: (
-                process.poll() is None
-                and cluster.on_workstation([sys.executable, "-c", ACCEPTS], check=False).returncode
-                == 0
-            ),
-            timeout=20,
-            interval=0.2,
-        )
+    with answering_server(cluster, LOCAL_PORT, "from the workstation"):
         yield
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def deploy_bound_to_pod_ip(cluster: Cluster, namespace: str, *, named: bool) -> None:
@@ -91,11 +47,7 @@ def deploy_bound_to_pod_ip(cluster: Cluster, namespace: str, *, named: bool) -> 
 
 
 def get(cluster: Cluster, namespace: str, pod: str, path: str, **headers: str) -> dict[str, Any]:
-    url = f"http://bound.{namespace}{path}"
-    result = cluster.exec_in_pod(
-        namespace, pod, ["python3", "-c", GET, url, json.dumps(headers)], timeout=60
-    )
-    return dict(json.loads(result.stdout))
+    return get_from_pod(cluster, namespace, pod, f"http://bound.{namespace}{path}", headers)
 
 
 def from_app(answer: dict[str, Any]) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from kpcluster import layout
 from kpcluster.harness import Cluster
-from workstation_cli import Workstation
+from workstation_cli import Workstation, delete_manager_pods
 
 
 def test_connect_installs_the_manager_and_reports_the_session(
@@ -63,15 +63,7 @@ def test_manager_restart_is_ridden_out(
     assert isinstance(connection, dict)
     assert any(f"port-forward over {protocol}" in e for e in connection["events"]), connection
     first = connection["session"]
-    cluster.kubectl(
-        "delete",
-        "pod",
-        "-n",
-        manager_namespace,
-        "-l",
-        "app.kubernetes.io/name=kubepresence-manager",
-        "--wait=false",
-    )
+    delete_manager_pods(cluster, manager_namespace, wait=False)
     deadline = time.monotonic() + 120
     events: list[str] = []
     while time.monotonic() < deadline:

@@ -33,41 +33,11 @@ import yaml
 from kpcluster import layout
 from kpcluster.commands import wait_for
 from kpcluster.harness import Cluster
-from workstation_cli import Workstation, uninstall_manager
+from workstation_cli import Workstation, delete_manager_pods, uninstall_manager
+from workstation_servers import answering_server, get_from_pod
 
 LOCAL_PORT = 8091
 PLUGIN_LIFETIME = 8  # seconds the plugin says each token lives
-LOCAL_SERVER = textwrap.dedent(
-    f"""
-    import http.server
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = ("workstation answers " + self.path).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    http.server.ThreadingHTTPServer(("127.0.0.1", {LOCAL_PORT}), Handler).serve_forever()
-    """
-)
-GET = textwrap.dedent(
-    """
-    import sys, urllib.request
-    try:
-        with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
-            print(r.read().decode())
-    except Exception as e:
-        print("error", repr(e))
-    """
-)
-ACCEPTS = textwrap.dedent(
-    f"""
-    import socket
-    socket.create_connection(("127.0.0.1", {LOCAL_PORT}), timeout=1).close()
-    """
-)
 
 
 @pytest.fixture(scope="module")
@@ -106,22 +76,8 @@ def service_account(cluster: Cluster, app: tuple[str, str]) -> Iterator[str]:
 
 @pytest.fixture
 def local_server(cluster: Cluster) -> Iterator[None]:
-    process = cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER])
-    try:
-        wait_for(
-            "the workstation server to accept",
-            lambda: (
-                process.poll() is None
-                and cluster.on_workstation([sys.executable, "-c", ACCEPTS], check=False).returncode
-                == 0
-            ),
-            timeout=20,
-            interval=0.2,
-        )
+    with answering_server(cluster, LOCAL_PORT, "workstation answers {path}"):
         yield
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def admin_kubeconfig() -> dict[str, Any]:
@@ -146,10 +102,8 @@ def mint_token(cluster: Cluster, namespace: str, account: str) -> str:
 
 
 def call_echo(cluster: Cluster, namespace: str, pod: str, path: str) -> str:
-    result = cluster.exec_in_pod(
-        namespace, pod, ["python3", "-c", GET, f"http://echo.{namespace}{path}"], timeout=60
-    )
-    return result.stdout.strip()
+    answer = get_from_pod(cluster, namespace, pod, f"http://echo.{namespace}{path}")
+    return str(answer["body"]) if "body" in answer else f"no answer: {answer}"
 
 
 def whole_session(cluster: Cluster, ws: Workstation, manager: str, app: tuple[str, str]) -> None:
@@ -245,6 +199,16 @@ def plugin_calls(path: Path) -> list[float]:
     return [float(line.split()[1]) for line in path.read_text().splitlines()]
 
 
+def wait_until_expired(calls: Path) -> None:
+    """Until the plugin's last token has expired (real time must pass for that)."""
+    wait_for(
+        "the plugin's last token to expire",
+        lambda: time.time() > plugin_calls(calls)[-1],
+        timeout=PLUGIN_LIFETIME + 5,
+        interval=0.5,
+    )
+
+
 def test_exec_plugin_with_short_lived_revoked_tokens(
     cluster: Cluster,
     workstation: Workstation,
@@ -286,12 +250,7 @@ def test_exec_plugin_with_short_lived_revoked_tokens(
     # with a new token, and the intercept still brings cluster traffic to the workstation.
     for round_ in range(3):
         expiries = plugin_calls(calls)
-        wait_for(
-            "the plugin's last token to expire",
-            lambda: time.time() > plugin_calls(calls)[-1],
-            timeout=PLUGIN_LIFETIME + 5,
-            interval=0.5,
-        )
+        wait_until_expired(calls)
         listed = workstation.kp("list", "-n", namespace, "-o", "json")
         assert listed.returncode == 0, listed.stderr + workstation.logs()
         workloads = {w["name"]: w for w in json.loads(listed.stdout)["workloads"]}
@@ -301,16 +260,9 @@ def test_exec_plugin_with_short_lived_revoked_tokens(
         assert answer == f"workstation answers /round-{round_}"
 
     # The port-forward to a replaced manager pod opens with a fresh token (the old revoked).
-    wait_for(
-        "the plugin's last token to expire",
-        lambda: time.time() > plugin_calls(calls)[-1],
-        timeout=PLUGIN_LIFETIME + 5,
-        interval=0.5,
-    )
+    wait_until_expired(calls)
     before_restart = len(plugin_calls(calls))
-    cluster.kubectl(
-        "delete", "pod", "-n", shared_manager, "-l", "app.kubernetes.io/name=kubepresence-manager"
-    )
+    delete_manager_pods(cluster, shared_manager)
 
     def outbound_works() -> bool:
         result = workstation.run("curl", "-sS", "--max-time", "5", f"http://echo.{namespace}/x")

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tarfile
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,41 +31,17 @@ from typing import Any
 
 import pytest
 from kpcluster import enginebuild, lifecycle
-from kpcluster.commands import ClusterError, wait_for
+from kpcluster.commands import ClusterError
 from kpcluster.harness import Cluster
 from kpcluster.imagebuild import BuiltImage
 from workstation_cli import Workstation
+from workstation_servers import answering_server, get_from_pod
 
 from kubepresence.protocol.annotations import AGENT_CONTAINER
 
 LOCAL_PORT = 8090
 MANAGER_SELECTOR = "app.kubernetes.io/name=kubepresence-manager"
 PULL_SECRET = "kp-engine-pull"
-LOCAL_SERVER = textwrap.dedent(
-    f"""
-    import http.server
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = ("workstation says hi to " + self.path).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    http.server.ThreadingHTTPServer(("127.0.0.1", {LOCAL_PORT}), Handler).serve_forever()
-    """
-)
-GET = textwrap.dedent(
-    """
-    import json, sys, urllib.request
-    try:
-        with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
-            print(json.dumps({"status": r.status, "body": r.read().decode()}))
-    except Exception as e:
-        print(json.dumps({"error": repr(e)}))
-    """
-)
 
 
 def image_id(image: BuiltImage) -> str:
@@ -100,27 +74,8 @@ def engine_images(cluster: Cluster) -> dict[str, BuiltImage]:
 
 @pytest.fixture
 def local_server(cluster: Cluster) -> Iterator[subprocess.Popen[str]]:
-    process = cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER])
-    try:
-
-        def answers() -> bool:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            probe = cluster.on_workstation(
-                ["curl", "-sS", "--max-time", "2", f"http://127.0.0.1:{LOCAL_PORT}/up"],
-                check=False,
-            )
-            return probe.returncode == 0
-
-        wait_for("the workstation's HTTP server", answers, timeout=30, interval=0.2)
+    with answering_server(cluster, LOCAL_PORT, "workstation says hi to {path}") as process:
         yield process
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def get_from_pod(cluster: Cluster, namespace: str, pod: str, url: str) -> dict[str, Any]:
-    result = cluster.exec_in_pod(namespace, pod, ["python3", "-c", GET, url], timeout=60)
-    return dict(json.loads(result.stdout))
 
 
 def pod_containers(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:

@@ -16,11 +16,10 @@ Scenarios:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,24 +28,20 @@ import pytest
 from kpcluster import layout
 from kpcluster.commands import ClusterError, wait_for
 from kpcluster.harness import Cluster
-from workstation_cli import Workstation
+from workstation_cli import Workstation, command_lines, delete_manager_pods
+from workstation_servers import answering_server, get_from_pod
 
 WS_RESOLV_CONF = Path("/etc/netns") / layout.WORKSTATION_NETNS / "resolv.conf"
 
 
 def guardians_of(rootd_pid: int) -> list[int]:
     """The guardian processes started by that rootd."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"kubepresence.rootd.guardian" in argv and f"--rootd={rootd_pid}".encode() in argv:
-            found.append(int(proc.name))
-    return found
+    needle = f"--rootd={rootd_pid}".encode()
+    return [
+        pid
+        for pid, argv in command_lines()
+        if b"kubepresence.rootd.guardian" in argv and needle in argv
+    ]
 
 
 def alive(pid: int) -> bool:
@@ -130,68 +125,19 @@ def test_a_killed_rootd_is_undone_at_once_and_connect_rejoins(
 
 
 LOCAL_PORTS = {"echo": 8093, "web": 8094}
-LOCAL_SERVER = textwrap.dedent(
-    """
-    import http.server, sys
-    NAME, PORT = sys.argv[1], int(sys.argv[2])
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = f"workstation {NAME}".encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
-    """
-)
-ACCEPTS = "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1).close()"
-GET = textwrap.dedent(
-    """
-    import json, sys, urllib.request
-    request = urllib.request.Request(sys.argv[1], headers=json.loads(sys.argv[2]))
-    try:
-        with urllib.request.urlopen(request, timeout=5) as r:
-            print(r.read().decode())
-    except Exception as e:
-        print("error", repr(e))
-    """
-)
 
 
 @pytest.fixture
 def local_servers(cluster: Cluster) -> Iterator[None]:
-    processes = [
-        cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER, name, str(port)])
-        for name, port in LOCAL_PORTS.items()
-    ]
-    try:
-        for port in LOCAL_PORTS.values():
-            wait_for(
-                f"the workstation server on {port}",
-                lambda port=port: (
-                    cluster.on_workstation(  # type: ignore[misc]
-                        [sys.executable, "-c", ACCEPTS, str(port)], check=False
-                    ).returncode
-                    == 0
-                ),
-                timeout=20,
-                interval=0.2,
-            )
+    with contextlib.ExitStack() as servers:
+        for name, port in LOCAL_PORTS.items():
+            servers.enter_context(answering_server(cluster, port, f"workstation {name}"))
         yield
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(10)
 
 
 def ask(cluster: Cluster, namespace: str, pod: str, workload: str, **headers: str) -> str:
-    url = f"http://{workload}.{namespace}/"
-    result = cluster.exec_in_pod(
-        namespace, pod, ["python3", "-c", GET, url, json.dumps(headers)], timeout=60
-    )
-    return result.stdout.strip()
+    answer = get_from_pod(cluster, namespace, pod, f"http://{workload}.{namespace}/", headers, 5)
+    return str(answer["body"]) if "body" in answer else f"no answer: {answer}"
 
 
 def test_intercepts_come_back_after_the_manager_restarts(
@@ -228,14 +174,7 @@ def test_intercepts_come_back_after_the_manager_restarts(
 
     wait_for("the intercepts to take the traffic", all_come_here, timeout=30, interval=0.5)
     deleted = time.monotonic()
-    cluster.kubectl(
-        "delete",
-        "pod",
-        "-n",
-        manager_namespace,
-        "-l",
-        "app.kubernetes.io/name=kubepresence-manager",
-    )
+    delete_manager_pods(cluster, manager_namespace)
     try:
         wait_for("the intercepts to come back", all_come_here, timeout=120, interval=1)
     except ClusterError as error:

@@ -24,19 +24,15 @@ environment that uses every source the kubelet resolves):
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from dotenv import dotenv_values
 from kpcluster import layout, manifests
 from kpcluster.commands import wait_for
 from kpcluster.harness import Cluster
-from workstation_cli import Workstation, uninstall_manager, ws1_vif_lock
+from workstation_cli import Session, Workstation
 
 LOCAL_PORT = 8197
 APP = "echo"
@@ -91,26 +87,6 @@ RESOURCES = {
     "requests": {"cpu": "100m", "memory": "48Mi"},
     "limits": {"cpu": "1500m", "memory": "200Mi"},
 }
-
-
-@dataclass
-class Session:
-    ws: Workstation
-    manager_namespace: str
-
-
-@pytest.fixture(scope="module")
-def session(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    with ws1_vif_lock():
-        ws = Workstation(cluster, tmp_path_factory.mktemp("ws"))
-        manager_namespace = f"kp-mgr-{secrets.token_hex(3)}"
-        try:
-            connected = ws.kp("connect", "--manager-namespace", manager_namespace)
-            assert connected.returncode == 0, connected.stderr + ws.log("userd")
-            yield Session(ws, manager_namespace)
-        finally:
-            ws.kp("quit", timeout=60)
-            uninstall_manager(cluster, manager_namespace)
 
 
 def deploy(cluster: Cluster, namespace: str) -> None:

@@ -33,21 +33,19 @@ app's own, the upload's time.
 from __future__ import annotations
 
 import json
-import secrets
 import statistics
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kpcluster import manifests
 from kpcluster.harness import Cluster
-from workstation_cli import BIN, Workstation, uninstall_manager, ws1_vif_lock
+from workstation_cli import BIN, Session, Workstation
 
 LOCAL_PORT = 8195
 LOCAL_SERVER = textwrap.dedent(
@@ -162,26 +160,6 @@ UPLOAD = textwrap.dedent(
                       "seconds": time.monotonic() - started}))
     """
 )
-
-
-@dataclass
-class Session:
-    ws: Workstation
-    manager_namespace: str
-
-
-@pytest.fixture(scope="module")
-def session(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    with ws1_vif_lock():
-        ws = Workstation(cluster, tmp_path_factory.mktemp("ws"))
-        manager_namespace = f"kp-mgr-{secrets.token_hex(3)}"
-        try:
-            connected = ws.kp("connect", "--manager-namespace", manager_namespace)
-            assert connected.returncode == 0, connected.stderr + ws.log("userd")
-            yield Session(ws, manager_namespace)
-        finally:
-            ws.kp("quit", timeout=60)
-            uninstall_manager(cluster, manager_namespace)
 
 
 @pytest.fixture(scope="module")

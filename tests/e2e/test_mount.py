@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 from kpcluster import kube, layout, manifests
 from kpcluster.harness import Cluster
-from workstation_cli import BIN, Workstation, uninstall_manager, ws1_vif_lock
+from workstation_cli import BIN, Workstation, command_lines, uninstall_manager, ws1_vif_lock
 
 FROM_POD = "written by the app in its pod\n"
 FROM_WS = "written on the workstation\n"
@@ -132,17 +132,11 @@ def mounted(ws: Workstation, point: str) -> bool:
 
 
 def sshfs_processes(point: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"sshfs") and point.encode() in argv:
-            found.append(int(proc.name))
-    return found
+    return [
+        pid
+        for pid, argv in command_lines()
+        if argv and argv[0].endswith(b"sshfs") and point.encode() in argv
+    ]
 
 
 def in_pod(cluster: Cluster, session: Session, code: str) -> str:

@@ -34,10 +34,7 @@ from __future__ import annotations
 import copy
 import json
 import secrets
-import select
 import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +46,7 @@ from kpcluster import kube, layout, manifests
 from kpcluster.commands import run
 from kpcluster.harness import Cluster
 from workstation_cli import Workstation
+from workstation_servers import answering_server, get_from_pod
 
 LOCAL_PORT = 8090
 ECHO_PORT = 8080  # manifests.ECHO_KINDS["http"]: the container port, targeted by number
@@ -56,51 +54,11 @@ AGENT = "kubepresence-agent"
 INIT = "kubepresence-init"
 ENFORCE = "pod-security.kubernetes.io/enforce"
 
-LOCAL_SERVER = textwrap.dedent(
-    f"""
-    import http.server
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = ("workstation says hi to " + self.path).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", {LOCAL_PORT}), Handler)
-    print("listening", flush=True)
-    server.serve_forever()
-    """
-)
 
 # kube-proxy applies an EndpointSlice change up to a second after it (its minimum sync
 # period; seen: a request 0.2 s after `intercept` returned went to the old pod, which had
 # stopped listening): until then a connection may be refused. Only that is retried, for
 # at most 10 s; the attempts are reported.
-GET = textwrap.dedent(
-    """
-    import json, sys, time, urllib.error, urllib.request
-    deadline = time.monotonic() + 10
-    attempts = 0
-    while True:
-        attempts += 1
-        try:
-            with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
-                answer = {"status": r.status, "body": r.read().decode()}
-            break
-        except urllib.error.URLError as e:
-            refused = isinstance(e.reason, ConnectionRefusedError)
-            if not refused or time.monotonic() > deadline:
-                answer = {"error": repr(e)}
-                break
-            time.sleep(0.2)
-        except Exception as e:
-            answer = {"error": repr(e)}
-            break
-    print(json.dumps({**answer, "attempts": attempts}))
-    """
-)
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532}
 SECCOMP = {"seccompProfile": {"type": "RuntimeDefault"}}
@@ -149,9 +107,7 @@ def target_port(cluster: Cluster, namespace: str, target: str | int) -> None:
 
 
 def get(cluster: Cluster, namespace: str, client: str, path: str) -> dict[str, Any]:
-    url = f"http://echo.{namespace}{path}"
-    result = cluster.exec_in_pod(namespace, client, ["python3", "-c", GET, url], timeout=60)
-    return dict(json.loads(result.stdout))
+    return get_from_pod(cluster, namespace, client, f"http://echo.{namespace}{path}")
 
 
 def snapshot(cluster: Cluster, namespace: str) -> dict[str, Any]:
@@ -195,16 +151,8 @@ def intercepts(workstation: Workstation, namespace: str) -> list[dict[str, Any]]
 @pytest.fixture
 def local_server(cluster: Cluster, workstation: Workstation) -> Iterator[None]:
     """An HTTP server on the workstation's 127.0.0.1:8090, listening when this yields."""
-    process = cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER])
-    try:
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 30)
-        line = process.stdout.readline() if ready else ""
-        assert line.strip() == "listening", line + (process.stdout.read() if ready else "")
+    with answering_server(cluster, LOCAL_PORT, "workstation says hi to {path}"):
         yield
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def intercept_reaches_workstation(

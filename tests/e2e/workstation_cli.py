@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,16 +106,10 @@ class Workstation:
         return "\n".join(parts)
 
     def rootd_pid(self) -> int | None:
-        socket = str(self.home / "run" / "kubepresence" / "rootd.socket")
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(b"kubepresence-rootd" in a for a in argv) and socket.encode() in argv:
-                return int(proc.name)
+        socket = str(self.home / "run" / "kubepresence" / "rootd.socket").encode()
+        for pid, argv in command_lines():
+            if any(b"kubepresence-rootd" in a for a in argv) and socket in argv:
+                return pid
         return None
 
     def rootd_memory(self) -> dict[str, int]:
@@ -127,6 +122,42 @@ class Workstation:
             if key in ("VmRSS", "VmHWM"):
                 fields[key] = int(value.split()[0])
         return fields
+
+
+@dataclass
+class Session:
+    """A workstation connected for a whole test module (the `session` fixture)."""
+
+    ws: Workstation
+    manager_namespace: str
+
+
+def command_lines() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process that is still there when its turn comes."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        yield int(proc.name), argv
+
+
+MANAGER_SELECTOR = "app.kubernetes.io/name=kubepresence-manager"
+
+
+def delete_manager_pods(cluster: Cluster, namespace: str, *, wait: bool = True) -> None:
+    """Delete the traffic manager's pod (its Deployment starts another)."""
+    cluster.kubectl(
+        "delete",
+        "pod",
+        "-n",
+        namespace,
+        "-l",
+        MANAGER_SELECTOR,
+        *(() if wait else ("--wait=false",)),
+    )
 
 
 def uninstall_manager(cluster: Cluster, namespace: str) -> None:

@@ -1,0 +1,58 @@
+"""What several e2e tests share around intercepts: a server on the workstation that
+answers with a known body, awaited until it accepts, and a GET from a cluster pod.
+
+The programs are real files under programs/ (linted and type-checked with the tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kpcluster.harness import Cluster
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+HTTP_GET = (PROGRAMS / "http_get.py").read_text()
+START_TIMEOUT = 30.0
+
+
+@contextlib.contextmanager
+def answering_server(cluster: Cluster, port: int, body: str) -> Iterator[subprocess.Popen[str]]:
+    """A workstation HTTP server on 127.0.0.1:port answering `body` ("{path}" filled in);
+    yields once it accepts connections, stops it (by its handle) afterwards."""
+    process = cluster.start_on_workstation(
+        [sys.executable, str(PROGRAMS / "answering_server.py"), str(port), body]
+    )
+    try:
+        assert process.stdout is not None
+        readable, _, _ = select.select([process.stdout], [], [], START_TIMEOUT)
+        ready = process.stdout.readline().strip() if readable else "(nothing in time)"
+        assert ready == "listening", f"the workstation server on {port} did not start: {ready}"
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def get_from_pod(
+    cluster: Cluster,
+    namespace: str,
+    pod: str,
+    url: str,
+    headers: dict[str, str] | None = None,
+    timeout: float = 20,
+) -> dict[str, Any]:
+    """One GET from a cluster pod: {"status", "body"}, or {"error"} without an answer."""
+    result = cluster.exec_in_pod(
+        namespace,
+        pod,
+        ["python3", "-c", HTTP_GET, url, json.dumps(headers or {}), str(timeout)],
+        timeout=timeout + 40,
+    )
+    return dict(json.loads(result.stdout))
