@@ -59,6 +59,7 @@ ENFORCE = "pod-security.kubernetes.io/enforce"
 # period; seen: a request 0.2 s after `intercept` returned went to the old pod, which had
 # stopped listening): until then a connection may be refused. Only that is retried, for
 # at most 10 s; the attempts are reported.
+KUBE_PROXY_SYNC = 10.0
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532}
 SECCOMP = {"seccompProfile": {"type": "RuntimeDefault"}}
@@ -107,7 +108,8 @@ def target_port(cluster: Cluster, namespace: str, target: str | int) -> None:
 
 
 def get(cluster: Cluster, namespace: str, client: str, path: str) -> dict[str, Any]:
-    return get_from_pod(cluster, namespace, client, f"http://echo.{namespace}{path}")
+    url = f"http://echo.{namespace}{path}"
+    return get_from_pod(cluster, namespace, client, url, retry_refused=KUBE_PROXY_SYNC)
 
 
 def snapshot(cluster: Cluster, namespace: str) -> dict[str, Any]:

@@ -47,12 +47,17 @@ def get_from_pod(
     url: str,
     headers: dict[str, str] | None = None,
     timeout: float = 20,
+    retry_refused: float = 0,
 ) -> dict[str, Any]:
-    """One GET from a cluster pod: {"status", "body"}, or {"error"} without an answer."""
+    """One GET from a cluster pod: {"status", "body"}, or {"error"} without an answer.
+    With `retry_refused`, a refused connection is tried again for that many seconds (see
+    programs/http_get.py) and "attempts" says how many tries it took."""
+    argv = [url, json.dumps(headers or {}), str(timeout), str(retry_refused)]
     result = cluster.exec_in_pod(
-        namespace,
-        pod,
-        ["python3", "-c", HTTP_GET, url, json.dumps(headers or {}), str(timeout)],
-        timeout=timeout + 40,
+        namespace, pod, ["python3", "-c", HTTP_GET, *argv], timeout=timeout + retry_refused + 40
     )
-    return dict(json.loads(result.stdout))
+    answer = dict(json.loads(result.stdout))
+    attempts = answer.pop("attempts", 1)
+    if retry_refused:
+        answer["attempts"] = attempts
+    return answer
