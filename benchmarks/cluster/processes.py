@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kpcluster import layout
-from workstation_cli import Workstation
+from workstation_cli import Workstation, command_lines
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -30,15 +30,9 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 def userd_pid(ws: Workstation) -> int | None:
     """The user daemon of this Workstation (its socket is on its command line)."""
     socket = str(ws.home / "run" / "kubepresence" / "userd.socket").encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
+    for pid, argv in command_lines():
         if any(b"kubepresence-userd" in a for a in argv) and socket in argv:
-            return int(proc.name)
+            return pid
     return None
 
 
