@@ -46,10 +46,14 @@ def test_connect_installs_the_manager_and_reports_the_session(
     assert cluster_info["cluster_domain"] == "cluster.local"
     assert any("port-forward over spdy" in e for e in connection["events"]), connection
 
+    # The same connect again is done already; another one is refused until quit.
     again = workstation.kp("connect", "--manager-namespace", manager_namespace)
-    assert again.returncode == 2
-    assert len(again.stderr.strip().splitlines()) == 1, again.stderr
-    assert "already connected" in again.stderr
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("Connected to context"), again.stdout
+    other = workstation.kp("connect", "--manager-namespace", "elsewhere")
+    assert other.returncode == 2
+    assert len(other.stderr.strip().splitlines()) == 1, other.stderr
+    assert "already connected" in other.stderr
     assert workstation.status()["connection"]["state"] == "connected"  # type: ignore[index]
 
 

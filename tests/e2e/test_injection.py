@@ -58,6 +58,7 @@ from kpcluster import kube, layout, manifests
 from kpcluster.commands import run, wait_for
 from kpcluster.harness import Cluster
 from kubernetes_asyncio import client
+from workstation_cli import agent_pid, manager_pid
 
 from kubepresence.userd.core.manifests import ManagerInstall
 from kubepresence.userd.k8s.apiclient import load_configuration
@@ -331,34 +332,6 @@ def pods_of(agents: list[dict[str, Any]]) -> set[str]:
 
 
 # --- processes of the pods, seen from the node (this machine) --------------------------------
-
-
-def host_pids(marker: bytes, needle: bytes) -> list[int]:
-    """PIDs whose command line contains `marker` and whose environment contains `needle`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker in (entry / "cmdline").read_bytes() and needle in (
-                entry / "environ"
-            ).read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def agent_pid(pod: str) -> int:
-    pids = host_pids(b"kubepresence.agent", f"KP_AGENT_POD_NAME={pod}".encode())
-    assert len(pids) == 1, f"agent processes of {pod}: {pids}"
-    return pids[0]
-
-
-def manager_pid(ns: str) -> int:
-    pids = host_pids(b"kubepresence.manager", f"MANAGER_NAMESPACE={ns}".encode())
-    assert len(pids) == 1, f"manager processes of {ns}: {pids}"
-    return pids[0]
 
 
 def memory(pid: int) -> dict[str, int]:

@@ -100,17 +100,9 @@ def session(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def userd_pid(ws: Workstation) -> int:
-    socket = str(ws.home / "run" / "kubepresence" / "userd.socket").encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(b"kubepresence-userd" in a for a in argv) and socket in argv:
-            return int(proc.name)
-    raise AssertionError("no userd process for this workstation")
+    pid = ws.userd_pid()
+    assert pid is not None, "no userd process for this workstation"
+    return pid
 
 
 def in_userd_mounts(ws: Workstation, *argv: str, timeout: float = 120) -> str:

@@ -74,9 +74,12 @@ class Workstation:
             "HOME": str(home),
         }
 
+    def kp_argv(self, *args: str) -> list[str]:
+        """The CLI's command line with this workstation's environment (for a Popen)."""
+        return ["env", *(f"{k}={v}" for k, v in self.env.items()), str(BIN / "kubepresence"), *args]
+
     def kp(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        argv = ["env", *(f"{k}={v}" for k, v in self.env.items()), str(BIN / "kubepresence"), *args]
-        return self.cluster.on_workstation(argv, timeout=timeout, check=False)
+        return self.cluster.on_workstation(self.kp_argv(*args), timeout=timeout, check=False)
 
     def status(self) -> dict[str, object]:
         result = self.kp("status", "-o", "json")
@@ -106,9 +109,15 @@ class Workstation:
         return "\n".join(parts)
 
     def rootd_pid(self) -> int | None:
-        socket = str(self.home / "run" / "kubepresence" / "rootd.socket").encode()
+        return self._daemon_pid("rootd")
+
+    def userd_pid(self) -> int | None:
+        return self._daemon_pid("userd")
+
+    def _daemon_pid(self, name: str) -> int | None:
+        socket = str(self.home / "run" / "kubepresence" / f"{name}.socket").encode()
         for pid, argv in command_lines():
-            if any(b"kubepresence-rootd" in a for a in argv) and socket in argv:
+            if any(f"kubepresence-{name}".encode() in a for a in argv) and socket in argv:
                 return pid
         return None
 
@@ -142,6 +151,35 @@ def command_lines() -> Iterator[tuple[int, list[bytes]]]:
         except OSError:
             continue
         yield int(proc.name), argv
+
+
+def host_pids(marker: bytes, needle: bytes) -> list[int]:
+    """PIDs whose command line contains `marker` and whose environment contains `needle`
+    (the processes of cluster containers run on this single node)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes() and needle in (
+                entry / "environ"
+            ).read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def agent_pid(pod: str) -> int:
+    pids = host_pids(b"kubepresence.agent", f"KP_AGENT_POD_NAME={pod}".encode())
+    assert len(pids) == 1, f"agent processes of {pod}: {pids}"
+    return pids[0]
+
+
+def manager_pid(ns: str) -> int:
+    pids = host_pids(b"kubepresence.manager", f"MANAGER_NAMESPACE={ns}".encode())
+    assert len(pids) == 1, f"manager processes of {ns}: {pids}"
+    return pids[0]
 
 
 MANAGER_SELECTOR = "app.kubernetes.io/name=kubepresence-manager"

@@ -198,3 +198,58 @@ def test_piped_help_shows_every_option_whole() -> None:
                     assert option in shown, f"{name} --help lacks {option}"
                     checked += 1
     assert checked > 20
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nosuch"], "No such command 'nosuch'. (see 'kubepresence --help')"),
+        (["intercept"], "Missing argument 'workload'. (see 'kubepresence intercept --help')"),
+        (["intercept", "web", "--port", "80", "--ingress-port", "abc"], "'--ingress-port'"),
+        (["loglevel", "debug", "--duration", "-4"], "'--duration' / '-d'"),
+        (["status", "-o", "xml"], "'xml' is not one of"),
+        (["connect", "--no-such-flag"], "No such option: --no-such-flag"),
+    ],
+    ids=lambda a: a[0] if isinstance(a, list) else "",
+)
+def test_a_usage_error_is_one_line_with_exit_2(argv: list[str], message: str) -> None:
+    """What click would draw as a usage line, a hint and a box is one line, as every
+    other failure is (the real console script: the CliRunner bypasses __main__)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "kubepresence.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == ExitCode.USER
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("kubepresence: ")
+    assert message in lines[0]
+
+
+def test_a_killed_daemons_socket_is_not_a_running_daemon(tmp_path: Path) -> None:
+    """A socket file whose daemon is gone refuses connections: status says not running,
+    and the file is removed (quit then has nothing to stop)."""
+    import socket
+
+    from kubepresence.protocol import paths
+
+    for path in (paths.userd_socket(), paths.rootd_socket()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.close()  # bound, never listening: what a SIGKILLed daemon leaves
+        assert path.is_socket()
+    result = runner.invoke(app, ["status", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    state = json.loads(result.output)
+    assert state["user_daemon"] == {"running": False}
+    assert state["root_daemon"] == {"running": False}
+    assert not paths.userd_socket().exists()
+    assert not paths.rootd_socket().exists()
+    quitted = runner.invoke(app, ["quit"])
+    assert quitted.exit_code == 0
+    assert "Nothing was running." in quitted.output

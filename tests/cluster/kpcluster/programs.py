@@ -35,6 +35,7 @@ PROGRAMS: dict[str, str] = {
     "getent": "libc-bin",
     "git": "git",
     "ip": "iproute2",
+    "ss": "iproute2",
     "iptables": "iptables",
     "iptables-save": "iptables",
     "ip6tables": "iptables",

@@ -174,7 +174,7 @@ def test_a_listed_program_missing_from_path_names_its_package(
 
 
 def test_missing_packages_are_those_of_absent_programs() -> None:
-    present = {"ip", "apt-get", "dpkg-query"}
+    present = {"ip", "ss", "apt-get", "dpkg-query"}
     missing = programs.missing_packages(lambda p: f"/usr/bin/{p}" if p in present else None)
     assert "nftables" in missing
     assert "iproute2" not in missing

@@ -14,9 +14,32 @@ PIPED_COLUMNS = "200"
 def main() -> None:
     if "COLUMNS" not in os.environ and not sys.stdout.isatty():
         os.environ["COLUMNS"] = PIPED_COLUMNS
+    import typer
+
     from kubepresence.cli.app import app  # after COLUMNS: rich reads it when it draws
 
-    app(prog_name="kubepresence")
+    try:
+        code = app(prog_name="kubepresence", standalone_mode=False)
+    except typer.Abort:
+        sys.stderr.write("kubepresence: aborted\n")
+        sys.exit(130)
+    except typer.TyperException as error:
+        # Usage errors: click would draw a usage line, a hint and a boxed message; a bad
+        # flag gets one line, like every other failure, naming where the help is.
+        line = usage_error_line(error)
+        if line:  # empty: the help was shown for a bare command (no_args_is_help)
+            sys.stderr.write(f"kubepresence: {line}\n")
+        sys.exit(int(getattr(error, "exit_code", 2)))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error_line(error: Exception) -> str:
+    format_message = getattr(error, "format_message", None)
+    message = format_message() if callable(format_message) else str(error)
+    context = getattr(error, "ctx", None)
+    if not message or context is None:
+        return str(message)
+    return f"{message} (see '{context.command_path} --help')"
 
 
 if __name__ == "__main__":

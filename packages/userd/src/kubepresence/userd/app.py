@@ -60,6 +60,10 @@ class UserDaemon:
         """Join the cluster named by the kubeconfig; on any failure nothing stays behind."""
         assert self._supervisor is not None, "connect before run"
         current = self.connection
+        if current is not None:
+            # The watch looks every second; a root daemon that died just now, or a frozen
+            # one that answers again, is found here.
+            await self._look_at_rootd(current)
         if current is not None and current.network_problem:
             # The session lives; only its network went with a dead root daemon. `connect`
             # started a new one (which restored what the old one left): join it.
@@ -71,6 +75,13 @@ class UserDaemon:
         target = await resolve_target(
             kubeconfig_source(kubeconfig, environment), context, namespace
         )
+        if current is not None and (
+            current.target.context,
+            current.target.namespace,
+            current.options,
+        ) == (target.context, target.namespace, options):
+            # The same connect again (a script, a retry after a hiccup): it is done.
+            return current
         self.state.begin_connect(target.context, target.namespace)
         connection = ClusterConnection(target, options)
         try:
@@ -125,22 +136,36 @@ class UserDaemon:
         )
 
     async def _watch_rootd(self, connection: ClusterConnection) -> None:
-        """Notice within seconds when the root daemon goes (SIGKILL, OOM, a crash): the
-        session stays, `status` says the network is down and why, and the next `connect`
-        joins the new root daemon it starts. (rootd's guardian restores what it changed.)"""
+        """Notice within seconds when the root daemon goes (SIGKILL, OOM, a crash) or stops
+        answering (frozen): the session stays, `status` says the network is down and why,
+        and the next `connect` joins the new root daemon it starts. (rootd's guardian
+        restores what a dead one changed.) A frozen one that answers again with the
+        network still up needs nothing: the problem clears by itself."""
         while True:
             await asyncio.sleep(ROOTD_WATCH_INTERVAL)
-            try:
-                status = await rootd.network_status(self.rootd_socket)
-            except KubepresenceError as error:
-                problem = f"the root daemon stopped ({error.message})"
-            else:
-                connection.open_flows = status.open_flows
-                problem = "" if status.connected else "the root daemon lost the cluster network"
-            if problem and not connection.network_problem and connection.vif_name:
-                connection.network_problem = problem
-                connection.vif_name = ""
-                connection.note(f"{problem}: run 'kubepresence connect' to bring it back")
+            await self._look_at_rootd(connection)
+
+    async def _look_at_rootd(self, connection: ClusterConnection) -> None:
+        try:
+            status = await rootd.network_status(self.rootd_socket)
+        except KubepresenceError as error:
+            problem = f"the root daemon stopped ({error.message})"
+        else:
+            connection.open_flows = status.open_flows
+            connection.fragments = rootd.fragment_counters(status)
+            if status.connected and status.vif_name:
+                if connection.network_problem and not connection.vif_name:
+                    connection.vif_name = status.vif_name
+                    connection.network_problem = ""
+                    connection.note(
+                        f"the root daemon answers again: cluster network up on {status.vif_name}"
+                    )
+                return
+            problem = "the root daemon lost the cluster network"
+        if not connection.network_problem and connection.vif_name:
+            connection.network_problem = problem
+            connection.vif_name = ""
+            connection.note(f"{problem}: run 'kubepresence connect' to bring it back")
 
     async def manage_traffic_manager(
         self,

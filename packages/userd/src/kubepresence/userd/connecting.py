@@ -35,6 +35,7 @@ from kubepresence.userd.rpc.manager import (
     ManagerClient,
     SessionGoneError,
 )
+from kubepresence.userd.rpc.rootd import FragmentCounters
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class ClusterConnection:
         self.routed_subnets: list[str] = []
         self.network_problem = ""  # why the cluster network is down ("" up, or never up)
         self.open_flows = 0
+        self.fragments = FragmentCounters()
         self.intercepts: list[InterceptView] = []
         # What this session intercepts, as asked: made again at a manager that forgot it.
         self.wanted: dict[str, InterceptRequest] = {}
@@ -114,7 +116,15 @@ class ClusterConnection:
                 self.api, self.options.install or ManagerInstall(namespace=namespace), progress
             )
             self.note(f"traffic manager {outcome}")
-        elif installed != ours:
+        elif installed == ours:
+            # Installed, but maybe only half (a connect killed while installing) or still
+            # rolling out: whole and available before the port-forward looks for its pod.
+            created = await installing.complete_manager(
+                self.api, self.options.install or ManagerInstall(namespace=namespace), progress
+            )
+            if created:
+                self.note(f"traffic manager completed: {', '.join(created)} created")
+        else:
             self.note(
                 f"the traffic manager is version {installed}, this client {ours}: "
                 "'kubepresence helm upgrade' brings it in line"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,24 @@ async def _rootd(
 
 
 def socket_is_live(path: Path) -> bool:
-    """A socket file exists; whether someone listens is for the call to find out."""
-    return path.is_socket()
+    """Whether a daemon listens on this socket (it may still be too busy or frozen to
+    answer: the call finds out). The file of a killed daemon refuses connections: it is
+    removed, and nothing is running there."""
+    if not path.is_socket():
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return False
+    except OSError:
+        return True  # there, but not for us to judge (a full backlog, permissions)
+    finally:
+        probe.close()
+    return True
 
 
 async def userd_status(socket: Path) -> UserdStatus:
@@ -182,6 +199,13 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
     if info.network_problem:
         data["network_problem"] = info.network_problem
     data["open_flows"] = info.open_flows
+    fragments = info.fragments or common.IpFragments()
+    data["ip_fragments"] = {
+        "received": fragments.received,
+        "reassembled": fragments.reassembled,
+        "sent": fragments.sent,
+        "dropped": dict(sorted(fragments.dropped.items())),
+    }
     data["intercepts"] = [
         f"{r.name}: {r.namespace}/{r.workload} port {r.port}"
         f"{f' ({r.http_filter})' if r.http_filter else ''} -> {r.local} "

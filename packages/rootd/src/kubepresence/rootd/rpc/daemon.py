@@ -43,6 +43,12 @@ def daemon_status(status: VifStatus) -> daemon.DaemonStatus:
         routed_subnets=list(status.routed_subnets),
         dns_address=status.dns_address,
         open_flows=status.open_flows,
+        fragments=common.IpFragments(
+            received=status.fragments_received,
+            reassembled=status.datagrams_reassembled,
+            sent=status.fragments_sent,
+            dropped=dict(status.fragments_dropped),
+        ),
     )
 
 

@@ -64,6 +64,10 @@ class VifStatus:
     routed_subnets: tuple[str, ...] = ()
     dns_address: str = ""
     open_flows: int = 0
+    fragments_received: int = 0
+    datagrams_reassembled: int = 0
+    fragments_sent: int = 0
+    fragments_dropped: tuple[tuple[str, int], ...] = ()  # (reason, count), non-zero only
 
 
 @dataclass(slots=True)
@@ -100,12 +104,21 @@ class VifSession:
         running = self._running
         if running is None or self.done.is_set():
             return VifStatus(connected=False)
+        stats = running.endpoint.stats
         return VifStatus(
             connected=True,
             vif_name=running.terminator.device.name,
             routed_subnets=tuple(str(s) for s in self.plan.routed),
             dns_address=str(self.plan.dns_address),
             open_flows=running.relay.open_flows,
+            fragments_received=stats.fragments.fragments,
+            datagrams_reassembled=stats.fragments.reassembled,
+            fragments_sent=stats.fragments_sent,
+            fragments_dropped=tuple(
+                (reason, count)
+                for reason in stats.fragments.drop_reasons()
+                if (count := getattr(stats.fragments, reason))
+            ),
         )
 
     async def run(self, ready: asyncio.Future[None]) -> None:

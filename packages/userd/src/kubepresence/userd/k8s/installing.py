@@ -334,6 +334,32 @@ async def ensure_manager(
     return "installed" if previous is None else f"upgraded from {previous}"
 
 
+async def complete_manager(
+    api: client.ApiClient,
+    install: ManagerInstall,
+    progress: Progress,
+    wait_seconds: float = WAIT_TIMEOUT,
+) -> list[str]:
+    """Make a manager of this version whole and wait until it is available: an install
+    cut short (its client killed half-way) lacks the objects after the point it reached.
+    Those are created; what exists is left as it is (its settings may be the admin's).
+    Returns the objects created."""
+    rest = Rest(api)
+    created = []
+    current = await rest.get(_deployment_ref(install.namespace))
+    if current is not None and _helm_release(current) is None:
+        for obj in manager_objects(install):
+            ref = Ref.of(obj)
+            if await rest.get(ref) is None:
+                progress(f"creating {ref}: an earlier install stopped before it")
+                await rest.apply(obj)
+                created.append(str(ref))
+    await wait_available(rest, install, progress, wait_seconds)
+    if created:
+        await wait_injecting(rest, install, progress)
+    return created
+
+
 def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
     return {**obj, "metadata": meta}

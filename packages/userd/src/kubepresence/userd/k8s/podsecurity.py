@@ -84,19 +84,25 @@ class AdmissionGuard:
             )
         if not failure or not rejected_by_pod_security(failure):
             return
-        patch = {"spec": {"template": {"metadata": {"annotations": dict(self.before)}}}}
-        try:
-            await _patcher(client.AppsV1Api(self.api), self.kind)(self.name, self.namespace, patch)
-        except ApiException as error:
-            raise ClusterError(
-                f"the API server refused the agent's pods of {self.namespace}/{self.title} "
-                f"({failure}), and restoring its pod template failed: {error.reason}"
-            ) from error
+        await self.restore_template(
+            f"the API server refused the agent's pods of {self.namespace}/{self.title} ({failure})"
+        )
         log.info("%s/%s: pods refused by PodSecurity, template restored", self.namespace, self.name)
         raise UserError(
             f"the API server refused the agent's pods of {self.namespace}/{self.title}, "
             f"so the intercept was rolled back: {failure}"
         )
+
+    async def restore_template(self, why: str) -> None:
+        """Put the template's injection annotations back as they were before the intercept
+        (its pods roll back to the template they had). `why`: for the error if it fails."""
+        patch = {"spec": {"template": {"metadata": {"annotations": dict(self.before)}}}}
+        try:
+            await _patcher(client.AppsV1Api(self.api), self.kind)(self.name, self.namespace, patch)
+        except ApiException as error:
+            raise ClusterError(
+                f"{why}, and restoring its pod template failed: {error.reason}"
+            ) from error
 
 
 async def _failed_creates(

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpclib.const
 from grpclib.const import Cardinality
@@ -23,7 +23,7 @@ from kubepresence.protocol.logs import set_level_for
 from kubepresence.userd import mounting
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
 from kubepresence.userd.core import arrival, localports
-from kubepresence.userd.core.manifests import install_from_environment
+from kubepresence.userd.core.manifests import MANAGER, install_from_environment
 from kubepresence.userd.core.session import Phase
 from kubepresence.userd.k8s import agents, logs, podsecurity, resolving
 from kubepresence.userd.k8s.portforwarding import port_forward_protocol
@@ -181,11 +181,12 @@ class ConnectorService(connector.ConnectorBase):
                         stale = [p for p in arrival.stale(seen.pods) if p not in replaced]
                         await agents.replace_pods(connection.api, namespace, stale)
                         replaced.update(stale)
-                    elif webhook_retries < WEBHOOK_RETRIES and (
-                        missed := [
-                            p for p in arrival.passed_by_webhook(seen.pods) if p not in replaced
-                        ]
-                    ):
+                    elif missed := [
+                        p for p in arrival.passed_by_webhook(seen.pods) if p not in replaced
+                    ]:
+                        if webhook_retries == WEBHOOK_RETRIES:
+                            # Not a moment's gap: the API server cannot reach the webhook.
+                            await self._webhook_unreachable(connection, admission, title, missed)
                         log.info("the webhook let %s pass without the agent: again", missed)
                         await agents.replace_pods(connection.api, namespace, missed)
                         replaced.update(missed)
@@ -239,6 +240,21 @@ class ConnectorService(connector.ConnectorBase):
             raise
         finally:
             self._progress.pop(view.id, None)
+
+    async def _webhook_unreachable(
+        self,
+        connection: ClusterConnection,
+        admission: podsecurity.AdmissionGuard,
+        title: str,
+        missed: list[str],
+    ) -> NoReturn:
+        why = (
+            f"the traffic manager's webhook did not inject the agent into {title} "
+            f"({WEBHOOK_RETRIES + 1} times, last pod {missed[0]}): the API server cannot reach "
+            f"it (Service {connection.options.manager_namespace}/{MANAGER})"
+        )
+        await admission.restore_template(why)
+        raise ClusterError(f"{why}; the pod template was put back")
 
     async def remove_intercept(self, message: connector.RemoveInterceptRequest) -> protobuf.Empty:
         connection = self._connection()
@@ -367,6 +383,7 @@ class ConnectorService(connector.ConnectorBase):
             info.vif_name = conn.vif_name
             info.network_problem = conn.network_problem
             info.open_flows = conn.open_flows
+            info.fragments = conn.fragments.message()
             info.intercepts = [_intercept_info(i, self._mounts) for i in conn.intercepts]
             for intercept in info.intercepts:
                 if intercept.id in self._progress:

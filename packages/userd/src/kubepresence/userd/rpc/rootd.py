@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubepresence.protocol.errors import Category
@@ -69,3 +70,28 @@ async def network_status(socket: Path) -> daemon.DaemonStatus:
             return await stub.status(protobuf.Empty())
     finally:
         channel.close()
+
+
+@dataclass(frozen=True)
+class FragmentCounters:
+    """rootd's IP reassembly this session, as it last said (shown by `status`)."""
+
+    received: int = 0
+    reassembled: int = 0
+    sent: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count, non-zero only
+
+    def message(self) -> common.IpFragments:
+        return common.IpFragments(
+            received=self.received,
+            reassembled=self.reassembled,
+            sent=self.sent,
+            dropped=dict(self.dropped),
+        )
+
+
+def fragment_counters(status: daemon.DaemonStatus) -> FragmentCounters:
+    fragments = status.fragments or common.IpFragments()
+    return FragmentCounters(
+        fragments.received, fragments.reassembled, fragments.sent, dict(fragments.dropped)
+    )

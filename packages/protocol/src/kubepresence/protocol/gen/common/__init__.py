@@ -17,6 +17,7 @@ __all__ = (
     "InterceptInfo",
     "InterceptSpec",
     "InterceptState",
+    "IpFragments",
     "LogLevelRequest",
     "Protocol",
     "SessionInfo",
@@ -518,6 +519,37 @@ class InterceptSpec(betterproto2.Message):
 
 
 default_message_pool.register_message("kubepresence.common", "InterceptSpec", InterceptSpec)
+
+
+@dataclass(eq=False, repr=False)
+class IpFragments(betterproto2.Message):
+    """
+    What rootd's IP reassembly saw this session: drops by reason (only non-zero ones).
+    """
+
+    received: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+    """
+    fragments that arrived from the workstation
+    """
+
+    reassembled: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    datagrams made whole
+    """
+
+    sent: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    fragments rootd sent (answers larger than the MTU)
+    """
+
+    dropped: "dict[str, int]" = betterproto2.field(
+        4,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_UINT64),
+    )
+
+
+default_message_pool.register_message("kubepresence.common", "IpFragments", IpFragments)
 
 
 @dataclass(eq=False, repr=False)

@@ -142,6 +142,13 @@ class ConnectInfo(betterproto2.Message):
     TCP and UDP flows through the VIF, as rootd last said
     """
 
+    fragments: "_common__.IpFragments | None" = betterproto2.field(
+        13, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    as rootd last said
+    """
+
 
 default_message_pool.register_message("kubepresence.connector", "ConnectInfo", ConnectInfo)
 

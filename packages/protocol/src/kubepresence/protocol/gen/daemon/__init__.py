@@ -35,6 +35,10 @@ class DaemonStatus(betterproto2.Message):
 
     open_flows: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
 
+    fragments: "_common__.IpFragments | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
 
 default_message_pool.register_message("kubepresence.daemon", "DaemonStatus", DaemonStatus)
 
