@@ -45,9 +45,12 @@ from kpcluster.commands import wait_for
 from kpcluster.harness import Cluster
 from kubernetes_asyncio import client
 from workstation_cli import (
+    WS_RESOLV_CONF,
+    MachineState,
     Workstation,
     agent_pid,
     command_lines,
+    machine_state,
     manager_pid,
     uninstall_manager,
     ws1_vif_lock,
@@ -62,7 +65,6 @@ log = logging.getLogger(__name__)
 
 SESSION_TTL = 12
 LOCAL_PORT = 8096
-WS_RESOLV_CONF = Path("/etc/netns") / layout.WORKSTATION_NETNS / "resolv.conf"
 # How long a frozen part stays frozen: past rootd's 15 s of userd silence, past the
 # manager's session TTL, past userd's deadline for rootd.
 STOP_SECONDS = {"userd": 18.0, "rootd": 8.0, "manager": 16.0, "agent": 16.0}
@@ -150,29 +152,6 @@ def one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
 
 
 # --- the workstation before and after ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MachineState:
-    resolv_conf: bytes
-    links: tuple[str, ...]
-    routes: tuple[str, ...]
-    rules: tuple[str, ...]
-
-
-def machine_state(cluster: Cluster) -> MachineState:
-    def lines(*argv: str) -> tuple[str, ...]:
-        return tuple(cluster.on_workstation(list(argv)).stdout.splitlines())
-
-    links = tuple(
-        line.split(":")[1].strip() for line in lines("ip", "-o", "link", "show") if ":" in line
-    )
-    routes = lines("ip", "route", "show", "table", "all") + lines(
-        "ip", "-6", "route", "show", "table", "all"
-    )
-    return MachineState(
-        WS_RESOLV_CONF.read_bytes(), links, routes, lines("ip", "rule") + lines("ip", "-6", "rule")
-    )
 
 
 def alive(pid: int) -> bool:
@@ -393,6 +372,18 @@ def test_a_local_daemon_killed_or_frozen(
                     timeout=5,
                     interval=0.1,
                 )
+                wait_for(
+                    "the guardian to exit",
+                    lambda: not tracked.left_named("guardian"),
+                    timeout=5,
+                    interval=0.1,
+                )
+                links = rig.cluster.on_workstation(["ip", "-o", "link"]).stdout
+                assert "kp0" not in links
+                problem = wait_for(
+                    "userd to notice", lambda: network_problem(ws) or None, timeout=10
+                )
+                assert problem.startswith("the root daemon stopped"), problem
                 if state != "connected":
                     assert rig.ask() == "workstation"
             if daemon == "userd":

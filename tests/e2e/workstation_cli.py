@@ -22,6 +22,7 @@ from kpcluster import kube, layout
 from kpcluster.harness import Cluster
 
 BIN = Path(sys.executable).parent
+WS_RESOLV_CONF = Path("/etc/netns") / layout.WORKSTATION_NETNS / "resolv.conf"
 
 # ws1 has one resolv.conf and room for one VIF: one kubepresence session at a time, across
 # test processes (and the benchmarks). Re-entrant within a process.
@@ -131,6 +132,31 @@ class Workstation:
             if key in ("VmRSS", "VmHWM"):
                 fields[key] = int(value.split()[0])
         return fields
+
+
+@dataclass(frozen=True)
+class MachineState:
+    """What a session changes on the workstation namespace: all of it is undone after."""
+
+    resolv_conf: bytes
+    links: tuple[str, ...]
+    routes: tuple[str, ...]
+    rules: tuple[str, ...]
+
+
+def machine_state(cluster: Cluster) -> MachineState:
+    def lines(*argv: str) -> tuple[str, ...]:
+        return tuple(cluster.on_workstation(list(argv)).stdout.splitlines())
+
+    links = tuple(
+        line.split(":")[1].strip() for line in lines("ip", "-o", "link", "show") if ":" in line
+    )
+    routes = lines("ip", "route", "show", "table", "all") + lines(
+        "ip", "-6", "route", "show", "table", "all"
+    )
+    return MachineState(
+        WS_RESOLV_CONF.read_bytes(), links, routes, lines("ip", "rule") + lines("ip", "-6", "rule")
+    )
 
 
 @dataclass

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,12 @@ from rich.markup import escape
 
 from kubepresence.cli import starting
 from kubepresence.cli.core import kubeconfig
+from kubepresence.cli.core.arguments import (
+    address_problem,
+    cidr_problem,
+    first_problem,
+    label_problem,
+)
 from kubepresence.cli.core.envfiles import SYNTAXES, EnvFileError, render_json, renderer
 from kubepresence.cli.core.exits import ExitCode, exit_code
 from kubepresence.cli.core.filters import (
@@ -114,9 +121,27 @@ def _path_facts(path: Path) -> PathFacts:
         is_dir=path.is_dir(),
         parent_exists=parent.exists(),
         parent_is_dir=parent.is_dir(),
-        parent_writable=os.access(parent, os.W_OK),
-        writable_if_exists=not path.exists() or os.access(path, os.W_OK),
+        parent_writable=parent.is_dir() and _can_create_in(parent),
+        writable_if_exists=not path.exists() or path.is_dir() or _can_append(path),
     )
+
+
+# Tried, not asked: os.access says yes to root everywhere (also in /proc, or on a
+# read-only mount), and a "yes" here lets the command change the cluster first.
+def _can_create_in(directory: Path) -> bool:
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".kubepresence-check-"):
+            return True
+    except OSError:
+        return False
+
+
+def _can_append(path: Path) -> bool:
+    try:
+        with path.open("a"):
+            return True
+    except OSError:
+        return False
 
 
 def _cli_log(error: Exception) -> Path:
@@ -287,6 +312,17 @@ async def connect(
     ] = False,
 ) -> None:
     """Join the cluster network: cluster services by name, ClusterIP and pod IP."""
+    problem = first_problem(
+        [
+            label_problem("--manager-namespace", manager_namespace),
+            label_problem("--namespace", namespace) if namespace else None,
+            *(label_problem("--mapped-namespaces", n) for n in mapped_namespaces or []),
+            *(cidr_problem("--also-proxy", c) for c in also_proxy or []),
+            *(cidr_problem("--never-proxy", c) for c in never_proxy or []),
+        ]
+    )
+    if problem:
+        raise UserError(problem)  # before a daemon starts or anything is installed
     with err.status("starting the daemons", spinner="dots"):
         socket = await starting.ensure_daemons()
     arguments = daemons.ConnectArguments(
@@ -414,6 +450,15 @@ async def intercept(
     hint = workload_hint(workload)
     if hint:
         raise UserError(hint)
+    problem = first_problem(
+        [
+            label_problem("--name", name) if name else None,
+            label_problem("--namespace", namespace) if namespace else None,
+            address_problem("--address", address),
+        ]
+    )
+    if problem:
+        raise UserError(problem)
     spec = parse_port_spec(port)
     try:
         render_env_file = renderer(env_syntax)
@@ -567,6 +612,9 @@ async def gather_logs(
     ),
 ) -> None:
     """Collect the logs of every component, cluster side included, into one archive."""
+    why = unwritable("--output-file", str(output_file), _path_facts(output_file))
+    if why:
+        raise UserError(why)
     socket = await starting.ensure_userd()
     files = await daemons.gather_logs(socket, output_file.resolve())
     out.print(f"Wrote {output_file} ({len(files)} logs).")
@@ -580,6 +628,9 @@ HelmKubeconfig = Annotated[str, typer.Option("--kubeconfig", help="kubeconfig fi
 
 
 async def _helm(action: str, namespace: str, context: str, kubeconfig_flag: str) -> None:
+    problem = label_problem("--manager-namespace", namespace)
+    if problem:
+        raise UserError(problem)
     socket = await starting.ensure_userd()
     with err.status(f"helm {action}", spinner="dots") as spinner:
         result = await daemons.manage_traffic_manager(

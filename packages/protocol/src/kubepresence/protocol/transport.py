@@ -67,6 +67,17 @@ def _translate(method: IServerMethodFunc) -> IServerMethodFunc:
             raise to_grpc_error(error) from error
         except (GRPCError, StreamTerminatedError):
             raise
+        except BaseExceptionGroup as group:
+            # A servicer's task group ends with the failure of one of its tasks: when that
+            # is an expected one (a peer's stream lost, a KubepresenceError), it is that.
+            expected = _expected_leaf(group)
+            if expected is None:
+                log.exception("unexpected error in %s", getattr(method, "__qualname__", method))
+                message = unexpected_error_message(group, logs.log_location())
+                raise GRPCError(Status.INTERNAL, message) from group
+            if isinstance(expected, KubepresenceError):
+                raise to_grpc_error(expected) from group
+            raise expected from group
         except Exception as error:
             # A bug: the traceback goes to the log and the client gets one line that says
             # where it is (grpclib alone would answer a bare "Internal Server Error").
@@ -75,6 +86,28 @@ def _translate(method: IServerMethodFunc) -> IServerMethodFunc:
             raise GRPCError(Status.INTERNAL, message) from error
 
     return translated
+
+
+def _expected_leaf(
+    group: BaseExceptionGroup[BaseException],
+) -> KubepresenceError | GRPCError | StreamTerminatedError | None:
+    """The first failure of a group whose failures are all expected ones; else None."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    expected = (KubepresenceError, GRPCError, StreamTerminatedError)
+    if not leaves or not all(isinstance(leaf, expected) for leaf in leaves):
+        return None
+    first = leaves[0]
+    assert isinstance(first, expected)
+    return first
 
 
 def _install_request_hooks(server: Server, allowed_uids: Collection[int] | None) -> None:

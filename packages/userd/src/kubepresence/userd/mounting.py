@@ -121,7 +121,22 @@ def check_mount_point(requested: str) -> Path | None:
             raise UserError(f"mount point {path}: not an empty directory")
     elif path.exists() or path.is_symlink():
         raise UserError(f"mount point {path}: exists and is not a directory")
+    else:
+        _check_creatable(path)
     return path
+
+
+def _check_creatable(path: Path) -> None:
+    """Make (and remove again) the missing directories up to `path`: tried now, since
+    asking (os.access) says yes to root where nothing can be made, such as /proc."""
+    missing = [path, *(p for p in path.parents if not p.exists())]
+    try:
+        path.mkdir(parents=True)
+    except OSError as error:
+        raise UserError(f"mount point {path}: cannot create it: {error.strerror}") from None
+    for made in missing:  # deepest first
+        with contextlib.suppress(OSError):
+            made.rmdir()
 
 
 def prepare_mount_point(requested: str, intercept: str) -> MountPoint:

@@ -25,7 +25,7 @@ from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
 from kubepresence.userd.core import arrival, localports
 from kubepresence.userd.core.manifests import MANAGER, install_from_environment
 from kubepresence.userd.core.session import Phase
-from kubepresence.userd.k8s import agents, logs, podsecurity, resolving
+from kubepresence.userd.k8s import agents, logs, namespaces, podsecurity, resolving
 from kubepresence.userd.k8s.portforwarding import port_forward_protocol
 from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc.manager import InterceptRequest, InterceptView
@@ -273,7 +273,10 @@ class ConnectorService(connector.ConnectorBase):
         connection = self._connection()
         namespace = message.namespace or connection.target.namespace
         workloads = []
-        for kind, name, injected in await agents.list_workloads(connection.api, namespace):
+        found = await agents.list_workloads(connection.api, namespace)
+        if not found:  # none, or no such namespace: say which
+            await namespaces.require(connection.api, [namespace], connection.target.context)
+        for kind, name, injected in found:
             intercepts = [
                 _intercept_info(i, self._mounts)
                 for i in connection.intercepts

@@ -1,0 +1,52 @@
+"""Values the command line checks itself, before a daemon starts or anything is applied.
+
+A name the API server would refuse, or a CIDR rootd would refuse, used to get as far as an
+installed traffic manager and an arrived session before the refusal came back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+# Namespaces and intercept names are RFC 1123 labels (the API server's rule for
+# namespaces; an intercept's name also becomes part of paths, headers and URLs).
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+MAX_LABEL = 63
+
+
+def label_problem(what: str, value: str) -> str | None:
+    """Why `value` is not a valid `what` (one line), or None."""
+    if len(value) <= MAX_LABEL and _LABEL.fullmatch(value):
+        return None
+    return (
+        f"{what} {value!r} is not a valid name: lowercase letters, digits and '-', "
+        f"at most {MAX_LABEL}, starting and ending with a letter or digit"
+    )
+
+
+def cidr_problem(option: str, value: str) -> str | None:
+    """Why `value` is not a subnet for `option` (one line), or None."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as error:
+        return f"{option} {value!r} is not a CIDR such as 10.0.0.0/16 ({error})"
+    return None
+
+
+_HOST_LABEL = r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(\.{_HOST_LABEL})*\.?")
+
+
+def address_problem(option: str, value: str) -> str | None:
+    """Why `value` is neither an IP address nor a host name (one line), or None."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(value):
+            return f"{option} {value!r} is neither an IP address nor a host name"
+    return None
+
+
+def first_problem(problems: list[str | None]) -> str | None:
+    return next((p for p in problems if p), None)
