@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -184,9 +185,8 @@ class Tracked:
                     and f"--rootd={pid}".encode() in argv
                 ):
                     self.pids.setdefault(guardian, "guardian")
-        for line in self.ws.log("userd").splitlines():
-            if "(sshfs pid " in line:
-                self.pids.setdefault(int(line.rsplit("(sshfs pid ", 1)[1].rstrip(")")), "sshfs")
+        for pid in re.findall(r"\(sshfs pid (\d+)\)", self.ws.log("userd")):
+            self.pids.setdefault(int(pid), "sshfs")
 
     def left(self) -> list[str]:
         return [f"{name} {pid}" for pid, name in self.pids.items() if alive(pid)]
@@ -494,6 +494,45 @@ def test_a_cluster_part_killed_or_frozen_during_an_intercept(
     print(f"{part} {how}: the intercept took the traffic again after {took:.1f} s")
     wait_for("a Service to answer by name", lambda: service_answers(rig, ws), timeout=RECOVERY)
     settle_and_check_clean(rig, ws, tracked, before)
+
+
+def test_loglevel_reaches_the_manager_and_its_agents(rig: Rig, workstation: Workstation) -> None:
+    """`loglevel` sets every part's level (-r: the cluster's only), for a while."""
+    ws = workstation
+    connect(rig, ws)
+    pod = echo_pod(rig)
+    result = ws.kp("loglevel", "debug", "-r", "-d", "30")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Traffic manager and agents log level: debug for 30 s"
+
+    def logged(namespace: str, target: str, text: str, *container: str) -> bool:
+        logs = rig.cluster.kubectl("logs", "-n", namespace, target, *container, "--tail=200")
+        return text in logs
+
+    wait_for(
+        "the manager's own change",
+        lambda: logged(
+            rig.manager_namespace,
+            "deployment/kubepresence-manager",
+            "log level debug for 30 s, for the manager and its agents",
+        ),
+        timeout=20,
+    )
+    wait_for(
+        "the agent's change",
+        lambda: logged(
+            rig.namespace, f"pod/{pod}", "as the manager says", "-c", "kubepresence-agent"
+        ),
+        timeout=20,
+    )
+    assert "log level set to debug" not in ws.log("userd")  # -r: the cluster's only
+    everything = ws.kp("loglevel", "info")
+    assert everything.returncode == 0, everything.stderr
+    assert everything.stdout.splitlines() == [
+        "User daemon log level: info",
+        "Root daemon log level: info",
+        "Traffic manager and agents log level: info",
+    ]
 
 
 def test_a_cut_port_forward_is_made_again(

@@ -157,14 +157,6 @@ def test_a_timed_loglevel_reverts_by_itself(connected: Connected) -> None:
         wait_for(f"{name} going back to info", lambda: reverted(name), timeout=20)  # noqa: B023
 
 
-def test_loglevel_remote_only_is_refused_in_one_line(connected: Connected) -> None:
-    result = connected.ws.kp("loglevel", "debug", "-r")
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = (result.stdout + result.stderr).strip().splitlines()
-    assert len(lines) == 1, lines
-    assert "traffic manager" in lines[0]
-
-
 # Malformed packets written straight into kp0 from ws1 (an AF_PACKET socket bound to the
 # device: nothing can leave through another interface). Sources are ws1's own address on
 # the path to the Service and destinations the echo Service, so any answer rootd writes

@@ -31,12 +31,11 @@ def test_local_and_remote_only_exclude_each_other() -> None:
     assert "exclude each other" in result.output
 
 
-def test_remote_only_is_refused_in_one_line() -> None:
+def test_remote_only_without_a_connection_says_connect() -> None:
     result = runner.invoke(app, ["loglevel", "debug", "--remote-only"])
-    assert result.exit_code == ExitCode.USER
+    assert result.exit_code == ExitCode.CONFIG
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1
-    assert "traffic manager" in lines[0]
+    assert lines == ["kubepresence: not connected: run 'kubepresence connect' first"]
 
 
 def test_negative_duration_is_a_usage_error() -> None:

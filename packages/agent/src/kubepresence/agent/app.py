@@ -27,7 +27,7 @@ from kubepresence.agent.exporting import VolumeExport
 from kubepresence.agent.forwarding import STREAM_LIMIT, Forwarder
 from kubepresence.agent.httprouting import APP, route_http
 from kubepresence.agent.intercepting import follow_intercepts, hand_over, report_not_http
-from kubepresence.agent.rpc.manager import ManagerSession
+from kubepresence.agent.rpc.manager import ManagerSession, follow_log_level
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.tunnel import describe
 
@@ -131,9 +131,13 @@ class TrafficAgent:
                         name="intercept-watch",
                     )
                     replaced = watch.create_task(session.replaced(session_id), name="replaced")
+                    leveling = watch.create_task(
+                        follow_log_level(session.channel, session_id), name="log-level-watch"
+                    )
                     await asyncio.wait({following, replaced}, return_when=asyncio.FIRST_COMPLETED)
                     following.cancel()
                     replaced.cancel()
+                    leveling.cancel()
             except* (GRPCError, OSError, TimeoutError, StreamTerminatedError) as failed:
                 log.info("intercept watch interrupted: %s", describe(failed.exceptions[0]))
             await asyncio.sleep(FOLLOW_RETRY)

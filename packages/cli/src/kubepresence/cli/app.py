@@ -230,22 +230,26 @@ async def loglevel(
         typer.Option("--remote-only", "-r", help="only the traffic manager and agents"),
     ] = False,
 ) -> None:
-    """Change the log level of the running daemons (user and root daemon)."""
+    """Change the log level of the daemons, the traffic manager and its agents."""
     level = level.lower()
     if level not in LEVELS:
         raise UserError(f"unknown log level {level!r}: use one of {', '.join(LEVELS)}")
     if local_only and remote_only:
         raise UserError("--local-only and --remote-only exclude each other")
-    if remote_only:
-        # The Manager protocol has no SetLogLevel: their level is the chart's/deployment's.
-        raise UserError(
-            "cannot set the traffic manager's or agents' log level at run time (their "
-            "protocol has no SetLogLevel): install with the chart's logLevel value instead"
-        )
-    targets = [
-        ("User daemon", paths.userd_socket(), daemons.set_userd_log_level),
-        ("Root daemon", paths.rootd_socket(), daemons.set_rootd_log_level),
-    ]
+    targets = []
+    if not remote_only:
+        targets += [
+            ("User daemon", paths.userd_socket(), daemons.set_userd_log_level),
+            ("Root daemon", paths.rootd_socket(), daemons.set_rootd_log_level),
+        ]
+    userd_socket = paths.userd_socket()
+    connected = daemons.socket_is_live(userd_socket) and (
+        (await daemons.userd_status(userd_socket)).state == "connected"
+    )
+    if remote_only and not connected:
+        raise ConfigError("not connected: run 'kubepresence connect' first")
+    if connected and not local_only:
+        targets.append(("Traffic manager and agents", userd_socket, daemons.set_cluster_log_level))
     live = [
         (name, socket, call) for name, socket, call in targets if daemons.socket_is_live(socket)
     ]

@@ -70,6 +70,10 @@ class UserDaemon:
             progress(f"bringing the cluster network back ({current.network_problem})")
             await self._join_network(current, progress)
             current.network_problem = ""
+            if self.mounts.get_all():
+                progress("mounting the intercepts' volumes again")
+                problems = await self.mounts.remount_all()
+                current.note("volumes mounted again" + "".join(f"; {p}" for p in problems))
             return current
         progress("reading the kubeconfig")
         target = await resolve_target(

@@ -171,6 +171,9 @@ class Mounts:
     def get(self, intercept: str) -> Mount | None:
         return self._mounts.get(intercept)
 
+    def get_all(self) -> list[Mount]:
+        return list(self._mounts.values())
+
     async def mount_intercept(
         self, intercept: str, requested: str, pod_ip: str, sftp_port: int
     ) -> tuple[str, str]:
@@ -252,9 +255,26 @@ class Mounts:
         for intercept in list(self._mounts):
             await self.unmount(intercept)
 
+    async def remount_all(self) -> list[str]:
+        """Make every mount again at the same place: after the cluster network came back
+        from a dead root daemon, sshfs's connection (a flow of the old one) is gone or
+        hangs. Returns what could not be mounted again, one line each."""
+        problems = []
+        for intercept, mount in list(self._mounts.items()):
+            del self._mounts[intercept]
+            await _stop(mount, release=False)
+            pod_ip, _, port = mount.source.rpartition(":")
+            try:
+                await self.mount(intercept, mount.point, pod_ip, int(port))
+            except MountError as error:
+                release_mount_point(mount.point)
+                problems.append(f"intercept {intercept}: {error}")
+        return problems
 
-async def _stop(mount: Mount) -> None:
-    """Unmount, end the sshfs process (by its PID), remove a mount point we made."""
+
+async def _stop(mount: Mount, *, release: bool = True) -> None:
+    """Unmount, end the sshfs process (by its PID), remove a mount point we made (unless
+    it is to be used again)."""
     point = mount.point.path
     if is_mounted(point):
         for command in ([FUSERMOUNT, "-u", str(point)], ["umount", "-l", str(point)]):
@@ -279,7 +299,8 @@ async def _stop(mount: Mount) -> None:
                     process.kill()
                 await process.wait()
     log.info("unmounted %s (sshfs pid %d exited: %s)", point, process.pid, process.returncode)
-    release_mount_point(mount.point)
+    if release:
+        release_mount_point(mount.point)
 
 
 async def _run(command: list[str]) -> bool:

@@ -17,6 +17,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from kubepresence.agent.core.config import AgentConfig, next_backoff
 from kubepresence.protocol import version_of
 from kubepresence.protocol.gen import common, manager
+from kubepresence.protocol.logs import set_level_for
 from kubepresence.protocol.transport import tcp_channel
 from kubepresence.protocol.tunnel import describe
 
@@ -137,3 +138,27 @@ class ManagerSession:
         finally:
             self.session_id = None
             self._channel.close()
+
+
+async def follow_log_level(channel: Channel, session_id: str) -> None:
+    """Take the level `kubepresence loglevel` sets for the cluster, until the stream ends.
+    Never fails the watch it runs beside: a manager without it, or a lost stream, is only
+    logged (the intercept watch notices a lost manager on its own)."""
+    watch = manager.ManagerStub(channel)  # no deadline: the watch lives with the session
+    try:
+        async for request in watch.watch_log_level(common.SessionInfo(session_id=session_id)):
+            try:
+                set_level_for(request.level, request.duration_seconds)
+            except ValueError as error:
+                log.warning("the manager asked for %s", error)
+                continue
+            log.info(
+                "log level %s%s, as the manager says",
+                request.level,
+                f" for {request.duration_seconds} s" if request.duration_seconds else "",
+            )
+    except GRPCError as error:
+        if error.status is not Status.UNIMPLEMENTED:
+            log.info("log level watch ended: %s", describe(error))
+    except (OSError, TimeoutError, StreamTerminatedError) as error:
+        log.info("log level watch ended: %s", describe(error))

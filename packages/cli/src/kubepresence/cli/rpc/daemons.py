@@ -117,6 +117,14 @@ async def set_userd_log_level(socket: Path, level: str, duration: int) -> None:
         await stub.set_log_level(common.LogLevelRequest(level=level, duration_seconds=duration))
 
 
+async def set_cluster_log_level(socket: Path, level: str, duration: int) -> None:
+    """The traffic manager's and its agents' level, through userd's session."""
+    async with _userd(socket) as stub:
+        await stub.set_cluster_log_level(
+            common.LogLevelRequest(level=level, duration_seconds=duration)
+        )
+
+
 async def set_rootd_log_level(socket: Path, level: str, duration: int) -> None:
     async with _rootd(socket) as stub:
         await stub.set_log_level(common.LogLevelRequest(level=level, duration_seconds=duration))

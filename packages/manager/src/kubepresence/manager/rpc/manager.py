@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -17,6 +18,7 @@ from grpclib.server import Stream
 from kubepresence.manager.core.addresses import destination
 from kubepresence.manager.core.agents import Agent, AgentPort, AgentTable
 from kubepresence.manager.core.dns import BadQuestionError
+from kubepresence.manager.core.loglevels import ClusterLogLevel
 from kubepresence.manager.core.previews import Preview
 from kubepresence.manager.core.sessions import Session, SessionKind, SessionRegistry
 from kubepresence.manager.k8s.discovery import ClusterNetwork
@@ -27,6 +29,7 @@ from kubepresence.protocol import version_of
 from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
+from kubepresence.protocol.logs import set_level_for
 from kubepresence.protocol.tunnel import control, describe, relay, send_reset
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,8 @@ class ManagerService(manager.ManagerBase):
         self._agent_workloads: set[tuple[str, str]] = set()
         self._agents = AgentTable()
         self._agents_changed = asyncio.Event()
+        self._log_level = ClusterLogLevel()
+        self._log_level_changed = asyncio.Event()
         self._terminating_pods: set[tuple[str, str]] = set()
         self._network = network
         self._dial_timeout = dial_timeout
@@ -311,6 +316,39 @@ class ManagerService(manager.ManagerBase):
         async for dial in self._desk.watch_dials(client):
             yield dial
             self._sessions.get(client)
+
+    async def set_log_level(self, message: common.LogLevelRequest) -> protobuf.Empty:
+        try:
+            set_level_for(message.level, message.duration_seconds)
+        except ValueError as error:
+            raise UserError(str(error)) from error
+        log.info(
+            "log level %s%s, for the manager and its agents",
+            message.level,
+            f" for {message.duration_seconds} s" if message.duration_seconds else "",
+        )
+        self._log_level.set(message.level, message.duration_seconds, self._now())
+        changed, self._log_level_changed = self._log_level_changed, asyncio.Event()
+        changed.set()
+        return protobuf.Empty()
+
+    async def watch_log_level(
+        self, message: common.SessionInfo
+    ) -> AsyncIterator[common.LogLevelRequest]:
+        """An agent's level: the one in force when it starts watching, then every change."""
+        self._agent(message.session_id)
+        seen = -1
+        while True:
+            changed = self._log_level_changed  # taken first: no change is missed
+            if self._log_level.changes != seen:
+                seen = self._log_level.changes
+                level = self._log_level.in_force(self._now())
+                if level is not None:
+                    yield common.LogLevelRequest(
+                        level=level.level, duration_seconds=math.ceil(level.seconds_left)
+                    )
+            await changed.wait()
+            self._sessions.get(message.session_id)  # the watch ends with the session
 
     async def watch_agents(
         self, message: common.SessionInfo

@@ -445,6 +445,11 @@ class ConnectorService(connector.ConnectorBase):
         log.info("log level set to %s", message.level)
         return protobuf.Empty()
 
+    async def set_cluster_log_level(self, message: common.LogLevelRequest) -> protobuf.Empty:
+        connection = self._connection()
+        await connection.manager.set_log_level(message.level, message.duration_seconds)
+        return protobuf.Empty()
+
     async def quit(self, message: protobuf.Empty) -> protobuf.Empty:
         self._supervisor.request_stop_after_reply("quit requested by the CLI")
         return protobuf.Empty()

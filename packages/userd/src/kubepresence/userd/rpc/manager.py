@@ -20,7 +20,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from kubepresence.protocol.encoded import EncodedMessage
-from kubepresence.protocol.errors import ClusterError
+from kubepresence.protocol.errors import ClusterError, NotBuiltError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.transport import client_errors
@@ -242,6 +242,22 @@ class ManagerClient:
                 common.SessionInfo(session_id=session_id)
             ):
                 yield [InterceptView.of(info) for info in snapshot.intercepts]
+
+    async def set_log_level(self, level: str, seconds: int) -> None:
+        """The manager's and its agents' level (`loglevel`); a manager older than this
+        call says so (NotBuiltError)."""
+        async with client_errors("the traffic manager does not answer"):
+            try:
+                await self._stub.set_log_level(
+                    common.LogLevelRequest(level=level, duration_seconds=seconds)
+                )
+            except GRPCError as error:
+                if error.status is Status.UNIMPLEMENTED:
+                    raise NotBuiltError(
+                        "this traffic manager cannot change its log level at run time: "
+                        "'kubepresence helm upgrade' brings one that can"
+                    ) from None
+                raise
 
     async def agent_pods(self, session_id: str, namespace: str, workload: str) -> set[str]:
         """The pods of `workload` whose agents are present in the manager now."""

@@ -552,6 +552,27 @@ class ConnectorStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def set_cluster_log_level(
+        self,
+        message: "_common__.LogLevelRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "__google__protobuf__.Empty":
+        """
+        The traffic manager's and its agents' level, through this session.
+        """
+
+        return await self._unary_unary(
+            "/kubepresence.connector.Connector/SetClusterLogLevel",
+            message,
+            __google__protobuf__.Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def gather_logs(
         self,
         message: "GatherLogsRequest",
@@ -708,6 +729,15 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def set_cluster_log_level(
+        self, message: "_common__.LogLevelRequest"
+    ) -> "__google__protobuf__.Empty":
+        """
+        The traffic manager's and its agents' level, through this session.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def gather_logs(self, message: "GatherLogsRequest") -> "GatherLogsResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -814,6 +844,14 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
         response = await self.set_log_level(request)
         await stream.send_message(response)
 
+    async def __rpc_set_cluster_log_level(
+        self, stream: "grpclib.server.Stream[_common__.LogLevelRequest, __google__protobuf__.Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.set_cluster_log_level(request)
+        await stream.send_message(response)
+
     async def __rpc_gather_logs(
         self, stream: "grpclib.server.Stream[GatherLogsRequest, GatherLogsResponse]"
     ) -> None:
@@ -912,6 +950,12 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
             ),
             "/kubepresence.connector.Connector/SetLogLevel": grpclib.const.Handler(
                 self.__rpc_set_log_level,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                _common__.LogLevelRequest,
+                __google__protobuf__.Empty,
+            ),
+            "/kubepresence.connector.Connector/SetClusterLogLevel": grpclib.const.Handler(
+                self.__rpc_set_cluster_log_level,
                 grpclib.const.Cardinality.UNARY_UNARY,
                 _common__.LogLevelRequest,
                 __google__protobuf__.Empty,

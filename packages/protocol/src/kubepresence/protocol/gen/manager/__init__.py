@@ -480,6 +480,47 @@ class ManagerStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
+    async def set_log_level(
+        self,
+        message: "_common__.LogLevelRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "__google__protobuf__.Empty":
+        """
+        `kubepresence loglevel`: the manager's own level, and every agent's (agents follow
+        WatchLogLevel: the level in force now, then each change, with the time left of it).
+        """
+
+        return await self._unary_unary(
+            "/kubepresence.manager.Manager/SetLogLevel",
+            message,
+            __google__protobuf__.Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def watch_log_level(
+        self,
+        message: "_common__.SessionInfo",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[_common__.LogLevelRequest]":
+
+        async for response in self._unary_stream(
+            "/kubepresence.manager.Manager/WatchLogLevel",
+            message,
+            _common__.LogLevelRequest,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
 
 from ..google import protobuf as __google__protobuf__
 from .. import common as _common__
@@ -577,6 +618,23 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield _common__.DialRequest()
+
+    async def set_log_level(
+        self, message: "_common__.LogLevelRequest"
+    ) -> "__google__protobuf__.Empty":
+        """
+        `kubepresence loglevel`: the manager's own level, and every agent's (agents follow
+        WatchLogLevel: the level in force now, then each change, with the time left of it).
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def watch_log_level(
+        self, message: "_common__.SessionInfo"
+    ) -> "AsyncIterator[_common__.LogLevelRequest]":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield _common__.LogLevelRequest()
 
     async def __rpc_version(
         self, stream: "grpclib.server.Stream[__google__protobuf__.Empty, _common__.VersionInfo]"
@@ -709,6 +767,25 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
+    async def __rpc_set_log_level(
+        self, stream: "grpclib.server.Stream[_common__.LogLevelRequest, __google__protobuf__.Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.set_log_level(request)
+        await stream.send_message(response)
+
+    async def __rpc_watch_log_level(
+        self, stream: "grpclib.server.Stream[_common__.SessionInfo, _common__.LogLevelRequest]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await self._call_rpc_handler_server_stream(
+            self.watch_log_level,
+            stream,
+            request,
+        )
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/kubepresence.manager.Manager/Version": grpclib.const.Handler(
@@ -800,5 +877,17 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 _common__.SessionInfo,
                 _common__.DialRequest,
+            ),
+            "/kubepresence.manager.Manager/SetLogLevel": grpclib.const.Handler(
+                self.__rpc_set_log_level,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                _common__.LogLevelRequest,
+                __google__protobuf__.Empty,
+            ),
+            "/kubepresence.manager.Manager/WatchLogLevel": grpclib.const.Handler(
+                self.__rpc_watch_log_level,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                _common__.SessionInfo,
+                _common__.LogLevelRequest,
             ),
         }
