@@ -21,6 +21,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from kpcluster.commands import wait_for
@@ -97,6 +98,18 @@ def test_datagrams_up_to_65507_bytes_come_back_byte_exact(connected: Connected) 
     failed = {size: r for size, r in answer["results"].items() if not r["ok"]}
     assert not failed, f"{failed}\n{ws.logs()}"
     assert "IP fragment(s)" not in ws.log("rootd"), ws.logs()  # no drop warning
+
+    # status shows what reassembly did (userd asks rootd every second).
+    def counted() -> dict[str, Any] | None:
+        fragments: dict[str, Any] = ws.status()["connection"]["ip_fragments"]  # type: ignore[index]
+        return fragments if fragments["reassembled"] > 0 else None
+
+    fragments = wait_for("status to show the reassembly", counted, timeout=10)
+    large = [size for size in SIZES if size > 1472]
+    assert fragments["received"] >= 2 * len(large), fragments
+    assert fragments["reassembled"] >= len(large), fragments
+    assert fragments["sent"] >= 2 * len(large), fragments  # the answers, fragmented
+    assert fragments["dropped"] == {}, fragments
 
 
 BAD_DNS_QUERY = r"""
@@ -272,3 +285,11 @@ def test_rootd_survives_a_malformed_packet_flood(connected: Connected) -> None:
     assert drops, "the flood's fragment drops were not logged\n" + ws.logs()
     # Rate-limited: at most one line per 10 s of flood (plus the first).
     assert len(drops) <= flood["seconds"] / 10 + 2, drops
+
+    # The drops by reason in status too.
+    def dropped() -> dict[str, int] | None:
+        fragments = ws.status()["connection"]["ip_fragments"]  # type: ignore[index]
+        return dict(fragments["dropped"]) or None
+
+    reasons = wait_for("status to count the flood's drops", dropped, timeout=10)
+    assert all(count > 0 for count in reasons.values()), reasons

@@ -350,7 +350,14 @@ async def complete_manager(
     if current is not None and _helm_release(current) is None:
         for obj in manager_objects(install):
             ref = Ref.of(obj)
-            if await rest.get(ref) is None:
+            if ref.kind == "Namespace":
+                continue  # the Deployment lives in it
+            try:
+                live = await rest.get(ref)
+            except ClusterError as error:  # e.g. may not read cluster-wide objects
+                log.info("cannot check the install for missing objects: %s", error.message)
+                break
+            if live is None:
                 progress(f"creating {ref}: an earlier install stopped before it")
                 await rest.apply(obj)
                 created.append(str(ref))

@@ -23,7 +23,7 @@ from kubepresence.protocol.logs import set_level_for
 from kubepresence.userd import mounting
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
 from kubepresence.userd.core import arrival, localports
-from kubepresence.userd.core.manifests import MANAGER, install_from_environment
+from kubepresence.userd.core.manifests import install_from_environment
 from kubepresence.userd.core.session import Phase
 from kubepresence.userd.k8s import agents, logs, namespaces, podsecurity, resolving
 from kubepresence.userd.k8s.portforwarding import port_forward_protocol
@@ -185,8 +185,9 @@ class ConnectorService(connector.ConnectorBase):
                         p for p in arrival.passed_by_webhook(seen.pods) if p not in replaced
                     ]:
                         if webhook_retries == WEBHOOK_RETRIES:
-                            # Not a moment's gap: the API server cannot reach the webhook.
-                            await self._webhook_unreachable(connection, admission, title, missed)
+                            # Not a moment's gap: the webhook is not reached (or skips them).
+                            why = arrival.stuck(seen.pods, seen.replicas, title, known, routed)
+                            await self._webhook_unreachable(view.name, admission, why)
                         log.info("the webhook let %s pass without the agent: again", missed)
                         await agents.replace_pods(connection.api, namespace, missed)
                         replaced.update(missed)
@@ -242,19 +243,14 @@ class ConnectorService(connector.ConnectorBase):
             self._progress.pop(view.id, None)
 
     async def _webhook_unreachable(
-        self,
-        connection: ClusterConnection,
-        admission: podsecurity.AdmissionGuard,
-        title: str,
-        missed: list[str],
+        self, name: str, admission: podsecurity.AdmissionGuard, why: str
     ) -> NoReturn:
-        why = (
-            f"the traffic manager's webhook did not inject the agent into {title} "
-            f"({WEBHOOK_RETRIES + 1} times, last pod {missed[0]}): the API server cannot reach "
-            f"it (Service {connection.options.manager_namespace}/{MANAGER})"
+        failure = (
+            f"intercept {name}: the traffic manager's webhook did not inject the agent "
+            f"({WEBHOOK_RETRIES + 1} tries): {why}"
         )
-        await admission.restore_template(why)
-        raise ClusterError(f"{why}; the pod template was put back")
+        await admission.restore_template(failure)
+        raise ClusterError(f"{failure}; the pod template was put back")
 
     async def remove_intercept(self, message: connector.RemoveInterceptRequest) -> protobuf.Empty:
         connection = self._connection()
