@@ -45,6 +45,7 @@ from kubepresence.cli.core.mounts import ROOT_VARIABLE, parse_mount
 from kubepresence.cli.core.outputs import PathFacts, unwritable, workload_hint
 from kubepresence.cli.core.ports import parse_port_spec
 from kubepresence.cli.core.rendering import OutputFormat, render
+from kubepresence.cli.core.routingflags import RoutingFlagError, parse_routing
 from kubepresence.cli.rpc import daemons
 from kubepresence.protocol import paths, version_of
 from kubepresence.protocol.errors import (
@@ -56,6 +57,7 @@ from kubepresence.protocol.errors import (
 )
 from kubepresence.protocol.httpfilter import auto_header
 from kubepresence.protocol.logs import LEVELS
+from kubepresence.protocol.routing import DEFAULT_VIRTUAL_SUBNET
 
 P = ParamSpec("P")
 PROGRESS_POLL = 1.0  # seconds between looks at a waiting intercept's progress
@@ -314,6 +316,35 @@ async def connect(
     no_install: Annotated[
         bool, typer.Option(help="fail instead of installing the traffic manager")
     ] = False,
+    allow_conflicting_subnets: Annotated[
+        list[str] | None,
+        typer.Option(help="CIDR to route even where a local route overlaps (own table + rule)"),
+    ] = None,
+    vnat: Annotated[
+        list[str] | None,
+        typer.Option(help="CIDR of cluster addresses to reach through virtual addresses"),
+    ] = None,
+    proxy_via: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="CIDR=WORKLOAD: as --vnat, and the flows leave from WORKLOAD's pods "
+            "([NAMESPACE/]WORKLOAD, with a traffic agent)"
+        ),
+    ] = None,
+    virtual_subnet: Annotated[
+        str,
+        typer.Option(help=f"where virtual addresses come from [default: {DEFAULT_VIRTUAL_SUBNET}]"),
+    ] = "",
+    dns_exclude_suffix: Annotated[
+        list[str] | None, typer.Option(help="names under this suffix never go to the cluster")
+    ] = None,
+    dns_include_suffix: Annotated[
+        list[str] | None, typer.Option(help="names under this suffix always go to the cluster")
+    ] = None,
+    dns_map: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=TARGET: answer NAME with an IP address or another name's answer"),
+    ] = None,
 ) -> None:
     """Join the cluster network: cluster services by name, ClusterIP and pod IP."""
     problem = first_problem(
@@ -327,6 +358,18 @@ async def connect(
     )
     if problem:
         raise UserError(problem)  # before a daemon starts or anything is installed
+    try:
+        routing = parse_routing(
+            allow_conflicting=allow_conflicting_subnets or [],
+            vnat=vnat or [],
+            proxy_via=proxy_via or [],
+            virtual_subnet=virtual_subnet,
+            dns_exclude_suffixes=dns_exclude_suffix or [],
+            dns_include_suffixes=dns_include_suffix or [],
+            dns_map=dns_map or [],
+        )
+    except RoutingFlagError as error:
+        raise UserError(str(error)) from None
     with err.status("starting the daemons", spinner="dots"):
         socket = await starting.ensure_daemons()
     arguments = daemons.ConnectArguments(
@@ -339,6 +382,7 @@ async def connect(
         never_proxy=never_proxy or [],
         no_install=no_install,
         environment={k: v for k, v in os.environ.items() if k in FORWARDED_VARIABLES},
+        routing=routing,
     )
     with err.status("connecting", spinner="dots") as spinner:
         info = await daemons.connect(socket, arguments, lambda s: spinner.update(s))

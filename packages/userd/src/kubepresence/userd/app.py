@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from kubepresence.protocol import version_of
@@ -14,7 +15,7 @@ from kubepresence.userd.connecting import ClusterConnection, ConnectOptions, Pro
 from kubepresence.userd.core.manifests import install_from_environment
 from kubepresence.userd.core.session import SessionState
 from kubepresence.userd.intercepting import answer_dials
-from kubepresence.userd.k8s import installing, namespaces
+from kubepresence.userd.k8s import agents, installing, namespaces
 from kubepresence.userd.k8s.apiclient import kubeconfig_source, resolve_target, rest_client
 from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc import rootd
@@ -79,6 +80,7 @@ class UserDaemon:
         target = await resolve_target(
             kubeconfig_source(kubeconfig, environment), context, namespace
         )
+        options = replace(options, routing=options.routing.in_namespace(target.namespace))
         if current is not None and (
             current.target.context,
             current.target.namespace,
@@ -91,7 +93,20 @@ class UserDaemon:
         try:
             # Before anything is installed: a misspelt -n must not leave a manager behind.
             await namespaces.require(
-                connection.api, [target.namespace, *options.mapped_namespaces], target.context
+                connection.api,
+                [
+                    target.namespace,
+                    *options.mapped_namespaces,
+                    *(p.namespace for p in options.routing.proxy_via),
+                ],
+                target.context,
+            )
+            await agents.require_agents(
+                connection.api,
+                [
+                    (p.namespace, p.workload, f"--proxy-via {p.cidr}")
+                    for p in options.routing.proxy_via
+                ],
             )
             await connection.ensure_manager(progress)
             ready = asyncio.Event()
@@ -132,6 +147,7 @@ class UserDaemon:
             never_proxy=connection.options.never_proxy,
             search_namespaces=[connection.target.namespace, *connection.options.mapped_namespaces],
             connector_socket=self.socket_path,
+            routing=connection.options.routing,
         )
         connection.vif_name = status.vif_name
         connection.routed_subnets = list(status.routed_subnets)
@@ -157,6 +173,7 @@ class UserDaemon:
         else:
             connection.open_flows = status.open_flows
             connection.fragments = rootd.fragment_counters(status)
+            connection.virtual_addresses = rootd.virtual_addresses(status)
             if status.connected and status.vif_name:
                 if connection.network_problem and not connection.vif_name:
                     connection.vif_name = status.vif_name

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from kubepresence.protocol import version_of
 from kubepresence.protocol.errors import ConfigError, KubepresenceError
+from kubepresence.protocol.routing import RoutingOptions, VirtualAddress
 from kubepresence.protocol.transport import CONFIGURATION
 from kubepresence.userd.core.manifests import ManagerInstall
 from kubepresence.userd.k8s import installing
@@ -59,6 +60,7 @@ class ConnectOptions:
     port_forward: str = "auto"  # the protocol to the manager: auto, spdy or websocket
     # What an on-demand install applies (registry, pull secrets); None: the defaults.
     install: ManagerInstall | None = None
+    routing: RoutingOptions = field(default_factory=RoutingOptions)
 
 
 class ClusterConnection:
@@ -84,6 +86,7 @@ class ClusterConnection:
         self.network_problem = ""  # why the cluster network is down ("" up, or never up)
         self.open_flows = 0
         self.fragments = FragmentCounters()
+        self.virtual_addresses: list[VirtualAddress] = []  # as rootd last said
         self.intercepts: list[InterceptView] = []
         # What this session intercepts, as asked: made again at a manager that forgot it.
         self.wanted: dict[str, InterceptRequest] = {}

@@ -5,17 +5,19 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubepresence.cli.core.filters import PreviewOptions
 from kubepresence.cli.core.mounts import MountRequest
+from kubepresence.protocol import routing
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.filterwire import from_message, to_message
 from kubepresence.protocol.gen import common, connector, daemon
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.httpfilter import HttpFilter, describe
+from kubepresence.protocol.routing import RoutingOptions
 from kubepresence.protocol.transport import client_errors, unix_channel
 
 # Local daemons answer at once or not at all.
@@ -141,6 +143,7 @@ class ConnectArguments:
     never_proxy: list[str]
     no_install: bool
     environment: dict[str, str]
+    routing: RoutingOptions = field(default_factory=RoutingOptions)
 
 
 # Connecting may install the traffic manager and wait for it to be Ready.
@@ -162,6 +165,7 @@ async def connect(
             never_proxy=args.never_proxy,
             no_install=args.no_install,
             environment=args.environment,
+            routing=routing.to_message(args.routing),
         )
         done: connector.ConnectInfo | None = None
         async for progress in stub.connect(request):
@@ -214,6 +218,7 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
         "sent": fragments.sent,
         "dropped": dict(sorted(fragments.dropped.items())),
     }
+    data.update(_routing_dict(info))
     data["intercepts"] = [
         f"{r.name}: {r.namespace}/{r.workload} port {r.port}"
         f"{f' ({r.http_filter})' if r.http_filter else ''} -> {r.local} "
@@ -224,6 +229,30 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
     ]
     data["events"] = list(info.events)
     return data
+
+
+def _routing_dict(info: connector.ConnectInfo) -> dict[str, Any]:
+    options = routing.from_message(info.routing)
+    virtual = routing.addresses_from_messages(list(info.virtual_addresses))
+    return {
+        "routing": {
+            "allow_conflicting": list(options.allow_conflicting),
+            "vnat": list(options.vnat),
+            "proxy_via": [f"{p.cidr}={p.workload_ref}" for p in options.proxy_via],
+            "virtual_subnet": (options.virtual_subnet or routing.DEFAULT_VIRTUAL_SUBNET)
+            if options.translated
+            else "",
+            "virtual_addresses": [
+                f"{a.virtual_ip} -> {a.cluster_ip}" + (f" via {a.via}" if a.via else "")
+                for a in virtual
+            ],
+        },
+        "dns": {
+            "exclude_suffixes": list(options.dns_exclude_suffixes),
+            "include_suffixes": list(options.dns_include_suffixes),
+            "mappings": dict(options.dns_mappings),
+        },
+    }
 
 
 # Creating an intercept may roll the workload to inject the agent.

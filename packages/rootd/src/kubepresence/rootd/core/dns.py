@@ -14,6 +14,12 @@ into the TUN; every query to `<dns address>:53` (UDP or TCP) arrives at rootd it
 * Every other question is forwarded byte for byte to the resolver(s) that were configured
   before rootd took over, and their reply goes back unchanged (`is_reply_to` checks that
   it answers this query). SERVFAIL only when none of them answered.
+* The user's DNS controls come first: a name in the mapping table (`--dns-map`) is
+  answered with its target (an address, or the cluster's answer for another name); the
+  longest of the user's `--dns-include-suffix`/`--dns-exclude-suffix` entries that the
+  name ends in sends it to the cluster or to the previous resolver.
+* A cluster answer's addresses in a translated range (`--vnat`, `--proxy-via`) are
+  replaced by their virtual addresses (`core.vnat`).
 * A query that cannot be parsed gets FORMERR when its header is readable (so the client
   does not wait for a timeout) and is dropped otherwise; a failed lookup gets SERVFAIL.
 
@@ -25,8 +31,9 @@ carry a two-byte length prefix (`TcpFramer`).
 from __future__ import annotations
 
 import enum
+import ipaddress
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import dnslib
@@ -119,33 +126,106 @@ class DnsPolicy:
     * `<x>.svc.` and `<x>.<ns>.svc.`: the cluster's service names without the domain;
     * `<svc>.<ns>.` and `<pod>.<svc>.<ns>.` for a namespace rootd knows (the session's and
       the mapped ones: those in the search list), asked as `….svc.<domain>`.
-    Everything else goes to the previous resolver.
+    Everything else goes to the previous resolver. The user's suffixes decide before these
+    rules (the longest matching one; include wins a tie), and a mapped name before all.
     """
 
-    def __init__(self, cluster_domain: str, namespaces: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        cluster_domain: str,
+        namespaces: Sequence[str] = (),
+        *,
+        include_suffixes: Sequence[str] = (),
+        exclude_suffixes: Sequence[str] = (),
+        mappings: Mapping[str, str] | None = None,
+    ) -> None:
         domain = cluster_domain.strip().strip(".").lower()
         if not domain:
             raise ValueError("the cluster domain is empty")
         self.cluster_domain = domain
         self._suffix = "." + domain + "."
         self.namespaces = frozenset(n.lower() for n in namespaces) - set(EXCLUDED_SUFFIXES)
+        self.include_suffixes = tuple(_normal(s) for s in include_suffixes)
+        self.exclude_suffixes = tuple(_normal(s) for s in exclude_suffixes)
+        self.mappings = {_normal(k): v.strip() for k, v in (mappings or {}).items()}
+
+    def mapped(self, query: Query) -> str | None:
+        """The `--dns-map` target of the question's name, or None."""
+        return self.mappings.get(_normal(query.name))
+
+    def _user_choice(self, name: str) -> bool | None:
+        """True: the cluster (an include suffix), False: upstream, None: no user rule."""
+        best: tuple[int, bool] | None = None
+        for suffixes, choice in ((self.include_suffixes, True), (self.exclude_suffixes, False)):
+            for suffix in suffixes:
+                if name == suffix or name.endswith("." + suffix):
+                    rank = (len(suffix), choice)
+                    if best is None or rank > best:
+                        best = rank
+        return None if best is None else best[1]
 
     def cluster_name(self, query: Query) -> str | None:
         """The name to look up in the cluster, or None when the question is not its."""
-        name = query.name.lower()
+        return self.cluster_name_of(query.name)
+
+    def cluster_name_of(self, asked: str) -> str | None:
+        name = asked.lower()
+        if not name.endswith("."):
+            name += "."
+            asked += "."
+        choice = self._user_choice(name.rstrip("."))
+        if choice is not None:
+            if not choice:
+                return None
+            if not (name == self._suffix[1:] or name.endswith(self._suffix)):
+                return asked
         if name == self._suffix[1:] or name.endswith(self._suffix):
-            return query.name
+            return asked
         labels = name.rstrip(".").split(".")
         if len(labels) < 2 or labels[-1] in EXCLUDED_SUFFIXES:
             return None
         if labels[-1] == "svc" and len(labels) in (2, 3):
-            return f"{query.name.rstrip('.')}.{self.cluster_domain}."
+            return f"{asked.rstrip('.')}.{self.cluster_domain}."
         if labels[-1] in self.namespaces and len(labels) in (2, 3):
-            return f"{query.name.rstrip('.')}.svc.{self.cluster_domain}."
+            return f"{asked.rstrip('.')}.svc.{self.cluster_domain}."
         return None
 
     def route(self, query: Query) -> Route:
         return Route.UPSTREAM if self.cluster_name(query) is None else Route.CLUSTER
+
+
+def _normal(name: str) -> str:
+    return name.strip().strip(".").lower()
+
+
+MAPPED_TTL = 30  # seconds: a local override may change with the next connect
+
+
+def mapped_reply(query: Query, target: str, *, udp: bool) -> bytes | None:
+    """The reply for a name mapped to an address (None: the target is a name, not an
+    address: the caller looks it up instead). Other types than A/AAAA get an empty NOERROR."""
+    try:
+        address = ipaddress.ip_address(target)
+    except ValueError:
+        return None
+    reply = _reply_skeleton(query, NOERROR, authoritative=True)
+    if query.qtype == dnslib.QTYPE.A and address.version == 4:
+        reply.add_answer(
+            dnslib.RR(query.name, dnslib.QTYPE.A, rdata=dnslib.A(str(address)), ttl=MAPPED_TTL)
+        )
+    elif query.qtype == dnslib.QTYPE.AAAA and address.version == 6:
+        reply.add_answer(
+            dnslib.RR(
+                query.name, dnslib.QTYPE.AAAA, rdata=dnslib.AAAA(str(address)), ttl=MAPPED_TTL
+            )
+        )
+    return _fit(query, reply, udp)
+
+
+AddressTranslation = Callable[
+    [ipaddress.IPv4Address | ipaddress.IPv6Address],
+    ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+]
 
 
 def _reply_skeleton(query: Query, rcode: int, *, authoritative: bool = False) -> dnslib.DNSRecord:
@@ -182,6 +262,7 @@ def cluster_reply(
     udp: bool,
     age: int = 0,
     looked_up: str | None = None,
+    translate: AddressTranslation | None = None,
 ) -> bytes:
     """The client's reply from the cluster's answer: each of `answers` one packed record,
     looked up `age` seconds ago (counted off each record's TTL), authoritative.
@@ -189,6 +270,9 @@ def cluster_reply(
     `looked_up`: the name the cluster was asked when it differs from the question (a short
     name completed with the cluster domain); its records are renamed to the question's name,
     so the reply answers what was asked.
+
+    `translate`: the virtual address for a cluster address (None: keep it), applied to
+    A and AAAA records.
 
     BadQueryError when an answer record does not parse (the manager sent garbage): the
     caller answers SERVFAIL instead.
@@ -205,6 +289,11 @@ def cluster_reply(
         record.ttl = max(0, record.ttl - age)
         if renamed is not None and str(record.rname).lower().rstrip(".") == renamed.rstrip("."):
             record.rname = dnslib.DNSLabel(query.name)
+        if translate is not None and record.rtype in (dnslib.QTYPE.A, dnslib.QTYPE.AAAA):
+            virtual = translate(ipaddress.ip_address(str(record.rdata)))
+            if virtual is not None:
+                kind = dnslib.A if virtual.version == 4 else dnslib.AAAA
+                record.rdata = kind(str(virtual))
         reply.add_answer(record)
     return _fit(query, reply, udp)
 

@@ -1,23 +1,42 @@
 """What a Connect asks for, checked and turned into a plan for the VIF. Sans-IO.
 
 userd hands rootd the cluster's subnets, its DNS service address and domain, the user's
-`--also-proxy`/`--never-proxy` and the namespaces for the search list. `plan` validates all
-of it (one clear line per mistake, `PlanError`) and computes what the VIF routes: the
-cluster's subnets plus also-proxy minus never-proxy (`subnets.routed_subnets`), plus the DNS
-address when no routed subnet covers it. `local_routes` reads `ip -j route` output and
-`route_conflict` names the first routed subnet that would shadow (or be shadowed by) a route
-the machine already has: such a subnet is refused, never silently taken over.
+`--also-proxy`/`--never-proxy`, the routing options (`--allow-conflicting-subnets`,
+`--vnat`, `--proxy-via`, `--virtual-subnet`, the DNS flags) and the namespaces for the
+search list. `plan` validates all of it (one clear line per mistake, `PlanError`) and
+computes what the VIF routes:
+
+* the cluster's subnets plus also-proxy, minus never-proxy and minus the translated
+  ranges (`--vnat`, `--proxy-via`: reached through virtual addresses instead);
+* the virtual subnet, when anything is translated;
+* the DNS address when no routed subnet covers it (a virtual one when its own address is
+  in a translated range);
+* routed subnets that overlap an `--allow-conflicting-subnets` range go into a routing
+  table of their own, chosen by a policy rule per subnet ahead of the main table, so they
+  win over the local route they overlap (which is left as it is).
+
+`local_routes` reads `ip -j route` output and `route_conflict` names what would shadow (or
+be shadowed by) a route the machine already has, in one line with the ways out: such a
+subnet is refused, never silently taken over, unless the overlap is inside an allowed range.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from kubepresence.protocol.routing import DEFAULT_VIRTUAL_SUBNET, RoutingOptions
 from kubepresence.rootd.core.resolvconf import valid_namespace
-from kubepresence.rootd.core.subnets import Network, conflicts, parse_cidrs, routed_subnets
+from kubepresence.rootd.core.subnets import (
+    Conflict,
+    Network,
+    conflicts,
+    parse_cidrs,
+    routed_subnets,
+)
+from kubepresence.rootd.core.vnat import Translated
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Routes that name single addresses of the link layer, not a destination we would shadow.
@@ -41,6 +60,7 @@ class NetworkRequest:
     never_proxy: Sequence[str] = ()
     search_namespaces: Sequence[str] = ()
     connector_socket: str = ""
+    routing: RoutingOptions = field(default_factory=RoutingOptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +68,28 @@ class NetworkPlan:
     """What the VIF brings up for a request."""
 
     routed: tuple[Network, ...]  # the subnets the user asked to reach
-    routes: tuple[Network, ...]  # what goes into the routing table (routed + DNS if needed)
-    dns_address: Address
+    routes: tuple[Network, ...]  # what goes into the main table (routed + DNS if needed)
+    dns_address: Address  # where the workstation asks (virtual when DNS is translated)
     cluster_domain: str
     search_namespaces: tuple[str, ...]
     connector_socket: str
     session_id: str
+    # Routed subnets taken over from a local route: a table of their own + a policy rule.
+    policy_routes: tuple[Network, ...] = ()
+    allowed: tuple[Network, ...] = ()  # the --allow-conflicting-subnets ranges
+    virtual_subnet: Network | None = None  # routed when anything is translated
+    translated: tuple[Translated, ...] = ()
+    cluster_dns_address: Address | None = None  # the DNS service's own address
+    routing: RoutingOptions = field(default_factory=RoutingOptions)
+
+    @property
+    def all_routes(self) -> tuple[Network, ...]:
+        return (*self.routes, *self.policy_routes)
 
 
 def plan(request: NetworkRequest) -> NetworkPlan:
     """Check `request` and compute the plan; PlanError names the first mistake."""
+    options = request.routing
     try:
         cluster = [
             *parse_cidrs(request.pod_subnets, "pod subnets"),
@@ -65,6 +97,12 @@ def plan(request: NetworkRequest) -> NetworkPlan:
         ]
         also = parse_cidrs(request.also_proxy, "--also-proxy")
         never = parse_cidrs(request.never_proxy, "--never-proxy")
+        allowed = parse_cidrs(options.allow_conflicting, "--allow-conflicting-subnets")
+        vnat = parse_cidrs(options.vnat, "--vnat")
+        via = parse_cidrs((p.cidr for p in options.proxy_via), "--proxy-via")
+        virtual = parse_cidrs(
+            [options.virtual_subnet or DEFAULT_VIRTUAL_SUBNET], "--virtual-subnet"
+        )[0]
     except ValueError as error:
         raise PlanError(str(error)) from None
     try:
@@ -81,12 +119,37 @@ def plan(request: NetworkRequest) -> NetworkPlan:
         raise PlanError(f"{bad[0]!r} is not a namespace name")
     if not request.connector_socket:
         raise PlanError("no connector socket: rootd cannot reach userd")
-    routed = routed_subnets(cluster, also, never)
-    if not routed:
+    translated = [
+        *(Translated(cidr) for cidr in vnat),
+        *(Translated(cidr, p.workload_ref) for cidr, p in zip(via, options.proxy_via, strict=True)),
+    ]
+    routed = routed_subnets(cluster, also, [*never, *(t.cidr for t in translated)])
+    if not routed and not translated:
         raise PlanError("nothing to route: the cluster subnets are all excluded by --never-proxy")
-    routes = list(routed)
-    if not any(dns_address in subnet for subnet in routed):
-        routes.append(ipaddress.ip_network(dns_address))
+    for allowed_range in allowed:
+        if not any(allowed_range.overlaps(subnet) for subnet in routed):
+            raise PlanError(
+                f"--allow-conflicting-subnets {allowed_range} is in no routed subnet "
+                f"({', '.join(str(s) for s in routed) or 'none'})"
+            )
+    virtual_subnet: Network | None = None
+    cluster_dns: Address | None = None
+    if translated:
+        _check_virtual_subnet(virtual, routed, translated)
+        virtual_subnet = virtual
+    taken_over = [s for s in routed if any(s.overlaps(a) for a in allowed)]
+    routes: list[Network] = [s for s in routed if s not in taken_over]
+    policy_routes: list[Network] = list(taken_over)
+    if virtual_subnet is not None:
+        routes.append(virtual_subnet)
+    if any(dns_address in t.cidr for t in translated):
+        cluster_dns = dns_address
+        assert virtual_subnet is not None
+        dns_address = virtual_subnet.network_address + 1
+    elif not any(dns_address in subnet for subnet in routed):
+        (policy_routes if any(dns_address in a for a in allowed) else routes).append(
+            ipaddress.ip_network(dns_address)
+        )
     return NetworkPlan(
         routed=tuple(routed),
         routes=tuple(routes),
@@ -95,7 +158,33 @@ def plan(request: NetworkRequest) -> NetworkPlan:
         search_namespaces=tuple(dict.fromkeys(request.search_namespaces)),
         connector_socket=request.connector_socket,
         session_id=request.session_id,
+        policy_routes=tuple(policy_routes),
+        allowed=tuple(allowed),
+        virtual_subnet=virtual_subnet,
+        translated=tuple(translated),
+        cluster_dns_address=cluster_dns,
+        routing=options,
     )
+
+
+def _check_virtual_subnet(
+    virtual: Network, routed: Sequence[Network], translated: Sequence[Translated]
+) -> None:
+    if virtual.num_addresses < 4:
+        raise PlanError(f"--virtual-subnet {virtual} is too small (at least a /30)")
+    for rule in translated:
+        if rule.cidr.version != virtual.version:
+            raise PlanError(
+                f"--virtual-subnet {virtual} and {rule.cidr} are not the same IP version"
+            )
+        if rule.cidr.overlaps(virtual):
+            raise PlanError(f"--virtual-subnet {virtual} overlaps the translated range {rule.cidr}")
+    for subnet in routed:
+        if subnet.version == virtual.version and subnet.overlaps(virtual):
+            raise PlanError(
+                f"--virtual-subnet {virtual} overlaps the routed subnet {subnet}: "
+                "choose another with --virtual-subnet"
+            )
 
 
 def local_routes(entries: Iterable[dict[str, Any]], own_device: str) -> list[tuple[Network, str]]:
@@ -123,7 +212,44 @@ def local_routes(entries: Iterable[dict[str, Any]], own_device: str) -> list[tup
 
 def route_conflict(routes: Sequence[Network], local: Sequence[tuple[Network, str]]) -> str | None:
     """One line naming the conflicts between planned routes and local ones, or None."""
-    found = conflicts(routes, local)
+    return describe_conflicts(conflicts(routes, local))
+
+
+def virtual_subnet_conflict(plan: NetworkPlan, local: Sequence[tuple[Network, str]]) -> str | None:
+    """The local route the virtual subnet would collide with, in one line, or None."""
+    virtual = plan.virtual_subnet
+    if virtual is None:
+        return None
+    for route, device in local:
+        if route.prefixlen and route.version == virtual.version and route.overlaps(virtual):
+            return (
+                f"the virtual subnet {virtual} overlaps the local route {route} via "
+                f"{device}: choose another with --virtual-subnet"
+            )
+    return None
+
+
+def plan_conflict(plan: NetworkPlan, local: Sequence[tuple[Network, str]]) -> str | None:
+    """What in `plan` would collide with the machine's routes, in one line, or None.
+
+    A routed subnet in the policy table may overlap a local route only inside an allowed
+    range."""
+    found = conflicts(plan.routes, local)
+    for conflict in conflicts(plan.policy_routes, local):
+        overlap = (
+            conflict.route
+            if conflict.route.prefixlen >= conflict.subnet.prefixlen
+            else conflict.subnet
+        )
+        if not any(
+            overlap.version == a.version and overlap.subnet_of(a)  # type: ignore[arg-type]
+            for a in plan.allowed
+        ):
+            found.append(conflict)
+    return describe_conflicts(found)
+
+
+def describe_conflicts(found: Sequence[Conflict]) -> str | None:
     if not found:
         return None
     line = str(found[0])

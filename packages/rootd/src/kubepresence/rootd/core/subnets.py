@@ -3,7 +3,7 @@
 The cluster's pod and service subnets, plus `--also-proxy`, minus `--never-proxy`. An
 excluded range inside a routed subnet splits it into the smallest set of CIDRs that covers
 the rest. A routed subnet that overlaps a route the machine already has is a conflict: it
-is reported to the user, never silently taken over.
+is reported to the user with the ways out, never silently taken over.
 """
 
 from __future__ import annotations
@@ -53,9 +53,13 @@ class Conflict:
     device: str
 
     def __str__(self) -> str:
+        # The part both claim: the smaller of the two ranges.
+        overlap = self.route if self.route.prefixlen >= self.subnet.prefixlen else self.subnet
         return (
-            f"cluster subnet {self.subnet} overlaps the local route {self.route} "
-            f"via {self.device}: use --never-proxy {self.subnet} or --also-proxy to decide"
+            f"cluster subnet {self.subnet} overlaps the local route {self.route} via "
+            f"{self.device}: leave it to the local route (--never-proxy {overlap}), take it "
+            f"over (--allow-conflicting-subnets {overlap}), or reach the cluster's addresses "
+            f"through virtual ones (--vnat {self.subnet}, or --proxy-via {self.subnet}=WORKLOAD)"
         )
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from kubepresence.rootd.core.dns import (
     SERVFAIL,
+    AddressTranslation,
     BadQueryError,
     DnsPolicy,
     Query,
@@ -29,6 +30,7 @@ from kubepresence.rootd.core.dns import (
     error_reply,
     formerr_for,
     is_reply_to,
+    mapped_reply,
     parse_query,
     truncated,
 )
@@ -53,6 +55,7 @@ class DnsCounters:
     malformed: int = 0
     shared: int = 0  # cluster questions answered by a lookup already under way
     kept: int = 0  # cluster questions answered from the cache
+    mapped: int = 0  # names answered from the --dns-map table
 
 
 class _OneReply(asyncio.DatagramProtocol):
@@ -82,8 +85,10 @@ class DnsService:
         lookup_timeout: float = LOOKUP_TIMEOUT,
         upstream_timeout: float = UPSTREAM_TIMEOUT,
         clock: Callable[[], float] | None = None,
+        translate: AddressTranslation | None = None,
     ) -> None:
         self.policy = policy
+        self._translate = translate
         self._lookup = lookup
         self.upstreams = list(upstreams)
         self._upstream_port = upstream_port
@@ -103,6 +108,15 @@ class DnsService:
             self.counters.malformed += 1
             log.debug("bad DNS query: %s", error)
             return formerr_for(data)
+        target = self.policy.mapped(query)
+        if target is not None:
+            self.counters.mapped += 1
+            reply = mapped_reply(query, target, udp=udp)
+            if reply is not None:
+                return reply
+            # Mapped to another name: the cluster's answer for it, under the asked name.
+            looked_up = self.policy.cluster_name_of(target) or target.rstrip(".") + "."
+            return await self._from_cluster(query, looked_up, udp)
         cluster_name = self.policy.cluster_name(query)
         if cluster_name is not None:
             self.counters.cluster += 1
@@ -120,9 +134,19 @@ class DnsService:
             if kept is not None:
                 self.counters.kept += 1
                 rcode, answers, age = kept
-                return cluster_reply(query, rcode, answers, udp=udp, age=age, looked_up=name)
+                return cluster_reply(
+                    query,
+                    rcode,
+                    answers,
+                    udp=udp,
+                    age=age,
+                    looked_up=name,
+                    translate=self._translate,
+                )
             rcode, answers = await self._shared_lookup(name, query.qtype)
-            return cluster_reply(query, rcode, answers, udp=udp, looked_up=name)
+            return cluster_reply(
+                query, rcode, answers, udp=udp, looked_up=name, translate=self._translate
+            )
         except (TimeoutError, ConnectionError, OSError, LookupError, BadQueryError) as error:
             self.counters.failed += 1
             log.info("cluster lookup of %s failed: %s", query, error or type(error).__name__)

@@ -22,6 +22,7 @@ from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.transport import unix_channel
 from kubepresence.rootd.core.flows import FlowId
 from kubepresence.rootd.core.packets import PROTO_TCP
+from kubepresence.rootd.core.vnat import Destination
 from kubepresence.rootd.net.relaying import TunnelEvent, TunnelEventKind
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,24 @@ class UserdUnreachableError(ConnectionError):
         self.gone = gone
 
 
-def connection_id(flow: FlowId) -> common.ConnectionId:
+def connection_id(flow: FlowId, destination: Destination | None = None) -> common.ConnectionId:
+    """The flow as the cluster dials it: to `destination` when it went to a virtual address."""
     return common.ConnectionId(
         protocol=common.Protocol.TCP if flow.protocol == PROTO_TCP else common.Protocol.UDP,
         source_ip=flow.source.packed,
         source_port=flow.source_port,
-        destination_ip=flow.destination.packed,
+        destination_ip=(destination.address if destination else flow.destination).packed,
         destination_port=flow.destination_port,
     )
+
+
+def tunnel_open(flow: FlowId, destination: Destination | None = None) -> common.TunnelOpen:
+    opening = common.TunnelOpen(connection=connection_id(flow, destination))
+    if destination is not None and destination.via:
+        namespace, _, workload = destination.via.partition("/")
+        opening.via_namespace = namespace
+        opening.via_workload = workload
+    return opening
 
 
 def flow_of(connection: common.ConnectionId) -> FlowId:
@@ -163,9 +174,11 @@ class ConnectorClient:
         return int(reply.rcode), list(reply.answers)
 
     @contextlib.asynccontextmanager
-    async def tunnel(self, flow: FlowId) -> AsyncIterator[GrpcTunnel]:
-        """A tunnel for `flow`: the open message is sent; the stream is cancelled on exit
-        unless both sides finished it."""
+    async def tunnel(
+        self, flow: FlowId, destination: Destination | None = None
+    ) -> AsyncIterator[GrpcTunnel]:
+        """A tunnel for `flow` (dialled to `destination` when given): the open message is
+        sent; the stream is cancelled on exit unless both sides finished it."""
         request = self._channel.request(
             TUNNEL_PATH,
             Cardinality.STREAM_STREAM,
@@ -178,7 +191,7 @@ class ConnectorClient:
                 tunnel = GrpcTunnel(stream)
                 try:
                     await stream.send_message(
-                        common.TunnelMessage(open=common.TunnelOpen(connection=connection_id(flow)))
+                        common.TunnelMessage(open=tunnel_open(flow, destination))
                     )
                     yield tunnel
                 finally:

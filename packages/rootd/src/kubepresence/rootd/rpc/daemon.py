@@ -11,6 +11,12 @@ from kubepresence.protocol.gen import common, daemon
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.logs import set_level_for
+from kubepresence.protocol.routing import (
+    VirtualAddress,
+    addresses_to_messages,
+    from_message,
+    to_message,
+)
 from kubepresence.rootd.core.network import NetworkRequest
 
 if TYPE_CHECKING:
@@ -33,6 +39,7 @@ def network_request(message: daemon.NetworkConfig) -> NetworkRequest:
         never_proxy=list(message.never_proxy),
         search_namespaces=list(message.search_namespaces),
         connector_socket=message.connector_socket,
+        routing=from_message(message.routing),
     )
 
 
@@ -48,6 +55,10 @@ def daemon_status(status: VifStatus) -> daemon.DaemonStatus:
             reassembled=status.datagrams_reassembled,
             sent=status.fragments_sent,
             dropped=dict(status.fragments_dropped),
+        ),
+        routing=to_message(status.routing) if status.connected else None,
+        virtual_addresses=addresses_to_messages(
+            [VirtualAddress(*entry) for entry in status.virtual_addresses]
         ),
     )
 

@@ -24,19 +24,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubepresence.protocol.errors import ConfigError
+from kubepresence.protocol.errors import ConfigError, UserError
+from kubepresence.protocol.routing import RoutingOptions
 from kubepresence.rootd.core import resolvconf
 from kubepresence.rootd.core.dns import DnsPolicy
 from kubepresence.rootd.core.endpoint import EndpointConfig, NetworkEndpoint
-from kubepresence.rootd.core.network import NetworkPlan, local_routes, route_conflict
+from kubepresence.rootd.core.network import (
+    NetworkPlan,
+    local_routes,
+    plan_conflict,
+    virtual_subnet_conflict,
+)
 from kubepresence.rootd.core.packets import OutputMode
+from kubepresence.rootd.core.vnat import VirtualNetwork
+from kubepresence.rootd.net import policyrouting
 from kubepresence.rootd.net.dnsserving import DnsService
+from kubepresence.rootd.net.policyrouting import PolicyRoutes
 from kubepresence.rootd.net.relaying import ClusterRelay
 from kubepresence.rootd.net.rewriting import RESOLV_CONF, ResolvConfRewriter
 from kubepresence.rootd.net.routing import delete_stale_tun, read_routes
 from kubepresence.rootd.net.terminating import Terminator
 from kubepresence.rootd.net.tun import TunDevice, configure_link
 from kubepresence.rootd.rpc.connector import ConnectorClient, UserdUnreachableError
+from kubepresence.rootd.vif.translation import TranslatedCluster
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,9 @@ class VifStatus:
     datagrams_reassembled: int = 0
     fragments_sent: int = 0
     fragments_dropped: tuple[tuple[str, int], ...] = ()  # (reason, count), non-zero only
+    routing: RoutingOptions = field(default_factory=RoutingOptions)
+    # (virtual, cluster address, via) handed out this session
+    virtual_addresses: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -76,6 +89,7 @@ class _Running:
     dns: DnsService
     terminator: Terminator
     endpoint: NetworkEndpoint = field(repr=False)
+    virtual: VirtualNetwork | None = None
 
 
 class VifSession:
@@ -119,6 +133,13 @@ class VifSession:
                 for reason in stats.fragments.drop_reasons()
                 if (count := getattr(stats.fragments, reason))
             ),
+            routing=self.plan.routing,
+            virtual_addresses=tuple(
+                (str(virtual), str(destination.address), destination.via)
+                for virtual, destination in (
+                    running.virtual.mappings() if running.virtual is not None else []
+                )
+            ),
         )
 
     async def run(self, ready: asyncio.Future[None]) -> None:
@@ -148,7 +169,10 @@ class VifSession:
                 "device, routes and resolver settings"
             )
         local = local_routes(await asyncio.to_thread(read_routes), own_device=name)
-        conflict = route_conflict(plan.routes, local)
+        mistake = virtual_subnet_conflict(plan, local)
+        if mistake is not None:
+            raise UserError(mistake)
+        conflict = plan_conflict(plan, local)
         if conflict is not None:
             raise ConfigError(conflict)
 
@@ -192,22 +216,51 @@ class VifSession:
             )
         except OSError as error:
             raise ConfigError(f"cannot route through {name}: {error.strerror or error}") from None
+        if plan.policy_routes:
+            policy = PolicyRoutes(settings.state_dir)
+            undo.callback(_safely(policy.remove, "removing the policy rules"))
+            try:
+                await asyncio.to_thread(
+                    policy.add, device.name, [str(route) for route in plan.policy_routes]
+                )
+            except OSError as error:
+                raise ConfigError(
+                    f"cannot add the policy rules: {error.strerror or error}"
+                ) from None
+
+        virtual: VirtualNetwork | None = None
+        if plan.virtual_subnet is not None:
+            virtual = VirtualNetwork(plan.virtual_subnet, plan.translated)
+            if plan.cluster_dns_address is not None:
+                virtual.bind_dns(plan.cluster_dns_address)
 
         dns_address = str(plan.dns_address)
+        options = plan.routing
         dns = DnsService(
-            DnsPolicy(plan.cluster_domain, plan.search_namespaces),
+            DnsPolicy(
+                plan.cluster_domain,
+                plan.search_namespaces,
+                include_suffixes=options.dns_include_suffixes,
+                exclude_suffixes=options.dns_exclude_suffixes,
+                mappings=dict(options.dns_mappings),
+            ),
             lambda qname, qtype: client.lookup_dns(
                 plan.session_id, qname, qtype, seconds=DNS_LOOKUP_TIMEOUT
             ),
             resolvconf.upstreams(previous, dns_address),
+            translate=virtual.virtual_for if virtual is not None else None,
         )
         offload = device.offload
         async with asyncio.TaskGroup() as tasks:
             relay = ClusterRelay(
-                client, tasks, dns, plan.dns_address, on_channel_error=self._channel_error
+                client if virtual is None else TranslatedCluster(client, virtual),
+                tasks,
+                dns,
+                plan.dns_address,
+                on_channel_error=self._channel_error,
             )
             endpoint = NetworkEndpoint(
-                list(plan.routes),
+                list(plan.all_routes),
                 relay.accept,
                 EndpointConfig(
                     mtu=settings.mtu,
@@ -224,11 +277,11 @@ class VifSession:
                         previous, dns_address, plan.search_namespaces, plan.cluster_domain
                     )
                 )
-                self._running = _Running(relay, dns, terminator, endpoint)
+                self._running = _Running(relay, dns, terminator, endpoint, virtual)
                 log.info(
                     "VIF %s up: routes %s, DNS %s for %s (previous resolvers %s)",
                     device.name,
-                    " ".join(str(r) for r in plan.routes),
+                    " ".join(str(r) for r in plan.all_routes),
                     dns_address,
                     plan.cluster_domain,
                     " ".join(dns.upstreams) or "none",
@@ -300,10 +353,14 @@ def _safely(step: Callable[[], object], what: str) -> Callable[[], None]:
 
 
 def recover(settings: VifSettings, dead: int | None = None) -> None:
-    """Undo what a crashed run left: restore resolv.conf, delete a stale TUN. Blocking.
+    """Undo what a crashed run left: policy rules, resolv.conf, a stale TUN. Blocking.
 
     `dead`: the pid of a rootd known to be gone (the guardian's), even while it is still a
     zombie that looks alive."""
+    try:
+        policyrouting.recover(settings.state_dir, dead)
+    except OSError as error:
+        log.error("could not remove the policy rules a previous run left: %s", error)
     rewriter = ResolvConfRewriter(settings.state_dir, settings.resolv_conf)
     if not rewriter.has_backup():
         return

@@ -21,7 +21,7 @@ from kubepresence.protocol.annotations import (
     INJECT_NUMERIC_PORTS,
     INJECT_TRAFFIC_AGENT,
 )
-from kubepresence.protocol.errors import ClusterError, NotFoundError
+from kubepresence.protocol.errors import ClusterError, NotFoundError, UserError
 from kubepresence.userd.core.arrival import ConditionView, ContainerView, PodView
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,21 @@ async def read_workload(api: client.ApiClient, namespace: str, name: str) -> tup
     raise NotFoundError(
         f"no Deployment, StatefulSet or ReplicaSet named {name!r} in namespace {namespace!r}"
     )
+
+
+async def require_agents(api: client.ApiClient, workloads: list[tuple[str, str, str]]) -> None:
+    """Each (namespace, name, what needs it) is a workload that carries the traffic agent:
+    NotFoundError or UserError naming the first that is not, before anything is applied."""
+    for namespace, name, what in workloads:
+        try:
+            kind, workload = await read_workload(api, namespace, name)
+        except NotFoundError as error:
+            raise NotFoundError(f"{what}: {error}") from None
+        if not _injected(workload):
+            raise UserError(
+                f"{what}: {kind} {namespace}/{name} has no traffic agent; intercept it once "
+                f"(kubepresence intercept {name} -n {namespace} …, then leave) to add one"
+            )
 
 
 async def remove_agent(api: client.ApiClient, namespace: str, name: str) -> bool:

@@ -13,7 +13,7 @@ import grpclib.const
 from grpclib.const import Cardinality
 from grpclib.server import Stream
 
-from kubepresence.protocol import paths, version_of
+from kubepresence.protocol import paths, routing, version_of
 from kubepresence.protocol.encoded import EncodedMessage
 from kubepresence.protocol.errors import ClusterError, ConfigError, KubepresenceError, UserError
 from kubepresence.protocol.gen import common, connector
@@ -383,6 +383,8 @@ class ConnectorService(connector.ConnectorBase):
             info.network_problem = conn.network_problem
             info.open_flows = conn.open_flows
             info.fragments = conn.fragments.message()
+            info.routing = routing.to_message(conn.options.routing)
+            info.virtual_addresses = routing.addresses_to_messages(conn.virtual_addresses)
             info.intercepts = [_intercept_info(i, self._mounts) for i in conn.intercepts]
             for intercept in info.intercepts:
                 if intercept.id in self._progress:
@@ -424,6 +426,7 @@ class ConnectorService(connector.ConnectorBase):
                 install=install_from_environment(
                     request.manager_namespace or "kubepresence", request.environment
                 ),
+                routing=routing.from_message(request.routing),
             ),
             progress=progress,
         )

@@ -8,6 +8,12 @@ from pathlib import Path
 from kubepresence.protocol.errors import Category
 from kubepresence.protocol.gen import common, daemon
 from kubepresence.protocol.gen.google import protobuf
+from kubepresence.protocol.routing import (
+    RoutingOptions,
+    VirtualAddress,
+    addresses_from_messages,
+    to_message,
+)
 from kubepresence.protocol.transport import client_errors, unix_channel
 from kubepresence.userd.rpc.manager import ClusterNetwork
 
@@ -26,6 +32,7 @@ async def connect_network(
     never_proxy: list[str],
     search_namespaces: list[str],
     connector_socket: Path,
+    routing: RoutingOptions,
 ) -> daemon.DaemonStatus:
     channel = unix_channel(socket)
     try:
@@ -45,6 +52,7 @@ async def connect_network(
                     never_proxy=never_proxy,
                     search_namespaces=search_namespaces,
                     connector_socket=str(connector_socket),
+                    routing=to_message(routing),
                 )
             )
     finally:
@@ -95,3 +103,7 @@ def fragment_counters(status: daemon.DaemonStatus) -> FragmentCounters:
     return FragmentCounters(
         fragments.received, fragments.reassembled, fragments.sent, dict(fragments.dropped)
     )
+
+
+def virtual_addresses(status: daemon.DaemonStatus) -> list[VirtualAddress]:
+    return addresses_from_messages(list(status.virtual_addresses))

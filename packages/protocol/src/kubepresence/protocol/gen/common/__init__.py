@@ -20,12 +20,15 @@ __all__ = (
     "IpFragments",
     "LogLevelRequest",
     "Protocol",
+    "ProxyVia",
+    "RoutingOptions",
     "SessionInfo",
     "TunnelControl",
     "TunnelControlCode",
     "TunnelMessage",
     "TunnelOpen",
     "VersionInfo",
+    "VirtualAddress",
     "WorkloadKind",
 )
 
@@ -569,6 +572,74 @@ default_message_pool.register_message("kubepresence.common", "LogLevelRequest", 
 
 
 @dataclass(eq=False, repr=False)
+class ProxyVia(betterproto2.Message):
+    cidr: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    namespace: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    workload: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("kubepresence.common", "ProxyVia", ProxyVia)
+
+
+@dataclass(eq=False, repr=False)
+class RoutingOptions(betterproto2.Message):
+    """
+    How the workstation routes and resolves cluster addresses (connect's routing and DNS
+    flags): userd hands it to rootd, which applies it and reports it back in its status.
+    """
+
+    allow_conflicting: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Routed through the VIF even where a local route overlaps: in a table of their own,
+    chosen by a policy rule ahead of the main table; both removed on quit.
+    """
+
+    vnat: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Cluster addresses in these CIDRs are reached through virtual ones (DNS answers carry
+    the virtual address; rootd maps it back): the local route keeps the real range.
+    """
+
+    proxy_via: "list[ProxyVia]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    As vnat, and the flows leave the cluster from an agent of the workload.
+    """
+
+    virtual_subnet: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    where virtual addresses come from ("": the default)
+    """
+
+    dns_exclude_suffixes: "list[str]" = betterproto2.field(
+        5, betterproto2.TYPE_STRING, repeated=True
+    )
+    """
+    names under these never go to the cluster
+    """
+
+    dns_include_suffixes: "list[str]" = betterproto2.field(
+        6, betterproto2.TYPE_STRING, repeated=True
+    )
+    """
+    names under these always do
+    """
+
+    dns_mappings: "dict[str, str]" = betterproto2.field(
+        7,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    name -> an IP address or another name
+    """
+
+
+default_message_pool.register_message("kubepresence.common", "RoutingOptions", RoutingOptions)
+
+
+@dataclass(eq=False, repr=False)
 class SessionInfo(betterproto2.Message):
     session_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -642,6 +713,13 @@ class TunnelOpen(betterproto2.Message):
     set by an agent handing an intercepted connection to its client
     """
 
+    via_namespace: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    --proxy-via: the flow leaves the cluster from an agent of this workload, not the manager
+    """
+
+    via_workload: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+
 
 default_message_pool.register_message("kubepresence.common", "TunnelOpen", TunnelOpen)
 
@@ -664,6 +742,25 @@ class VersionInfo(betterproto2.Message):
 
 
 default_message_pool.register_message("kubepresence.common", "VersionInfo", VersionInfo)
+
+
+@dataclass(eq=False, repr=False)
+class VirtualAddress(betterproto2.Message):
+    """
+    A virtual address rootd handed out, and the cluster address it stands for.
+    """
+
+    virtual_ip: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    cluster_ip: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    via: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    "namespace/workload" for proxy-via, "" for vnat
+    """
+
+
+default_message_pool.register_message("kubepresence.common", "VirtualAddress", VirtualAddress)
 
 
 from ..google import protobuf as __google__protobuf__

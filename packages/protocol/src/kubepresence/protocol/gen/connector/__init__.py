@@ -149,6 +149,17 @@ class ConnectInfo(betterproto2.Message):
     as rootd last said
     """
 
+    routing: "_common__.RoutingOptions | None" = betterproto2.field(
+        15, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    in force, as rootd last said
+    """
+
+    virtual_addresses: "list[_common__.VirtualAddress]" = betterproto2.field(
+        16, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
 
 default_message_pool.register_message("kubepresence.connector", "ConnectInfo", ConnectInfo)
 
@@ -212,6 +223,10 @@ class ConnectRequest(betterproto2.Message):
     """
     the CLI's KUBECONFIG etc., as kubectl would see them
     """
+
+    routing: "_common__.RoutingOptions | None" = betterproto2.field(
+        10, betterproto2.TYPE_MESSAGE, optional=True
+    )
 
 
 default_message_pool.register_message("kubepresence.connector", "ConnectRequest", ConnectRequest)

@@ -39,6 +39,17 @@ class DaemonStatus(betterproto2.Message):
         6, betterproto2.TYPE_MESSAGE, optional=True
     )
 
+    routing: "_common__.RoutingOptions | None" = betterproto2.field(
+        8, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    in force
+    """
+
+    virtual_addresses: "list[_common__.VirtualAddress]" = betterproto2.field(
+        9, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
 
 default_message_pool.register_message("kubepresence.daemon", "DaemonStatus", DaemonStatus)
 
@@ -66,6 +77,10 @@ class NetworkConfig(betterproto2.Message):
     """
     where rootd reaches userd for Tunnel and DNS
     """
+
+    routing: "_common__.RoutingOptions | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True
+    )
 
 
 default_message_pool.register_message("kubepresence.daemon", "NetworkConfig", NetworkConfig)
