@@ -1,7 +1,7 @@
 """HTTP echo server for the end-to-end tests.
 
 Answers every request with JSON: the pod's name and namespace (from the downward API env),
-the request's method, path, headers and body length, so a test can tell which pod answered
+the request's method, path, headers and body length, and the peer's address, so a test can tell which pod answered
 and what arrived there (through a Service, a port-forward or an intercept).
 """
 
@@ -33,6 +33,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             "path": self.path,
             "headers": dict(self.headers.items()),
             "body_length": len(body),
+            "peer": self.client_address[0],  # who connected: proxy-via tests tell pods apart
         }
         data = json.dumps(payload).encode()
         self.send_response(200)

@@ -47,9 +47,12 @@ def test_also_and_never_proxy_and_a_dns_route_when_excluded() -> None:
     result = plan(request(also_proxy=["172.20.0.0/16"], never_proxy=["10.96.0.0/24"]))
     assert ipaddress.ip_network("172.20.0.0/16") in result.routed
     assert all(not n.overlaps(ipaddress.ip_network("10.96.0.0/24")) for n in result.routed)
-    # The DNS address fell into the excluded range: it gets a host route of its own.
-    assert ipaddress.ip_network("10.96.0.10/32") in result.routes
-    assert ipaddress.ip_network("10.96.0.10/32") not in result.routed
+    # The DNS address fell into the excluded range: the workstation asks the virtual
+    # subnet's first address instead, with a host route of its own.
+    assert str(result.dns_address) == "198.18.0.1"
+    assert str(result.cluster_dns_address) == "10.96.0.10"
+    assert ipaddress.ip_network("198.18.0.1/32") in result.routes
+    assert ipaddress.ip_network("10.96.0.10/32") not in result.routes
 
 
 @pytest.mark.parametrize(

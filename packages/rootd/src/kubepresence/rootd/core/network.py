@@ -9,8 +9,8 @@ computes what the VIF routes:
 * the cluster's subnets plus also-proxy, minus never-proxy and minus the translated
   ranges (`--vnat`, `--proxy-via`: reached through virtual addresses instead);
 * the virtual subnet, when anything is translated;
-* the DNS address when no routed subnet covers it (a virtual one when its own address is
-  in a translated range);
+* the DNS address is the cluster's DNS service address when a routed subnet covers it,
+  else the virtual subnet's first address (rootd answers DNS itself either way);
 * routed subnets that overlap an `--allow-conflicting-subnets` range go into a routing
   table of their own, chosen by a policy rule per subnet ahead of the main table, so they
   win over the local route they overlap (which is left as it is).
@@ -142,14 +142,15 @@ def plan(request: NetworkRequest) -> NetworkPlan:
     policy_routes: list[Network] = list(taken_over)
     if virtual_subnet is not None:
         routes.append(virtual_subnet)
-    if any(dns_address in t.cidr for t in translated):
+    if not any(dns_address in subnet for subnet in routed):
+        # rootd answers DNS itself, so the workstation may ask any address: when the
+        # service's own is not routed (translated, or left to a local route by
+        # --never-proxy), it asks the virtual subnet's first address instead of taking
+        # one address of someone else's range.
         cluster_dns = dns_address
-        assert virtual_subnet is not None
-        dns_address = virtual_subnet.network_address + 1
-    elif not any(dns_address in subnet for subnet in routed):
-        (policy_routes if any(dns_address in a for a in allowed) else routes).append(
-            ipaddress.ip_network(dns_address)
-        )
+        dns_address = virtual.network_address + 1
+        if virtual_subnet is None:
+            routes.append(ipaddress.ip_network(dns_address))
     return NetworkPlan(
         routed=tuple(routed),
         routes=tuple(routes),
