@@ -41,6 +41,7 @@ from kpcluster.harness import Cluster, EchoWorkload
 from workstation_cli import (
     MachineState,
     Workstation,
+    command_lines,
     machine_state,
     uninstall_manager,
     ws1_vif_lock,
@@ -224,6 +225,13 @@ def rig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             next(lan, None)
 
 
+@pytest.fixture(autouse=True)
+def _quit_after(rig: Rig) -> Iterator[None]:
+    """A failed test must not leave the next one connected."""
+    yield
+    rig.ws.kp("quit", timeout=60)
+
+
 def test_a_conflicting_local_route_is_refused_in_one_line(rig: Rig) -> None:
     refused = rig.connect()
     assert refused.returncode != 0
@@ -257,12 +265,27 @@ def test_allowed_conflicting_subnets_route_through_a_policy_table(rig: Rig) -> N
     rig.quit_and_check()
 
 
+def _guardian_of(rootd: int) -> int:
+    marker = f"--rootd={rootd}".encode()
+    found = [
+        pid
+        for pid, argv in command_lines()
+        if b"kubepresence.rootd.guardian" in argv and marker in argv
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _policy_rules(rig: Rig) -> list[str]:
+    return [line for line in rig.ws.run("ip", "rule").stdout.splitlines() if POLICY_TABLE in line]
+
+
 def test_a_killed_rootd_leaves_no_policy_rule(rig: Rig) -> None:
     connected = rig.connect("--allow-conflicting-subnets", "10.96.0.0/24")
     assert connected.returncode == 0, connected.stderr + rig.ws.logs()
     pid = rig.ws.rootd_pid()
     assert pid is not None
-    assert POLICY_TABLE in rig.ws.run("ip", "rule").stdout
+    assert _policy_rules(rig)
     os.kill(pid, signal.SIGKILL)
     wait_for(
         "the guardian to undo the killed rootd's rules, routes and resolv.conf",
@@ -271,6 +294,26 @@ def test_a_killed_rootd_leaves_no_policy_rule(rig: Rig) -> None:
         interval=0.5,
     )
     assert rig.lan_answers()
+    rig.quit_and_check()
+
+
+def test_rules_left_by_a_killed_rootd_and_guardian_go_at_the_next_start(rig: Rig) -> None:
+    connected = rig.connect("--allow-conflicting-subnets", "10.96.0.0/24")
+    assert connected.returncode == 0, connected.stderr + rig.ws.logs()
+    pid = rig.ws.rootd_pid()
+    assert pid is not None
+    guardian = _guardian_of(pid)
+    os.kill(guardian, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    wait_for("rootd to be gone", lambda: rig.ws.rootd_pid() is None, timeout=15, interval=0.2)
+    rig.ws.kp("quit", timeout=60)  # the user daemon too: the next connect starts afresh
+    left = _policy_rules(rig)
+    assert left, "nothing was left to recover: the test proves nothing"
+    # The next connect starts a new rootd, which removes them before it routes anything.
+    again = rig.connect("--never-proxy", "10.96.0.0/24")
+    assert again.returncode == 0, again.stderr + rig.ws.logs()
+    assert _policy_rules(rig) == []
+    assert "left policy rules" in rig.ws.log("rootd")
     rig.quit_and_check()
 
 
@@ -329,8 +372,12 @@ def test_dns_controls(rig: Rig) -> None:
     assert rig.resolve("api.example") == [rig.echo.service_ip]
     assert rig.echo_says("api.example")["pod"] == rig.echo.pod_name
     assert rig.ask(short) == {"rcode": 0, "aa": 1, "answers": [rig.echo.service_ip]}
-    # Included: the cluster answers (authoritatively: it does not know the name).
-    assert rig.ask(outside) == {"rcode": 3, "aa": 1, "answers": []}
+    # Included: the cluster's answer (its CoreDNS knows no such zone), which rootd marks
+    # authoritative; ws1's own resolver would not be asked at all.
+    included = rig.ask(outside)
+    assert included["aa"] == 1, included
+    assert included["rcode"] != 0, included
+    assert included["answers"] == [], included
     dns = rig.ws.status()["connection"]["dns"]  # type: ignore[index]
     assert dns["mappings"] == {
         "api.example": f"echo.{rig.namespace}",

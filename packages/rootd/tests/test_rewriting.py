@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from kubepresence.rootd.net.rewriting import ResolvConfRewriter, RewriteError
+from kubepresence.rootd.net.rewriting import ResolvConfRewriter, RewriteError, process_start_time
 
 ORIGINAL = b"# odd bytes kept: \xff\xfe\nnameserver 192.0.2.53\nsearch corp.example\n"
 
@@ -93,3 +97,19 @@ def test_a_live_rootds_backup_is_not_taken_over(resolv: Path, tmp_path: Path) ->
     record["start"] += 1
     rewriter.backup.write_text(json.dumps(record))
     assert rewriter.live_owner() is None
+
+
+def test_a_zombie_is_not_a_live_owner() -> None:
+    """A killed rootd nobody reaps yet keeps its /proc entry: it must count as dead."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert process_start_time(child.pid) is not None
+        child.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while process_start_time(child.pid) is not None:  # a zombie until we reap it
+            assert time.monotonic() < deadline, "the killed child still counts as alive"
+            time.sleep(0.01)
+        assert Path(f"/proc/{child.pid}/stat").exists()  # not reaped: still a zombie
+    finally:
+        child.kill()
+        child.wait()

@@ -152,12 +152,18 @@ class ResolvConfRewriter:
 
 
 def process_start_time(pid: int) -> int | None:
-    """When process `pid` started (clock ticks after boot): tells a reused pid apart."""
+    """When process `pid` started (clock ticks after boot): tells a reused pid apart.
+
+    None when there is no such process, or only its zombie: a killed rootd whose parent
+    never reaps it (it was reparented to an init that does not) is dead all the same."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
 
 
 def _write_in_place(path: Path, content: bytes) -> None:
