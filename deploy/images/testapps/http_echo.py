@@ -1,8 +1,9 @@
 """HTTP echo server for the end-to-end tests.
 
 Answers every request with JSON: the pod's name and namespace (from the downward API env),
-the request's method, path, headers and body length, and the peer's address, so a test can tell which pod answered
-and what arrived there (through a Service, a port-forward or an intercept).
+the request's method, path, headers and body length, and the peer's address, so a test
+can tell which pod answered and what arrived there (through a Service, a port-forward
+or an intercept).
 """
 
 from __future__ import annotations

@@ -23,7 +23,10 @@ def test_lists_and_repeats_are_one_list() -> None:
     assert options == RoutingOptions(
         allow_conflicting=("10.96.0.0/24", "10.96.1.0/24", "10.96.2.0/24"),
         vnat=("10.244.0.0/16",),
-        proxy_via=(ProxyVia("10.0.0.0/8", "", "cart"), ProxyVia("172.16.0.0/12", "shop", "db.primary")),
+        proxy_via=(
+            ProxyVia("10.0.0.0/8", "", "cart"),
+            ProxyVia("172.16.0.0/12", "shop", "db.primary"),
+        ),
         virtual_subnet="100.100.0.0/16",
         dns_exclude_suffixes=("com", "org"),
         dns_include_suffixes=("corp.internal",),

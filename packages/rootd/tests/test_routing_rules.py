@@ -45,7 +45,8 @@ LOCAL_24 = [(net("10.96.0.0/24"), "lan0")]
 
 def test_a_conflict_names_the_subnet_the_route_its_device_and_every_way_out() -> None:
     line = plan_conflict(plan(request()), LOCAL_24)
-    assert line is not None and "\n" not in line
+    assert line is not None
+    assert "\n" not in line
     for part in (
         "cluster subnet 10.96.0.0/16",
         "local route 10.96.0.0/24 via lan0",
@@ -76,7 +77,8 @@ def test_an_allowed_range_does_not_excuse_another_conflict() -> None:
     result = plan(request(allow_conflicting=("10.96.0.0/24",)))
     local = [*LOCAL_24, (net("10.96.9.0/24"), "lab0")]
     line = plan_conflict(result, local)
-    assert line is not None and "10.96.9.0/24 via lab0" in line
+    assert line is not None
+    assert "10.96.9.0/24 via lab0" in line
 
 
 def test_an_allowed_range_outside_every_routed_subnet_is_refused() -> None:
@@ -125,7 +127,9 @@ def test_bad_virtual_settings_are_one_line(routing: dict[str, Any], message: str
 def test_a_virtual_subnet_that_collides_with_a_local_route_is_named() -> None:
     result = plan(request(vnat=("10.96.0.0/16",)))
     line = virtual_subnet_conflict(result, [(net("198.18.4.0/24"), "bench0")])
-    assert line is not None and "--virtual-subnet" in line and "bench0" in line
+    assert line is not None
+    assert "--virtual-subnet" in line
+    assert "bench0" in line
     assert virtual_subnet_conflict(plan(request()), [(net("198.18.4.0/24"), "x")]) is None
 
 
@@ -140,7 +144,8 @@ def test_virtual_addresses_are_stable_and_map_back() -> None:
     assert virtual.virtual_for(ip("172.16.0.1")) is None  # not translated
     assert virtual.virtual_for(ip("10.96.7.9")) is None  # a /30 has one address left: used
     destination = virtual.destination_of(first)
-    assert destination is not None and destination.address == ip("10.96.1.1")
+    assert destination is not None
+    assert destination.address == ip("10.96.1.1")
     assert destination.via == ""
     assert virtual.destination_of(ip("198.18.0.3")) is None
 
@@ -153,7 +158,8 @@ def test_the_most_specific_range_decides_the_workload() -> None:
     address = virtual.virtual_for(ip("10.96.7.9"))
     assert address is not None
     destination = virtual.destination_of(address)
-    assert destination is not None and destination.via == "shop/cart"
+    assert destination is not None
+    assert destination.via == "shop/cart"
     virtual.bind_dns(ip("10.96.0.10"))
     assert virtual.virtual_for(ip("10.96.0.10")) == ip("198.18.0.1")
     assert [str(v) for v, _ in virtual.mappings()] == ["198.18.0.1", str(address)]
@@ -206,7 +212,8 @@ def test_mapped_names_are_answered_with_their_address() -> None:
     reply = dnslib.DNSRecord.parse(mapped_reply(query("db.local."), "10.96.3.3", udp=True) or b"")
     assert [str(rr.rdata) for rr in reply.rr] == ["10.96.3.3"]
     empty = mapped_reply(query("db.local.", "AAAA"), "10.96.3.3", udp=True)
-    assert empty is not None and dnslib.DNSRecord.parse(empty).rr == []
+    assert empty is not None
+    assert dnslib.DNSRecord.parse(empty).rr == []
     assert mapped_reply(query("api."), "echo.default", udp=True) is None  # a name: look it up
 
 
