@@ -86,7 +86,7 @@ class ResolvConfRewriter:
             "device": identity.device,
             "inode": identity.inode,
             "pid": os.getpid(),
-            "start": _start_time(os.getpid()),
+            "start": process_start_time(os.getpid()),
             "content": base64.b64encode(original).decode(),
         }
         self.backup_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -146,12 +146,12 @@ class ResolvConfRewriter:
             pid, start = int(record["pid"]), record["start"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if pid == os.getpid() or start is None or _start_time(pid) != start:
+        if pid == os.getpid() or start is None or process_start_time(pid) != start:
             return None
         return pid
 
 
-def _start_time(pid: int) -> int | None:
+def process_start_time(pid: int) -> int | None:
     """When process `pid` started (clock ticks after boot): tells a reused pid apart."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -49,6 +49,7 @@ def daemon_status(status: VifStatus) -> daemon.DaemonStatus:
             sent=status.fragments_sent,
             dropped=dict(status.fragments_dropped),
         ),
+        resolver=status.resolver,
     )
 
 

@@ -2,9 +2,12 @@
 
 Bringing up, in an order that leaves nothing behind when a step fails: check the plan
 against the machine's routes (a conflict is refused before anything changes), make sure
-userd answers, save resolv.conf's original bytes, open the TUN device, add its routes,
-start the terminator with the cluster relay, and only then point resolv.conf at the cluster
-DNS address. Every change registers its undo first; the undo steps are synchronous so they
+userd answers, choose how to point the system resolver at the cluster (systemd-resolved's
+per-link DNS where resolved serves the machine, else resolv.conf rewritten in place; see
+`core.resolved`), save resolv.conf's original bytes (resolv.conf method), open the TUN
+device, add its routes, start the terminator with the cluster relay, and only then point
+the resolver at the cluster DNS address (resolv.conf rewritten, or the TUN link configured
+in resolved, recorded first so that a crash's leftovers can be reverted). Every change registers its undo first; the undo steps are synchronous so they
 complete even while the session's task is being cancelled.
 
 The session ends when asked (Disconnect, Quit, SIGTERM), when the TUN fails, or when userd
@@ -30,8 +33,10 @@ from kubepresence.rootd.core.dns import DnsPolicy
 from kubepresence.rootd.core.endpoint import EndpointConfig, NetworkEndpoint
 from kubepresence.rootd.core.network import NetworkPlan, local_routes, route_conflict
 from kubepresence.rootd.core.packets import OutputMode
+from kubepresence.rootd.core.resolved import ResolverMethod, link_settings, shown_domains
 from kubepresence.rootd.net.dnsserving import DnsService
 from kubepresence.rootd.net.relaying import ClusterRelay
+from kubepresence.rootd.net.resolving import ResolvedLink, detect_method
 from kubepresence.rootd.net.rewriting import RESOLV_CONF, ResolvConfRewriter
 from kubepresence.rootd.net.routing import delete_stale_tun, read_routes
 from kubepresence.rootd.net.terminating import Terminator
@@ -68,6 +73,7 @@ class VifStatus:
     datagrams_reassembled: int = 0
     fragments_sent: int = 0
     fragments_dropped: tuple[tuple[str, int], ...] = ()  # (reason, count), non-zero only
+    resolver: str = ""  # ResolverMethod's value: how the system resolver was pointed here
 
 
 @dataclass(slots=True)
@@ -76,6 +82,7 @@ class _Running:
     dns: DnsService
     terminator: Terminator
     endpoint: NetworkEndpoint = field(repr=False)
+    resolver: ResolverMethod = ResolverMethod.RESOLV_CONF
 
 
 class VifSession:
@@ -119,6 +126,7 @@ class VifSession:
                 for reason in stats.fragments.drop_reasons()
                 if (count := getattr(stats.fragments, reason))
             ),
+            resolver=running.resolver.value,
         )
 
     async def run(self, ready: asyncio.Future[None]) -> None:
@@ -162,17 +170,28 @@ class VifSession:
             ) from None
 
         rewriter = ResolvConfRewriter(settings.state_dir, settings.resolv_conf)
-        owner = rewriter.live_owner()
+        linker = ResolvedLink(settings.state_dir)
+        owner = rewriter.live_owner() or linker.live_owner()
         if owner is not None:
             raise ConfigError(
                 f"another kubepresence session is connected on this machine (rootd pid {owner})"
             )
         if rewriter.has_backup():
             rewriter.restore()  # what a dead rootd left since our start-up
+        if linker.has_record():
+            await asyncio.to_thread(linker.revert)
+        method = await asyncio.to_thread(detect_method, settings.resolv_conf)
+        dns_address = str(plan.dns_address)
         original = rewriter.read()
         previous = resolvconf.parse(original.decode(errors="replace"))
-        rewriter.save_backup(original)
-        undo.callback(_safely(rewriter.restore, "restoring resolv.conf"))
+        if method is ResolverMethod.RESOLV_CONF:
+            rewriter.save_backup(original)
+            undo.callback(_safely(rewriter.restore, "restoring resolv.conf"))
+            upstreams = resolvconf.upstreams(previous, dns_address)
+        else:
+            # resolved sends rootd only names under the link's domains (cluster names);
+            # forwarding anything to its stub would come straight back here.
+            upstreams = []
 
         try:
             device = TunDevice.open(name)
@@ -193,13 +212,16 @@ class VifSession:
         except OSError as error:
             raise ConfigError(f"cannot route through {name}: {error.strerror or error}") from None
 
-        dns_address = str(plan.dns_address)
         dns = DnsService(
             DnsPolicy(plan.cluster_domain, plan.search_namespaces),
             lambda qname, qtype: client.lookup_dns(
                 plan.session_id, qname, qtype, seconds=DNS_LOOKUP_TIMEOUT
             ),
-            resolvconf.upstreams(previous, dns_address),
+            upstreams,
+        )
+        revert_resolver = _safely(
+            rewriter.restore if method is ResolverMethod.RESOLV_CONF else linker.revert,
+            f"reverting the resolver ({method.value})",
         )
         offload = device.offload
         async with asyncio.TaskGroup() as tasks:
@@ -219,18 +241,22 @@ class VifSession:
             terminator.start()
             watchdog: asyncio.Task[None] | None = None
             try:
-                rewriter.install(
-                    resolvconf.render(
-                        previous, dns_address, plan.search_namespaces, plan.cluster_domain
+                if method is ResolverMethod.RESOLV_CONF:
+                    rewriter.install(
+                        resolvconf.render(
+                            previous, dns_address, plan.search_namespaces, plan.cluster_domain
+                        )
                     )
-                )
-                self._running = _Running(relay, dns, terminator, endpoint)
+                else:
+                    await self._configure_link(linker, undo, device.name, dns_address)
+                self._running = _Running(relay, dns, terminator, endpoint, method)
                 log.info(
-                    "VIF %s up: routes %s, DNS %s for %s (previous resolvers %s)",
+                    "VIF %s up: routes %s, DNS %s for %s through %s (previous resolvers %s)",
                     device.name,
                     " ".join(str(r) for r in plan.routes),
                     dns_address,
                     plan.cluster_domain,
+                    method.value,
                     " ".join(dns.upstreams) or "none",
                 )
                 ready.set_result(None)
@@ -245,7 +271,7 @@ class VifSession:
             finally:
                 self._running = None
                 # The resolver first: no moment where it names an address nobody serves.
-                _safely(rewriter.restore, "restoring resolv.conf")()
+                revert_resolver()
                 terminator.stop()
                 relay.close()
                 fragments = endpoint.stats.fragments
@@ -260,6 +286,26 @@ class VifSession:
                     )
                 if watchdog is not None:
                     watchdog.cancel()
+
+    async def _configure_link(
+        self, linker: ResolvedLink, undo: contextlib.ExitStack, name: str, dns_address: str
+    ) -> None:
+        plan = self.plan
+        wanted = link_settings(dns_address, plan.search_namespaces, plan.cluster_domain)
+        # Registered before the first call: a half-configured link is reverted as well (and
+        # before the TUN closes, so the revert finds the link).
+        undo.callback(_safely(linker.revert, "reverting the resolved link"))
+        try:
+            await asyncio.to_thread(linker.configure, name, wanted)
+        except OSError as error:  # ResolvedError too
+            raise ConfigError(f"systemd-resolved refused the settings of {name}: {error}") from None
+        log.info(
+            "resolved: %s DNS %s, domains %s, default route %s",
+            name,
+            dns_address,
+            " ".join(shown_domains(wanted)),
+            "yes" if wanted.default_route else "no",
+        )
 
     def _channel_error(self, error: BaseException) -> None:
         log.debug("userd channel error: %s", error)
@@ -300,23 +346,32 @@ def _safely(step: Callable[[], object], what: str) -> Callable[[], None]:
 
 
 def recover(settings: VifSettings, dead: int | None = None) -> None:
-    """Undo what a crashed run left: restore resolv.conf, delete a stale TUN. Blocking.
+    """Undo what a crashed run left: restore resolv.conf, revert the resolved link, delete a
+    stale TUN. Blocking.
 
     `dead`: the pid of a rootd known to be gone (the guardian's), even while it is still a
     zombie that looks alive."""
     rewriter = ResolvConfRewriter(settings.state_dir, settings.resolv_conf)
-    if not rewriter.has_backup():
+    linker = ResolvedLink(settings.state_dir)
+    if not rewriter.has_backup() and not linker.has_record():
         return
-    owner = rewriter.live_owner()
+    owner = rewriter.live_owner() or linker.live_owner()
     if owner is not None and owner != dead:
         log.warning(
             "another rootd (pid %d) is connected in this network namespace; leaving it alone",
             owner,
         )
         return
-    log.warning("a previous run did not clean up; restoring %s", settings.resolv_conf)
-    try:
-        rewriter.restore()
-    except OSError as error:
-        log.error("could not restore %s: %s", settings.resolv_conf, error)
+    if rewriter.has_backup():
+        log.warning("a previous run did not clean up; restoring %s", settings.resolv_conf)
+        try:
+            rewriter.restore()
+        except OSError as error:
+            log.error("could not restore %s: %s", settings.resolv_conf, error)
+    if linker.has_record():
+        log.warning("a previous run did not clean up; reverting its systemd-resolved link")
+        try:
+            linker.revert()
+        except OSError as error:  # kept for the next start
+            log.error("could not revert the systemd-resolved link: %s", error)
     delete_stale_tun(settings.tun_name)
