@@ -71,9 +71,7 @@ class LinkSettings:
     default_route: bool = False  # SetLinkDefaultRoute b
 
 
-def link_settings(
-    dns_address: str, namespaces: Sequence[str], cluster_domain: str
-) -> LinkSettings:
+def link_settings(dns_address: str, namespaces: Sequence[str], cluster_domain: str) -> LinkSettings:
     """The TUN link's settings for a session (see the module docstring)."""
     address = ipaddress.ip_address(dns_address)
     family = AF_INET if address.version == 4 else AF_INET6

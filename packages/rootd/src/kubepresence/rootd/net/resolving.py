@@ -37,7 +37,9 @@ from kubepresence.rootd.net.rewriting import namespace_key, process_start_time
 log = logging.getLogger(__name__)
 
 RESOLVE1 = "org.freedesktop.resolve1"
-_MANAGER = DBusAddress("/org/freedesktop/resolve1", bus_name=RESOLVE1, interface=f"{RESOLVE1}.Manager")
+_MANAGER = DBusAddress(
+    "/org/freedesktop/resolve1", bus_name=RESOLVE1, interface=f"{RESOLVE1}.Manager"
+)
 _RECORD_NAME = "resolved-link.json"
 CALL_TIMEOUT = 5.0  # resolved answers at once; a hung one must not hang rootd's undo
 _NO_SUCH_LINK = f"{RESOLVE1}.NoSuchLink"
@@ -70,8 +72,10 @@ def _call(connection: DBusConnection, member: str, signature: str, *body: Any) -
     except (OSError, TimeoutError) as error:
         raise ResolvedError(f"resolved: {member} failed: {error!r}") from None
     if reply.header.message_type == MessageType.error:
-        error = DBusErrorResponse(reply)
-        raise ResolvedError(f"resolved refused {member}: {error.name} {error.data}", error.name)
+        refusal = DBusErrorResponse(reply)
+        raise ResolvedError(
+            f"resolved refused {member}: {refusal.name} {refusal.data}", refusal.name
+        )
     result: tuple[Any, ...] = reply.body
     return result
 

@@ -7,8 +7,9 @@ per-link DNS where resolved serves the machine, else resolv.conf rewritten in pl
 `core.resolved`), save resolv.conf's original bytes (resolv.conf method), open the TUN
 device, add its routes, start the terminator with the cluster relay, and only then point
 the resolver at the cluster DNS address (resolv.conf rewritten, or the TUN link configured
-in resolved, recorded first so that a crash's leftovers can be reverted). Every change registers its undo first; the undo steps are synchronous so they
-complete even while the session's task is being cancelled.
+in resolved, recorded first so that a crash's leftovers can be reverted). Every change
+registers its undo first; the undo steps are synchronous so they complete even while the
+session's task is being cancelled.
 
 The session ends when asked (Disconnect, Quit, SIGTERM), when the TUN fails, or when userd
 goes away: its socket refuses (at once) or it has not answered for `userd_silence`
