@@ -74,12 +74,14 @@ pytestmark = [
 
 def _sibling(name: str) -> ModuleType:
     """A test module beside this one (the fake userd lives there; tests are no package)."""
-    spec = importlib.util.spec_from_file_location(
-        f"_kp_{name}", Path(__file__).with_name(f"{name}.py")
-    )
+    qualified = f"_kp_tests_{name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    spec = importlib.util.spec_from_file_location(qualified, Path(__file__).with_name(f"{name}.py"))
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -87,6 +89,7 @@ def _sibling(name: str) -> ModuleType:
 vif = _sibling("test_vif_netns")
 
 UPSTREAM = "198.18.255.53"
+UPLINK = "198.18.254.1/24"
 DNS_ADDRESS = vif.DNS_ADDRESS
 SERVICE = vif.SERVICE
 STEP_TIMEOUT = 20.0
@@ -290,6 +293,12 @@ class World:
         run("ip", "netns", "add", self.netns)
         run("ip", "-n", self.netns, "link", "set", "lo", "up")
         run("ip", "-n", self.netns, "address", "add", f"{UPSTREAM}/32", "dev", "lo")
+        # resolved asks its global servers only while some link has a routable address.
+        # A veth pair with both ends in the namespace: a link with carrier, going nowhere.
+        run("ip", "-n", self.netns, "link", "add", "kp-up0", "type", "veth", "peer", "kp-up1")
+        run("ip", "-n", self.netns, "address", "add", UPLINK, "dev", "kp-up0")
+        for end in ("kp-up0", "kp-up1"):
+            run("ip", "-n", self.netns, "link", "set", end, "up")
         self.holder = subprocess.Popen(
             [
                 "nsenter",
@@ -331,7 +340,12 @@ class World:
             [sys.executable, "-u", "-c", UPSTREAM_SERVER, UPSTREAM, str(self.asked)],
             self.scratch / "upstream.log",
         )
-        del upstream
+        upstream_log = self.scratch / "upstream.log"
+        wait_for(
+            "the fake upstream",
+            lambda: upstream.poll() is None and "ready" in upstream_log.read_text(),
+            failure=upstream_log.read_text,
+        )
         self.start(
             [
                 "dbus-monitor",
@@ -391,9 +405,16 @@ class World:
     def link(self, name: str) -> dict[str, str]:
         """kp0's DNS, domains and default route as resolvectl shows them."""
         return {
-            what: self.resolvectl(what, name).split(":", 1)[-1].strip()
+            what: " ".join(self.resolvectl(what, name).split(":", 1)[-1].split())
             for what in ("dns", "domain", "default-route")
         }
+
+    def logs(self) -> str:
+        """The tails of resolved's and the upstream's logs, for a failure's message."""
+        return "\n".join(
+            f"--- {name}\n" + (self.scratch / name).read_text()[-3000:]
+            for name in ("resolved.log", "upstream.log")
+        )
 
     def upstream_asked(self) -> list[str]:
         return self.asked.read_text().split()
@@ -536,9 +557,11 @@ for name in sys.argv[1:]:
     s.sendto(query.pack(), ("127.0.0.53", 53))
     reply = dnslib.DNSRecord.parse(s.recv(4096))
     results[name] = [dnslib.RCODE.get(reply.header.rcode), sorted(str(r.rdata) for r in reply.rr)]
-results["getaddrinfo echo.demo"] = sorted(
-    {a[4][0] for a in socket.getaddrinfo("echo.demo", 80, socket.AF_INET, socket.SOCK_STREAM)}
-)
+try:  # glibc through /etc/resolv.conf, which names the stub
+    found = socket.getaddrinfo("echo.demo", 80, socket.AF_INET, socket.SOCK_STREAM)
+    results["getaddrinfo echo.demo"] = sorted({a[4][0] for a in found})
+except socket.gaierror as error:
+    results["getaddrinfo echo.demo"] = f"gaierror {error.errno}"
 print(json.dumps(results))
 """
 
@@ -563,11 +586,12 @@ async def test_cluster_names_through_resolved_and_everything_reverted(
     fake, userd_socket = userd
     # Warm up: resolved has used its upstream once, so nothing in the baseline changes later.
     warm = await stub_queries(world, "warmup.example.test.")
-    assert warm["warmup.example.test."][0] == "NXDOMAIN"
+    assert warm["warmup.example.test."][0] == "NXDOMAIN", world.logs()
     baseline = world.state()
     assert "kp0" not in baseline["dns"]
     assert baseline["etc/resolv.conf"].encode() == STUB_RESOLV
 
+    world.asked.write_text("")  # the warm-up's names (echo.demo included) were before connect
     await rootd.start()
     status: daemon.DaemonStatus = await rootd.connect(userd_socket)
     assert status.connected, rootd.logs()

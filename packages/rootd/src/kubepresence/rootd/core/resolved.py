@@ -17,6 +17,7 @@ instead (what `resolvectl dns/domain/default-route kp0 …` does, over D-Bus):
 search domains (no `~`) route too, and complete a single-label `svc` (in the order of the
 session's namespaces). `svc.ns` reaches
 rootd through `~ns` and is asked of the cluster as `svc.ns.svc.<domain>` (`dns.DnsPolicy`).
+The link also gets an address resolved counts (`LINK_ADDRESSES`), or it ignores the link.
 DefaultRoute off: every other name stays with the servers resolved used before, so
 nothing else of the machine's resolver changes. `RevertLink` undoes all of it.
 
@@ -42,6 +43,12 @@ from kubepresence.rootd.core.dns import EXCLUDED_SUFFIXES
 # resolved's stub listeners (127.0.0.54 is its "proxy" stub, also resolved's).
 STUB_ADDRESSES = frozenset({"127.0.0.53", "127.0.0.54"})
 AF_INET = 2  # the address families of resolved's D-Bus API (Linux values)
+# resolved gives a link a DNS scope only while it has a routable address (not loopback, not
+# link-local), and the TUN has none of its own. One that no packet uses: a unique-local IPv6
+# host address (its /128 route is local only), else the IPv4 dummy address of RFC 7600
+# (also made for hosts that need an address and have none), where IPv6 is disabled. Never
+# one inside the routed subnets: the kernel would deliver those locally, not to the TUN.
+LINK_ADDRESSES = ("fd6b:7072:6573:7e::1/128", "192.0.0.8/32")
 AF_INET6 = 10
 
 

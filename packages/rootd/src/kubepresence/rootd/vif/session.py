@@ -34,14 +34,19 @@ from kubepresence.rootd.core.dns import DnsPolicy
 from kubepresence.rootd.core.endpoint import EndpointConfig, NetworkEndpoint
 from kubepresence.rootd.core.network import NetworkPlan, local_routes, route_conflict
 from kubepresence.rootd.core.packets import OutputMode
-from kubepresence.rootd.core.resolved import ResolverMethod, link_settings, shown_domains
+from kubepresence.rootd.core.resolved import (
+    LINK_ADDRESSES,
+    ResolverMethod,
+    link_settings,
+    shown_domains,
+)
 from kubepresence.rootd.net.dnsserving import DnsService
 from kubepresence.rootd.net.relaying import ClusterRelay
 from kubepresence.rootd.net.resolving import ResolvedLink, detect_method
 from kubepresence.rootd.net.rewriting import RESOLV_CONF, ResolvConfRewriter
 from kubepresence.rootd.net.routing import delete_stale_tun, read_routes
 from kubepresence.rootd.net.terminating import Terminator
-from kubepresence.rootd.net.tun import TunDevice, configure_link
+from kubepresence.rootd.net.tun import TunDevice, add_first_address, configure_link
 from kubepresence.rootd.rpc.connector import ConnectorClient, UserdUnreachableError
 
 log = logging.getLogger(__name__)
@@ -210,6 +215,8 @@ class VifSession:
                 list(settings.addresses),
                 [str(route) for route in plan.routes],
             )
+            if method is ResolverMethod.RESOLVED and not settings.addresses:
+                await asyncio.to_thread(add_first_address, device.name, LINK_ADDRESSES)
         except OSError as error:
             raise ConfigError(f"cannot route through {name}: {error.strerror or error}") from None
 
