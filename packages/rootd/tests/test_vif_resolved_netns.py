@@ -24,7 +24,10 @@ Scenarios:
   default route, resolved's state files and /etc/resolv.conf are as before;
 - SIGKILL of rootd, again with kp0 kept alive by the test: the guardian reverts the link
   (RevertLink seen on the bus), deletes the stale TUN, and the state is as before; a
-  restarted rootd has nothing left to recover and connects again.
+  restarted rootd has nothing left to recover and connects again;
+- rootd and its guardian both SIGKILLed (kp0 kept alive): the link keeps the dead rootd's
+  settings until rootd starts again, whose recovery reverts it and deletes the TUN; after
+  Quit the state is as before.
 
 Needs root (namespaces, TUN devices, mounts), nsenter/unshare, dbus-daemon and apt-get +
 dpkg-deb the first time (to fetch the package). Only loopback and 198.18.0.0/15 addresses,
@@ -673,10 +676,47 @@ async def test_cluster_names_through_resolved_and_everything_reverted(
     assert rootd.logs().count("did not clean up") == recoveries  # the guardian did it all
     assert (await rootd.connect(userd_socket)).connected
     assert world.link("kp0")["dns"] == DNS_ADDRESS
+
+    # (c3) rootd and its guardian both SIGKILLed: nobody reverts until rootd starts again.
+    guardian = _guardian_of(rootd.process.pid)
+    os.kill(guardian, signal.SIGKILL)  # by pid: the guardian of the rootd this test started
+    await wait_until("the guardian to die", lambda: _dead(guardian))
+    index = socket_index(world, "kp0")
+    with tun_kept_alive(rootd.process.pid):
+        assert rootd.signal(signal.SIGKILL) == -signal.SIGKILL
+        assert world.link("kp0")["dns"] == DNS_ADDRESS  # left as the dead rootd set it
+        assert str(index) not in world.reverts()
+        await rootd.start()  # its recovery runs before it serves
+        assert str(index) in world.reverts(), rootd.logs()[-2000:]
+        await wait_until("the restart to delete kp0", lambda: "kp0" not in world.resolvectl("dns"))
+    assert world.state() == baseline
+
     await rootd.call(lambda stub: stub.quit(timeout=5))
     assert rootd.process.wait(STEP_TIMEOUT) == 0
-    await wait_until("kp0 to go after quit", lambda: "kp0" not in world.resolvectl("dns"))
     assert world.state() == baseline
+
+
+def _guardian_of(rootd_pid: int) -> int:
+    """The pid of the guardian that rootd `rootd_pid` started (its argv names that rootd)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kubepresence.rootd.guardian" in argv and f"--rootd={rootd_pid}".encode() in argv:
+            return int(entry.name)
+    pytest.fail(f"no guardian of rootd {rootd_pid}")
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie its parent has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def socket_index(world: World, name: str) -> int:
