@@ -29,7 +29,7 @@ Scenarios:
   settings until rootd starts again, whose recovery reverts it and deletes the TUN; after
   Quit the state is as before.
 
-Needs root (namespaces, TUN devices, mounts), nsenter/unshare, dbus-daemon and apt-get +
+Needs root (namespaces, TUN devices, mounts), nsenter/unshare, dbus-daemon/-monitor, apt-get +
 dpkg-deb the first time (to fetch the package). Only loopback and 198.18.0.0/15 addresses,
 inside a namespace this test creates and deletes.
 """
@@ -68,8 +68,12 @@ pytestmark = [
         "namespaces, TUN devices and bind mounts",
     ),
     pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in ("ip", "nsenter", "unshare", "dbus-daemon")),
-        reason="needs iproute2 `ip`, util-linux `nsenter`/`unshare` and `dbus-daemon`",
+        any(
+            shutil.which(tool) is None
+            for tool in ("ip", "nsenter", "unshare", "dbus-daemon", "dbus-monitor")
+        ),
+        reason="needs iproute2 `ip`, util-linux `nsenter`/`unshare`, `dbus-daemon` and "
+        "`dbus-monitor`",
     ),
     pytest.mark.skipif(not Path("/dev/net/tun").exists(), reason="needs /dev/net/tun"),
 ]
