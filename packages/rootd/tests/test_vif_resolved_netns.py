@@ -12,6 +12,8 @@ upstream DNS server on 198.18.255.53 is resolved's global DNS=; the fake userd o
 test_vif_netns answers the cluster's names.
 
 Scenarios:
+- rootd's detection sees this resolved from the scratch network namespace, and not from
+  another one that reaches the same bus;
 - with rootd connected, resolved's kp0 link carries DNS 198.18.0.10, the routing domains
   ~cluster.local ~demo ~shop, the search domains demo.svc.cluster.local
   shop.svc.cluster.local and no default route; /etc/resolv.conf is not touched; status says
@@ -597,6 +599,16 @@ async def test_cluster_names_through_resolved_and_everything_reverted(
     baseline = world.state()
     assert "kp0" not in baseline["dns"]
     assert baseline["etc/resolv.conf"].encode() == STUB_RESOLV
+
+    # rootd's detection: this resolved serves the scratch namespace, not the host's, whose
+    # processes reach the same bus (the mount namespace) but have other link indexes.
+    probe = "from kubepresence.rootd.net.resolving import resolved_on_bus as r; print(r())"
+    assert world.sh(sys.executable, "-c", probe).stdout.strip() == "True"
+    assert world.holder is not None
+    elsewhere = run(
+        "nsenter", f"--target={world.holder.pid}", "--mount", "--", sys.executable, "-c", probe
+    )
+    assert elsewhere.stdout.strip() == "False"
 
     world.asked.write_text("")  # the warm-up's names (echo.demo included) were before connect
     await rootd.start()

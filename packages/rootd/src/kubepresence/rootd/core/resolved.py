@@ -25,8 +25,9 @@ Namespaces named like a top-level domain (`dns.EXCLUDED_SUFFIXES`) get no routin
 a namespace called `com` must not swallow .com.
 
 Detection (`choose_method`): resolved owns `org.freedesktop.resolve1` on the system bus
-(what Telepresence checks) AND resolv.conf names its stub, so that the system's lookups go
-through it. A resolved that runs beside a resolv.conf naming other servers is not the
+(what Telepresence checks), in rootd's network namespace (the bus is reachable from other
+namespaces; link indexes are not), AND resolv.conf names its stub, so that the system's
+lookups go through it. A resolved that runs beside a resolv.conf naming other servers is not the
 machine's resolver: rootd rewrites resolv.conf as it does without resolved.
 """
 

@@ -81,16 +81,32 @@ def _call(connection: DBusConnection, member: str, signature: str, *body: Any) -
 
 
 def resolved_on_bus() -> bool:
-    """Whether systemd-resolved owns its name on the system bus (False: no bus, no resolved)."""
+    """Whether systemd-resolved owns its name on the system bus and serves this network
+    namespace (False: no bus, no resolved, or a resolved of another namespace, whose link
+    indexes are not ours: a rootd in a scratch namespace reaches the host's bus too)."""
     try:
         with _system_bus() as connection:
-            reply = connection.send_and_get_reply(
+            owned = connection.send_and_get_reply(
                 message_bus.NameHasOwner(RESOLVE1), timeout=CALL_TIMEOUT
+            )
+            if owned.header.message_type != MessageType.method_return or not owned.body[0]:
+                return False
+            owner = connection.send_and_get_reply(
+                message_bus.GetConnectionUnixProcessID(RESOLVE1), timeout=CALL_TIMEOUT
             )
     except (ResolvedError, OSError, TimeoutError) as error:
         log.debug("no systemd-resolved on the system bus: %s", error)
         return False
-    return reply.header.message_type == MessageType.method_return and bool(reply.body[0])
+    if owner.header.message_type != MessageType.method_return:
+        return True  # the bus does not tell: trust that it is this machine's resolved
+    try:
+        theirs = Path(f"/proc/{int(owner.body[0])}/ns/net").stat().st_ino
+        ours = Path("/proc/self/ns/net").stat().st_ino
+    except OSError:
+        return True  # another pid namespace (a container): cannot tell, trust the bus
+    if theirs != ours:
+        log.info("systemd-resolved (pid %s) serves another network namespace", owner.body[0])
+    return theirs == ours
 
 
 def detect_method(resolv_conf: Path) -> ResolverMethod:
