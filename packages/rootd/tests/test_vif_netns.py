@@ -602,6 +602,7 @@ async def test_flows_dns_and_every_way_of_ending(
     assert status.vif_name == "kp0"
     assert list(status.routed_subnets) == [SERVICE_SUBNET, POD_SUBNET]
     assert status.dns_address == DNS_ADDRESS
+    assert status.resolver == "resolv.conf"  # no systemd-resolved in this namespace
     written = resolv_conf(netns).decode()
     assert f"nameserver {DNS_ADDRESS}\n" in written
     assert (

@@ -1,9 +1,11 @@
 """A root process that undoes rootd's changes the moment rootd dies (sshuttle's model).
 
-rootd restores resolv.conf itself when it stops, and the kernel removes the TUN device
-and its routes with rootd's last file descriptor. A rootd killed with SIGKILL (or by the
-OOM killer) restores nothing: the workstation's lookups would all go to a cluster DNS
-address nobody serves until the next rootd starts. So at start-up rootd starts this
+rootd restores resolv.conf (or reverts its systemd-resolved link) itself when it stops,
+and the kernel removes the TUN device and its routes with rootd's last file descriptor. A
+rootd killed with SIGKILL (or by the OOM killer) restores nothing: the workstation's
+lookups would all go to a cluster DNS address nobody serves until the next rootd starts
+(resolved forgets a link's settings with the link, but a TUN that outlives rootd keeps
+them). So at start-up rootd starts this
 guardian, a small separate Python process (about 10 MiB; it imports the recovery code
 only when it needs it): it blocks on a pipe whose only write end rootd holds, and when
 that read returns end-of-file (rootd is gone, however it went) it runs the recovery a new

@@ -151,6 +151,7 @@ class UserDaemon:
         )
         connection.vif_name = status.vif_name
         connection.routed_subnets = list(status.routed_subnets)
+        connection.resolver = status.resolver
         connection.note(
             f"cluster network up on {status.vif_name}: {', '.join(status.routed_subnets)}"
         )
@@ -174,6 +175,7 @@ class UserDaemon:
             connection.open_flows = status.open_flows
             connection.fragments = rootd.fragment_counters(status)
             connection.virtual_addresses = rootd.virtual_addresses(status)
+            connection.resolver = status.resolver
             if status.connected and status.vif_name:
                 if connection.network_problem and not connection.vif_name:
                     connection.vif_name = status.vif_name

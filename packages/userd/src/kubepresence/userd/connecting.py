@@ -87,6 +87,7 @@ class ClusterConnection:
         self.open_flows = 0
         self.fragments = FragmentCounters()
         self.virtual_addresses: list[VirtualAddress] = []  # as rootd last said
+        self.resolver = ""  # "systemd-resolved" or "resolv.conf", as rootd last said
         self.intercepts: list[InterceptView] = []
         # What this session intercepts, as asked: made again at a manager that forgot it.
         self.wanted: dict[str, InterceptRequest] = {}

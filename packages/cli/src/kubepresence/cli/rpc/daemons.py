@@ -211,6 +211,7 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
     if info.network_problem:
         data["network_problem"] = info.network_problem
     data["open_flows"] = info.open_flows
+    data["resolver"] = info.resolver
     fragments = info.fragments or common.IpFragments()
     data["ip_fragments"] = {
         "received": fragments.received,

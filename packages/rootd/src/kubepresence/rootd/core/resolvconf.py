@@ -2,7 +2,7 @@
 
 Model
 -----
-Without systemd-resolved (the machines this project runs on), the system resolver is
+Without systemd-resolved, the system resolver is
 whatever /etc/resolv.conf names. While connected rootd replaces it with
 
     nameserver <cluster DNS address>          (answered by rootd on the VIF)
@@ -14,9 +14,8 @@ search list turns them into names under the cluster domain), and remembers the o
 nameservers: every question outside the cluster domain is forwarded to them. The original
 bytes are restored unchanged on disconnect; this module only parses and renders.
 
-Where systemd-resolved runs, per-link DNS on the TUN (`resolvectl dns/domain kp0 …`, with
-`~<domain>` routing domains) would be the better path: the rest of the machine's resolver
-set-up stays untouched. Not built: no machine here runs it.
+Where systemd-resolved serves the machine, rootd does not touch resolv.conf: it sets
+per-link DNS on the TUN instead (`core.resolved`, `net.resolving`).
 """
 
 from __future__ import annotations

@@ -216,3 +216,19 @@ def configure_link(
         _ip(netns, "address", "add", address, "dev", name)
     for route in routes:
         _ip(netns, "route", "add", route, "dev", name)
+
+
+def add_first_address(name: str, candidates: Iterable[str], netns: str | None = None) -> str:
+    """Add the first of `candidates` (CIDRs) that the kernel takes to `name`; which one.
+
+    TunError when none was taken (IPv6 disabled and the IPv4 one taken elsewhere, say)."""
+    failures: list[str] = []
+    for address in candidates:
+        extra = ("nodad",) if ":" in address else ()  # no tentative state: usable at once
+        try:
+            _ip(netns, "address", "add", address, "dev", name, *extra)
+        except TunError as error:
+            failures.append(str(error))
+            continue
+        return address
+    raise TunError(errno.EADDRNOTAVAIL, "; ".join(failures) or "no address to add")

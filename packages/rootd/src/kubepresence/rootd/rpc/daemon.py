@@ -56,6 +56,7 @@ def daemon_status(status: VifStatus) -> daemon.DaemonStatus:
             sent=status.fragments_sent,
             dropped=dict(status.fragments_dropped),
         ),
+        resolver=status.resolver,
         routing=to_message(status.routing) if status.connected else None,
         virtual_addresses=addresses_to_messages(
             [VirtualAddress(*entry) for entry in status.virtual_addresses]

@@ -2,10 +2,14 @@
 
 Bringing up, in an order that leaves nothing behind when a step fails: check the plan
 against the machine's routes (a conflict is refused before anything changes), make sure
-userd answers, save resolv.conf's original bytes, open the TUN device, add its routes,
-start the terminator with the cluster relay, and only then point resolv.conf at the cluster
-DNS address. Every change registers its undo first; the undo steps are synchronous so they
-complete even while the session's task is being cancelled.
+userd answers, choose how to point the system resolver at the cluster (systemd-resolved's
+per-link DNS where resolved serves the machine, else resolv.conf rewritten in place; see
+`core.resolved`), save resolv.conf's original bytes (resolv.conf method), open the TUN
+device, add its routes, start the terminator with the cluster relay, and only then point
+the resolver at the cluster DNS address (resolv.conf rewritten, or the TUN link configured
+in resolved, recorded first so that a crash's leftovers can be reverted). Every change
+registers its undo first; the undo steps are synchronous so they complete even while the
+session's task is being cancelled.
 
 The session ends when asked (Disconnect, Quit, SIGTERM), when the TUN fails, or when userd
 goes away: its socket refuses (at once) or it has not answered for `userd_silence`
@@ -36,15 +40,22 @@ from kubepresence.rootd.core.network import (
     virtual_subnet_conflict,
 )
 from kubepresence.rootd.core.packets import OutputMode
+from kubepresence.rootd.core.resolved import (
+    LINK_ADDRESSES,
+    ResolverMethod,
+    link_settings,
+    shown_domains,
+)
 from kubepresence.rootd.core.vnat import VirtualNetwork
 from kubepresence.rootd.net import policyrouting
 from kubepresence.rootd.net.dnsserving import DnsService
 from kubepresence.rootd.net.policyrouting import PolicyRoutes
 from kubepresence.rootd.net.relaying import ClusterRelay
+from kubepresence.rootd.net.resolving import ResolvedLink, detect_method
 from kubepresence.rootd.net.rewriting import RESOLV_CONF, ResolvConfRewriter
 from kubepresence.rootd.net.routing import delete_stale_tun, read_routes
 from kubepresence.rootd.net.terminating import Terminator
-from kubepresence.rootd.net.tun import TunDevice, configure_link
+from kubepresence.rootd.net.tun import TunDevice, add_first_address, configure_link
 from kubepresence.rootd.rpc.connector import ConnectorClient, UserdUnreachableError
 from kubepresence.rootd.vif.translation import TranslatedCluster
 
@@ -81,6 +92,7 @@ class VifStatus:
     routing: RoutingOptions = field(default_factory=RoutingOptions)
     # (virtual, cluster address, via) handed out this session
     virtual_addresses: tuple[tuple[str, str, str], ...] = ()
+    resolver: str = ""  # ResolverMethod's value: how the system resolver was pointed here
 
 
 @dataclass(slots=True)
@@ -90,6 +102,7 @@ class _Running:
     terminator: Terminator
     endpoint: NetworkEndpoint = field(repr=False)
     virtual: VirtualNetwork | None = None
+    resolver: ResolverMethod = ResolverMethod.RESOLV_CONF
 
 
 class VifSession:
@@ -140,6 +153,7 @@ class VifSession:
                     running.virtual.mappings() if running.virtual is not None else []
                 )
             ),
+            resolver=running.resolver.value,
         )
 
     async def run(self, ready: asyncio.Future[None]) -> None:
@@ -186,17 +200,28 @@ class VifSession:
             ) from None
 
         rewriter = ResolvConfRewriter(settings.state_dir, settings.resolv_conf)
-        owner = rewriter.live_owner()
+        linker = ResolvedLink(settings.state_dir)
+        owner = rewriter.live_owner() or linker.live_owner()
         if owner is not None:
             raise ConfigError(
                 f"another kubepresence session is connected on this machine (rootd pid {owner})"
             )
         if rewriter.has_backup():
             rewriter.restore()  # what a dead rootd left since our start-up
+        if linker.has_record():
+            await asyncio.to_thread(linker.revert)
+        method = await asyncio.to_thread(detect_method, settings.resolv_conf)
+        dns_address = str(plan.dns_address)
         original = rewriter.read()
         previous = resolvconf.parse(original.decode(errors="replace"))
-        rewriter.save_backup(original)
-        undo.callback(_safely(rewriter.restore, "restoring resolv.conf"))
+        if method is ResolverMethod.RESOLV_CONF:
+            rewriter.save_backup(original)
+            undo.callback(_safely(rewriter.restore, "restoring resolv.conf"))
+            upstreams = resolvconf.upstreams(previous, dns_address)
+        else:
+            # resolved sends rootd only names under the link's domains (cluster names);
+            # forwarding anything to its stub would come straight back here.
+            upstreams = []
 
         try:
             device = TunDevice.open(name)
@@ -214,6 +239,8 @@ class VifSession:
                 list(settings.addresses),
                 [str(route) for route in plan.routes],
             )
+            if method is ResolverMethod.RESOLVED and not settings.addresses:
+                await asyncio.to_thread(add_first_address, device.name, LINK_ADDRESSES)
         except OSError as error:
             raise ConfigError(f"cannot route through {name}: {error.strerror or error}") from None
         if plan.policy_routes:
@@ -234,7 +261,6 @@ class VifSession:
             if plan.cluster_dns_address is not None:
                 virtual.bind_dns(plan.cluster_dns_address)
 
-        dns_address = str(plan.dns_address)
         options = plan.routing
         dns = DnsService(
             DnsPolicy(
@@ -247,8 +273,12 @@ class VifSession:
             lambda qname, qtype: client.lookup_dns(
                 plan.session_id, qname, qtype, seconds=DNS_LOOKUP_TIMEOUT
             ),
-            resolvconf.upstreams(previous, dns_address),
+            upstreams,
             translate=virtual.virtual_for if virtual is not None else None,
+        )
+        revert_resolver = _safely(
+            rewriter.restore if method is ResolverMethod.RESOLV_CONF else linker.revert,
+            f"reverting the resolver ({method.value})",
         )
         offload = device.offload
         async with asyncio.TaskGroup() as tasks:
@@ -272,18 +302,24 @@ class VifSession:
             terminator.start()
             watchdog: asyncio.Task[None] | None = None
             try:
-                rewriter.install(
-                    resolvconf.render(
-                        previous, dns_address, plan.search_namespaces, plan.cluster_domain
+                if method is ResolverMethod.RESOLV_CONF:
+                    rewriter.install(
+                        resolvconf.render(
+                            previous, dns_address, plan.search_namespaces, plan.cluster_domain
+                        )
                     )
+                else:
+                    await self._configure_link(linker, undo, device.name, dns_address)
+                self._running = _Running(
+                    relay, dns, terminator, endpoint, virtual=virtual, resolver=method
                 )
-                self._running = _Running(relay, dns, terminator, endpoint, virtual)
                 log.info(
-                    "VIF %s up: routes %s, DNS %s for %s (previous resolvers %s)",
+                    "VIF %s up: routes %s, DNS %s for %s through %s (previous resolvers %s)",
                     device.name,
                     " ".join(str(r) for r in plan.all_routes),
                     dns_address,
                     plan.cluster_domain,
+                    method.value,
                     " ".join(dns.upstreams) or "none",
                 )
                 ready.set_result(None)
@@ -298,7 +334,7 @@ class VifSession:
             finally:
                 self._running = None
                 # The resolver first: no moment where it names an address nobody serves.
-                _safely(rewriter.restore, "restoring resolv.conf")()
+                revert_resolver()
                 terminator.stop()
                 relay.close()
                 fragments = endpoint.stats.fragments
@@ -313,6 +349,36 @@ class VifSession:
                     )
                 if watchdog is not None:
                     watchdog.cancel()
+
+    async def _configure_link(
+        self, linker: ResolvedLink, undo: contextlib.ExitStack, name: str, dns_address: str
+    ) -> None:
+        plan = self.plan
+        options = plan.routing
+        wanted = link_settings(
+            dns_address,
+            plan.search_namespaces,
+            plan.cluster_domain,
+            also_routed=[
+                *options.dns_include_suffixes,
+                *(name for name, _ in options.dns_mappings),
+            ],
+            excluded=options.dns_exclude_suffixes,
+        )
+        # Registered before the first call: a half-configured link is reverted as well (and
+        # before the TUN closes, so the revert finds the link).
+        undo.callback(_safely(linker.revert, "reverting the resolved link"))
+        try:
+            await asyncio.to_thread(linker.configure, name, wanted)
+        except OSError as error:  # ResolvedError too
+            raise ConfigError(f"systemd-resolved refused the settings of {name}: {error}") from None
+        log.info(
+            "resolved: %s DNS %s, domains %s, default route %s",
+            name,
+            dns_address,
+            " ".join(shown_domains(wanted)),
+            "yes" if wanted.default_route else "no",
+        )
 
     def _channel_error(self, error: BaseException) -> None:
         log.debug("userd channel error: %s", error)
@@ -353,7 +419,8 @@ def _safely(step: Callable[[], object], what: str) -> Callable[[], None]:
 
 
 def recover(settings: VifSettings, dead: int | None = None) -> None:
-    """Undo what a crashed run left: policy rules, resolv.conf, a stale TUN. Blocking.
+    """Undo what a crashed run left: policy rules, resolv.conf, the resolved link, a stale
+    TUN. Blocking.
 
     `dead`: the pid of a rootd known to be gone (the guardian's), even while it is still a
     zombie that looks alive."""
@@ -362,18 +429,26 @@ def recover(settings: VifSettings, dead: int | None = None) -> None:
     except OSError as error:
         log.error("could not remove the policy rules a previous run left: %s", error)
     rewriter = ResolvConfRewriter(settings.state_dir, settings.resolv_conf)
-    if not rewriter.has_backup():
+    linker = ResolvedLink(settings.state_dir)
+    if not rewriter.has_backup() and not linker.has_record():
         return
-    owner = rewriter.live_owner()
+    owner = rewriter.live_owner() or linker.live_owner()
     if owner is not None and owner != dead:
         log.warning(
             "another rootd (pid %d) is connected in this network namespace; leaving it alone",
             owner,
         )
         return
-    log.warning("a previous run did not clean up; restoring %s", settings.resolv_conf)
-    try:
-        rewriter.restore()
-    except OSError as error:
-        log.error("could not restore %s: %s", settings.resolv_conf, error)
+    if rewriter.has_backup():
+        log.warning("a previous run did not clean up; restoring %s", settings.resolv_conf)
+        try:
+            rewriter.restore()
+        except OSError as error:
+            log.error("could not restore %s: %s", settings.resolv_conf, error)
+    if linker.has_record():
+        log.warning("a previous run did not clean up; reverting its systemd-resolved link")
+        try:
+            linker.revert()
+        except OSError as error:  # kept for the next start
+            log.error("could not revert the systemd-resolved link: %s", error)
     delete_stale_tun(settings.tun_name)

@@ -383,6 +383,7 @@ class ConnectorService(connector.ConnectorBase):
             info.network_problem = conn.network_problem
             info.open_flows = conn.open_flows
             info.fragments = conn.fragments.message()
+            info.resolver = conn.resolver
             info.routing = routing.to_message(conn.options.routing)
             info.virtual_addresses = routing.addresses_to_messages(conn.virtual_addresses)
             info.intercepts = [_intercept_info(i, self._mounts) for i in conn.intercepts]

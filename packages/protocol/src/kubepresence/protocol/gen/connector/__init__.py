@@ -149,6 +149,11 @@ class ConnectInfo(betterproto2.Message):
     as rootd last said
     """
 
+    resolver: "str" = betterproto2.field(14, betterproto2.TYPE_STRING)
+    """
+    how rootd points the system resolver here, as it last said
+    """
+
     routing: "_common__.RoutingOptions | None" = betterproto2.field(
         15, betterproto2.TYPE_MESSAGE, optional=True
     )

@@ -39,6 +39,12 @@ class DaemonStatus(betterproto2.Message):
         6, betterproto2.TYPE_MESSAGE, optional=True
     )
 
+    resolver: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+    """
+    How rootd points the system resolver at the cluster: "systemd-resolved" (per-link DNS
+    on the VIF) or "resolv.conf" (rewritten in place); empty when not connected.
+    """
+
     routing: "_common__.RoutingOptions | None" = betterproto2.field(
         8, betterproto2.TYPE_MESSAGE, optional=True
     )
