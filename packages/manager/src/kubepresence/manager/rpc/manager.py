@@ -23,9 +23,10 @@ from kubepresence.manager.core.previews import Preview
 from kubepresence.manager.core.sessions import Session, SessionKind, SessionRegistry
 from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.manager.k8s.workloads import Workloads
-from kubepresence.manager.net import datagrams, resolving
+from kubepresence.manager.net import resolving
+from kubepresence.manager.rpc.egress import EgressDesk
 from kubepresence.manager.rpc.intercepting import InterceptDesk
-from kubepresence.protocol import version_of
+from kubepresence.protocol import datagrams, version_of
 from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
@@ -112,6 +113,7 @@ class ManagerService(manager.ManagerBase):
         self._desk = InterceptDesk(
             now=self._now, dial_timeout=dial_timeout, preview_base=preview_base
         )
+        self._egress = EgressDesk(now=self._now, dial_timeout=dial_timeout)
         self._agent_workloads: set[tuple[str, str]] = set()
         self._agents = AgentTable()
         self._agents_changed = asyncio.Event()
@@ -185,6 +187,7 @@ class ManagerService(manager.ManagerBase):
         replaced = self._agents.arrive(session.id, agent)
         if replaced is not None:
             self._sessions.depart(replaced)
+            self._egress.agent_gone(replaced)
         self._notify_agents()
         log.info(
             "agent of %s/%s (%s %s) arrived: %s",
@@ -202,6 +205,9 @@ class ManagerService(manager.ManagerBase):
         for session_id in ids:
             if session_id.startswith("client-"):
                 self._desk.client_gone(session_id)
+                self._egress.client_gone(session_id)
+            else:
+                self._egress.agent_gone(session_id)
         if self._agents.depart(ids):
             self._notify_agents()
 
@@ -317,6 +323,15 @@ class ManagerService(manager.ManagerBase):
             yield dial
             self._sessions.get(client)
 
+    async def watch_egress_dials(
+        self, message: common.SessionInfo
+    ) -> AsyncIterator[manager.EgressDial]:
+        """The client flows this agent is to dial from its pod (see EgressDesk)."""
+        self._agent(message.session_id)
+        async for dial in self._egress.watch(message.session_id):
+            yield dial
+            self._sessions.get(message.session_id)  # the watch ends with the session
+
     async def set_log_level(self, message: common.LogLevelRequest) -> protobuf.Empty:
         try:
             set_level_for(message.level, message.duration_seconds)
@@ -390,8 +405,13 @@ class ManagerService(manager.ManagerBase):
     async def _tunnel(self, stream: Stream[Any, Any]) -> None:
         first = await stream.recv_message()
         if first is not None and first.open is not None and first.open.dial_id:
-            # A client takes an intercepted connection it was offered.
-            await self._desk.client_tunnel(self._client(first.open.session_id), stream, first)
+            session = self._sessions.get(first.open.session_id)
+            if session.kind is SessionKind.AGENT:
+                # An agent answers an egress dial: it dialled a client's flow from its pod.
+                await self._egress.agent_tunnel(session.id, stream, first)
+            else:
+                # A client takes an intercepted connection it was offered.
+                await self._desk.client_tunnel(session.id, stream, first)
             return
         if first is not None and first.open is not None and first.open.intercept_id:
             # An agent hands over an intercepted connection.
@@ -410,6 +430,9 @@ class ManagerService(manager.ManagerBase):
         idle = self._idle_timeout
         if first.open.idle_timeout is not None and first.open.idle_timeout.total_seconds() > 0:
             idle = first.open.idle_timeout.total_seconds()
+        if first.open.via_workload or first.open.via_namespace:
+            await self._egress_flow(stream, first, idle)
+            return
         if conn.protocol == common.Protocol.UDP:
             await self._datagram_flow(stream, host, port, idle)
             return
@@ -431,6 +454,21 @@ class ManagerService(manager.ManagerBase):
             await send_reset(stream, describe(error))
         else:
             log.debug("flow to %s:%d closed", host, port)
+
+    async def _egress_flow(
+        self, stream: Stream[Any, Any], first: common.TunnelMessage, idle: float
+    ) -> None:
+        """A client's flow that leaves the cluster from one of a workload's agents."""
+        assert first.open is not None
+        if not first.open.via_namespace or not first.open.via_workload:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, "a flow via a workload names its namespace and name"
+            )
+        client = self._client(first.open.session_id)
+        agents = self._agents.sessions_of_workload(
+            first.open.via_namespace, first.open.via_workload
+        )
+        await self._egress.client_tunnel(client, stream, first, agents, idle)
 
     async def _datagram_flow(
         self, stream: Stream[Any, Any], host: str, port: int, idle: float

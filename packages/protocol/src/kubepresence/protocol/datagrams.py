@@ -1,6 +1,8 @@
 """Relaying a UDP flow: each tunnel `data` message is one datagram, both ways.
 
-The destination socket is connected, so only its answers come back. The flow ends when
+Whoever dials a client's UDP destination uses it: the manager (its own flows) and a
+traffic agent (flows that leave the cluster from its pod, `--proxy-via`). The destination
+socket is connected, so only its answers come back. The flow ends when
 the client closes its side, resets, or nothing moved for the idle timeout.
 """
 
