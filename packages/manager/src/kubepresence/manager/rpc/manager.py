@@ -435,7 +435,13 @@ class ManagerService(manager.ManagerBase):
             return
         if conn.protocol == common.Protocol.UDP:
             await self._datagram_flow(stream, host, port, idle)
-            return
+        else:
+            await self._direct_flow(stream, host, port, idle)
+
+    async def _direct_flow(
+        self, stream: Stream[Any, Any], host: str, port: int, idle: float
+    ) -> None:
+        """A client's TCP flow that the manager dials itself."""
         try:
             async with asyncio.timeout(self._dial_timeout):
                 reader, writer = await asyncio.open_connection(host, port)
