@@ -68,9 +68,9 @@ def own_dials(manager_service: ManagerService, monkeypatch: pytest.MonkeyPatch) 
     return dialled
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (bounded) for a condition that another task makes true."""
-    async with asyncio.timeout(timeout):
+async def until(condition: Callable[[], bool], limit: float = 5.0) -> None:
+    """Wait (at most `limit` seconds) for a condition that another task makes true."""
+    async with asyncio.timeout(limit):
         while not condition():  # noqa: ASYNC110 - a bounded poll of another task's state
             await asyncio.sleep(0.01)
 

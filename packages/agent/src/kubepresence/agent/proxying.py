@@ -146,9 +146,7 @@ class EgressDialer:
             log.debug("egress flow to %s:%d closed", host, port)
             await stream.end()
 
-    async def _datagrams(
-        self, stream: Stream[Any, Any], host: str, port: int, idle: float
-    ) -> None:
+    async def _datagrams(self, stream: Stream[Any, Any], host: str, port: int, idle: float) -> None:
         try:
             transport, answers = await datagrams.open_datagram_flow(host, port)
         except OSError as error:

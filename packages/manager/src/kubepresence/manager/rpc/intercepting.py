@@ -281,4 +281,3 @@ class InterceptDesk:
         if meeting is None:
             raise NotFoundError(f"dial {dial.id} has no waiting agent")
         await meeting.splice(stream)
-

@@ -33,10 +33,10 @@ class Rendezvous:
             self.failure = reason
             self.answered.set()
 
-    async def wait(self, timeout: float) -> bool:
+    async def wait(self, answer_within: float) -> bool:
         """True once the splice is over; False if nobody answered in time (or `fail`)."""
         try:
-            await asyncio.wait_for(self.answered.wait(), timeout)
+            await asyncio.wait_for(self.answered.wait(), answer_within)
         except TimeoutError:
             return False
         if self.failure:
