@@ -156,7 +156,7 @@ async def echo_server() -> AsyncIterator[tuple[int, list[tuple[str, int]]]]:
 
 
 async def first_reply(stream: Any) -> common.TunnelControl:
-    reply = await asyncio.wait_for(stream.recv_message(), DEADLINE)
+    reply: common.TunnelMessage | None = await asyncio.wait_for(stream.recv_message(), DEADLINE)
     assert reply is not None
     assert reply.control is not None
     return reply.control
