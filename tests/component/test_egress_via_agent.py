@@ -13,7 +13,10 @@ Scenarios:
   while its dial is pending: DIAL_FAILED at once;
 - two agents of the workload share the flows;
 - a UDP flow via a workload carries datagrams both ways, dialled by the agent;
-- a destination the agent cannot reach: DIAL_FAILED from the agent, passed through.
+- a destination the agent cannot reach: DIAL_FAILED from the agent, passed through;
+- the whole agent (its composition root, against the manager on loopback TCP) follows its
+  egress dials once it has a session, and drops an open egress flow when it stops,
+  within its grace.
 """
 
 from __future__ import annotations
@@ -31,10 +34,14 @@ from typing import Any
 import pytest
 from grpclib.client import Channel
 
+from kubepresence.agent import app as agent_app
+from kubepresence.agent.app import TrafficAgent
+from kubepresence.agent.core.config import AgentConfig
 from kubepresence.agent.proxying import EgressDialer
 from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.protocol.gen import common, manager
-from kubepresence.protocol.transport import unix_channel
+from kubepresence.protocol.lifecycle import Supervisor, supervise
+from kubepresence.protocol.transport import serve_tcp, tcp_channel, unix_channel
 from kubepresence.protocol.tunnel import control, relay
 from kubepresence.userd.rpc.manager import ManagerClient
 
@@ -364,3 +371,64 @@ async def test_a_refused_destination_is_the_agents_dial_failed(
     assert reply.code == common.TunnelControlCode.DIAL_FAILED
     assert "refused" in reply.message.lower()
     assert (agent.dialled, own_dials) == (0, [])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_the_whole_agent_dials_its_flows_and_drops_them_when_it_stops(
+    manager_service: ManagerService,
+    echo_server: tuple[int, list[tuple[str, int]]],
+    own_dials: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(agent_app, "LINGER", 0.1)
+    monkeypatch.setattr(agent_app, "DRAIN_TIMEOUT", 0.2)
+    port, _ = echo_server
+    manager_port = free_port()
+    server = await serve_tcp([manager_service], "127.0.0.1", manager_port)
+    config = AgentConfig(
+        pod_name="egress-a",
+        namespace=NAMESPACE,
+        pod_ip="127.0.0.1",
+        workload_kind="Deployment",
+        workload_name=WORKLOAD,
+    )
+    agent = TrafficAgent(config, "127.0.0.1", manager_port, listen_host="127.0.0.1")
+    supervisors: list[Supervisor] = []
+
+    async def main(supervisor: Supervisor) -> None:
+        supervisors.append(supervisor)
+        await agent.run(supervisor)
+
+    running = asyncio.create_task(supervise(main, grace=5.0, handle_signals=False))
+    channel = tcp_channel("127.0.0.1", manager_port)
+    try:
+        await until(lambda: agent.session is not None and agent.session.session_id is not None)
+        session = await client_session(channel)
+        assert await echo_via(channel, session, port, b"through the pod") == b"through the pod"
+        assert (agent.egress.dialled, own_dials) == (1, [])
+        async with ManagerClient(channel).tunnel_stream() as stream:
+            await stream.send_message(opening(session, port))
+            assert (await first_reply(stream)).code == common.TunnelControlCode.CONNECTED
+            assert agent.egress.open_flows == 1
+            loop = asyncio.get_running_loop()
+            stopped = loop.time()
+            supervisors[0].request_stop("test over")
+            await asyncio.wait_for(running, 10)
+            assert loop.time() - stopped < 5.0
+            assert agent.egress.open_flows == 0
+            # The client's flow ends too: the manager ends its side of the splice.
+            ended = await asyncio.wait_for(stream.recv_message(), DEADLINE)
+            assert ended is None or (
+                ended.control is not None and ended.control.code == common.TunnelControlCode.RESET
+            )
+            await stream.end()
+    finally:
+        running.cancel()
+        channel.close()
+        server.close()
+        await server.wait_closed()

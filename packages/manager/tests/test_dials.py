@@ -34,7 +34,9 @@ def test_expiry_withdrawal_and_client_departure() -> None:
     board.post("d2", "alice:orders", "alice", now=103)
     board.post("d3", "bob:pay", "bob", now=103)
     assert [d.id for d in board.expire(now=106)] == ["d1"]
+    assert "d2" in board
     assert board.withdraw("d2") is not None
+    assert "d2" not in board
     assert board.withdraw("d2") is None
     assert [d.id for d in board.drop_answerer("bob")] == ["d3"]
     board.post("d4", "x", "c", now=0)

@@ -119,7 +119,7 @@ class EgressDialer:
                 else:
                     await self._stream(stream, host, port, idle)
         except (GRPCError, OSError, TimeoutError, StreamTerminatedError) as error:
-            log.info("egress dial %s failed: %s", dial.dial_id, describe(error))
+            log.info("egress flow of dial %s ended: %s", dial.dial_id, describe(error))
 
     async def _refuse(self, stream: Stream[Any, Any], reason: str) -> None:
         self.refused += 1

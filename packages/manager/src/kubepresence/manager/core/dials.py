@@ -67,5 +67,9 @@ class DialBoard:
             del self._pending[dial.id]
         return gone
 
+    def __contains__(self, dial_id: object) -> bool:
+        """Still pending (its deadline may have passed: `claim` decides)."""
+        return dial_id in self._pending
+
     def __len__(self) -> int:
         return len(self._pending)

@@ -46,9 +46,12 @@ class EgressDesk:
         queue = self._queues.setdefault(agent, asyncio.Queue())
         while True:
             try:
-                yield await asyncio.wait_for(queue.get(), KEEP_ALIVE)
+                dial = await asyncio.wait_for(queue.get(), KEEP_ALIVE)
             except TimeoutError:
                 yield manager.EgressDial()
+                continue
+            if dial.dial_id in self.dials:  # not withdrawn while it queued: still wanted
+                yield dial
 
     async def client_tunnel(
         self,
