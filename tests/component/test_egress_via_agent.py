@@ -58,20 +58,15 @@ async def channel(manager_socket: Path) -> AsyncIterator[Channel]:
 
 @pytest.fixture
 def own_dials(manager_service: ManagerService, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The flows the manager dials itself (TCP or UDP), recorded as they start."""
+    """The flows the manager dials itself ("tcp" or "udp"), recorded as they start."""
     dialled: list[str] = []
-    direct, datagram = manager_service._direct_flow, manager_service._datagram_flow
+    own_flow = manager_service._own_flow
 
-    async def counted_direct(*args: Any) -> None:
-        dialled.append("tcp")
-        await direct(*args)
+    async def counted(stream: Any, host: str, port: int, udp: bool, idle: float) -> None:
+        dialled.append("udp" if udp else "tcp")
+        await own_flow(stream, host, port, udp, idle)
 
-    async def counted_datagram(*args: Any) -> None:
-        dialled.append("udp")
-        await datagram(*args)
-
-    monkeypatch.setattr(manager_service, "_direct_flow", counted_direct)
-    monkeypatch.setattr(manager_service, "_datagram_flow", counted_datagram)
+    monkeypatch.setattr(manager_service, "_own_flow", counted)
     return dialled
 
 

@@ -6,8 +6,9 @@ picks one of the workload's agents and posts an EgressDial on its WatchEgressDia
 stream. For each dial the agent opens a Tunnel naming it (dial_id), which the manager
 splices with the client's tunnel, then dials the destination from inside the pod and
 answers CONNECTED or DIAL_FAILED on it, as the manager's own dial would. Then bytes flow
-with the shared tunnel relay (half-close, idle timeout, reset) for TCP, or the shared
-datagram relay for UDP. One task per flow, in the agent's connection task group.
+as they do from the manager's own dials (`kubepresence.protocol.dialing`, shared with
+the manager: the tunnel relay for TCP, the datagram relay for UDP). One task per flow, in
+the agent's connection task group.
 """
 
 from __future__ import annotations
@@ -21,16 +22,15 @@ from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from kubepresence.protocol import datagrams
+from kubepresence.protocol import dialing
 from kubepresence.protocol.gen import common, manager
-from kubepresence.protocol.tunnel import control, describe, relay, send_reset
+from kubepresence.protocol.tunnel import control, describe
 
 log = logging.getLogger(__name__)
 
 TUNNEL_PATH = "/kubepresence.manager.Manager/Tunnel"
 DIAL_TIMEOUT = 5.0  # the manager's dial timeout bounds only the claim: this bounds the dial
 DEFAULT_IDLE_TIMEOUT = 600.0  # when the client named none
-STREAM_LIMIT = 1024 * 1024
 
 
 def destination_of(connection: common.ConnectionId | None) -> tuple[str, int, bool]:
@@ -114,10 +114,14 @@ class EgressDialer:
                 except ValueError as error:
                     await self._refuse(stream, str(error))
                     return
-                if udp:
-                    await self._datagrams(stream, host, port, idle)
-                else:
-                    await self._stream(stream, host, port, idle)
+                flow = await dialing.dial(stream, host, port, udp=udp, dial_timeout=DIAL_TIMEOUT)
+                if flow is None:
+                    self.refused += 1
+                    await stream.end()
+                    return
+                self.dialled += 1
+                await flow.relay(stream, idle_timeout=idle)
+                await stream.end()
         except (GRPCError, OSError, TimeoutError, StreamTerminatedError) as error:
             log.info("egress flow of dial %s ended: %s", dial.dial_id, describe(error))
 
@@ -125,39 +129,3 @@ class EgressDialer:
         self.refused += 1
         await stream.send_message(control(common.TunnelControlCode.DIAL_FAILED, reason))
         await stream.end()
-
-    async def _stream(self, stream: Stream[Any, Any], host: str, port: int, idle: float) -> None:
-        try:
-            async with asyncio.timeout(DIAL_TIMEOUT):
-                reader, writer = await asyncio.open_connection(host, port, limit=STREAM_LIMIT)
-        except (OSError, TimeoutError) as error:
-            log.info("egress dial %s:%d failed: %s", host, port, describe(error))
-            await self._refuse(stream, describe(error))
-            return
-        self.dialled += 1
-        log.debug("egress flow to %s:%d open", host, port)
-        await stream.send_message(control(common.TunnelControlCode.CONNECTED))
-        try:
-            await relay(stream, reader, writer, idle_timeout=idle)
-        except Exception as error:  # noqa: BLE001 - any failure ends this one flow only
-            log.info("egress flow to %s:%d ended: %s", host, port, describe(error))
-            await send_reset(stream, describe(error))
-        else:
-            log.debug("egress flow to %s:%d closed", host, port)
-            await stream.end()
-
-    async def _datagrams(self, stream: Stream[Any, Any], host: str, port: int, idle: float) -> None:
-        try:
-            transport, answers = await datagrams.open_datagram_flow(host, port)
-        except OSError as error:
-            await self._refuse(stream, describe(error))
-            return
-        self.dialled += 1
-        await stream.send_message(control(common.TunnelControlCode.CONNECTED))
-        try:
-            await datagrams.relay_datagrams(stream, transport, answers, idle_timeout=idle)
-        except Exception as error:  # noqa: BLE001 - any failure ends this one flow only
-            log.info("egress udp flow to %s:%d ended: %s", host, port, describe(error))
-            await send_reset(stream, describe(error))
-        else:
-            await stream.end()

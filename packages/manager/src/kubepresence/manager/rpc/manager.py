@@ -26,12 +26,11 @@ from kubepresence.manager.k8s.workloads import Workloads
 from kubepresence.manager.net import resolving
 from kubepresence.manager.rpc.egress import EgressDesk
 from kubepresence.manager.rpc.intercepting import InterceptDesk
-from kubepresence.protocol import datagrams, version_of
+from kubepresence.protocol import dialing, version_of
 from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.logs import set_level_for
-from kubepresence.protocol.tunnel import control, describe, relay, send_reset
 
 log = logging.getLogger(__name__)
 
@@ -433,33 +432,15 @@ class ManagerService(manager.ManagerBase):
         if first.open.via_workload or first.open.via_namespace:
             await self._egress_flow(stream, first, idle)
             return
-        if conn.protocol == common.Protocol.UDP:
-            await self._datagram_flow(stream, host, port, idle)
-        else:
-            await self._direct_flow(stream, host, port, idle)
+        await self._own_flow(stream, host, port, conn.protocol == common.Protocol.UDP, idle)
 
-    async def _direct_flow(
-        self, stream: Stream[Any, Any], host: str, port: int, idle: float
+    async def _own_flow(
+        self, stream: Stream[Any, Any], host: str, port: int, udp: bool, idle: float
     ) -> None:
-        """A client's TCP flow that the manager dials itself."""
-        try:
-            async with asyncio.timeout(self._dial_timeout):
-                reader, writer = await asyncio.open_connection(host, port)
-        except (OSError, TimeoutError) as error:
-            log.info("dial %s:%d failed: %s", host, port, describe(error))
-            await stream.send_message(
-                control(common.TunnelControlCode.DIAL_FAILED, describe(error))
-            )
-            return
-        log.debug("flow to %s:%d open", host, port)
-        await stream.send_message(control(common.TunnelControlCode.CONNECTED))
-        try:
-            await relay(stream, reader, writer, idle_timeout=idle)
-        except Exception as error:  # noqa: BLE001 - any failure ends this one flow only
-            log.info("flow to %s:%d ended: %s", host, port, describe(error))
-            await send_reset(stream, describe(error))
-        else:
-            log.debug("flow to %s:%d closed", host, port)
+        """A client's flow that the manager dials itself."""
+        flow = await dialing.dial(stream, host, port, udp=udp, dial_timeout=self._dial_timeout)
+        if flow is not None:
+            await flow.relay(stream, idle_timeout=idle)
 
     async def _egress_flow(
         self, stream: Stream[Any, Any], first: common.TunnelMessage, idle: float
@@ -475,20 +456,3 @@ class ManagerService(manager.ManagerBase):
             first.open.via_namespace, first.open.via_workload
         )
         await self._egress.client_tunnel(client, stream, first, agents, idle)
-
-    async def _datagram_flow(
-        self, stream: Stream[Any, Any], host: str, port: int, idle: float
-    ) -> None:
-        try:
-            transport, answers = await datagrams.open_datagram_flow(host, port)
-        except OSError as error:
-            await stream.send_message(
-                control(common.TunnelControlCode.DIAL_FAILED, describe(error))
-            )
-            return
-        await stream.send_message(control(common.TunnelControlCode.CONNECTED))
-        try:
-            await datagrams.relay_datagrams(stream, transport, answers, idle_timeout=idle)
-        except Exception as error:  # noqa: BLE001 - any failure ends this one flow only
-            log.info("udp flow to %s:%d ended: %s", host, port, describe(error))
-            await send_reset(stream, describe(error))
