@@ -14,9 +14,11 @@ the agent's connection task group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality, Status
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 TUNNEL_PATH = "/kubepresence.manager.Manager/Tunnel"
 DIAL_TIMEOUT = 5.0  # the manager's dial timeout bounds only the claim: this bounds the dial
 DEFAULT_IDLE_TIMEOUT = 600.0  # when the client named none
+WATCH_INACTIVITY = 45.0  # three of the manager's keep-alives missed
 
 
 def destination_of(connection: common.ConnectionId | None) -> tuple[str, int, bool]:
@@ -71,19 +74,31 @@ class EgressDialer:
 
     async def follow(self, channel: Channel, session_id: str) -> None:
         """Take this session's egress dials until the stream ends (then return: the
-        caller watches again). A manager without egress dials: wait, quietly."""
+        caller watches again); TimeoutError when it falls silent. A manager without
+        egress dials: wait, quietly."""
         if self._group is None:
             raise RuntimeError("EgressDialer.start first")
         watch = manager.ManagerStub(channel)  # no deadline: the watch lives with the session
+        session = common.SessionInfo(session_id=session_id)
         try:
-            async for dial in watch.watch_egress_dials(common.SessionInfo(session_id=session_id)):
-                if not dial.dial_id:
-                    continue  # keep-alive
-                task = self._group.create_task(
-                    self.flow(channel, session_id, dial), name=f"egress {dial.dial_id}"
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            # The stub's stream is an async generator: close it when the watch ends.
+            stream = cast(
+                AsyncGenerator[manager.EgressDial, None], watch.watch_egress_dials(session)
+            )
+            async with contextlib.aclosing(stream) as dials:
+                while True:
+                    # The manager sends a keep-alive every 15 s: silence means a dead stream.
+                    async with asyncio.timeout(WATCH_INACTIVITY):
+                        dial = await anext(dials, None)
+                    if dial is None:
+                        return
+                    if not dial.dial_id:
+                        continue  # keep-alive
+                    task = self._group.create_task(
+                        self.flow(channel, session_id, dial), name=f"egress {dial.dial_id}"
+                    )
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
         except GRPCError as error:
             if error.status is not Status.UNIMPLEMENTED:
                 raise
