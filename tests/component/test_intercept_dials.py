@@ -7,7 +7,8 @@ daemon's real code (ManagerClient, answer_dials). Scenarios:
   and its agent's environment reaches the client;
 - a connection the agent hands over reaches the local server and carries bytes both ways;
 - with nothing listening locally, the agent is told at once (DIAL_FAILED), no hang;
-- a second global intercept of the same port is refused; leaving frees the port.
+- a second global intercept of the same port is refused; leaving frees the port;
+- an intercepted connection that lasts longer than the dial timeout keeps flowing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 
+from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.transport import unix_channel
@@ -162,3 +164,43 @@ async def test_intercepted_connection_reaches_the_workstation(channel: Channel) 
         InterceptRequest("echo", "shop", "echo", "http", ("127.0.0.1", port)),
     )
     assert again.state == "waiting"
+
+
+async def test_an_intercepted_connection_outlives_the_dial_timeout(
+    channel: Channel, manager_service: ManagerService
+) -> None:
+    stub = manager.ManagerStub(channel, timeout=10)
+    client = ManagerClient(channel)
+    session, _ = await client.arrive("dev@laptop", "laptop", "0.1.0")
+    agent = await arrive_agent(stub)
+    server, port = await local_echo()
+    async with asyncio.TaskGroup() as group:
+        reviewer = group.create_task(review_when_seen(stub, agent))
+        await client.create_intercept(
+            session, InterceptRequest("echo", "shop", "echo", "http", ("127.0.0.1", port))
+        )
+        intercept_id = await asyncio.wait_for(reviewer, 10)
+        async for snapshot in client.watch_intercepts(session):
+            if snapshot and snapshot[0].state == "active":
+                break
+        dials = group.create_task(answer_dials(client, lambda: session))
+        request, opening = await hand_over(channel, agent, intercept_id)
+        async with request as stream:
+            await stream.send_message(opening)
+            reply = await asyncio.wait_for(stream.recv_message(), 10)
+            assert reply.control.code == common.TunnelControlCode.CONNECTED
+            # The scenario is a connection this long: held past the dial's deadline.
+            await asyncio.sleep(manager_service._desk.dials.timeout + 1.5)
+            await stream.send_message(common.TunnelMessage(data=b"late"))
+            answer = await asyncio.wait_for(stream.recv_message(), 10)
+            assert answer.control is None
+            assert answer.data == b"workstation:late"
+            await stream.send_message(
+                common.TunnelMessage(
+                    control=common.TunnelControl(code=common.TunnelControlCode.WRITE_CLOSED)
+                )
+            )
+            await stream.end()
+        dials.cancel()
+    server.close()
+    await server.wait_closed()

@@ -69,3 +69,16 @@ def test_bad_arrivals_are_refused() -> None:
     table.arrive("1", agent("p"))
     with pytest.raises(ValueError, match="has an agent already"):
         table.arrive("1", agent("q"))
+
+
+def test_sessions_of_a_workload_are_its_present_agents() -> None:
+    table = AgentTable()
+    table.arrive("s1", Agent("web-a", "shop", workload_name="web"))
+    table.arrive("s2", Agent("web-b", "shop", workload_name="web"))
+    table.arrive("s3", Agent("web-c", "other", workload_name="web"))
+    table.arrive("s4", Agent("db-a", "shop", workload_name="db"))
+    assert table.sessions_of_workload("shop", "web") == ["s1", "s2"]
+    table.depart(["s1"])
+    table.arrive("s5", Agent("web-b", "shop", workload_name="web"))  # web-b again
+    assert table.sessions_of_workload("shop", "web") == ["s5"]
+    assert table.sessions_of_workload("shop", "nothing") == []

@@ -19,7 +19,7 @@ def test_claim_by_owner_within_time() -> None:
 def test_late_unknown_and_foreign_claims_are_refused() -> None:
     board = DialBoard(timeout=5)
     board.post("d1", "alice:orders", "alice", now=100)
-    with pytest.raises(KubepresenceError, match="another client") as foreign:
+    with pytest.raises(KubepresenceError, match="another session") as foreign:
         board.claim("d1", "bob", now=101)
     assert foreign.value.category is Category.USER
     with pytest.raises(KubepresenceError, match="unknown or timed out"):
@@ -34,9 +34,11 @@ def test_expiry_withdrawal_and_client_departure() -> None:
     board.post("d2", "alice:orders", "alice", now=103)
     board.post("d3", "bob:pay", "bob", now=103)
     assert [d.id for d in board.expire(now=106)] == ["d1"]
+    assert "d2" in board
     assert board.withdraw("d2") is not None
+    assert "d2" not in board
     assert board.withdraw("d2") is None
-    assert [d.id for d in board.drop_client("bob")] == ["d3"]
+    assert [d.id for d in board.drop_answerer("bob")] == ["d3"]
     board.post("d4", "x", "c", now=0)
     with pytest.raises(KubepresenceError, match="exists already"):
         board.post("d4", "x", "c", now=0)

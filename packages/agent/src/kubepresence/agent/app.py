@@ -2,7 +2,8 @@
 
 The agent passes every connection on its takeover ports to the app (`forwarding`) and
 keeps a session with the traffic manager (`rpc.manager`). The two are independent: the
-app's traffic never waits for the manager, which may come and go.
+app's traffic never waits for the manager, which may come and go. While it has a session
+it also dials the client flows the manager sends out through its pod (`proxying`).
 
 Shutdown (SIGTERM when the pod goes): depart from the manager; keep accepting for a
 moment (the pod leaves its Services' endpoints at the same time, not before: connections
@@ -27,6 +28,7 @@ from kubepresence.agent.exporting import VolumeExport
 from kubepresence.agent.forwarding import STREAM_LIMIT, Forwarder
 from kubepresence.agent.httprouting import APP, route_http
 from kubepresence.agent.intercepting import follow_intercepts, hand_over, report_not_http
+from kubepresence.agent.proxying import EgressDialer
 from kubepresence.agent.rpc.manager import ManagerSession, follow_log_level
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.tunnel import describe
@@ -57,6 +59,7 @@ class TrafficAgent:
         self.routes = Routes()
         self._told_not_http: set[str] = set()  # intercepts told their port is not all HTTP
         self.export = VolumeExport.of(config)  # the app's volumes, for `intercept --mount`
+        self.egress = EgressDialer()  # client flows that leave the cluster from this pod
 
     async def run(self, supervisor: Supervisor) -> None:
         log.info(
@@ -73,6 +76,7 @@ class TrafficAgent:
         async with asyncio.TaskGroup() as connections:
             await self.forwarder.start(connections)
             await self.export.start(connections)
+            self.egress.start(connections)
             health = await self._open_health_port()
             keeping = supervisor.spawn(session.run(), name="manager-session")
             following = supervisor.spawn(self._follow(session), name="intercept-watch")
@@ -134,10 +138,16 @@ class TrafficAgent:
                     leveling = watch.create_task(
                         follow_log_level(session.channel, session_id), name="log-level-watch"
                     )
-                    await asyncio.wait({following, replaced}, return_when=asyncio.FIRST_COMPLETED)
+                    egress = watch.create_task(
+                        self.egress.follow(session.channel, session_id), name="egress-watch"
+                    )
+                    await asyncio.wait(
+                        {following, replaced, egress}, return_when=asyncio.FIRST_COMPLETED
+                    )
                     following.cancel()
                     replaced.cancel()
                     leveling.cancel()
+                    egress.cancel()
             except* (GRPCError, OSError, TimeoutError, StreamTerminatedError) as failed:
                 log.info("intercept watch interrupted: %s", describe(failed.exceptions[0]))
             await asyncio.sleep(FOLLOW_RETRY)
@@ -238,6 +248,6 @@ class TrafficAgent:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_TIMEOUT):
                 await self.forwarder.idle.wait()
-        dropped = self.forwarder.abort()
+        dropped = self.forwarder.abort() + self.egress.abort()
         if dropped:
             log.info("dropped %d open connection(s) at shutdown", dropped)

@@ -84,6 +84,14 @@ class AgentTable:
         """The session of the pod's agent, if it has one here."""
         return self._session_of_pod.get((namespace, pod))
 
+    def sessions_of_workload(self, namespace: str, workload: str) -> list[str]:
+        """The sessions of the workload's present agents (one per pod)."""
+        return sorted(
+            session_id
+            for session_id, agent in self._by_session.items()
+            if agent.namespace == namespace and agent.workload_name == workload
+        )
+
     def snapshot(self) -> list[Agent]:
         """Every present agent, sorted by namespace and pod name."""
         return sorted(self._by_session.values(), key=lambda a: a.pod)

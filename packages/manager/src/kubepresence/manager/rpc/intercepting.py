@@ -13,7 +13,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from grpclib.server import Stream
@@ -26,6 +25,7 @@ from kubepresence.manager.core.intercepts import (
     Target,
 )
 from kubepresence.manager.core.previews import Ingress, PreviewRegistry, check_ingress
+from kubepresence.manager.rpc.splicing import Rendezvous
 from kubepresence.protocol.errors import NotFoundError, UserError
 from kubepresence.protocol.filterwire import from_message, to_message
 from kubepresence.protocol.gen import common
@@ -42,15 +42,6 @@ _STATE = {
     InterceptState.NO_AGENT: common.InterceptState.NO_AGENT,
     InterceptState.ERROR: common.InterceptState.ERROR,
 }
-
-
-@dataclass
-class _Rendezvous:
-    """An agent's tunnel waiting for the client to claim its dial."""
-
-    agent_stream: Stream[Any, Any]
-    first: common.TunnelMessage
-    spliced: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def filter_of(message: common.HttpFilter | None) -> HttpFilter | None:
@@ -78,7 +69,7 @@ class InterceptDesk:
         self._generation = 0
         self._changed = asyncio.Event()
         self._dial_queues: dict[str, asyncio.Queue[common.DialRequest]] = {}
-        self._rendezvous: dict[str, _Rendezvous] = {}
+        self._rendezvous: dict[str, Rendezvous] = {}
         self._environment: dict[str, dict[str, str]] = {}  # intercept id → app env
         # intercept id → agent pod → (pod IP, SFTP port): where `intercept --mount` mounts
         self._exports: dict[str, dict[str, tuple[str, int]]] = {}
@@ -200,7 +191,10 @@ class InterceptDesk:
             self._exports.pop(intercept.id, None)
             self.previews.drop_intercepts([intercept.id])
             log.info("intercept %s ended with its client", intercept.id)
-        self.dials.drop_client(client)
+        for dial in self.dials.drop_answerer(client):
+            meeting = self._rendezvous.get(dial.id)
+            if meeting is not None:  # the agent's caller is refused now, not at the timeout
+                meeting.fail(f"the client {client} is gone")
         self._dial_queues.pop(client, None)
         self._bump()
 
@@ -252,7 +246,7 @@ class InterceptDesk:
             raise NotFoundError(f"intercept {intercept.id} is not active")
         dial_id = str(uuid.uuid4())
         self.dials.post(dial_id, intercept.id, intercept.client, self._now())
-        meeting = _Rendezvous(stream, first)
+        meeting = Rendezvous(stream, owner=first.open.session_id)
         self._rendezvous[dial_id] = meeting
         queue = self._dial_queues.setdefault(intercept.client, asyncio.Queue())
         queue.put_nowait(
@@ -265,15 +259,15 @@ class InterceptDesk:
             )
         )
         try:
-            await asyncio.wait_for(meeting.spliced.wait(), self.dials.timeout + 1)
-        except TimeoutError:
-            self.dials.withdraw(dial_id)
-            await stream.send_message(
-                control(
-                    common.TunnelControlCode.DIAL_FAILED,
-                    f"the workstation of {intercept.client} did not answer",
+            # Until the splice ends: returning earlier would end the agent's stream.
+            if not await meeting.wait(self.dials.timeout + 1):
+                self.dials.withdraw(dial_id)
+                await stream.send_message(
+                    control(
+                        common.TunnelControlCode.DIAL_FAILED,
+                        f"the workstation of {intercept.client} did not answer",
+                    )
                 )
-            )
         finally:
             self._rendezvous.pop(dial_id, None)
 
@@ -286,22 +280,4 @@ class InterceptDesk:
         meeting = self._rendezvous.get(dial.id)
         if meeting is None:
             raise NotFoundError(f"dial {dial.id} has no waiting agent")
-        try:
-            await _splice(meeting.agent_stream, stream)
-        finally:
-            meeting.spliced.set()
-
-
-async def _splice(agent: Stream[Any, Any], client: Stream[Any, Any]) -> None:
-    """Pump tunnel messages both ways until either side ends its stream."""
-
-    async def pump(source: Stream[Any, Any], sink: Stream[Any, Any]) -> None:
-        while (message := await source.recv_message()) is not None:
-            await sink.send_message(message)
-
-    async with asyncio.TaskGroup() as group:
-        up = group.create_task(pump(client, agent), name="splice-to-agent")
-        down = group.create_task(pump(agent, client), name="splice-to-client")
-        await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-        up.cancel()
-        down.cancel()
+        await meeting.splice(stream)

@@ -23,14 +23,14 @@ from kubepresence.manager.core.previews import Preview
 from kubepresence.manager.core.sessions import Session, SessionKind, SessionRegistry
 from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.manager.k8s.workloads import Workloads
-from kubepresence.manager.net import datagrams, resolving
+from kubepresence.manager.net import resolving
+from kubepresence.manager.rpc.egress import EgressDesk
 from kubepresence.manager.rpc.intercepting import InterceptDesk
-from kubepresence.protocol import version_of
+from kubepresence.protocol import dialing, version_of
 from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.logs import set_level_for
-from kubepresence.protocol.tunnel import control, describe, relay, send_reset
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class ManagerService(manager.ManagerBase):
         self._desk = InterceptDesk(
             now=self._now, dial_timeout=dial_timeout, preview_base=preview_base
         )
+        self._egress = EgressDesk(now=self._now, dial_timeout=dial_timeout)
         self._agent_workloads: set[tuple[str, str]] = set()
         self._agents = AgentTable()
         self._agents_changed = asyncio.Event()
@@ -185,6 +186,7 @@ class ManagerService(manager.ManagerBase):
         replaced = self._agents.arrive(session.id, agent)
         if replaced is not None:
             self._sessions.depart(replaced)
+            self._egress.agent_gone(replaced)
         self._notify_agents()
         log.info(
             "agent of %s/%s (%s %s) arrived: %s",
@@ -202,6 +204,9 @@ class ManagerService(manager.ManagerBase):
         for session_id in ids:
             if session_id.startswith("client-"):
                 self._desk.client_gone(session_id)
+                self._egress.client_gone(session_id)
+            else:
+                self._egress.agent_gone(session_id)
         if self._agents.depart(ids):
             self._notify_agents()
 
@@ -317,6 +322,15 @@ class ManagerService(manager.ManagerBase):
             yield dial
             self._sessions.get(client)
 
+    async def watch_egress_dials(
+        self, message: common.SessionInfo
+    ) -> AsyncIterator[manager.EgressDial]:
+        """The client flows this agent is to dial from its pod (see EgressDesk)."""
+        self._agent(message.session_id)
+        async for dial in self._egress.watch(message.session_id):
+            yield dial
+            self._sessions.get(message.session_id)  # the watch ends with the session
+
     async def set_log_level(self, message: common.LogLevelRequest) -> protobuf.Empty:
         try:
             set_level_for(message.level, message.duration_seconds)
@@ -390,8 +404,13 @@ class ManagerService(manager.ManagerBase):
     async def _tunnel(self, stream: Stream[Any, Any]) -> None:
         first = await stream.recv_message()
         if first is not None and first.open is not None and first.open.dial_id:
-            # A client takes an intercepted connection it was offered.
-            await self._desk.client_tunnel(self._client(first.open.session_id), stream, first)
+            session = self._sessions.get(first.open.session_id)
+            if session.kind is SessionKind.AGENT:
+                # An agent answers an egress dial: it dialled a client's flow from its pod.
+                await self._egress.agent_tunnel(session.id, stream, first)
+            else:
+                # A client takes an intercepted connection it was offered.
+                await self._desk.client_tunnel(session.id, stream, first)
             return
         if first is not None and first.open is not None and first.open.intercept_id:
             # An agent hands over an intercepted connection.
@@ -410,41 +429,30 @@ class ManagerService(manager.ManagerBase):
         idle = self._idle_timeout
         if first.open.idle_timeout is not None and first.open.idle_timeout.total_seconds() > 0:
             idle = first.open.idle_timeout.total_seconds()
-        if conn.protocol == common.Protocol.UDP:
-            await self._datagram_flow(stream, host, port, idle)
+        if first.open.via_workload or first.open.via_namespace:
+            await self._egress_flow(stream, first, idle)
             return
-        try:
-            async with asyncio.timeout(self._dial_timeout):
-                reader, writer = await asyncio.open_connection(host, port)
-        except (OSError, TimeoutError) as error:
-            log.info("dial %s:%d failed: %s", host, port, describe(error))
-            await stream.send_message(
-                control(common.TunnelControlCode.DIAL_FAILED, describe(error))
-            )
-            return
-        log.debug("flow to %s:%d open", host, port)
-        await stream.send_message(control(common.TunnelControlCode.CONNECTED))
-        try:
-            await relay(stream, reader, writer, idle_timeout=idle)
-        except Exception as error:  # noqa: BLE001 - any failure ends this one flow only
-            log.info("flow to %s:%d ended: %s", host, port, describe(error))
-            await send_reset(stream, describe(error))
-        else:
-            log.debug("flow to %s:%d closed", host, port)
+        await self._own_flow(stream, host, port, conn.protocol == common.Protocol.UDP, idle)
 
-    async def _datagram_flow(
-        self, stream: Stream[Any, Any], host: str, port: int, idle: float
+    async def _own_flow(
+        self, stream: Stream[Any, Any], host: str, port: int, udp: bool, idle: float
     ) -> None:
-        try:
-            transport, answers = await datagrams.open_datagram_flow(host, port)
-        except OSError as error:
-            await stream.send_message(
-                control(common.TunnelControlCode.DIAL_FAILED, describe(error))
+        """A client's flow that the manager dials itself."""
+        flow = await dialing.dial(stream, host, port, udp=udp, dial_timeout=self._dial_timeout)
+        if flow is not None:
+            await flow.relay(stream, idle_timeout=idle)
+
+    async def _egress_flow(
+        self, stream: Stream[Any, Any], first: common.TunnelMessage, idle: float
+    ) -> None:
+        """A client's flow that leaves the cluster from one of a workload's agents."""
+        assert first.open is not None
+        if not first.open.via_namespace or not first.open.via_workload:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, "a flow via a workload names its namespace and name"
             )
-            return
-        await stream.send_message(control(common.TunnelControlCode.CONNECTED))
-        try:
-            await datagrams.relay_datagrams(stream, transport, answers, idle_timeout=idle)
-        except Exception as error:  # noqa: BLE001 - any failure ends this one flow only
-            log.info("udp flow to %s:%d ended: %s", host, port, describe(error))
-            await send_reset(stream, describe(error))
+        client = self._client(first.open.session_id)
+        agents = self._agents.sessions_of_workload(
+            first.open.via_namespace, first.open.via_workload
+        )
+        await self._egress.client_tunnel(client, stream, first, agents, idle)

@@ -705,7 +705,8 @@ class TunnelOpen(betterproto2.Message):
 
     dial_id: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
-    set when answering a DialRequest (intercepted inbound flow)
+    Set when answering a dial: a client's DialRequest (an intercepted inbound flow) or
+    an agent's EgressDial (a client's flow that leaves the cluster from its pod).
     """
 
     intercept_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
@@ -715,7 +716,11 @@ class TunnelOpen(betterproto2.Message):
 
     via_namespace: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
     """
-    --proxy-via: the flow leaves the cluster from an agent of this workload, not the manager
+    Set by a client (`--proxy-via CIDR=WORKLOAD`): the flow leaves the cluster from a pod
+    of this workload, not from the manager. The manager asks one of the workload's
+    connected agents to dial the destination (an EgressDial on the agent's
+    WatchEgressDials) and splices the client's stream with the agent's answering tunnel.
+    Empty: the manager dials the destination itself.
     """
 
     via_workload: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)

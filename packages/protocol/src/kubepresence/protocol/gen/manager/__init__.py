@@ -7,6 +7,7 @@ __all__ = (
     "AgentSnapshot",
     "ClientInfo",
     "Disposition",
+    "EgressDial",
     "InterceptRequest",
     "InterceptSnapshot",
     "ManagerBase",
@@ -16,6 +17,7 @@ __all__ = (
     "ReviewInterceptRequest",
 )
 
+import datetime
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -85,6 +87,32 @@ class ClientInfo(betterproto2.Message):
 
 
 default_message_pool.register_message("kubepresence.manager", "ClientInfo", ClientInfo)
+
+
+@dataclass(eq=False, repr=False)
+class EgressDial(betterproto2.Message):
+    """
+    A client's flow for an agent to dial from its pod (see WatchEgressDials).
+    """
+
+    dial_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    connection: "_common__.ConnectionId | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    protocol and destination to dial
+    """
+
+    idle_timeout: "datetime.timedelta | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Duration, optional=True
+    )
+    """
+    the client's, for the agent's relay
+    """
+
+
+default_message_pool.register_message("kubepresence.manager", "EgressDial", EgressDial)
 
 
 @dataclass(eq=False, repr=False)
@@ -480,6 +508,31 @@ class ManagerStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
+    async def watch_egress_dials(
+        self,
+        message: "_common__.SessionInfo",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[EgressDial]":
+        """
+        An agent's egress dials: client flows that name the agent's workload as the one to
+        leave the cluster from (TunnelOpen.via_workload). The agent dials the destination
+        from its pod and answers with a Tunnel naming the dial (dial_id), which the manager
+        splices with the client's. An EgressDial with an empty dial_id is a keep-alive.
+        """
+
+        async for response in self._unary_stream(
+            "/kubepresence.manager.Manager/WatchEgressDials",
+            message,
+            EgressDial,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
     async def set_log_level(
         self,
         message: "_common__.LogLevelRequest",
@@ -618,6 +671,19 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield _common__.DialRequest()
+
+    async def watch_egress_dials(
+        self, message: "_common__.SessionInfo"
+    ) -> "AsyncIterator[EgressDial]":
+        """
+        An agent's egress dials: client flows that name the agent's workload as the one to
+        leave the cluster from (TunnelOpen.via_workload). The agent dials the destination
+        from its pod and answers with a Tunnel naming the dial (dial_id), which the manager
+        splices with the client's. An EgressDial with an empty dial_id is a keep-alive.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield EgressDial()
 
     async def set_log_level(
         self, message: "_common__.LogLevelRequest"
@@ -767,6 +833,17 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
+    async def __rpc_watch_egress_dials(
+        self, stream: "grpclib.server.Stream[_common__.SessionInfo, EgressDial]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await self._call_rpc_handler_server_stream(
+            self.watch_egress_dials,
+            stream,
+            request,
+        )
+
     async def __rpc_set_log_level(
         self, stream: "grpclib.server.Stream[_common__.LogLevelRequest, __google__protobuf__.Empty]"
     ) -> None:
@@ -877,6 +954,12 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 _common__.SessionInfo,
                 _common__.DialRequest,
+            ),
+            "/kubepresence.manager.Manager/WatchEgressDials": grpclib.const.Handler(
+                self.__rpc_watch_egress_dials,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                _common__.SessionInfo,
+                EgressDial,
             ),
             "/kubepresence.manager.Manager/SetLogLevel": grpclib.const.Handler(
                 self.__rpc_set_log_level,

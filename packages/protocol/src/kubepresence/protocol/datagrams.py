@@ -1,6 +1,8 @@
 """Relaying a UDP flow: each tunnel `data` message is one datagram, both ways.
 
-The destination socket is connected, so only its answers come back. The flow ends when
+Whoever dials a client's UDP destination uses it: the manager (its own flows) and a
+traffic agent (flows that leave the cluster from its pod, `--proxy-via`). The destination
+socket is connected, so only its answers come back. The flow ends when
 the client closes its side, resets, or nothing moved for the idle timeout.
 """
 
@@ -18,7 +20,9 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 256
 
 
-class _Answers(asyncio.DatagramProtocol):
+class Answers(asyncio.DatagramProtocol):
+    """The destination's answers, queued for the stream."""
+
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue(QUEUE_LIMIT)
 
@@ -31,16 +35,16 @@ class _Answers(asyncio.DatagramProtocol):
         log.debug("datagram flow error: %s", exc)
 
 
-async def open_datagram_flow(host: str, port: int) -> tuple[asyncio.DatagramTransport, _Answers]:
+async def open_datagram_flow(host: str, port: int) -> tuple[asyncio.DatagramTransport, Answers]:
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(_Answers, remote_addr=(host, port))
+    transport, protocol = await loop.create_datagram_endpoint(Answers, remote_addr=(host, port))
     return transport, protocol
 
 
 async def relay_datagrams(
     stream: MessageStream,
     transport: asyncio.DatagramTransport,
-    answers: _Answers,
+    answers: Answers,
     *,
     idle_timeout: float,
 ) -> None:
