@@ -262,7 +262,7 @@ def test_allowed_conflicting_subnets_route_through_a_policy_table(rig: Rig) -> N
     assert answer["pod"] == rig.echo.pod_name
     status = rig.ws.status()["connection"]
     assert status["routing"]["allow_conflicting"] == ["10.96.0.0/24"]  # type: ignore[index]
-    assert status["resolver"] == "resolv.conf"  # type: ignore[index]  (ws1 has no resolved)
+    assert status["resolver"] == "resolv.conf"  # type: ignore[index]
     rig.quit_and_check()
 
 
