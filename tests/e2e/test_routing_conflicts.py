@@ -410,6 +410,8 @@ def test_dns_controls(rig: Rig) -> None:
             "the virtual subnet 10.77.0.0/24 overlaps the local route",
         ),
         (["--allow-conflicting-subnets", "172.31.0.0/16"], "is in no routed subnet"),
+        (["--vnat", "everything"], "--vnat 'everything' is not a CIDR"),
+        (["--proxy-via", "10.96.0.0/16"], "is not CIDR=WORKLOAD"),
     ],
 )
 def test_bad_routing_input_is_one_line(rig: Rig, flags: list[str], message: str) -> None:

@@ -253,3 +253,25 @@ def test_a_killed_daemons_socket_is_not_a_running_daemon(tmp_path: Path) -> None
     quitted = runner.invoke(app, ["quit"])
     assert quitted.exit_code == 0
     assert "Nothing was running." in quitted.output
+
+
+def test_a_daemon_coming_up_keeps_its_socket(tmp_path: Path) -> None:
+    """Between a starting daemon's bind and its listen the socket refuses as a dead one's
+    does: the wait for a daemon we started must not remove it (a rootd once failed its
+    start with FileNotFoundError in its chmod)."""
+    import socket
+
+    from kubepresence.cli.rpc.daemons import socket_is_live
+
+    path = tmp_path / "starting.socket"
+    binding = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        binding.bind(str(path))  # bound, not yet listening
+        assert not socket_is_live(path, remove_stale=False)
+        assert path.is_socket()
+        binding.listen()
+        assert socket_is_live(path, remove_stale=False)
+    finally:
+        binding.close()
+    assert not socket_is_live(path)  # nobody there any more: removed
+    assert not path.exists()

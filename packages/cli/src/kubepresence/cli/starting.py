@@ -45,8 +45,8 @@ async def _spawn_detached(argv: list[str]) -> None:
     )
 
 
-async def _answers(check: object, socket: Path) -> bool:
-    if not daemons.socket_is_live(socket):
+async def _answers(check: object, socket: Path, *, starting: bool = False) -> bool:
+    if not daemons.socket_is_live(socket, remove_stale=not starting):
         return False
     try:
         await check(socket)  # type: ignore[operator]
@@ -59,7 +59,7 @@ async def _wait_until_answering(name: str, socket: Path, log_file: Path, check: 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT
     while loop.time() < deadline:
-        if await _answers(check, socket):
+        if await _answers(check, socket, starting=True):
             return
         await asyncio.sleep(0.1)
     raise InternalError(f"the {name} did not start within {START_TIMEOUT:.0f} s; see {log_file}")

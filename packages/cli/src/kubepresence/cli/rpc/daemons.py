@@ -58,10 +58,11 @@ async def _rootd(
         channel.close()
 
 
-def socket_is_live(path: Path) -> bool:
+def socket_is_live(path: Path, *, remove_stale: bool = True) -> bool:
     """Whether a daemon listens on this socket (it may still be too busy or frozen to
     answer: the call finds out). The file of a killed daemon refuses connections: it is
-    removed, and nothing is running there."""
+    removed, and nothing is running there. Not while a daemon we started comes up
+    (`remove_stale=False`): between its bind and its listen the socket refuses too."""
     if not path.is_socket():
         return False
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -69,8 +70,9 @@ def socket_is_live(path: Path) -> bool:
         probe.settimeout(1.0)
         probe.connect(str(path))
     except ConnectionRefusedError:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        if remove_stale:
+            with contextlib.suppress(OSError):
+                path.unlink()
         return False
     except OSError:
         return True  # there, but not for us to judge (a full backlog, permissions)
