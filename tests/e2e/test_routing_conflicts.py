@@ -46,26 +46,13 @@ from workstation_cli import (
     uninstall_manager,
     ws1_vif_lock,
 )
+from workstation_servers import PROGRAMS
 
 LAN_DEVICE = "kplan0"
 LAN_WS_ADDRESS = "10.96.0.49/24"
 LAN_ADDRESS = "10.96.0.50"
 LAN_PORT = 8099
 POLICY_TABLE = "27504"
-
-LAN_SERVER = r"""
-import http.server, sys
-class Lan(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"lan"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Lan).serve_forever()
-"""
 
 
 def headless(namespace: str, port: int) -> dict[str, Any]:
@@ -157,8 +144,14 @@ def _lan(cluster: Cluster) -> Iterator[None]:
         subprocess.run([*lan, "address", "add", f"{LAN_ADDRESS}/24", "dev", "lan0"], check=True)
         subprocess.run([*lan, "link", "set", "lan0", "up"], check=True)
         subprocess.run([*lan, "link", "set", "lo", "up"], check=True)
-        serve = [sys.executable, "-c", LAN_SERVER, LAN_ADDRESS, str(LAN_PORT)]
-        server = subprocess.Popen(["ip", "netns", "exec", netns, *serve])
+        serve = [
+            sys.executable,
+            str(PROGRAMS / "answering_server.py"),
+            str(LAN_PORT),
+            "lan",
+            LAN_ADDRESS,
+        ]
+        server = subprocess.Popen(["ip", "netns", "exec", netns, *serve], stdout=subprocess.DEVNULL)
         wait_for(
             "the LAN server to answer from ws1",
             lambda: (

@@ -1,8 +1,9 @@
 """A server on the workstation for the e2e tests: answers every GET with 200 and a body.
 
-Usage: answering_server.py PORT BODY. BODY may contain `{path}`, replaced by the request's
-path. Prints `listening` once its socket is bound and listening: from then on a connection
-is accepted, which is what the tests wait for.
+Usage: answering_server.py PORT BODY [HOST]. BODY may contain `{path}`, replaced by the
+request's path; HOST is the address to listen on (default 127.0.0.1). Prints `listening`
+once its socket is bound and listening: from then on a connection is accepted, which is
+what the tests wait for.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def main() -> None:
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
     print("listening", flush=True)
     server.serve_forever()
 
