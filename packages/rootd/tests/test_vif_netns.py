@@ -362,27 +362,27 @@ class Rootd:
         self.launch()
         await self.wait_ready()
 
+    def argv(self) -> list[str]:
+        """rootd's command line, as the process in the namespace runs it."""
+        return [
+            sys.executable,
+            "-m",
+            "kubepresence.rootd",
+            "--socket",
+            str(self.socket),
+            "--user",
+            "0",
+            "--state-dir",
+            str(self.state),
+            "--log-file",
+            str(self.log),
+            "--log-level",
+            "debug",
+        ]
+
     def launch(self) -> None:
         self.process = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                sys.executable,
-                "-m",
-                "kubepresence.rootd",
-                "--socket",
-                str(self.socket),
-                "--user",
-                "0",
-                "--state-dir",
-                str(self.state),
-                "--log-file",
-                str(self.log),
-                "--log-level",
-                "debug",
-            ],
+            ["ip", "netns", "exec", self.netns, *self.argv()],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -501,23 +501,8 @@ class Rootd(_RootdBase):  # type: ignore[misc]
         self.world = world
 
     def launch(self) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "kubepresence.rootd",
-            "--socket",
-            str(self.socket),
-            "--user",
-            "0",
-            "--state-dir",
-            str(self.state),
-            "--log-file",
-            str(self.log),
-            "--log-level",
-            "debug",
-        ]
         self.process = subprocess.Popen(
-            self.world.enter(*argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.world.enter(*self.argv()), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
 
