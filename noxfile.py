@@ -103,6 +103,7 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", *sources, "tools", "noxfile.py")
     session.run("mypy", "benchmarks")
     session.run("mypy", "tests/cluster/kpcluster", "tests/cluster/cluster.py")
+    session.run("mypy", "tests/support", "conftest.py")
     # Tests are checked per directory: each part's tests/ is its own root.
     for test_dir in [
         *(f"{d}/tests" for d in PART_DIRS),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,61 +31,18 @@ import pytest
 from kpcluster import kube
 from kpcluster.harness import Cluster
 from workstation_cli import Workstation
+from workstation_servers import PROGRAMS, answering_server
 
 LOCAL_PORT = 8090
-LOCAL_SERVER = textwrap.dedent(
-    f"""
-    import http.server
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = ("workstation says hi to " + self.path).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    http.server.ThreadingHTTPServer(("127.0.0.1", {LOCAL_PORT}), Handler).serve_forever()
-    """
-)
-
-COUNTING_SERVER = textwrap.dedent(
-    f"""
-    import functools, http.server, sys
-    class Server(http.server.ThreadingHTTPServer):
-        def verify_request(self, request, client_address):
-            print("connection", flush=True)
-            return True
-    class Files(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-    handler = functools.partial(Files, directory=sys.argv[1])
-    Server(("127.0.0.1", {LOCAL_PORT}), handler).serve_forever()
-    """
-)
-
-GET = textwrap.dedent(
-    """
-    import json, sys, time, urllib.request
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
-            print(json.dumps({"status": r.status, "body": r.read().decode(),
-                              "seconds": time.monotonic() - started}))
-    except Exception as e:
-        print(json.dumps({"error": repr(e), "seconds": time.monotonic() - started}))
-    """
-)
+BODY = "workstation says hi to {path}"
+COUNTING_SERVER = PROGRAMS / "counting_file_server.py"
+GET = (PROGRAMS / "timed_get.py").read_text()
 
 
 @pytest.fixture
 def local_server(cluster: Cluster) -> Iterator[subprocess.Popen[str]]:
-    process = cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER])
-    time.sleep(0.5)
-    assert process.poll() is None, process.stdout.read() if process.stdout else ""
-    yield process
-    process.terminate()
-    process.wait(10)
+    with answering_server(cluster, LOCAL_PORT, BODY) as process:
+        yield process
 
 
 def echo_intercepts(workstation: Workstation, namespace: str) -> list[dict[str, str]]:
@@ -270,7 +226,9 @@ def test_probes_keep_asking_the_app(
     served.mkdir()
     (served / "hello.txt").write_text("from the workstation")
     # A plain file server (404 for the app's /ready) that says so for every connection.
-    server = cluster.start_on_workstation([sys.executable, "-c", COUNTING_SERVER, str(served)])
+    server = cluster.start_on_workstation(
+        [sys.executable, str(COUNTING_SERVER), str(LOCAL_PORT), str(served)]
+    )
     try:
         connected = workstation.kp("connect", "--manager-namespace", manager_namespace)
         assert connected.returncode == 0, connected.stderr
@@ -278,7 +236,9 @@ def test_probes_keep_asking_the_app(
         assert result.returncode == 0, result.stderr + workstation.log("userd")
         [pod] = cluster.wait_pods_ready(namespace, "app=echo", 1)
         name = pod["metadata"]["name"]
-        time.sleep(5)  # the probe runs every second; three failures make the pod unready
+        # Part of the scenario: the probe runs every second and three failures would make
+        # the pod unready, so the test lets several probes happen before it looks.
+        time.sleep(5)
         assert pod_ready(cluster, namespace, name)
         answer = get_from_pod(cluster, namespace, client, f"http://echo.{namespace}/hello.txt")
         assert answer["body"] == "from the workstation", answer

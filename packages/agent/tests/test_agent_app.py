@@ -15,6 +15,7 @@ import time
 
 import pytest
 from grpclib.server import Server
+from kptest.waiting import eventually
 
 from kubepresence.agent import app as app_module
 from kubepresence.agent.app import TrafficAgent
@@ -190,7 +191,7 @@ async def test_session_dials_afresh_when_its_connection_goes_dead(
         # and dial a new one rather than time out on the dead one forever.
         await asyncio.wait_for(relay.redialled.wait(), 5)
         remains = fake.remains
-        await asyncio.sleep(0.5)  # remains flow again over the new connection
+        await eventually(lambda: fake.remains > remains, "remains over the new connection")
         assert fake.remains > remains
         assert (session.session_id, fake.arrived) == ("agent-1", ["echo-abc"])
     finally:

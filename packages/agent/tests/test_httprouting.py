@@ -35,6 +35,7 @@ import h2.connection
 import h2.events
 import pytest
 from aiohttp import web
+from kptest.waiting import eventually
 
 from kubepresence.agent.core.http1 import (
     NEED_DATA,
@@ -360,7 +361,8 @@ async def test_server_speaks_first_protocol(setup: Setup) -> None:
 async def test_a_silent_http_client_is_still_routed_per_request(setup: Setup) -> None:
     setup.sniff_timeout = 0.05
     reader, writer = await setup.connect()
-    await asyncio.sleep(0.2)  # longer than the sniff timeout: the app was dialled early
+    # Past the sniff timeout with no byte from the client, the app is dialled early.
+    await eventually(lambda: setup.dials == {APP: 1}, "the app dialled early")
     parser = ResponseParser()
     for dev, name in (("alice", WS), ("", APP)):
         writer.write(get("/late", dev))

@@ -17,6 +17,7 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
+from kptest.waiting import eventually
 
 from kubepresence.agent.core.config import AgentConfig, PortTakeover
 from kubepresence.agent.rpc import manager as session_module
@@ -79,11 +80,17 @@ async def until(what: str, condition: object, fake: FakeManager, limit: float = 
 
 
 @pytest.fixture(autouse=True)
-def fast(monkeypatch: pytest.MonkeyPatch) -> None:
+def backoffs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Short intervals; the list of backoffs taken, one per failed call to the manager."""
+    taken: list[float] = []
+
+    def next_backoff(previous: float) -> float:
+        taken.append(min(max(previous * 2, 0.05), 0.2))
+        return taken[-1]
+
     monkeypatch.setattr(session_module, "REMAIN_INTERVAL", 0.1)
-    monkeypatch.setattr(
-        session_module, "next_backoff", lambda previous: min(max(previous * 2, 0.05), 0.2)
-    )
+    monkeypatch.setattr(session_module, "next_backoff", next_backoff)
+    return taken
 
 
 async def serve(fake: FakeManager, port: int) -> Server:
@@ -129,7 +136,7 @@ class Proxy:
         await self._server.wait_closed()
 
 
-async def test_arrive_remain_lose_and_arrive_again() -> None:
+async def test_arrive_remain_lose_and_arrive_again(backoffs: list[float]) -> None:
     port = free_port()
     proxy = Proxy(port)
     first = FakeManager("first")
@@ -149,8 +156,8 @@ async def test_arrive_remain_lose_and_arrive_again() -> None:
         await proxy.cut()
         server.close()
         await server.wait_closed()
-        remains = first.remains
-        await asyncio.sleep(0.5)  # the agent fails and backs off meanwhile
+        remains, failures = first.remains, len(backoffs)
+        await eventually(lambda: len(backoffs) >= failures + 3, "the agent failed and backed off")
         assert first.remains == remains
         assert session.session_id == "first-agent-1"  # kept: the manager may still know it
 
@@ -168,11 +175,12 @@ async def test_arrive_remain_lose_and_arrive_again() -> None:
     await server.wait_closed()
 
 
-async def test_no_manager_at_all_is_retried_without_end() -> None:
+async def test_no_manager_at_all_is_retried_without_end(backoffs: list[float]) -> None:
     session = ManagerSession(CONFIG, "127.0.0.1", free_port())
     task = asyncio.create_task(session.run())
-    await asyncio.sleep(0.6)
+    await eventually(lambda: len(backoffs) >= 3 or task.done(), "three failed arrivals")
     assert not task.done()  # still trying, no crash
+    assert len(backoffs) >= 3
     assert session.session_id is None
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

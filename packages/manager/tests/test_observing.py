@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from kptest.waiting import eventually
 from kubernetes_asyncio import client
 
 from kubepresence.manager.k8s.observing import observe, watches
@@ -49,6 +50,7 @@ class Fake:
         self.lists = lists
         self.events = events
         self.requests: list[tuple[str, str | None]] = []
+        self.released = asyncio.Event()  # the test is over: silent streams end
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -62,7 +64,7 @@ class Fake:
         await response.prepare(request)
         for event in self.events.pop(path, []):
             await response.write(json.dumps(event).encode() + b"\n")
-        await asyncio.Event().wait()  # silence (the runner's cleanup ends it)
+        await self.released.wait()  # silence until the test is over
         return response
 
 
@@ -96,8 +98,10 @@ class Told:
 async def api_of() -> AsyncIterator[Any]:
     runners: list[web.AppRunner] = []
     apis: list[client.ApiClient] = []
+    fakes: list[Fake] = []
 
     async def start(fake: Fake) -> client.ApiClient:
+        fakes.append(fake)
         app = web.Application()
         app.router.add_get("/{tail:.*}", fake.handle)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.2)
@@ -111,6 +115,8 @@ async def api_of() -> AsyncIterator[Any]:
         return api
 
     yield start
+    for fake in fakes:
+        fake.released.set()
     for api in apis:
         await api.close()
     for runner in runners:
@@ -178,7 +184,11 @@ async def test_forbidden_nodes_keep_the_start_up_discovery(
     task = asyncio.create_task(observe(await api_of(fake), told, []))
     try:
         await told.until(lambda: told.pods)
-        await asyncio.sleep(0.3)  # time enough for a (wrong) retry of the nodes
+        # The nodes watch gave up (it says so as it ends): no retry can follow.
+        await eventually(
+            lambda: any("stay as discovered" in r.getMessage() for r in caplog.records),
+            "the nodes watch ended",
+        )
     finally:
         task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, cast
 
 from grpclib.server import Stream
+from kptest.waiting import eventually
 
 from kubepresence.manager.rpc.splicing import Rendezvous
 from kubepresence.protocol.gen import common
@@ -34,11 +35,15 @@ def stream(fake: FakeStream) -> Stream[Any, Any]:
 async def test_the_waiting_side_waits_for_the_whole_splice_not_the_answer_time() -> None:
     waiting, answering = FakeStream(), FakeStream(common.TunnelMessage(data=b"up"))
     meeting = Rendezvous(stream(waiting))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     waiter = asyncio.create_task(meeting.wait(answer_within=0.05))
     splice = asyncio.create_task(meeting.splice(stream(answering)))
     await asyncio.wait_for(meeting.answered.wait(), 5)
-    # Longer than the answer time: the waiter must still be waiting for the splice.
-    await asyncio.sleep(0.1)
+    # Twice the answer time gone and the splice pumping: the waiter must still be waiting.
+    await eventually(
+        lambda: loop.time() - started > 0.1 and waiting.sent, "the answer time passed, spliced"
+    )
     assert not waiter.done()
     answering.incoming.put_nowait(None)  # the answering side ends its stream
     assert await asyncio.wait_for(waiter, 5) is True

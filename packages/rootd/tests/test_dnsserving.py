@@ -11,6 +11,7 @@ from typing import cast
 
 import dnslib
 import pytest
+from kptest.waiting import eventually
 
 from kubepresence.rootd.core.dns import NXDOMAIN, SERVFAIL, DnsPolicy, TcpFramer
 from kubepresence.rootd.core.flows import FlowId
@@ -217,7 +218,7 @@ async def test_dns_over_tcp_answers_each_framed_query(upstream: tuple[Upstream, 
     stream.feed(data[5:])
     stream.feed_eof()
     task = asyncio.create_task(dns.serve_tcp(stream))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: owner.fin, "both answered and the stream closed")
     stream.finish(None)
     await asyncio.wait_for(task, 1)
     replies = TcpFramer().feed(bytes(owner.out))
@@ -366,11 +367,14 @@ async def test_an_abandoned_first_lookup_does_not_hang_the_others(
     lookups.delay = 0.2
     dns = service(lookups, upstream[1])
     first = asyncio.create_task(dns.answer(question("echo.shop.svc.cluster.local"), udp=True))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: lookups.asked, "the first lookup in flight")
     second = asyncio.create_task(
         dns.answer(question("echo.shop.svc.cluster.local", qid=2), udp=True)
     )
-    await asyncio.sleep(0.01)
+    # The second query joins the lookup in flight without waiting on anything else: a
+    # few turns of the loop (no time) bring it there.
+    for _ in range(5):
+        await asyncio.sleep(0)
     first.cancel()
     reply = await asyncio.wait_for(second, 2)
     assert reply is not None

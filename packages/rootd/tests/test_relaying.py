@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import AsyncIterator
 
 import pytest
+from kptest.waiting import eventually
 
 from kubepresence.rootd.core.errors import LocalProtocolError
 from kubepresence.rootd.core.flows import FlowId
@@ -76,8 +77,10 @@ class FakeTunnel:
         self.sent: list[tuple[str, bytes | str]] = []
         self.ended = False
         self.finished = False
+        self.receives = 0  # calls of receive: the relay is waiting for the far end
 
     async def receive(self) -> TunnelEvent:
+        self.receives += 1
         if self.finished:
             return TunnelEvent(K.END)
         event = await self.far.get()
@@ -117,13 +120,13 @@ async def test_bytes_both_ways_with_half_close_then_a_clean_end() -> None:
     task = asyncio.create_task(relay_tcp(stream, tunnel))
     stream.feed(b"GET / HTTP/1.0\r\n\r\n")
     stream.feed_eof()  # the client half-closes
-    await asyncio.sleep(0.01)
+    await eventually(lambda: "write-closed" in tunnel.kinds(), "the half-close relayed")
     assert tunnel.data() == b"GET / HTTP/1.0\r\n\r\n"
     assert tunnel.kinds()[-1] == "write-closed"
     assert not task.done()  # the answer may still come
     far(tunnel, TunnelEvent(K.DATA, b"HTTP/1.0 200 OK\r\n"), TunnelEvent(K.DATA, b"\r\nbody"))
     far(tunnel, TunnelEvent(K.WRITE_CLOSED), TunnelEvent(K.END))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: owner.fin, "the far end's close relayed")
     assert owner.to_client == b"HTTP/1.0 200 OK\r\n\r\nbody"
     assert owner.fin
     stream.finish(None)  # the client acknowledged our FIN
@@ -138,12 +141,11 @@ async def test_the_cluster_may_close_first_and_the_client_keeps_sending() -> Non
     tunnel = FakeTunnel()
     task = asyncio.create_task(relay_tcp(stream, tunnel))
     far(tunnel, TunnelEvent(K.DATA, b"banner"), TunnelEvent(K.WRITE_CLOSED))
-    await asyncio.sleep(0.01)
-    assert owner.fin
+    await eventually(lambda: owner.fin, "the far end's close relayed")
     assert owner.to_client == b"banner"
     stream.feed(b"still talking")
     stream.feed_eof()
-    await asyncio.sleep(0.01)
+    await eventually(lambda: "write-closed" in tunnel.kinds(), "the half-close relayed")
     assert tunnel.data() == b"still talking"
     far(tunnel, TunnelEvent(K.END))
     stream.finish(None)
@@ -159,13 +161,13 @@ async def test_many_small_reads_are_coalesced_into_large_messages() -> None:
         stream.feed(payload[offset : offset + 16384])
     stream.feed_eof()
     task = asyncio.create_task(relay_tcp(stream, tunnel, message_size=256 * 1024))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: "write-closed" in tunnel.kinds(), "all read and the close relayed")
     messages = [d for kind, d in tunnel.sent if kind == "data"]
     assert tunnel.data() == payload
     assert max(map(len, messages)) <= 256 * 1024
     assert len(messages) <= 4, [len(m) for m in messages]  # not 40
     far(tunnel, TunnelEvent(K.WRITE_CLOSED), TunnelEvent(K.END))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: owner.fin, "the far end's close relayed")
     stream.finish(None)
     assert await asyncio.wait_for(task, 1) is None
 
@@ -177,7 +179,10 @@ async def test_reading_stops_while_the_tunnel_does_not_take_data() -> None:
     gate = asyncio.Event()
 
     class SlowTunnel(FakeTunnel):
+        sending = False
+
         async def send_data(self, data: bytes) -> None:
+            self.sending = True
             await gate.wait()
             await super().send_data(data)
 
@@ -185,13 +190,19 @@ async def test_reading_stops_while_the_tunnel_does_not_take_data() -> None:
     for _ in range(100):
         stream.feed(b"x" * 65536)
     task = asyncio.create_task(relay_tcp(stream, tunnel, message_size=65536))
-    await asyncio.sleep(0.05)
+    # The relay reached the stuck send and filled its queue behind it; reads of data
+    # already fed never wait, so a reader that did not stop would have taken it all by now.
+    await eventually(lambda: tunnel.sending, "the first send started")
+    full = relaying.QUEUE_CHUNKS * 65536
+    await eventually(lambda: owner.consumed >= full, "the queue filled")
+    for _ in range(10):
+        await asyncio.sleep(0)  # turns of the loop for a reader that would not stop
     # One message in the (stuck) send, at most QUEUE_CHUNKS waiting, one read blocked.
     assert owner.consumed <= (relaying.QUEUE_CHUNKS + 2) * 65536
     gate.set()
     stream.feed_eof()
     far(tunnel, TunnelEvent(K.WRITE_CLOSED), TunnelEvent(K.END))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: owner.fin and "write-closed" in tunnel.kinds(), "both closes relayed")
     stream.finish(None)
     assert await asyncio.wait_for(task, 2) is None
     assert len(tunnel.data()) == 100 * 65536
@@ -215,7 +226,7 @@ async def test_a_client_reset_resets_the_tunnel() -> None:
     stream = new_stream(owner)
     tunnel = FakeTunnel()
     task = asyncio.create_task(relay_tcp(stream, tunnel))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: tunnel.receives, "the relay waits on both sides")
     stream.finish("RST from the client")
     reason = await asyncio.wait_for(task, 1)
     assert reason is not None
@@ -320,14 +331,14 @@ async def test_a_tcp_syn_waits_for_the_dial_and_then_relays() -> None:
         tunnel = await asyncio.wait_for(cluster.opened.get(), 1)
         assert terminator.decisions == []
         far(tunnel, TunnelEvent(K.CONNECTED))
-        await asyncio.sleep(0.01)
+        await eventually(lambda: terminator.decisions, "the SYN decided")
         assert terminator.decisions == [(TCP_FLOW, True)]
         owner = Owner()
         stream = new_stream(owner)
         relay.tcp_connected(stream)
         stream.feed(b"ping")
         far(tunnel, TunnelEvent(K.DATA, b"pong"))
-        await asyncio.sleep(0.01)
+        await eventually(lambda: tunnel.data() and owner.to_client, "bytes both ways")
         assert tunnel.data() == b"ping"
         assert owner.to_client == b"pong"
         assert relay.open_flows == 1
@@ -342,7 +353,7 @@ async def test_a_failed_dial_refuses_the_syn() -> None:
         relay.accept(TCP_FLOW)
         tunnel = await asyncio.wait_for(cluster.opened.get(), 1)
         far(tunnel, TunnelEvent(K.DIAL_FAILED, message="connection refused"))
-        await asyncio.sleep(0.01)
+        await eventually(lambda: terminator.decisions, "the SYN decided")
         assert terminator.decisions == [(TCP_FLOW, False)]
         assert relay.tcp_refused == 1
         assert relay.open_flows == 0
@@ -356,7 +367,7 @@ async def test_no_answer_in_time_refuses(monkeypatch: pytest.MonkeyPatch) -> Non
     try:
         relay.accept(TCP_FLOW)
         await asyncio.wait_for(cluster.opened.get(), 1)
-        await asyncio.sleep(0.2)
+        await eventually(lambda: terminator.decisions, "the SYN decided")
         assert terminator.decisions == [(TCP_FLOW, False)]
     finally:
         await close_env(relay)
@@ -367,7 +378,7 @@ async def test_an_unreachable_userd_refuses_and_is_reported() -> None:
     cluster.refuse_channel = ConnectionRefusedError("userd's socket refuses")
     try:
         relay.accept(TCP_FLOW)
-        await asyncio.sleep(0.01)
+        await eventually(lambda: terminator.decisions, "the SYN decided")
         assert terminator.decisions == [(TCP_FLOW, False)]
         assert len(errors) == 1
         assert isinstance(errors[0], ConnectionRefusedError)
@@ -382,7 +393,7 @@ async def test_a_syn_that_timed_out_meanwhile_resets_the_tunnel() -> None:
         relay.accept(TCP_FLOW)
         tunnel = await asyncio.wait_for(cluster.opened.get(), 1)
         far(tunnel, TunnelEvent(K.CONNECTED))
-        await asyncio.sleep(0.01)
+        await eventually(lambda: tunnel.sent, "the late answer handled")
         assert tunnel.kinds() == ["reset"]
         # A late handshake for it finds no tunnel and is reset.
         owner = Owner()
@@ -399,23 +410,23 @@ async def test_udp_datagrams_wait_for_the_tunnel_then_flow_both_ways() -> None:
         relay.datagram(UDP_FLOW, b"one")
         relay.datagram(UDP_FLOW, b"two")
         tunnel = await asyncio.wait_for(cluster.opened.get(), 1)
-        await asyncio.sleep(0.01)
+        # The flow waits for the far end's answer with both datagrams queued.
+        await eventually(lambda: tunnel.receives, "the flow waits for CONNECTED")
         assert tunnel.sent == []  # not before CONNECTED
         far(tunnel, TunnelEvent(K.CONNECTED), TunnelEvent(K.DATA, b"ONE"))
-        await asyncio.sleep(0.01)
+        await eventually(lambda: len(tunnel.sent) >= 2 and terminator.datagrams, "both ways")
         assert tunnel.sent == [("data", b"one"), ("data", b"two")]
         assert terminator.datagrams == [(UDP_FLOW, b"ONE")]
         relay.datagram(UDP_FLOW, b"three")
-        await asyncio.sleep(0.01)
+        await eventually(lambda: len(tunnel.sent) >= 3, "a third datagram sent")
         assert tunnel.sent[-1] == ("data", b"three")
         assert len(cluster.tunnels) == 1  # one tunnel per flow
         relay.datagram_flow_closed(UDP_FLOW)
-        await asyncio.sleep(0.01)
+        await eventually(lambda: tunnel.ended, "the tunnel ended")
         assert tunnel.kinds()[-1] == "write-closed"
         assert tunnel.ended
         far(tunnel, TunnelEvent(K.END))
-        await asyncio.sleep(0.01)
-        assert relay.open_flows == 0
+        await eventually(lambda: relay.open_flows == 0, "the flow ended")
     finally:
         await close_env(relay)
 
@@ -428,18 +439,18 @@ async def test_dns_to_the_dns_address_is_answered_locally() -> None:
         assert relay.accept(udp_dns) is True
         assert relay.accept(tcp_dns) is True  # no dial: served here
         relay.datagram(udp_dns, b"q1")
-        await asyncio.sleep(0.01)
+        await eventually(lambda: terminator.datagrams, "the query answered")
         assert dns.queries == [(b"q1", True)]
         assert terminator.datagrams == [(udp_dns, b"answer:q1")]
         stream = new_stream(Owner(), tcp_dns)
         relay.tcp_connected(stream)
-        await asyncio.sleep(0.01)
+        await eventually(lambda: dns.tcp, "the TCP query served")
         assert dns.tcp == [stream]
         assert cluster.tunnels == {}
         # Port 53 elsewhere is an ordinary flow.
         other = FlowId(PROTO_UDP, CLIENT, 5355, SERVICE, 53)
         relay.datagram(other, b"q2")
-        await asyncio.sleep(0.01)
+        await eventually(lambda: cluster.tunnels, "a tunnel opened")
         assert other in cluster.tunnels
     finally:
         await close_env(relay)
@@ -472,7 +483,7 @@ async def test_a_far_end_gone_after_both_closes_is_still_a_clean_end() -> None:
     stream.feed(b"request")
     stream.feed_eof()
     far(tunnel, TunnelEvent(K.DATA, b"reply"), TunnelEvent(K.WRITE_CLOSED), TunnelEvent(K.END))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: owner.fin and "write-closed" in tunnel.kinds(), "both closes relayed")
     stream.finish(None)
     assert await asyncio.wait_for(task, 1) is None
     assert owner.to_client == b"reply"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kptest.waiting import eventually
 
 from kubepresence.protocol.errors import ConfigError, UserError
 from kubepresence.rootd import app
@@ -68,8 +69,15 @@ async def test_a_silent_userd_ends_the_session_after_the_silence_limit() -> None
 
 async def test_an_answering_userd_keeps_the_session() -> None:
     vif = session(silence=0.1)
-    watch = asyncio.ensure_future(vif._watch_userd(Pings(answers=10**9, gone=False)))  # type: ignore[arg-type]
-    await asyncio.sleep(0.3)
+    pings = Pings(answers=10**9, gone=False)
+    watch = asyncio.ensure_future(vif._watch_userd(pings))  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # Three silence limits, and the watch kept asking meanwhile: a watch that ignored the
+    # answers would have ended by then.
+    await eventually(
+        lambda: loop.time() - started > 0.3 and pings.count > 5, "pings over 3 silence limits"
+    )
     assert not watch.done()
     vif.request_stop("test over")
     await asyncio.wait_for(watch, 1)

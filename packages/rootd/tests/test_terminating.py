@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from kptest.waiting import eventually
 
 from kubepresence.rootd.core.endpoint import NetworkEndpoint
 from kubepresence.rootd.core.flows import FlowId
@@ -113,7 +114,7 @@ async def test_a_connection_is_echoed_through_a_tcp_stream(
     assert received == b"HELLO"
     assert fin
     await wire.send(client.tcp(5007, 1001 + 5 + 1))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: not terminator.endpoint.tcp_connections, "the connection closed")
     assert terminator.endpoint.tcp_connections == []
 
 
