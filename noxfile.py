@@ -130,7 +130,9 @@ def unit(session: nox.Session) -> None:
         "tests/cluster/requirements.txt",
     )
     targets = session.posargs or [*PART_DIRS, *UNIT_TEST_DIRS]
-    session.run("pytest", "--timeout=120", *targets)
+    # A few seconds per test: the slow ones (network namespaces, real daemons) say so with
+    # their own @pytest.mark.timeout.
+    session.run("pytest", "--timeout=10", *targets)
 
 
 def _require_root(session: nox.Session) -> None:

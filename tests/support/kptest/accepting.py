@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from kptest.waiting import NotInTime
+from kptest.waiting import NotInTimeError
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -48,5 +48,5 @@ def await_accepting(
         if connect():
             return
         if time.monotonic() > deadline:
-            raise NotInTime(f"{what} did not accept connections in {timeout} s")
+            raise NotInTimeError(f"{what} did not accept connections in {timeout} s")
         time.sleep(interval)

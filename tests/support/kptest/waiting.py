@@ -16,21 +16,21 @@ POLL_INTERVAL = 0.005
 DEFAULT_TIMEOUT = 5.0
 
 
-class NotInTime(AssertionError):
+class NotInTimeError(AssertionError):
     """The condition did not hold within the timeout (a test failure, not an error)."""
 
 
 async def eventually(
-    predicate: Callable[[], object], what: str = "", *, timeout: float = DEFAULT_TIMEOUT
+    predicate: Callable[[], object], what: str = "", *, within: float = DEFAULT_TIMEOUT
 ) -> None:
-    """Return as soon as `predicate()` is true; fail after `timeout` seconds.
+    """Return as soon as `predicate()` is true; fail after `within` seconds.
 
     The predicate is tried at once, then after every turn of the event loop and short
     pause, so the code under test runs between tries."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
-            raise NotInTime(f"not in {timeout} s: {what or predicate}")
+            raise NotInTimeError(f"not in {within} s: {what or predicate}")
         await asyncio.sleep(POLL_INTERVAL)
 
 
@@ -45,5 +45,5 @@ def wait_for(
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise NotInTime(f"not in {timeout} s: {what or predicate}")
+            raise NotInTimeError(f"not in {timeout} s: {what or predicate}")
         time.sleep(interval)
