@@ -36,7 +36,6 @@ import json
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,127 +45,22 @@ import pytest
 from kpcluster import manifests
 from kpcluster.harness import Cluster
 from workstation_cli import BIN, Session, Workstation
+from workstation_servers import PROGRAMS, await_listening
 
 LOCAL_PORT = 8195
-LOCAL_SERVER = textwrap.dedent(
-    f"""
-    import hashlib, http.server, json
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        def _answer(self, body):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def do_GET(self):
-            self._answer(("workstation:" + self.path).encode())
-        def do_POST(self):
-            left = int(self.headers["Content-Length"])
-            digest, size = hashlib.sha256(), 0
-            while left:
-                chunk = self.rfile.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                digest.update(chunk)
-                size += len(chunk)
-                left -= len(chunk)
-            self._answer(json.dumps({{"sha256": digest.hexdigest(), "size": size}}).encode())
-        def log_message(self, *args):
-            pass
-    http.server.ThreadingHTTPServer.daemon_threads = True
-    http.server.ThreadingHTTPServer.request_queue_size = 256
-    http.server.ThreadingHTTPServer(("127.0.0.1", {LOCAL_PORT}), Handler).serve_forever()
-    """
-)
-
-# In the client pod: GET the URL n times, each on a new connection; answers and seconds.
-GETS = textwrap.dedent(
-    """
-    import json, sys, time, urllib.request
-    url, n = sys.argv[1], int(sys.argv[2])
-    out = []
-    for i in range(n):
-        started = time.monotonic()
-        try:
-            with urllib.request.urlopen(f"{url}/{i}", timeout=20) as r:
-                body = r.read().decode()
-            out.append({"body": body, "seconds": time.monotonic() - started})
-        except Exception as e:
-            out.append({"error": repr(e), "seconds": time.monotonic() - started})
-    print(json.dumps(out))
-    """
-)
-
-# In the client pod: GET until an answer comes (failed connections counted, 20 s at most).
-# A workload whose only pod was replaced (bare ReplicaSet, one-pod StatefulSet) has no
-# endpoint for a moment: the Service lists the new pod before kube-proxy routes to it, and
-# until then a caller is refused (no endpoint) or finds no route (the old pod's address).
-FIRST_ANSWER = textwrap.dedent(
-    """
-    import json, sys, time, urllib.request
-    started, refused = time.monotonic(), 0
-    while True:
-        try:
-            with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
-                body = r.read().decode()
-            break
-        except OSError as e:
-            unrouted = "refused" in repr(e) or "No route to host" in repr(e)
-            if not unrouted or time.monotonic() - started > 20:
-                body = repr(e)
-                break
-            refused += 1
-            time.sleep(0.02)
-    print(json.dumps({"body": body, "refused": refused, "seconds": time.monotonic() - started}))
-    """
-)
-
-CONCURRENT = textwrap.dedent(
-    """
-    import json, sys, time, urllib.request
-    from concurrent.futures import ThreadPoolExecutor
-    url, n = sys.argv[1], int(sys.argv[2])
-    def one(i):
-        try:
-            with urllib.request.urlopen(f"{url}/c{i}", timeout=60) as r:
-                return r.read().decode() == f"workstation:/c{i}"
-        except Exception as e:
-            return repr(e)
-    started = time.monotonic()
-    with ThreadPoolExecutor(n) as pool:
-        results = list(pool.map(one, range(n)))
-    errors = [r for r in results if r is not True]
-    print(json.dumps({"ok": n - len(errors), "errors": errors[:5], "error_count": len(errors),
-                      "seconds": time.monotonic() - started}))
-    """
-)
-
-UPLOAD = textwrap.dedent(
-    """
-    import hashlib, http.client, json, random, sys, time
-    host, port, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    block = random.Random(2544).randbytes(1 << 20)
-    digest = hashlib.sha256()
-    def body():
-        for i in range(mib):
-            chunk = i.to_bytes(8, "big") + block[8:]
-            digest.update(chunk)
-            yield chunk
-    started = time.monotonic()
-    conn = http.client.HTTPConnection(host, port, timeout=120)
-    conn.request("POST", "/upload", body=body(), headers={"Content-Length": str(mib << 20)})
-    answer = json.loads(conn.getresponse().read())
-    print(json.dumps({"sent": digest.hexdigest(), "received": answer,
-                      "seconds": time.monotonic() - started}))
-    """
-)
+LOCAL_SERVER = PROGRAMS / "digest_server.py"
+# In the client pod (programs/*.py, run with `python3 -c`): n sequential GETs; a GET until
+# the first answer; n concurrent GETs; an upload.
+GETS = (PROGRAMS / "sequential_gets.py").read_text()
+FIRST_ANSWER = (PROGRAMS / "first_answer.py").read_text()
+CONCURRENT = (PROGRAMS / "concurrent_gets.py").read_text()
+UPLOAD = (PROGRAMS / "upload.py").read_text()
 
 
 @pytest.fixture(scope="module")
 def local_server(cluster: Cluster, session: Session) -> Iterator[subprocess.Popen[str]]:
-    process = cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER])
-    time.sleep(0.5)
-    assert process.poll() is None, process.stdout.read() if process.stdout else ""
+    process = cluster.start_on_workstation([sys.executable, str(LOCAL_SERVER), str(LOCAL_PORT)])
+    await_listening(cluster, process, LOCAL_PORT, "the workstation server")
     yield process
     process.terminate()
     process.wait(10)

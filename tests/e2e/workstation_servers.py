@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kpcluster.harness import Cluster
+from kptest.accepting import await_accepting
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 HTTP_GET = (PROGRAMS / "http_get.py").read_text()
@@ -38,6 +39,20 @@ def answering_server(cluster: Cluster, port: int, body: str) -> Iterator[subproc
     finally:
         process.terminate()
         process.wait(10)
+
+
+def await_listening(
+    cluster: Cluster, server: subprocess.Popen[str], port: int, what: str, host: str = "127.0.0.1"
+) -> None:
+    """Return once `server`, started on the workstation, accepts a connection on host:port
+    there (tried from the workstation namespace); fail at once with its output if it exits
+    first, or after START_TIMEOUT."""
+    probe = [sys.executable, str(PROGRAMS / "connect_once.py"), host, str(port)]
+
+    def connects() -> bool:
+        return cluster.on_workstation(probe, timeout=10, check=False).returncode == 0
+
+    await_accepting(server, connects, what, timeout=START_TIMEOUT)
 
 
 def get_from_pod(

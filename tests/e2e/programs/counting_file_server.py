@@ -29,6 +29,5 @@ def main() -> None:
     Server(("127.0.0.1", port), handler).serve_forever()
 
 
-
 if __name__ == "__main__":
     main()
