@@ -17,153 +17,37 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 
 import pytest
 from kpcluster.harness import Cluster
 from workstation_cli import Workstation
+from workstation_servers import PROGRAMS, await_listening
 
 PORTS = {"alice": 8191, "bob": 8192, "carol": 8193}
 MIB = 1024 * 1024
 
 # A workstation server that says who it is, reads chunked or sized bodies, answers
 # /chunked with a chunked body, and turns an Upgrade request into a raw echo.
-LOCAL_SERVER = textwrap.dedent(
-    """
-    import hashlib, http.server, json, sys
-    NAME, PORT = sys.argv[1], int(sys.argv[2])
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        def body(self):
-            digest, size = hashlib.sha256(), 0
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                while True:
-                    length = int(self.rfile.readline().split(b";")[0], 16)
-                    if length == 0:
-                        while self.rfile.readline() not in (b"\\r\\n", b""):
-                            pass
-                        break
-                    left = length
-                    while left:
-                        data = self.rfile.read(min(left, 1 << 20))
-                        digest.update(data); size += len(data); left -= len(data)
-                    self.rfile.readline()
-            else:
-                left = int(self.headers.get("Content-Length") or 0)
-                while left:
-                    data = self.rfile.read(min(left, 1 << 20))
-                    digest.update(data); size += len(data); left -= len(data)
-            return size, digest.hexdigest()
-        def handle_one(self):
-            if self.headers.get("Upgrade"):
-                self.send_response(101)
-                self.send_header("Upgrade", self.headers["Upgrade"])
-                self.send_header("Connection", "Upgrade")
-                self.end_headers()
-                self.wfile.flush()
-                while data := self.connection.recv(65536):
-                    self.connection.sendall(NAME.encode() + b":" + data)
-                self.close_connection = True
-                return
-            size, digest = self.body()
-            answer = json.dumps({"who": NAME, "method": self.command, "path": self.path,
-                                 "body_length": size, "sha256": digest}).encode()
-            self.send_response(200)
-            if self.path.startswith("/chunked"):
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                for part in (answer[:10], answer[10:]):
-                    self.wfile.write(b"%x\\r\\n%s\\r\\n" % (len(part), part))
-                self.wfile.write(b"0\\r\\n\\r\\n")
-            else:
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-        do_GET = do_POST = do_PUT = handle_one
-        def log_message(self, *args):
-            pass
-    http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
-    """
-)
+LOCAL_SERVER = PROGRAMS / "personal_server.py"
 
 # The cluster-side client: one keep-alive connection, a list of requests, each answer's
 # JSON (with who answered: a workstation server's name, else the app pod's name).
-CLIENT = textwrap.dedent(
-    """
-    import hashlib, http.client, json, os, socket, sys
-    host, plan = sys.argv[1], json.loads(sys.argv[2])
-    results = []
-    conn = http.client.HTTPConnection(host, 80, timeout=60)
-    for step in plan:
-        headers = dict(step.get("headers", {}))
-        body = None
-        if "body_mib" in step:
-            block = os.urandom(1 << 20)
-            digest = hashlib.sha256()
-            for _ in range(step["body_mib"]):
-                digest.update(block)
-            body = block * step["body_mib"]
-            headers["Content-Length"] = str(len(body))
-            expected = digest.hexdigest()
-        elif "chunks" in step:
-            parts = [c.encode() for c in step["chunks"]]
-            expected = hashlib.sha256(b"".join(parts)).hexdigest()
-            body = iter(parts)
-            headers["Transfer-Encoding"] = "chunked"
-        else:
-            expected = hashlib.sha256(b"").hexdigest()
-        conn.request(step.get("method", "GET"), step["path"], body=body, headers=headers,
-                     encode_chunked="chunks" in step)
-        response = conn.getresponse()
-        answer = json.loads(response.read())
-        results.append({
-            "status": response.status,
-            "who": answer.get("who") or answer.get("pod", "?"),
-            "path": answer.get("path"),
-            "chunked": response.getheader("Transfer-Encoding") == "chunked",
-            "body_ok": answer.get("sha256", expected) == expected,
-            "body_length": answer.get("body_length"),
-        })
-    print(json.dumps(results))
-    """
-)
+CLIENT = (PROGRAMS / "personal_client.py").read_text()
 
-UPGRADE = textwrap.dedent(
-    """
-    import json, socket, sys
-    host, header = sys.argv[1], sys.argv[2]
-    sock = socket.create_connection((host, 80), timeout=30)
-    sock.sendall(("GET /ws HTTP/1.1\\r\\nHost: echo\\r\\nUpgrade: websocket\\r\\n"
-                  "Connection: Upgrade\\r\\n" + header + "\\r\\n\\r\\n").encode())
-    head = b""
-    while b"\\r\\n\\r\\n" not in head:
-        head += sock.recv(1)
-    sock.sendall(b"ping")
-    echoed = b""
-    while len(echoed) < len(b"alice:ping"):
-        data = sock.recv(100)
-        if not data:
-            break
-        echoed += data
-    print(json.dumps({"status": head.split(b" ")[1].decode(), "echoed": echoed.decode()}))
-    """
-)
+UPGRADE = (PROGRAMS / "upgrade_client.py").read_text()
 
 
 @pytest.fixture
 def local_servers(cluster: Cluster) -> Iterator[dict[str, subprocess.Popen[str]]]:
     servers = {
-        name: cluster.start_on_workstation([sys.executable, "-c", LOCAL_SERVER, name, str(port)])
+        name: cluster.start_on_workstation([sys.executable, str(LOCAL_SERVER), name, str(port)])
         for name, port in PORTS.items()
     }
-    time.sleep(0.5)
     try:
         for name, process in servers.items():
-            assert process.poll() is None, f"{name}: " + (
-                process.stdout.read() if process.stdout else ""
-            )
+            await_listening(cluster, process, PORTS[name], f"the workstation server {name}")
         yield servers
     finally:
         for process in servers.values():
@@ -308,36 +192,9 @@ def test_bad_filters_say_why(
 
 # The frontend of the preview test: calls the echo backend and passes the preview's
 # header on (propagating it is the app's job, like any tracing header).
-FRONTEND = textwrap.dedent(
-    """
-    import http.server, json, os, urllib.request
-    BACKEND = os.environ["BACKEND"]
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        def do_GET(self):
-            passed = {k: v for k, v in self.headers.items()
-                      if k.lower().startswith("x-kubepresence")}
-            request = urllib.request.Request(BACKEND + self.path, headers=passed)
-            with urllib.request.urlopen(request, timeout=20) as answer:
-                backend = json.loads(answer.read())
-            body = json.dumps({"frontend": True, "backend": backend}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
-    """
-)
+FRONTEND = (PROGRAMS / "frontend.py").read_text()
 
-FETCH = textwrap.dedent(
-    """
-    import json, sys, urllib.request
-    with urllib.request.urlopen(sys.argv[1], timeout=30) as answer:
-        print(json.dumps({"status": answer.status, "body": json.loads(answer.read())}))
-    """
-)
+FETCH = (PROGRAMS / "fetch_json.py").read_text()
 
 
 def frontend(namespace: str, image: str) -> list[dict[str, object]]:
@@ -432,18 +289,7 @@ def test_preview_url_shows_the_workstation_through_the_frontend(
     assert "404" in gone.stdout + gone.stderr
 
 
-RAW_ECHO = textwrap.dedent(
-    """
-    import json, socket, sys
-    sock = socket.create_connection((sys.argv[1], 9000), timeout=20)  # the tcp-echo Service
-    sock.sendall(b"\\x00\\x01 not http\\n")
-    sock.shutdown(socket.SHUT_WR)
-    got = b""
-    while data := sock.recv(100):
-        got += data
-    print(json.dumps({"echoed": got.decode()}))
-    """
-)
+RAW_ECHO = (PROGRAMS / "raw_echo_client.py").read_text()
 
 
 def test_a_filter_on_a_port_that_is_not_http(
@@ -471,72 +317,11 @@ def test_a_filter_on_a_port_that_is_not_http(
 
 
 # An h2c server (prior knowledge) on the workstation, with the h2 library.
-H2C_SERVER = textwrap.dedent(
-    """
-    import socket, sys, threading
-    import h2.config, h2.connection, h2.events
-    PORT = int(sys.argv[1])
-    def serve(sock):
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        conn.initiate_connection()
-        sock.sendall(conn.data_to_send())
-        while data := sock.recv(65536):
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.RequestReceived):
-                    headers = dict(event.headers)
-                    path, dev = headers[b":path"], headers.get(b"x-dev", b"-")
-                    body = b"workstation h2c " + path + b" " + dev
-                    conn.send_headers(event.stream_id, [(":status", "200"),
-                                      ("content-length", str(len(body)))])
-                    conn.send_data(event.stream_id, body, end_stream=True)
-            sock.sendall(conn.data_to_send())
-        sock.close()
-    listener = socket.create_server(("127.0.0.1", PORT))
-    while True:
-        client, _ = listener.accept()
-        threading.Thread(target=serve, args=(client,), daemon=True).start()
-    """
-)
+H2C_SERVER = PROGRAMS / "h2c_server.py"
 
 # An h2c client with the standard library only (the pod has no h2): the preface, empty
 # SETTINGS, one HEADERS frame in literal HPACK, then DATA of stream 1 until its end.
-H2C_CLIENT = textwrap.dedent(
-    """
-    import json, socket, struct, sys
-    host, dev = sys.argv[1], sys.argv[2]
-    def literal(name, value):
-        return bytes([0, len(name)]) + name + bytes([len(value)]) + value
-    def frame(kind, flags, stream, payload=b""):
-        head = struct.pack("!I", len(payload))[1:] + bytes([kind, flags])
-        return head + struct.pack("!I", stream) + payload
-    block = b"".join(literal(n, v) for n, v in [
-        (b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/h2"),
-        (b":authority", host.encode()), (b"x-dev", dev.encode())])
-    sock = socket.create_connection((host, 80), timeout=20)
-    preface = b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n"
-    sock.sendall(preface + frame(4, 0, 0) + frame(1, 5, 1, block))
-    buffer, body, done = b"", b"", False
-    while not done:
-        data = sock.recv(65536)
-        if not data:
-            break
-        buffer += data
-        while len(buffer) >= 9:
-            length = int.from_bytes(buffer[:3], "big")
-            if len(buffer) < 9 + length:
-                break
-            kind, flags = buffer[3], buffer[4]
-            stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
-            payload, buffer = buffer[9:9 + length], buffer[9 + length:]
-            if kind == 4 and not flags & 1:
-                sock.sendall(frame(4, 1, 0))  # acknowledge the server's SETTINGS
-            if stream == 1 and kind == 0:
-                body += payload
-            if stream == 1 and kind in (0, 1) and flags & 1:
-                done = True
-    print(json.dumps({"body": body.decode(errors="replace"), "done": done}))
-    """
-)
+H2C_CLIENT = (PROGRAMS / "h2c_client.py").read_text()
 
 
 def test_h2c_requests_are_routed_per_request(
@@ -544,10 +329,9 @@ def test_h2c_requests_are_routed_per_request(
 ) -> None:
     cluster.deploy_echo("http", namespace, named_target_port=True)
     client = cluster.client_pod(namespace)
-    server = cluster.start_on_workstation([sys.executable, "-c", H2C_SERVER, str(PORTS["alice"])])
+    server = cluster.start_on_workstation([sys.executable, str(H2C_SERVER), str(PORTS["alice"])])
     try:
-        time.sleep(0.5)
-        assert server.poll() is None, server.stdout.read() if server.stdout else ""
+        await_listening(cluster, server, PORTS["alice"], "the h2c server")
         assert workstation.kp("connect", "--manager-namespace", manager_namespace).returncode == 0
         result = intercept(
             workstation, namespace, "alice", "--http-header", "x-dev=alice", "--mount=false"
