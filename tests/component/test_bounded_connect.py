@@ -52,6 +52,7 @@ async def connect_once(channel: Channel) -> str:
     return "connected"
 
 
+@pytest.mark.timeout(30)  # the bound it checks is 5 s
 async def test_an_unanswered_connect_is_bounded() -> None:
     with unanswering_port() as port:
         bounded = tcp_channel("127.0.0.1", port, connect_timeout=BOUND)

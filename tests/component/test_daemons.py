@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.timeout(30)  # starts the real daemons as processes
+
 BIN = Path(sys.executable).parent
 
 

@@ -211,6 +211,7 @@ async def test_a_flow_via_a_workload_is_dialled_by_its_agent(
         assert (agent.dialled, len(peers), own_dials) == (1, 2, ["tcp"])
 
 
+@pytest.mark.timeout(30)  # waits out the manager's dial timeout
 async def test_a_flow_outlives_the_dial_timeout(
     channel: Channel,
     echo_server: tuple[int, list[tuple[str, int]]],
@@ -252,6 +253,7 @@ async def test_no_agent_of_the_workload_fails_at_once(channel: Channel) -> None:
     assert loop.time() - started < 1.0
 
 
+@pytest.mark.timeout(30)  # waits out the manager's dial timeout
 async def test_an_agent_that_does_not_answer_fails_the_flow(
     channel: Channel, manager_service: ManagerService
 ) -> None:

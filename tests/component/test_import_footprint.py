@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.timeout(30)  # a fresh interpreter per import measured
+
 IMPORTED = """
 import json, sys
 import {module}

@@ -166,6 +166,7 @@ async def test_intercepted_connection_reaches_the_workstation(channel: Channel) 
     assert again.state == "waiting"
 
 
+@pytest.mark.timeout(30)  # waits out the manager's dial timeout
 async def test_an_intercepted_connection_outlives_the_dial_timeout(
     channel: Channel, manager_service: ManagerService
 ) -> None:

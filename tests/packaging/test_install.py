@@ -47,6 +47,7 @@ def install_part(part: str, target: Path) -> tuple[Path, set[str]]:
     return target / "bin", names
 
 
+@pytest.mark.timeout(180)  # builds and installs wheels into a fresh venv
 @pytest.mark.timeout(900)
 def test_manager_installs_alone(tmp_path: Path) -> None:
     bindir, names = install_part("manager", tmp_path / "venv")
@@ -62,6 +63,7 @@ def test_manager_installs_alone(tmp_path: Path) -> None:
     assert out.startswith("kubepresence-manager 0.")
 
 
+@pytest.mark.timeout(180)  # builds and installs wheels into a fresh venv
 @pytest.mark.timeout(900)
 def test_cli_installs_alone(tmp_path: Path) -> None:
     bindir, names = install_part("cli", tmp_path / "venv")

@@ -167,6 +167,7 @@ def test_completion_completes(words: str, cword: str, expected: set[str]) -> Non
     assert set(result.stdout.split()) == expected
 
 
+@pytest.mark.timeout(60)  # the CLI in a subprocess per command
 def test_piped_help_shows_every_option_whole() -> None:
     """`kubepresence CMD --help | less`: rich took 80 columns off a pipe and cut option
     names (`--manager-namesp…`); now every option of every command is there whole."""

@@ -93,6 +93,7 @@ def sh_reads(path: Path) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in pairs if k.decode() not in SHELL_OWN}
 
 
+@pytest.mark.timeout(30)  # a shell per example
 @fast
 @given(st.dictionaries(shell_names, values, max_size=12))
 def test_sh_reads_back_every_value(
@@ -148,6 +149,7 @@ def docker_reads(data: bytes) -> dict[str, str]:
 docker_values = values.filter(lambda v: "\n" not in v and not v.endswith("\r"))
 
 
+@pytest.mark.timeout(30)  # a reader process per example
 @fast
 @given(st.dictionaries(dotenv_names, docker_values, max_size=12))
 def test_docker_reads_back_every_value_it_can_carry(env: dict[str, str]) -> None:

@@ -26,6 +26,7 @@ from kubepresence.manager.k8s.watching import Watch
 
 Step = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CLOSED = web.AppKey("closed", asyncio.Event)
+RELEASED = web.AppKey("released", asyncio.Event)  # the test is over: silent streams end
 
 
 def pod(name: str, rv: str) -> dict[str, Any]:
@@ -53,8 +54,8 @@ def streamed(*events: dict[str, Any], hold: bool = False, silent: bool = False) 
         await response.prepare(request)
         for event in events:
             await response.write(json.dumps(event).encode() + b"\n")
-        if silent:  # a dead stream: nothing more, ever (the runner's cleanup ends it)
-            await asyncio.Event().wait()
+        if silent:  # a dead stream: nothing more until the test is over
+            await request.app[RELEASED].wait()
         if hold:  # blank keep-alive lines (the shell skips them) until the client goes
             try:
                 while True:
@@ -98,10 +99,12 @@ class FakeApiServer:
 async def serve() -> AsyncIterator[Callable[[FakeApiServer], Awaitable[client.ApiClient]]]:
     runners: list[web.AppRunner] = []
     apis: list[client.ApiClient] = []
+    released = asyncio.Event()
 
     async def start(fake: FakeApiServer) -> client.ApiClient:
         app = web.Application()
         app[CLOSED] = fake.closed
+        app[RELEASED] = released
         app.router.add_get("/api/v1/namespaces/shop/pods", fake.handle)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
@@ -115,6 +118,7 @@ async def serve() -> AsyncIterator[Callable[[FakeApiServer], Awaitable[client.Ap
         return api
 
     yield start
+    released.set()
     for api in apis:
         await api.close()
     for runner in runners:

@@ -147,6 +147,7 @@ KUBERNETES_NAMES = textwrap.dedent(
 )
 
 
+@pytest.mark.timeout(30)  # imports kubernetes_asyncio in fresh interpreters
 def test_kubernetes_asyncio_lazily_has_every_name_of_the_eager_import(tmp_path: Path) -> None:
     pytest.importorskip("kubernetes_asyncio", reason="needs kubernetes_asyncio installed")
     eager = run_python(KUBERNETES_NAMES, ["eager"])

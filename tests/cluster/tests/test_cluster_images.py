@@ -109,6 +109,7 @@ def test_debian_mirror_is_read_from_sources(tmp_path: Path) -> None:
     assert imagebuild.debian_mirror(tmp_path / "none", legacy) == "http://legacy.invalid/debian"
 
 
+@pytest.mark.timeout(60)  # builds wheels
 def test_python_app_image_from_wheels(tmp_path: Path) -> None:
     """The kubepresence image builder, exercised on a throwaway package and a fake base."""
     project = tmp_path / "demo"
