@@ -41,7 +41,7 @@ from kubepresence.rootd.net.terminating import Terminator
 from kubepresence.rootd.net.tun import TunDevice, configure_link
 
 pytestmark = [
-    pytest.mark.timeout(60),  # a real rootd in a network namespace: namespace, TUN and daemon start-up
+    pytest.mark.timeout(60),  # a real rootd in a network namespace, with its TUN
     pytest.mark.root,
     pytest.mark.skipif(
         os.geteuid() != 0,

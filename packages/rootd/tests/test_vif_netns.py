@@ -59,7 +59,7 @@ from kubepresence.protocol.transport import CONFIGURATION, unix_channel
 from kubepresence.protocol.tunnel import control, relay, send_reset
 
 pytestmark = [
-    pytest.mark.timeout(60),  # a real rootd in a network namespace: namespace, TUN and daemon start-up
+    pytest.mark.timeout(60),  # a real rootd in a network namespace, with its TUN
     pytest.mark.root,
     pytest.mark.skipif(
         os.geteuid() != 0,

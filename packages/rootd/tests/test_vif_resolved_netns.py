@@ -63,7 +63,7 @@ import pytest
 from kubepresence.protocol.gen import daemon
 
 pytestmark = [
-    pytest.mark.timeout(60),  # a real rootd in a network namespace: namespace, TUN and daemon start-up
+    pytest.mark.timeout(60),  # a real rootd in a network namespace, with its TUN
     pytest.mark.root,
     pytest.mark.skipif(
         os.geteuid() != 0,
