@@ -42,6 +42,7 @@ from kpcluster import kube, layout
 from kpcluster.commands import wait_for
 from kpcluster.harness import Cluster, EchoWorkload
 from workstation_cli import Workstation, ws1_vif_lock
+from workstation_servers import PROGRAMS
 
 WS_RESOLV_CONF = Path("/etc/netns") / layout.WORKSTATION_NETNS / "resolv.conf"
 BLOB_MIB = 200
@@ -52,27 +53,7 @@ CLUSTER_PREFIXES = ("10.96.", "10.244.")
 
 # A pod that answers every HTTP GET with BLOB_MIB MiB of deterministic bytes: MiB i is a
 # seeded random block with i in its first 8 bytes, so a lost or misplaced MiB shows.
-BLOB_SERVER = r"""
-import random, socket, sys, threading
-mib = int(sys.argv[1])
-block = random.Random(2544).randbytes(1 << 20)
-def serve(conn):
-    with conn:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            data = conn.recv(4096)
-            if not data:
-                return
-            request += data
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                     % (mib << 20))
-        for i in range(mib):
-            conn.sendall(i.to_bytes(8, "big") + block[8:])
-server = socket.create_server(("0.0.0.0", int(sys.argv[2])))
-while True:
-    conn, _ = server.accept()
-    threading.Thread(target=serve, args=(conn,), daemon=True).start()
-"""
+BLOB_SERVER = (PROGRAMS / "blob_server.py").read_text()
 
 
 def blob_digest(mib: int) -> str:
@@ -259,18 +240,7 @@ def test_http_by_name_cluster_ip_and_pod_ip(connected: Connected, how: str) -> N
     assert answer["pod"] == http.pod_name
 
 
-UDP_CLIENT = r"""
-import json, socket, sys
-name, port = sys.argv[1], int(sys.argv[2])
-address = socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(5)
-answers = []
-for i in range(5):
-    s.sendto(b"datagram-%d" % i, address)
-    answers.append(s.recv(2048).decode())
-print(json.dumps({"address": address[0], "answers": answers}))
-"""
+UDP_CLIENT = (PROGRAMS / "udp_client.py").read_text()
 
 
 def test_udp_echo_by_name(connected: Connected) -> None:
@@ -282,32 +252,7 @@ def test_udp_echo_by_name(connected: Connected) -> None:
     assert result["answers"] == [f"datagram-{i}" for i in range(5)]
 
 
-DOWNLOAD = r"""
-import hashlib, json, socket, sys, time
-host, port = sys.argv[1], int(sys.argv[2])
-start = time.monotonic()
-s = socket.create_connection((host, port), timeout=60)
-s.settimeout(60)
-s.sendall(b"GET / HTTP/1.1\r\nHost: blob\r\n\r\n")
-head = b""
-while b"\r\n\r\n" not in head:
-    head += s.recv(4096)
-head, _, body = head.partition(b"\r\n\r\n")
-lines = head.split(b"\r\n")
-length = int([h for h in lines if h.lower().startswith(b"content-length")][0].split(b":")[1])
-digest = hashlib.sha256(body)
-received = len(body)
-buffer = bytearray(1 << 20)
-while received < length:
-    n = s.recv_into(buffer)
-    if not n:
-        break
-    digest.update(memoryview(buffer)[:n])
-    received += n
-s.close()
-seconds = time.monotonic() - start
-print(json.dumps({"bytes": received, "sha256": digest.hexdigest(), "seconds": seconds}))
-"""
+DOWNLOAD = (PROGRAMS / "download.py").read_text()
 
 
 def test_200_mib_download_is_checksum_equal(connected: Connected, cluster: Cluster) -> None:
@@ -336,30 +281,7 @@ def test_200_mib_download_is_checksum_equal(connected: Connected, cluster: Clust
     )
 
 
-CONCURRENT_CLIENT = r"""
-import json, socket, sys, threading
-host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-results = [None] * count
-start = threading.Barrier(count)
-def fetch(i):
-    try:
-        start.wait(30)
-        with socket.create_connection((host, port), timeout=60) as s:
-            s.settimeout(60)
-            s.sendall(b"GET /c/%d HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n" % i)
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        results[i] = ("/c/%d" % i) in data.decode() and data.startswith(b"HTTP/1.1 200")
-    except Exception as error:
-        results[i] = repr(error)
-threads = [threading.Thread(target=fetch, args=(i,)) for i in range(count)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join(120)
-print(json.dumps(results))
-"""
+CONCURRENT_CLIENT = (PROGRAMS / "concurrent_raw_gets.py").read_text()
 
 
 def test_200_concurrent_connections_complete(connected: Connected) -> None:
@@ -373,24 +295,7 @@ def test_200_concurrent_connections_complete(connected: Connected) -> None:
     )
 
 
-RECORDING_RESOLVER = r"""
-import socket, sys
-from dnslib import DNSRecord, RCODE
-server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-server.bind(("127.0.0.1", 53))
-print("ready", flush=True)
-server.settimeout(60)
-while True:
-    try:
-        data, peer = server.recvfrom(4096)
-    except TimeoutError:
-        break
-    query = DNSRecord.parse(data)
-    print(str(query.q.qname), flush=True)
-    reply = query.reply()
-    reply.header.rcode = RCODE.NXDOMAIN
-    server.sendto(reply.pack(), peer)
-"""
+RECORDING_RESOLVER = (PROGRAMS / "recording_resolver.py").read_text()
 
 
 def test_a_non_cluster_name_goes_to_the_previous_resolver(
@@ -411,28 +316,7 @@ def test_a_non_cluster_name_goes_to_the_previous_resolver(
     assert not any(name.endswith("cluster.local.") for name in asked), asked
 
 
-SHORT_NAMES = r"""
-import json, socket, sys
-from dnslib import DNSRecord, QTYPE
-namespace, service = sys.argv[1], sys.argv[2]
-out = {"getaddrinfo": {}, "direct": {}}
-for name in (f"nosuchsvc.{namespace}", f"nosuchsvc.{namespace}.svc", f"{service}.{namespace}"):
-    try:
-        socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)
-        out["getaddrinfo"][name] = "ok"
-    except socket.gaierror as error:
-        out["getaddrinfo"][name] = error.errno
-# Straight to the cluster DNS address, without the search list (as `dig` does).
-for name in (f"{service}.{namespace}.", f"nosuchsvc.{namespace}.", f"{service}.{namespace}.svc."):
-    query = DNSRecord.question(name, "A")
-    reply = DNSRecord.parse(query.send("10.96.0.10", 53, timeout=10))
-    out["direct"][name] = {
-        "rcode": reply.header.rcode,
-        "aa": reply.header.aa,
-        "answers": [[str(rr.rname), str(rr.rdata)] for rr in reply.rr if rr.rtype == QTYPE.A],
-    }
-print(json.dumps(out))
-"""
+SHORT_NAMES = (PROGRAMS / "short_names.py").read_text()
 
 
 def test_short_cluster_names_are_answered_by_the_cluster_and_never_leak(
