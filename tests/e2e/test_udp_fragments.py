@@ -27,34 +27,11 @@ import pytest
 from kpcluster.commands import wait_for
 from kpcluster.harness import Cluster, EchoWorkload
 from workstation_cli import Workstation, uninstall_manager, ws1_vif_lock
+from workstation_servers import PROGRAMS
 
 SIZES = (1, 1472, 1473, 8192, 26000, 65000, 65507)
 
-UDP_SIZES_CLIENT = r"""
-import hashlib, json, random, socket, sys, time
-name, port = sys.argv[1], int(sys.argv[2])
-sizes = [int(s) for s in sys.argv[3].split(",")]
-address = socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-s.settimeout(10)
-results = {}
-for size in sizes:
-    payload = random.Random(size).randbytes(size)
-    started = time.monotonic()
-    s.sendto(payload, address)
-    try:
-        answer = s.recv(65535)
-    except TimeoutError:
-        results[size] = {"ok": False, "error": "no answer in 10 s"}
-        continue
-    results[size] = {
-        "ok": answer == payload,
-        "length": len(answer),
-        "ms": round((time.monotonic() - started) * 1000, 1),
-    }
-print(json.dumps({"address": address[0], "results": results}))
-"""
+UDP_SIZES_CLIENT = (PROGRAMS / "udp_sizes_client.py").read_text()
 
 
 @dataclass
@@ -112,17 +89,7 @@ def test_datagrams_up_to_65507_bytes_come_back_byte_exact(connected: Connected) 
     assert fragments["dropped"] == {}, fragments
 
 
-BAD_DNS_QUERY = r"""
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(5)
-s.sendto(b"\x12\x34not-a-dns-query", (sys.argv[1], 53))
-try:
-    s.recv(512)  # FORMERR, when rootd answers it
-except TimeoutError:
-    pass
-print("{}")
-"""
+BAD_DNS_QUERY = (PROGRAMS / "bad_dns_query.py").read_text()
 
 
 def _bad_query_lines(ws: Workstation, since: int) -> list[str]:
@@ -174,80 +141,7 @@ def test_a_timed_loglevel_reverts_by_itself(connected: Connected) -> None:
 # device: nothing can leave through another interface). Sources are ws1's own address on
 # the path to the Service and destinations the echo Service, so any answer rootd writes
 # back stays on this machine; the version nibble stays 4 so no byte becomes an address.
-FLOOD = r"""
-import json, random, socket, struct, sys, time
-service, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-assert service.startswith("10.96."), service
-probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-probe.connect((service, port))
-source = socket.inet_aton(probe.getsockname()[0])
-destination = socket.inet_aton(service)
-ETH_P_IP = 0x0800
-out = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
-rng = random.Random(1858)
-
-def checksum(data):
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-def ipv4(protocol, payload, ident=0, flags=0x4000):
-    header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, flags,
-                                   64, protocol, 0, source, destination))
-    header[10:12] = struct.pack("!H", checksum(bytes(header)))
-    return bytes(header) + payload
-
-def fragment_flood():
-    length = rng.choice([0, 1, 8, 16, 512, 1480])
-    flags = (0x2000 if rng.random() < 0.8 else 0) | rng.randrange(8192)
-    return ipv4(rng.choice([1, 6, 17, 47]), rng.randbytes(length), rng.randrange(65536), flags)
-
-seeds = [
-    ipv4(17, struct.pack("!HHHH", 40000, port, 8 + 64, 0) + rng.randbytes(64)),
-    ipv4(6, struct.pack("!HHIIBBHHH", 40001, port, 1, 0, 0x50, 0x02, 65535, 0, 0)),
-    ipv4(1, bytes([8, 0, 0, 0, 0, 1, 0, 1]) + b"ping"),
-]
-
-def mutate(packet):
-    data = bytearray(packet)
-    choice = rng.randrange(6)
-    if choice == 0:
-        return bytes(data[: rng.randrange(len(data))])  # truncated
-    if choice == 1:
-        data[2:4] = struct.pack("!H", rng.randrange(65536))  # bad total length
-    elif choice == 2:
-        data[10] ^= 0xFF  # bad header checksum
-    elif choice == 3:
-        data[0] = 0x40 | rng.randrange(16)  # odd header length
-    elif choice == 4 and len(data) >= 34:
-        data[33] = rng.randrange(256)  # odd TCP flags / UDP checksum
-        data[32] = rng.randrange(256)
-    else:
-        for _ in range(rng.randrange(1, 4)):  # flipped bytes, never version or addresses
-            index = rng.choice([i for i in range(1, len(data)) if not 12 <= i < 20])
-            data[index] = rng.randrange(256)
-    return bytes(data)
-
-started = time.monotonic()
-sent = 0
-while sent < count and time.monotonic() - started < seconds:
-    kind = rng.random()
-    if kind < 0.5:
-        packet = fragment_flood()
-    elif kind < 0.95:
-        packet = mutate(rng.choice(seeds))
-    else:
-        packet = bytes([0x45]) + rng.randbytes(rng.randrange(19))
-    try:
-        out.sendto(packet, ("kp0", ETH_P_IP))
-    except OSError:
-        pass  # the device's queue is full: that packet is lost, as on a wire
-    sent += 1
-    if sent % 1000 == 0:
-        time.sleep(0.02)  # let rootd drain: the point is bad packets, not queue overflow
-print(json.dumps({"sent": sent, "seconds": round(time.monotonic() - started, 1)}))
-"""
+FLOOD = (PROGRAMS / "malformed_flood.py").read_text()
 
 FLOOD_PACKETS = 20_000
 FLOOD_SECONDS = 30.0
