@@ -70,21 +70,7 @@ def headless(namespace: str, port: int) -> dict[str, Any]:
 
 
 # One DNS question, exactly as given (no search list), to the resolver ws1 uses now.
-DNS_QUESTION = r"""
-import dnslib, json, socket, sys
-server = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")][0]
-question = dnslib.DNSRecord.question(sys.argv[1], "A")
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.settimeout(6)
-sock.sendto(question.pack(), (server, 53))
-try:
-    reply = dnslib.DNSRecord.parse(sock.recv(4096))
-except socket.timeout:
-    print(json.dumps({"rcode": None, "aa": 0, "answers": []}))
-else:
-    print(json.dumps({"rcode": reply.header.rcode, "aa": reply.header.aa,
-                      "answers": [str(rr.rdata) for rr in reply.rr]}))
-"""
+DNS_QUESTION = (PROGRAMS / "dns_question.py").read_text()
 
 
 @dataclass
