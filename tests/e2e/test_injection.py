@@ -59,6 +59,7 @@ from kpcluster.commands import run, wait_for
 from kpcluster.harness import Cluster
 from kubernetes_asyncio import client
 from workstation_cli import agent_pid, manager_pid
+from workstation_servers import PROGRAMS
 
 from kubepresence.userd.core.manifests import ManagerInstall
 from kubepresence.userd.k8s.apiclient import load_configuration
@@ -380,59 +381,7 @@ class Sampler:
 
 # --- traffic from a client pod ---------------------------------------------------------------
 
-TRAFFIC = textwrap.dedent(
-    """
-    import hashlib, json, random, socket, sys, threading, time
-    jobs = json.loads(sys.argv[1])
-
-    def http(host, port, path):
-        body = b"x" * 1000
-        s = socket.create_connection((host, port), timeout=30)
-        s.sendall(
-            b"POST " + path.encode() + b" HTTP/1.1\\r\\nHost: echo\\r\\nX-Test: kept\\r\\n"
-            b"Content-Length: 1000\\r\\nConnection: close\\r\\n\\r\\n" + body
-        )
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-        head, _, payload = data.partition(b"\\r\\n\\r\\n")
-        return {"status": head.split(b"\\r\\n")[0].decode(), "json": json.loads(payload)}
-
-    def stream(host, port, size, seed):
-        s = socket.create_connection((host, port), timeout=60)
-        sent, got, count = hashlib.sha256(), hashlib.sha256(), 0
-        rnd = random.Random(seed)
-
-        def send():
-            left = size
-            while left:
-                chunk = rnd.randbytes(min(1 << 20, left))
-                sent.update(chunk)
-                s.sendall(chunk)
-                left -= len(chunk)
-            s.shutdown(socket.SHUT_WR)
-
-        start = time.monotonic()
-        sender = threading.Thread(target=send)
-        sender.start()
-        while chunk := s.recv(1 << 20):
-            got.update(chunk)
-            count += len(chunk)
-        sender.join()
-        return {
-            "sent": sent.hexdigest(), "got": got.hexdigest(), "bytes": count,
-            "seconds": time.monotonic() - start,
-        }
-
-    out = []
-    for job in jobs:
-        if job["kind"] == "http":
-            out.append(http(job["host"], job["port"], job["path"]))
-        else:
-            out.append(stream(job["host"], job["port"], job["size"], job["seed"]))
-    print(json.dumps(out))
-    """
-)
+TRAFFIC = (PROGRAMS / "traffic.py").read_text()
 
 
 def traffic(cluster: Cluster, ns: str, pod: str, jobs: list[dict[str, Any]]) -> list[Any]:
