@@ -22,16 +22,25 @@ import json
 import re
 import select
 import subprocess
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kpcluster import kube, layout
 from kpcluster.harness import Cluster
+from workstation_servers import PROGRAMS
 
 UNREACHABLE_TIMEOUT = 3.0
+CONNECT_OR_WHY = (PROGRAMS / "connect_or_why.py").read_text()
+
+
+def in_pod(cluster: Cluster, namespace: str, pod: str, program: str, *args: str) -> Any:
+    """Run programs/<program> in a pod with `args`; the one JSON document it prints."""
+    code = (PROGRAMS / program).read_text()
+    argv = ["python3", "-c", code, *args]
+    return json.loads(cluster.exec_in_pod(namespace, pod, argv, timeout=60).stdout)
 
 
 def test_node_is_ready(cluster: Cluster) -> None:
@@ -69,19 +78,7 @@ def test_echo_deployment_and_service_ready(cluster: Cluster, namespace: str) -> 
 def test_pod_reaches_echo_by_name_through_cluster_dns(cluster: Cluster, namespace: str) -> None:
     echo = cluster.deploy_echo("http", namespace)
     client = cluster.client_pod(namespace)
-    code = textwrap.dedent(
-        f"""
-        import json, socket, urllib.request
-        host = "echo.{namespace}"
-        address = socket.gethostbyname(host)
-        url = "http://" + host + "/some/path?q=1"
-        req = urllib.request.Request(url, data=b"x" * 123, method="POST")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            body = json.load(resp)
-        print(json.dumps({{"address": address, "body": body}}))
-        """
-    )
-    result = cluster.python_in_pod(namespace, client, code)
+    result = in_pod(cluster, namespace, client, "post_by_name.py", f"echo.{namespace}")
     assert result["address"] == echo.service_ip
     assert result["body"]["pod"] == echo.pod_name
     assert result["body"]["namespace"] == namespace
@@ -94,27 +91,11 @@ def test_pod_reaches_tcp_and_udp_echo(cluster: Cluster, namespace: str) -> None:
     tcp = cluster.deploy_echo("tcp", namespace)
     udp = cluster.deploy_echo("udp", namespace)
     client = cluster.client_pod(namespace)
-    code = textwrap.dedent(
-        f"""
-        import json, socket
-        tcp_address = ("{tcp.name}.{namespace}", {tcp.service_port})
-        with socket.create_connection(tcp_address, timeout=10) as s:
-            s.sendall(b"hello over tcp")
-            tcp = s.recv(100).decode()
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.settimeout(2)
-        udp = None
-        for _ in range(5):  # the UDP server may still be binding; datagrams can be lost
-            u.sendto(b"hello over udp", ("{udp.name}.{namespace}", {udp.service_port}))
-            try:
-                udp = u.recv(100).decode()
-                break
-            except socket.timeout:
-                continue
-        print(json.dumps({{"tcp": tcp, "udp": udp}}))
-        """
-    )
-    result = cluster.python_in_pod(namespace, client, code, timeout=60)
+    result = in_pod(
+        cluster, namespace, client, "tcp_udp_hello.py",
+        f"{tcp.name}.{namespace}", str(tcp.service_port),
+        f"{udp.name}.{namespace}", str(udp.service_port),
+    )  # fmt: skip
     assert result == {"tcp": "hello over tcp", "udp": "hello over udp"}
 
 
@@ -122,29 +103,7 @@ def test_pod_has_no_way_off_the_machine(cluster: Cluster, namespace: str) -> Non
     client = cluster.client_pod(namespace)
     # connect() on a UDP socket only looks up the route: no packet is sent. 203.0.113.0/24 is
     # TEST-NET-3 (documentation only), and names under .example are reserved: nothing real.
-    code = textwrap.dedent(
-        """
-        import json, socket
-        result = {}
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.connect(("203.0.113.7", 9))
-            result["route"] = "found"
-        except OSError as exc:
-            result["route"] = exc.errno
-        try:
-            socket.getaddrinfo("kubepresence-e2e.example", 80)
-            result["dns"] = "resolved"
-        except socket.gaierror as exc:
-            result["dns"] = exc.errno
-        try:
-            result["cluster_dns"] = socket.gethostbyname("kubernetes.default")
-        except OSError as exc:
-            result["cluster_dns"] = str(exc)
-        print(json.dumps(result))
-        """
-    )
-    result = cluster.python_in_pod(namespace, client, code)
+    result = in_pod(cluster, namespace, client, "no_way_off.py")
     assert result["route"] == errno.ENETUNREACH
     assert result["dns"] != "resolved"
     # The same resolver works for cluster names: the failure above is not a broken DNS.
@@ -156,19 +115,6 @@ def test_workstation_kubectl_get_nodes(cluster: Cluster) -> None:
     assert out == [f"node/{layout.NODE_NAME}"]
 
 
-def _connect_code(ip: str, port: int) -> str:
-    return textwrap.dedent(
-        f"""
-        import json, socket
-        try:
-            socket.create_connection(("{ip}", {port}), timeout={UNREACHABLE_TIMEOUT}).close()
-            print(json.dumps("connected"))
-        except OSError as exc:
-            print(json.dumps(type(exc).__name__ + ": " + str(exc)))
-        """
-    )
-
-
 def test_workstation_cannot_reach_pod_or_cluster_ip(cluster: Cluster, namespace: str) -> None:
     echo = cluster.deploy_echo("http", namespace)
     targets = [(echo.pod_ip, echo.pod_port), (echo.service_ip, echo.service_port)]
@@ -177,7 +123,8 @@ def test_workstation_cannot_reach_pod_or_cluster_ip(cluster: Cluster, namespace:
         with urllib.request.urlopen(f"http://{ip}:{port}/control", timeout=10) as resp:
             assert json.load(resp)["pod"] == echo.pod_name
         started = time.monotonic()
-        proc = cluster.on_workstation(["python3", "-c", _connect_code(ip, port)], timeout=30)
+        argv = [CONNECT_OR_WHY, ip, str(port), str(UNREACHABLE_TIMEOUT)]
+        proc = cluster.on_workstation(["python3", "-c", *argv], timeout=30)
         outcome = json.loads(proc.stdout)
         assert outcome != "connected", f"workstation reached {ip}:{port}"
         assert time.monotonic() - started < UNREACHABLE_TIMEOUT + 10
