@@ -22,7 +22,6 @@ import base64
 import json
 import secrets
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from kpcluster import layout
 from kpcluster.commands import wait_for
 from kpcluster.harness import Cluster
 from workstation_cli import Workstation, delete_manager_pods, uninstall_manager
-from workstation_servers import answering_server, get_from_pod
+from workstation_servers import PROGRAMS, answering_server, get_from_pod
 
 LOCAL_PORT = 8091
 PLUGIN_LIFETIME = 8  # seconds the plugin says each token lives
@@ -163,33 +162,7 @@ def test_token_file_from_the_token_request_api(
     whole_session(cluster, workstation, shared_manager, app)
 
 
-PLUGIN = textwrap.dedent(
-    """
-    import json, os, pathlib, subprocess, sys, time
-    kubectl = [os.environ["KUBECTL"], "--kubeconfig", os.environ["ADMIN"], "-n", os.environ["NS"]]
-    calls = pathlib.Path(os.environ["CALLS"])
-    n = len(calls.read_text().splitlines()) + 1 if calls.exists() else 1
-    secret = f"kp-cred-{n}"
-    subprocess.run([*kubectl, "create", "secret", "generic", secret], check=True,
-                   capture_output=True, timeout=30)
-    token = subprocess.run(
-        [*kubectl, "create", "token", os.environ["ACCOUNT"], "--duration=10m",
-         "--bound-object-kind=Secret", f"--bound-object-name={secret}"],
-        check=True, capture_output=True, text=True, timeout=30).stdout.strip()
-    if n > 1:  # revokes the token bound to it
-        subprocess.run([*kubectl, "delete", "secret", f"kp-cred-{n - 1}", "--wait=false"],
-                       check=True, capture_output=True, timeout=30)
-    expires = time.time() + float(os.environ["LIFETIME"])
-    with calls.open("a") as f:
-        f.write(f"{n} {expires}\\n")
-    print(json.dumps({
-        "apiVersion": "client.authentication.k8s.io/v1",
-        "kind": "ExecCredential",
-        "status": {"token": token, "expirationTimestamp":
-                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))},
-    }))
-    """
-)
+PLUGIN = (PROGRAMS / "credential_plugin.py").read_text()
 
 
 def plugin_calls(path: Path) -> list[float]:

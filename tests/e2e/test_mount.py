@@ -37,6 +37,7 @@ import pytest
 from kpcluster import kube, layout, manifests
 from kpcluster.harness import Cluster
 from workstation_cli import BIN, Workstation, command_lines, uninstall_manager, ws1_vif_lock
+from workstation_servers import PROGRAMS, await_listening
 
 FROM_POD = "written by the app in its pod\n"
 FROM_WS = "written on the workstation\n"
@@ -145,25 +146,7 @@ def echo_intercepts(ws: Workstation, namespace: str) -> list[dict[str, Any]]:
     return list(workloads["echo"]["intercepts"])
 
 
-THROUGHPUT = """
-import json, os, sys, time
-path = sys.argv[1]; size = int(sys.argv[2]) << 20
-block = os.urandom(1 << 20)
-started = time.monotonic()
-with open(path, "wb") as f:
-    for _ in range(size >> 20):
-        f.write(block)
-    f.flush(); os.fsync(f.fileno())
-wrote = time.monotonic() - started
-started = time.monotonic()
-with open(path, "rb") as f:
-    n = 0
-    while chunk := f.read(1 << 20):
-        n += len(chunk)
-read = time.monotonic() - started
-os.unlink(path)
-print(json.dumps({"bytes": n, "write_mb_s": size / wrote / 1e6, "read_mb_s": size / read / 1e6}))
-"""
+THROUGHPUT = (PROGRAMS / "throughput.py").read_text()
 
 
 def test_volumes_both_ways_then_leave_unmounts(
@@ -331,6 +314,7 @@ def test_without_sshfs_the_intercept_works_and_says_so_once(
          "--directory", str(served)]
     )  # fmt: skip
     try:
+        await_listening(cluster, server, 8090, "the workstation file server")
         connected = ws.kp("connect", "--manager-namespace", session.manager_namespace)
         assert connected.returncode == 0, connected.stderr + ws.logs()
         result = ws.kp("intercept", "echo", "--port", "8090:http", "-n", session.namespace)
