@@ -22,7 +22,6 @@ from kubepresence.manager.core.injection import (
     AGENT_COMMAND,
     AGENT_SITE,
     APP_MOUNTS_ROOT,
-    CONFIG_ENV,
     INIT_CONTAINER,
     INJECTED_ANNOTATION,
     InjectionSettings,
@@ -34,6 +33,7 @@ from kubepresence.manager.core.injection import (
     review,
     workload_of,
 )
+from kubepresence.protocol.agentconfig import CONFIG_ENV
 from kubepresence.protocol.annotations import AGENT_CONTAINER
 
 SETTINGS = InjectionSettings(
