@@ -18,9 +18,10 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
-from kubepresence.agent.core.config import AgentConfig, PortTakeover
+from kubepresence.agent.core.config import AgentConfig
 from kubepresence.agent.rpc import manager as session_module
 from kubepresence.agent.rpc.manager import ManagerSession
+from kubepresence.protocol.agents import PortTakeover
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
 
@@ -81,9 +82,8 @@ async def until(what: str, condition: object, fake: FakeManager, limit: float = 
 @pytest.fixture(autouse=True)
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(session_module, "REMAIN_INTERVAL", 0.1)
-    monkeypatch.setattr(
-        session_module, "next_backoff", lambda previous: min(max(previous * 2, 0.05), 0.2)
-    )
+    monkeypatch.setattr(session_module, "RETRY_FIRST", 0.05)
+    monkeypatch.setattr(session_module, "RETRY_LIMIT", 0.2)
 
 
 async def serve(fake: FakeManager, port: int) -> Server:

@@ -22,7 +22,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 
 from kubepresence.agent.appdialing import AppDialer
-from kubepresence.agent.core.config import PortTakeover
+from kubepresence.protocol.agents import PortTakeover
 from kubepresence.protocol.tunnel import describe
 
 log = logging.getLogger(__name__)

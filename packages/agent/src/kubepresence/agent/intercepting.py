@@ -18,8 +18,8 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from kubepresence.agent.core.config import PortTakeover
 from kubepresence.agent.core.routing import AgentIntercept, Routes, review
+from kubepresence.protocol.agents import PortTakeover
 from kubepresence.protocol.filterwire import from_message
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.httpfilter import HttpFilter

@@ -7,6 +7,11 @@
 - `logs`: logging setup (file or stdout, text or JSON lines) and runtime level changes.
 - `transport`: gRPC over unix sockets (mode, stale sockets, peer uid check, errors) and TCP.
 - `paths`: where sockets and logs live.
+- `agents`, `agentconfig`, `agentwire`: the port takeover and the agent's description;
+  the manager→agent configuration (KP_AGENT_* variables, the KP_AGENT_CONFIG document);
+  the description to and from the generated `AgentInfo`.
+- `workloads`: the workload kinds kubepresence intercepts and their Kubernetes API names.
+- `backoff`: the one capped exponential backoff (sans-IO) every retry loop waits by.
 """
 
 from importlib.metadata import PackageNotFoundError, version

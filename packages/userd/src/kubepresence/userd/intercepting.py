@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from kubepresence.protocol.backoff import Backoff
 from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.gen import common
 from kubepresence.protocol.tunnel import control, describe, relay, send_reset
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 LOCAL_DIAL_TIMEOUT = 3.0
 FLOW_IDLE_TIMEOUT = 600.0
+# A broken dial watch is watched again after 0.5 s, then doubling up to 15 s.
+FIRST_RETRY = 0.5
 MAX_BACKOFF = 15.0
 
 
@@ -34,20 +37,25 @@ async def answer_dials(
     `pause(seconds, watched_session)` waits before the next watch; it may end early when
     the session arrived again (ClusterConnection.pause)."""
     wait = pause or (lambda seconds, _: asyncio.sleep(seconds))
-    backoff = 0.5
+    backoff = Backoff(first=FIRST_RETRY, limit=MAX_BACKOFF)
     async with asyncio.TaskGroup() as group:
         while True:
             watched = session()
             try:
                 async for dial in manager.watch_dials(watched):
-                    backoff = 0.5
+                    backoff.succeeded()
                     if dial.dial_id:
                         group.create_task(_answer(manager, session(), dial), name="dial")
             except KubepresenceError as error:
-                log.info("dial watch interrupted (%s); watching again in %.1f s", error, backoff)
+                log.info(
+                    "dial watch interrupted (%s); watching again in %.1f s",
+                    error,
+                    backoff.next_delay,
+                )
+            await wait(backoff.failed()[0], watched)
             # Sooner when the session arrived again (a restarted manager): dials wait for us.
-            await wait(backoff, watched)
-            backoff = 0.5 if session() != watched else min(backoff * 2, MAX_BACKOFF)
+            if session() != watched:
+                backoff.succeeded()
 
 
 async def _answer(manager: ManagerClient, session_id: str, dial: common.DialRequest) -> None:

@@ -16,7 +16,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from kubepresence.manager.core.addresses import destination
-from kubepresence.manager.core.agents import Agent, AgentPort, AgentTable
+from kubepresence.manager.core.agents import AgentTable
 from kubepresence.manager.core.dns import BadQuestionError
 from kubepresence.manager.core.loglevels import ClusterLogLevel
 from kubepresence.manager.core.previews import Preview
@@ -26,7 +26,8 @@ from kubepresence.manager.k8s.workloads import Workloads
 from kubepresence.manager.net import resolving
 from kubepresence.manager.rpc.egress import EgressDesk
 from kubepresence.manager.rpc.intercepting import InterceptDesk
-from kubepresence.protocol import dialing, version_of
+from kubepresence.protocol import agentwire, dialing, version_of
+from kubepresence.protocol.agents import Agent
 from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
@@ -38,62 +39,6 @@ TUNNEL_PATH = "/kubepresence.manager.Manager/Tunnel"
 # A watch sends the current snapshot at least this often (a keep-alive the client can
 # time out on) and ends when the watcher's session does.
 WATCH_KEEPALIVE = 10.0
-
-_KIND_TO_PROTO = {
-    "Deployment": common.WorkloadKind.DEPLOYMENT,
-    "ReplicaSet": common.WorkloadKind.REPLICASET,
-    "StatefulSet": common.WorkloadKind.STATEFULSET,
-}
-_KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
-_PROTOCOLS = {"TCP": common.Protocol.TCP, "UDP": common.Protocol.UDP}
-
-
-def agent_from_proto(info: common.AgentInfo) -> Agent:
-    return Agent(
-        pod_name=info.pod_name,
-        namespace=info.namespace,
-        pod_ip=info.pod_ip,
-        workload_name=info.workload_name,
-        workload_kind=_KIND_FROM_PROTO.get(info.workload_kind, ""),
-        container=info.container,
-        ports=tuple(
-            AgentPort(
-                name=p.name,
-                app_port=p.port,
-                agent_port=p.agent_port,
-                protocol="UDP" if p.protocol == common.Protocol.UDP else "TCP",
-                redirected=p.redirected,
-            )
-            for p in info.ports
-        ),
-        environment=dict(info.environment),
-        version=info.version,
-        sftp_port=info.sftp_port,
-    )
-
-
-def agent_to_proto(agent: Agent) -> common.AgentInfo:
-    return common.AgentInfo(
-        pod_name=agent.pod_name,
-        namespace=agent.namespace,
-        pod_ip=agent.pod_ip,
-        workload_name=agent.workload_name,
-        workload_kind=_KIND_TO_PROTO.get(agent.workload_kind, common.WorkloadKind.UNSPECIFIED),
-        container=agent.container,
-        ports=[
-            common.ContainerPort(
-                name=p.name,
-                port=p.app_port,
-                protocol=_PROTOCOLS.get(p.protocol, common.Protocol.TCP),
-                agent_port=p.agent_port,
-                redirected=p.redirected,
-            )
-            for p in agent.ports
-        ],
-        environment=dict(agent.environment),
-        sftp_port=agent.sftp_port,
-        version=agent.version,
-    )
 
 
 class ManagerService(manager.ManagerBase):
@@ -169,7 +114,7 @@ class ManagerService(manager.ManagerBase):
         return self._session_info(session)
 
     async def arrive_as_agent(self, message: common.AgentInfo) -> common.SessionInfo:
-        agent = agent_from_proto(message)
+        agent = agentwire.from_message(message)
         if not agent.pod_name or not agent.namespace:
             raise UserError("an agent names its pod and namespace")
         if agent.pod in self._terminating_pods:
@@ -371,7 +316,9 @@ class ManagerService(manager.ManagerBase):
         self._sessions.get(message.session_id)  # only sessions may watch
         while True:
             changed = self._agents_changed  # taken before the yield: no change is missed
-            yield manager.AgentSnapshot(agents=[agent_to_proto(a) for a in self._agents.snapshot()])
+            yield manager.AgentSnapshot(
+                agents=[agentwire.to_message(a) for a in self._agents.snapshot()]
+            )
             try:
                 async with asyncio.timeout(WATCH_KEEPALIVE):
                     await changed.wait()

@@ -20,7 +20,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from kubepresence.protocol.encoded import EncodedMessage
-from kubepresence.protocol.errors import ClusterError, NotBuiltError
+from kubepresence.protocol.errors import ClusterError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.transport import client_errors
@@ -245,7 +245,7 @@ class ManagerClient:
 
     async def set_log_level(self, level: str, seconds: int) -> None:
         """The manager's and its agents' level (`loglevel`); a manager older than this
-        call says so (NotBuiltError)."""
+        call says so (ClusterError: the cluster's manager wants an upgrade)."""
         async with client_errors("the traffic manager does not answer"):
             try:
                 await self._stub.set_log_level(
@@ -253,7 +253,7 @@ class ManagerClient:
                 )
             except GRPCError as error:
                 if error.status is Status.UNIMPLEMENTED:
-                    raise NotBuiltError(
+                    raise ClusterError(
                         "this traffic manager cannot change its log level at run time: "
                         "'kubepresence helm upgrade' brings one that can"
                     ) from None
