@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubepresence.manager.rpc.intercepting import InterceptDesk
+from kubepresence.manager.rpc.interceptdesk import InterceptDesk
 from kubepresence.protocol.errors import UserError
 from kubepresence.protocol.gen import common
 

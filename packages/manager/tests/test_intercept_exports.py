@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubepresence.manager.rpc.intercepting import InterceptDesk
+from kubepresence.manager.rpc.interceptdesk import InterceptDesk
 from kubepresence.protocol.gen import common
 
 SPEC = common.InterceptSpec(

@@ -26,8 +26,8 @@ from kubepresence.agent.core.http1 import RequestHead
 from kubepresence.agent.core.routing import Routes
 from kubepresence.agent.exporting import VolumeExport
 from kubepresence.agent.forwarding import STREAM_LIMIT, Forwarder
+from kubepresence.agent.handing import follow_intercepts, hand_over, report_not_http
 from kubepresence.agent.httprouting import APP, route_http
-from kubepresence.agent.intercepting import follow_intercepts, hand_over, report_not_http
 from kubepresence.agent.proxying import EgressDialer
 from kubepresence.agent.rpc.manager import ManagerSession, follow_log_level
 from kubepresence.protocol.lifecycle import Supervisor

@@ -1,10 +1,10 @@
 """The manager's egress desk: client flows that leave the cluster from a workload's agent.
 
-A client's tunnel whose open names a workload to leave from (`via_namespace`,
+A client's DialCluster tunnel whose open names a workload to leave from (`via_namespace`,
 `via_workload`: `--proxy-via CIDR=WORKLOAD`) is not dialled by the manager. The desk
 chooses one of the workload's connected agents (core.egress), posts a dial on the board
 (core.dials) and on that agent's WatchEgressDials stream, and holds the client's tunnel
-until the agent answers with a tunnel naming the dial; then it splices the two (the
+until the agent answers with an AnswerDial tunnel naming the dial; then it splices the two (the
 agent's first answer is CONNECTED or DIAL_FAILED, as the manager's own dial would say).
 No connected agent: DIAL_FAILED at once. An agent that does not answer within the dial
 timeout, or leaves first: DIAL_FAILED.
@@ -99,7 +99,7 @@ class EgressDesk:
     async def agent_tunnel(
         self, agent: str, stream: Stream[Any, Any], first: common.TunnelMessage
     ) -> None:
-        """An agent answers its egress dial: splice its tunnel to the waiting client's."""
+        """AnswerDial from an agent: splice its tunnel to the waiting client's DialCluster."""
         assert first.open is not None
         dial = self.dials.claim(first.open.dial_id, agent, self._now())
         meeting = self._rendezvous.get(dial.id)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import grpclib.const
-from grpclib.const import Cardinality, Status
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
@@ -25,8 +25,8 @@ from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.manager.k8s.workloads import Workloads
 from kubepresence.manager.net import resolving
 from kubepresence.manager.rpc.egress import EgressDesk
-from kubepresence.manager.rpc.intercepting import InterceptDesk
-from kubepresence.protocol import dialing, version_of
+from kubepresence.manager.rpc.interceptdesk import InterceptDesk
+from kubepresence.protocol import dialing, streams, version_of
 from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
@@ -34,7 +34,6 @@ from kubepresence.protocol.logs import set_level_for
 
 log = logging.getLogger(__name__)
 
-TUNNEL_PATH = "/kubepresence.manager.Manager/Tunnel"
 # A watch sends the current snapshot at least this often (a keep-alive the client can
 # time out on) and ends when the watcher's session does.
 WATCH_KEEPALIVE = 10.0
@@ -96,6 +95,53 @@ def agent_to_proto(agent: Agent) -> common.AgentInfo:
     )
 
 
+DIAL_CLUSTER = "DialCluster"
+HAND_OVER = "HandOver"
+ANSWER_DIAL = "AnswerDial"
+
+
+def misfit(rpc: str, open_: common.TunnelOpen) -> str | None:
+    """Why this open message does not fit the tunnel RPC it came on; None when it does.
+
+    Each RPC says what it carries (see kubepresence.protocol.streams): DialCluster a flow
+    to dial (a TCP or UDP connection, perhaps via a workload), HandOver an intercepted
+    connection (its intercept), AnswerDial the answer to a posted dial (its dial id)."""
+    if rpc == DIAL_CLUSTER:
+        if open_.dial_id or open_.intercept_id:
+            return "a DialCluster open names no dial_id or intercept_id"
+        if open_.connection is None:
+            return "a DialCluster open names the connection to dial"
+        if open_.connection.protocol not in (common.Protocol.TCP, common.Protocol.UDP):
+            return "a flow is TCP or UDP"
+        if bool(open_.via_namespace) != bool(open_.via_workload):
+            return "a flow via a workload names its namespace and name"
+        return None
+    if rpc == HAND_OVER:
+        if not open_.intercept_id:
+            return "a HandOver open names its intercept_id"
+        if open_.dial_id or open_.via_namespace or open_.via_workload:
+            return "a HandOver open names no dial_id or via_workload"
+        return None
+    if rpc == ANSWER_DIAL:
+        if not open_.dial_id:
+            return "an AnswerDial open names its dial_id"
+        if open_.intercept_id or open_.via_namespace or open_.via_workload:
+            return "an AnswerDial open names no intercept_id or via_workload"
+        return None
+    raise ValueError(f"no tunnel RPC {rpc}")
+
+
+async def opening(stream: Stream[Any, Any], rpc: str) -> common.TunnelMessage:
+    """The tunnel's first message, an open that fits `rpc`; INVALID_ARGUMENT otherwise."""
+    first: common.TunnelMessage | None = await stream.recv_message()
+    if first is None or first.open is None:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"{rpc}: a tunnel starts with an open message")
+    problem = misfit(rpc, first.open)
+    if problem is not None:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"{rpc}: {problem}")
+    return first
+
+
 class ManagerService(manager.ManagerBase):
     def __init__(
         self,
@@ -136,11 +182,9 @@ class ManagerService(manager.ManagerBase):
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
-        # The tunnel needs both directions at once: serve it on the raw stream rather
-        # than through the generated async-generator method.
-        mapping[TUNNEL_PATH] = grpclib.const.Handler(
-            self._tunnel, Cardinality.STREAM_STREAM, common.TunnelMessage, common.TunnelMessage
-        )
+        mapping[streams.DIAL_CLUSTER_PATH] = streams.tunnel_handler(self._dial_cluster)
+        mapping[streams.HAND_OVER_PATH] = streams.tunnel_handler(self._hand_over)
+        mapping[streams.ANSWER_DIAL_PATH] = streams.tunnel_handler(self._answer_dial)
         return mapping
 
     async def version(self, message: protobuf.Empty) -> common.VersionInfo:
@@ -401,27 +445,14 @@ class ManagerService(manager.ManagerBase):
             raise UserError(str(error)) from error
         return common.DnsResponse(rcode=rcode, answers=answers)
 
-    async def _tunnel(self, stream: Stream[Any, Any]) -> None:
-        first = await stream.recv_message()
-        if first is not None and first.open is not None and first.open.dial_id:
-            session = self._sessions.get(first.open.session_id)
-            if session.kind is SessionKind.AGENT:
-                # An agent answers an egress dial: it dialled a client's flow from its pod.
-                await self._egress.agent_tunnel(session.id, stream, first)
-            else:
-                # A client takes an intercepted connection it was offered.
-                await self._desk.client_tunnel(session.id, stream, first)
-            return
-        if first is not None and first.open is not None and first.open.intercept_id:
-            # An agent hands over an intercepted connection.
-            self._agent(first.open.session_id)
-            await self._desk.agent_tunnel(stream, first)
-            return
-        if first is None or first.open is None or first.open.connection is None:
-            raise GRPCError(Status.INVALID_ARGUMENT, "a tunnel starts with an open message")
+    # --- flow streams (see kubepresence.protocol.streams for the words) ----------------
+
+    async def _dial_cluster(self, stream: Stream[Any, Any]) -> None:
+        """DialCluster: a client's flow, dialled here or by an agent of via_workload."""
+        first = await opening(stream, DIAL_CLUSTER)
+        assert first.open is not None
+        assert first.open.connection is not None
         conn = first.open.connection
-        if conn.protocol not in (common.Protocol.TCP, common.Protocol.UDP):
-            raise GRPCError(Status.INVALID_ARGUMENT, "a flow is TCP or UDP")
         try:
             host, port = destination(conn.destination_ip, conn.destination_port)
         except ValueError as error:
@@ -433,6 +464,25 @@ class ManagerService(manager.ManagerBase):
             await self._egress_flow(stream, first, idle)
             return
         await self._own_flow(stream, host, port, conn.protocol == common.Protocol.UDP, idle)
+
+    async def _hand_over(self, stream: Stream[Any, Any]) -> None:
+        """HandOver: an agent hands over an intercepted connection to its client."""
+        first = await opening(stream, HAND_OVER)
+        assert first.open is not None
+        self._agent(first.open.session_id)
+        await self._desk.agent_tunnel(stream, first)
+
+    async def _answer_dial(self, stream: Stream[Any, Any]) -> None:
+        """AnswerDial: the answer to a dial posted to an agent (egress) or a client."""
+        first = await opening(stream, ANSWER_DIAL)
+        assert first.open is not None
+        session = self._sessions.get(first.open.session_id)
+        if session.kind is SessionKind.AGENT:
+            # An agent answers an egress dial: it dialled a client's flow from its pod.
+            await self._egress.agent_tunnel(session.id, stream, first)
+        else:
+            # A client takes an intercepted connection it was offered.
+            await self._desk.client_tunnel(session.id, stream, first)
 
     async def _own_flow(
         self, stream: Stream[Any, Any], host: str, port: int, udp: bool, idle: float
@@ -447,10 +497,6 @@ class ManagerService(manager.ManagerBase):
     ) -> None:
         """A client's flow that leaves the cluster from one of a workload's agents."""
         assert first.open is not None
-        if not first.open.via_namespace or not first.open.via_workload:
-            raise GRPCError(
-                Status.INVALID_ARGUMENT, "a flow via a workload names its namespace and name"
-            )
         client = self._client(first.open.session_id)
         agents = self._agents.sessions_of_workload(
             first.open.via_namespace, first.open.via_workload

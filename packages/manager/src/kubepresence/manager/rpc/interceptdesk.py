@@ -1,5 +1,6 @@
-"""The manager's intercept desk: intercept RPCs, watches, and handing inbound
-connections from agents to clients (see core.intercepts and core.dials for the rules).
+"""The manager's intercept desk: intercept RPCs, watches, and hand-overs: an agent's
+HandOver tunnel waits while a dial is posted on the owning client's WatchDials, then is
+spliced with the client's AnswerDial (see core.intercepts and core.dials for the rules).
 
 ManagerService delegates to one InterceptDesk. Watches are broadcast: every change bumps
 a generation and wakes every watcher, which sends a fresh snapshot (and one at least
@@ -239,7 +240,7 @@ class InterceptDesk:
                 yield common.DialRequest()  # keep-alive: an empty dial id
 
     async def agent_tunnel(self, stream: Stream[Any, Any], first: common.TunnelMessage) -> None:
-        """An agent hands over an intercepted connection; wait for the client, then splice."""
+        """HandOver: an agent's intercepted connection; wait for the client, then splice."""
         assert first.open is not None
         intercept = self.registry.get(first.open.intercept_id)
         if intercept.state is not InterceptState.ACTIVE:
@@ -274,7 +275,7 @@ class InterceptDesk:
     async def client_tunnel(
         self, client: str, stream: Stream[Any, Any], first: common.TunnelMessage
     ) -> None:
-        """The client answers a dial: splice its tunnel to the waiting agent's."""
+        """AnswerDial from a client: splice its tunnel to the waiting agent's HandOver."""
         assert first.open is not None
         dial = self.dials.claim(first.open.dial_id, client, self._now())
         meeting = self._rendezvous.get(dial.id)
