@@ -151,7 +151,7 @@ def order_of(dial: manager.EgressDial) -> EgressOrder:
 
 async def watch_egress_dials(
     channel: Channel, session_id: str
-) -> AsyncIterator[EgressOrder | None]:
+) -> AsyncGenerator[EgressOrder | None, None]:
     """This session's egress dials until the stream ends; None is a keep-alive.
     EgressUnsupportedError: the manager has no WatchEgressDials."""
     watch = manager.ManagerStub(channel)  # no deadline: the watch lives with the session
