@@ -126,11 +126,15 @@ async def test_the_server_refuses_an_open_on_the_wrong_rpc(
 ) -> None:
     assert callable(opener)
     first = common.TunnelMessage(open=open_) if open_ else common.TunnelMessage(data=b"x")
-    with pytest.raises(GRPCError) as caught:
+
+    async def send_first() -> None:
         async with opener(channel) as stream:
             await stream.send_message(first)
             # The refusal comes as trailers only; the stream is reset after them.
             with contextlib.suppress(StreamTerminatedError):
                 await stream.recv_message()
+
+    with pytest.raises(GRPCError) as caught:
+        await send_first()
     assert caught.value.status is Status.INVALID_ARGUMENT
     assert words in (caught.value.message or "")
