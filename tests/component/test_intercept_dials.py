@@ -184,7 +184,7 @@ async def test_an_intercepted_connection_outlives_the_dial_timeout(
             reply = await asyncio.wait_for(stream.recv_message(), 10)
             assert reply.control.code == common.TunnelControlCode.CONNECTED
             # The scenario is a connection this long: held past the dial's deadline.
-            await asyncio.sleep(manager_service._desk.dials.timeout + 1.5)
+            await asyncio.sleep(manager_service._hand_overs.dials.timeout + 1.5)
             await stream.send_message(common.TunnelMessage(data=b"late"))
             answer = await asyncio.wait_for(stream.recv_message(), 10)
             assert answer.control is None

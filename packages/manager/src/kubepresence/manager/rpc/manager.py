@@ -8,6 +8,7 @@ import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from datetime import timedelta
 from typing import Any
 
 import grpclib.const
@@ -21,10 +22,11 @@ from kubepresence.manager.core.dns import BadQuestionError
 from kubepresence.manager.core.loglevels import ClusterLogLevel
 from kubepresence.manager.core.previews import Preview
 from kubepresence.manager.core.sessions import Session, SessionKind, SessionRegistry
+from kubepresence.manager.flows.egress import EgressDesk
+from kubepresence.manager.flows.handovers import HandOverDesk
 from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.manager.k8s.workloads import Workloads
 from kubepresence.manager.net import resolving
-from kubepresence.manager.rpc.egress import EgressDesk
 from kubepresence.manager.rpc.interceptdesk import InterceptDesk
 from kubepresence.protocol import dialing, streams, version_of
 from kubepresence.protocol.errors import KubepresenceError, UserError
@@ -131,6 +133,15 @@ def misfit(rpc: str, open_: common.TunnelOpen) -> str | None:
     raise ValueError(f"no tunnel RPC {rpc}")
 
 
+def wire(connection: common.ConnectionId | None) -> bytes:
+    """A connection as the flow shells pass it on: wire-encoded, unread."""
+    return bytes(connection) if connection is not None else b""
+
+
+def unwire(connection: bytes) -> common.ConnectionId | None:
+    return common.ConnectionId.parse(connection) if connection else None
+
+
 async def opening(stream: Stream[Any, Any], rpc: str) -> common.TunnelMessage:
     """The tunnel's first message, an open that fits `rpc`; INVALID_ARGUMENT otherwise."""
     first: common.TunnelMessage | None = await stream.recv_message()
@@ -155,9 +166,8 @@ class ManagerService(manager.ManagerBase):
     ) -> None:
         self._sessions = sessions
         self._workloads = workloads
-        self._desk = InterceptDesk(
-            now=self._now, dial_timeout=dial_timeout, preview_base=preview_base
-        )
+        self._desk = InterceptDesk(preview_base=preview_base)
+        self._hand_overs = HandOverDesk(now=self._now, dial_timeout=dial_timeout)
         self._egress = EgressDesk(now=self._now, dial_timeout=dial_timeout)
         self._agent_workloads: set[tuple[str, str]] = set()
         self._agents = AgentTable()
@@ -248,6 +258,7 @@ class ManagerService(manager.ManagerBase):
         for session_id in ids:
             if session_id.startswith("client-"):
                 self._desk.client_gone(session_id)
+                self._hand_overs.client_gone(session_id)
                 self._egress.client_gone(session_id)
             else:
                 self._egress.agent_gone(session_id)
@@ -362,8 +373,17 @@ class ManagerService(manager.ManagerBase):
 
     async def watch_dials(self, message: common.SessionInfo) -> AsyncIterator[common.DialRequest]:
         client = self._client(message.session_id)
-        async for dial in self._desk.watch_dials(client):
-            yield dial
+        async for posted in self._hand_overs.watch(client):
+            if posted is None:
+                yield common.DialRequest()  # keep-alive: an empty dial id
+            else:
+                yield common.DialRequest(
+                    dial_id=posted.dial_id,
+                    intercept_id=posted.intercept_id,
+                    connection=unwire(posted.connection),
+                    local_host=posted.local_host,
+                    local_port=posted.local_port,
+                )
             self._sessions.get(client)
 
     async def watch_egress_dials(
@@ -371,8 +391,15 @@ class ManagerService(manager.ManagerBase):
     ) -> AsyncIterator[manager.EgressDial]:
         """The client flows this agent is to dial from its pod (see EgressDesk)."""
         self._agent(message.session_id)
-        async for dial in self._egress.watch(message.session_id):
-            yield dial
+        async for posted in self._egress.watch(message.session_id):
+            if posted is None:
+                yield manager.EgressDial()  # keep-alive: an empty dial id
+            else:
+                yield manager.EgressDial(
+                    dial_id=posted.dial_id,
+                    connection=unwire(posted.connection),
+                    idle_timeout=timedelta(seconds=posted.idle_timeout),
+                )
             self._sessions.get(message.session_id)  # the watch ends with the session
 
     async def set_log_level(self, message: common.LogLevelRequest) -> protobuf.Empty:
@@ -470,7 +497,10 @@ class ManagerService(manager.ManagerBase):
         first = await opening(stream, HAND_OVER)
         assert first.open is not None
         self._agent(first.open.session_id)
-        await self._desk.agent_tunnel(stream, first)
+        intercept = self._desk.active(first.open.intercept_id)
+        await self._hand_overs.agent_tunnel(
+            stream, first.open.session_id, intercept, wire(first.open.connection)
+        )
 
     async def _answer_dial(self, stream: Stream[Any, Any]) -> None:
         """AnswerDial: the answer to a dial posted to an agent (egress) or a client."""
@@ -479,10 +509,10 @@ class ManagerService(manager.ManagerBase):
         session = self._sessions.get(first.open.session_id)
         if session.kind is SessionKind.AGENT:
             # An agent answers an egress dial: it dialled a client's flow from its pod.
-            await self._egress.agent_tunnel(session.id, stream, first)
+            await self._egress.agent_tunnel(session.id, stream, first.open.dial_id)
         else:
             # A client takes an intercepted connection it was offered.
-            await self._desk.client_tunnel(session.id, stream, first)
+            await self._hand_overs.client_tunnel(session.id, stream, first.open.dial_id)
 
     async def _own_flow(
         self, stream: Stream[Any, Any], host: str, port: int, udp: bool, idle: float
@@ -501,4 +531,11 @@ class ManagerService(manager.ManagerBase):
         agents = self._agents.sessions_of_workload(
             first.open.via_namespace, first.open.via_workload
         )
-        await self._egress.client_tunnel(client, stream, first, agents, idle)
+        await self._egress.client_tunnel(
+            client,
+            stream,
+            (first.open.via_namespace, first.open.via_workload),
+            wire(first.open.connection),
+            agents,
+            idle,
+        )
