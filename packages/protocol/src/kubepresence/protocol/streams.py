@@ -5,16 +5,8 @@ on grpclib's raw stream instead, because both directions run at once (a tunnel) 
 progress is streamed while the work runs; their paths and message types live here so
 that a client and its server cannot disagree.
 
-The words, used the same way in every part:
-
-- *flow*: one TCP connection or one UDP exchange between a caller and a destination.
-- *tunnel*: one gRPC stream carrying one flow (`TunnelMessage`: a `TunnelOpen`, then
-  `data` and `TunnelControl` both ways; see `kubepresence.protocol.tunnel`).
-- *dial*: the manager's request that a peer connect a flow's far end: a `DialRequest`
-  to a client (WatchDials) or an `EgressDial` to an agent (WatchEgressDials). The peer
-  answers with an AnswerDial tunnel naming the dial.
-- *hand-over*: an agent giving an intercepted connection to the client that owns the
-  intercept (a HandOver tunnel; the manager posts the dial and splices the answer).
+The words (flow, tunnel, dial, hand-over) are defined once, in the package docstring
+(`kubepresence.protocol`), and in the .proto comments.
 
 The tunnel streams, by who opens them and what they carry:
 

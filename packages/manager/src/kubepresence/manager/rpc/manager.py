@@ -472,7 +472,7 @@ class ManagerService(manager.ManagerBase):
             raise UserError(str(error)) from error
         return common.DnsResponse(rcode=rcode, answers=answers)
 
-    # --- flow streams (see kubepresence.protocol.streams for the words) ----------------
+    # --- flow streams (the words: the kubepresence.protocol docstring) ---------------
 
     async def _dial_cluster(self, stream: Stream[Any, Any]) -> None:
         """DialCluster: a client's flow, dialled here or by an agent of via_workload."""
