@@ -26,7 +26,7 @@ from kubepresence.agent.core.routing import Routes
 from kubepresence.agent.diverting import Diverter
 from kubepresence.agent.exporting import VolumeExport
 from kubepresence.agent.forwarding import Forwarder
-from kubepresence.agent.intercepting import follow_intercepts
+from kubepresence.agent.handing import follow_intercepts
 from kubepresence.agent.proxying import EgressDialer
 from kubepresence.agent.rpc.manager import ManagerSession, follow_log_level
 from kubepresence.protocol.lifecycle import Supervisor

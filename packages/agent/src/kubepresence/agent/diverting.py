@@ -17,8 +17,8 @@ from kubepresence.agent.appdialing import AppDialer
 from kubepresence.agent.core.http1 import RequestHead
 from kubepresence.agent.core.routing import Routes
 from kubepresence.agent.forwarding import STREAM_LIMIT
+from kubepresence.agent.handing import hand_over, report_not_http
 from kubepresence.agent.httprouting import APP, route_http
-from kubepresence.agent.intercepting import hand_over, report_not_http
 from kubepresence.agent.rpc.manager import ManagerSession
 from kubepresence.protocol.agents import PortTakeover
 

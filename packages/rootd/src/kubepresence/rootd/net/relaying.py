@@ -1,7 +1,7 @@
 """Carrying the VIF's flows to the cluster: the `FlowRelay` the terminator calls.
 
 Each TCP connection and each UDP flow to a routed address becomes one tunnel through userd
-(`Cluster.tunnel`, a `Connector.Tunnel` stream in production, an in-memory fake in tests):
+(`Cluster.tunnel`, a Connector `DialCluster` stream in production, an in-memory fake in tests):
 
 * TCP: the SYN waits (`accept` returns None) while the tunnel opens and the far end dials
   the destination; CONNECTED lets the handshake complete (`Terminator.decide(flow, True)`),

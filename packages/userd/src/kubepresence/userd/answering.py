@@ -1,9 +1,10 @@
 """Taking the inbound connections of our intercepts: the workstation end of a dial.
 
 The manager posts a dial on our WatchDials stream for every connection an agent hands
-over. We connect to the intercept's local address; if nothing listens we answer
-DIAL_FAILED at once (the caller in the cluster is refused fast, it does not hang);
-otherwise we answer CONNECTED and relay bytes until both sides are done.
+over; we answer each with an AnswerDial tunnel (`ManagerClient.answer_dial`). We connect
+to the intercept's local address; if nothing listens we answer DIAL_FAILED at once (the
+caller in the cluster is refused fast, it does not hang); otherwise we answer CONNECTED
+and relay bytes until both sides are done.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from collections.abc import Awaitable, Callable
 
 from kubepresence.protocol.backoff import Backoff
 from kubepresence.protocol.errors import KubepresenceError
-from kubepresence.protocol.gen import common
-from kubepresence.protocol.tunnel import control, describe, relay, send_reset
-from kubepresence.userd.rpc.manager import ManagerClient
+from kubepresence.protocol.tunnel import (
+    describe,
+    relay,
+    send_connected,
+    send_dial_failed,
+    send_reset,
+)
+from kubepresence.userd.rpc.manager import Dial, ManagerClient
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +64,7 @@ async def answer_dials(
                 backoff.succeeded()
 
 
-async def _answer(manager: ManagerClient, session_id: str, dial: common.DialRequest) -> None:
-    opening = common.TunnelMessage(
-        open=common.TunnelOpen(session_id=session_id, dial_id=dial.dial_id)
-    )
+async def _answer(manager: ManagerClient, session_id: str, dial: Dial) -> None:
     target = f"{dial.local_host}:{dial.local_port}"
     try:
         async with asyncio.timeout(LOCAL_DIAL_TIMEOUT):
@@ -69,19 +72,15 @@ async def _answer(manager: ManagerClient, session_id: str, dial: common.DialRequ
     except (OSError, TimeoutError) as error:
         log.info("intercepted connection refused locally: nothing answers at %s", target)
         try:
-            async with manager.tunnel_stream() as stream:
-                await stream.send_message(opening)
-                await stream.send_message(
-                    control(common.TunnelControlCode.DIAL_FAILED, describe(error))
-                )
+            async with manager.answer_dial(session_id, dial.dial_id) as stream:
+                await send_dial_failed(stream, describe(error))
                 await stream.end()
         except (KubepresenceError, OSError) as failure:
             log.debug("could not report the failed dial: %s", describe(failure))
         return
     try:
-        async with manager.tunnel_stream() as stream:
-            await stream.send_message(opening)
-            await stream.send_message(control(common.TunnelControlCode.CONNECTED))
+        async with manager.answer_dial(session_id, dial.dial_id) as stream:
+            await send_connected(stream)
             try:
                 await relay(stream, reader, writer, idle_timeout=FLOW_IDLE_TIMEOUT)
             except Exception as error:  # noqa: BLE001 - one connection's end, not ours
