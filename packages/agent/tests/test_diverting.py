@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from kubepresence.agent import diverting
-from kubepresence.agent.appdialing import AppDialer
 from kubepresence.agent.core.routing import AgentIntercept, Routes
 from kubepresence.agent.diverting import Diverter
+from kubepresence.agent.net.appdialing import AppDialer
 from kubepresence.protocol.agents import PortTakeover
 
 HTTP = PortTakeover("http", 8080, 9900)

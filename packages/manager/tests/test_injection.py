@@ -442,7 +442,7 @@ def test_numeric_port_gets_the_redirecting_init_container() -> None:
     assert init["command"] == [
         "python3",
         "-m",
-        "kubepresence.agent.redirecting",
+        "kubepresence.agent.net.redirecting",
         "8080:9900",
         "9000:9901",
         "9902:8080",  # the readiness probe's own port, straight to the app

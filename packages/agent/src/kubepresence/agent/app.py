@@ -20,15 +20,15 @@ import logging
 
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from kubepresence.agent.appdialing import AppDialer
 from kubepresence.agent.core.config import AgentConfig
 from kubepresence.agent.core.routing import Routes
 from kubepresence.agent.diverting import Diverter
-from kubepresence.agent.exporting import VolumeExport
-from kubepresence.agent.forwarding import Forwarder
 from kubepresence.agent.handing import follow_intercepts
+from kubepresence.agent.net.appdialing import AppDialer
+from kubepresence.agent.net.forwarding import Forwarder
 from kubepresence.agent.proxying import EgressDialer
 from kubepresence.agent.rpc.manager import ManagerSession, follow_log_level
+from kubepresence.agent.volumes.exporting import VolumeExport
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.tunnel import describe
 

@@ -13,12 +13,12 @@ import asyncio
 import socket
 from collections.abc import Mapping
 
-from kubepresence.agent.appdialing import AppDialer
 from kubepresence.agent.core.http1 import RequestHead
 from kubepresence.agent.core.routing import Routes
-from kubepresence.agent.forwarding import STREAM_LIMIT
 from kubepresence.agent.handing import hand_over, report_not_http
-from kubepresence.agent.httprouting import APP, route_http
+from kubepresence.agent.net.appdialing import AppDialer
+from kubepresence.agent.net.forwarding import STREAM_LIMIT
+from kubepresence.agent.net.httprouting import APP, route_http
 from kubepresence.agent.rpc.manager import ManagerSession
 from kubepresence.protocol.agents import PortTakeover
 

@@ -566,7 +566,7 @@ def init_container(plan: PortPlan, settings: InjectionSettings) -> dict[str, Any
         "name": INIT_CONTAINER,
         "image": settings.agent_image,
         "imagePullPolicy": settings.pull_policy,
-        "command": ["python3", "-m", "kubepresence.agent.redirecting", *redirects],
+        "command": ["python3", "-m", "kubepresence.agent.net.redirecting", *redirects],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
         "securityContext": {
             "runAsUser": 0,

@@ -21,7 +21,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 
-from kubepresence.agent.appdialing import AppDialer
+from kubepresence.agent.net.appdialing import AppDialer
 from kubepresence.protocol.agents import PortTakeover
 from kubepresence.protocol.tunnel import describe
 
