@@ -30,7 +30,7 @@ from typing import Any
 import uvloop
 
 from kubepresence.protocol.allocator import tune_allocator
-from kubepresence.rootd.core.endpoint import EndpointConfig, NetworkEndpoint
+from kubepresence.rootd.core.endpoint import EndpointConfig
 from kubepresence.rootd.core.flows import FlowId
 from kubepresence.rootd.core.packets import OutputMode
 from kubepresence.rootd.net.streams import TcpStream
@@ -203,14 +203,11 @@ async def measure(
             offload = device.offload
             mode = OutputMode(offload.vnet_header, offload.checksum, offload.tso)
             async with asyncio.TaskGroup() as tasks:
-                endpoint = NetworkEndpoint(
-                    [ipaddress.ip_network(ROUTED)],
-                    lambda flow: flow.destination_port in (SINK_PORT, SOURCE_PORT),
-                    EndpointConfig(mtu=1500, output=mode),
+                terminator = Terminator(
+                    device, [ipaddress.ip_network(ROUTED)], EndpointConfig(mtu=1500, output=mode)
                 )
                 relay = SinkSourceRelay(tasks, size)
-                terminator = Terminator(device, endpoint, relay)
-                terminator.start()
+                terminator.start(relay)
                 started = time.process_time()
                 try:
                     process = await asyncio.create_subprocess_exec(

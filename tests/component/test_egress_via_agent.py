@@ -178,7 +178,7 @@ async def echo_via(channel: Channel, session: str, port: int, payload: bytes) ->
         app_writer.close()
         return received
 
-    async with ManagerClient(channel).tunnel_stream() as stream:
+    async with ManagerClient(channel).dial_cluster_stream() as stream:
         await stream.send_message(opening(session, port))
         reply = await first_reply(stream)
         assert reply.code == common.TunnelControlCode.CONNECTED, reply.message
@@ -200,7 +200,7 @@ async def test_a_flow_via_a_workload_is_dialled_by_its_agent(
         assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
         assert (agent.dialled, len(peers), own_dials) == (1, 1, [])
         # The same flow without a workload to leave from: the manager dials it itself.
-        async with ManagerClient(channel).tunnel_stream() as stream:
+        async with ManagerClient(channel).dial_cluster_stream() as stream:
             direct = opening(session, port)
             assert direct.open is not None
             direct.open.via_namespace = direct.open.via_workload = ""
@@ -221,7 +221,7 @@ async def test_a_flow_outlives_the_dial_timeout(
     session = await client_session(channel)
     async with (
         agents(channel, "egress-a"),
-        ManagerClient(channel).tunnel_stream() as stream,
+        ManagerClient(channel).dial_cluster_stream() as stream,
     ):
         await stream.send_message(opening(session, port))
         assert (await first_reply(stream)).code == common.TunnelControlCode.CONNECTED
@@ -244,7 +244,7 @@ async def test_no_agent_of_the_workload_fails_at_once(channel: Channel) -> None:
     await arrive_agent(channel, "other-a", workload="other")  # another workload's agent
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with ManagerClient(channel).tunnel_stream() as stream:
+    async with ManagerClient(channel).dial_cluster_stream() as stream:
         await stream.send_message(opening(session, 9, workload="ghost"))
         reply = await first_reply(stream)
         await stream.end()
@@ -262,7 +262,7 @@ async def test_an_agent_that_does_not_answer_fails_the_flow(
     timeout = manager_service._egress.dials.timeout
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with ManagerClient(channel).tunnel_stream() as stream:
+    async with ManagerClient(channel).dial_cluster_stream() as stream:
         await stream.send_message(opening(session, 9))
         reply = await first_reply(stream)
         await stream.end()
@@ -278,7 +278,7 @@ async def test_an_agent_that_departs_fails_its_pending_dial_at_once(
     session = await client_session(channel)
     agent = await arrive_agent(channel, "egress-leaving")
     stub = manager.ManagerStub(channel, timeout=10)
-    async with ManagerClient(channel).tunnel_stream() as stream:
+    async with ManagerClient(channel).dial_cluster_stream() as stream:
         await stream.send_message(opening(session, 9))
         await until(lambda: len(manager_service._egress.dials) == 1)
         loop = asyncio.get_running_loop()
@@ -335,7 +335,7 @@ async def test_a_udp_flow_via_a_workload_is_dialled_by_its_agent(
     try:
         async with (
             agents(channel, "egress-a") as (agent,),
-            ManagerClient(channel).tunnel_stream() as stream,
+            ManagerClient(channel).dial_cluster_stream() as stream,
         ):
             await stream.send_message(opening(session, port, udp=True))
             assert (await first_reply(stream)).code == common.TunnelControlCode.CONNECTED
@@ -359,7 +359,7 @@ async def test_a_refused_destination_is_the_agents_dial_failed(
     session = await client_session(channel)
     async with (
         agents(channel, "egress-a") as (agent,),
-        ManagerClient(channel).tunnel_stream() as stream,
+        ManagerClient(channel).dial_cluster_stream() as stream,
     ):
         await stream.send_message(opening(session, port))
         reply = await first_reply(stream)
@@ -408,7 +408,7 @@ async def test_the_whole_agent_dials_its_flows_and_drops_them_when_it_stops(
         session = await client_session(channel)
         assert await echo_via(channel, session, port, b"through the pod") == b"through the pod"
         assert (agent.egress.dialled, own_dials) == (1, [])
-        async with ManagerClient(channel).tunnel_stream() as stream:
+        async with ManagerClient(channel).dial_cluster_stream() as stream:
             await stream.send_message(opening(session, port))
             assert (await first_reply(stream)).code == common.TunnelControlCode.CONNECTED
             assert agent.egress.open_flows == 1

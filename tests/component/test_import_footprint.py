@@ -38,13 +38,13 @@ def modules_after_importing(module: str) -> list[str]:
 
 def test_the_agent_starts_without_asyncssh() -> None:
     modules = modules_after_importing("kubepresence.agent.app")
-    assert "kubepresence.agent.exporting" in modules
+    assert "kubepresence.agent.volumes.exporting" in modules
     assert not [m for m in modules if m.split(".")[0] in ("asyncssh", "cryptography")]
 
 
 SFTP_LOADED = """
 import json, sys
-from kubepresence.agent import exporting
+from kubepresence.agent.volumes import exporting
 serve_sftp = exporting._load_sftp_session()
 print(json.dumps(sorted(sys.modules)))
 """
@@ -52,7 +52,7 @@ print(json.dumps(sorted(sys.modules)))
 
 def test_the_agent_loads_only_the_sftp_server_of_asyncssh() -> None:
     modules = modules_after(SFTP_LOADED)
-    assert "kubepresence.agent.sftpsession" in modules
+    assert "kubepresence.agent.volumes.sftpsession" in modules
     # asyncssh's modules are held by sftpsession, not listed: a later plain import would
     # get the whole package.
     assert not [m for m in modules if m.split(".")[0] in ("asyncssh", "cryptography")]

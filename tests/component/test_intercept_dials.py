@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 from grpclib.client import Channel
-from grpclib.const import Cardinality
 
 from kubepresence.manager.rpc.manager import ManagerService
+from kubepresence.protocol import streams
 from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.transport import unix_channel
-from kubepresence.userd.intercepting import answer_dials
+from kubepresence.userd.answering import answer_dials
 from kubepresence.userd.rpc.manager import InterceptRequest, ManagerClient
 
 
@@ -82,13 +82,7 @@ async def review_when_seen(stub: manager.ManagerStub, agent: str) -> str:
 
 
 async def hand_over(channel: Channel, agent: str, intercept_id: str) -> Any:
-    stream = channel.request(
-        "/kubepresence.manager.Manager/Tunnel",
-        Cardinality.STREAM_STREAM,
-        common.TunnelMessage,
-        common.TunnelMessage,
-        timeout=10,
-    )
+    stream = streams.hand_over(channel)
     return stream, common.TunnelMessage(
         open=common.TunnelOpen(
             session_id=agent,
@@ -191,7 +185,7 @@ async def test_an_intercepted_connection_outlives_the_dial_timeout(
             reply = await asyncio.wait_for(stream.recv_message(), 10)
             assert reply.control.code == common.TunnelControlCode.CONNECTED
             # The scenario is a connection this long: held past the dial's deadline.
-            await asyncio.sleep(manager_service._desk.dials.timeout + 1.5)
+            await asyncio.sleep(manager_service._hand_overs.dials.timeout + 1.5)
             await stream.send_message(common.TunnelMessage(data=b"late"))
             answer = await asyncio.wait_for(stream.recv_message(), 10)
             assert answer.control is None

@@ -2,7 +2,7 @@
 
 Scenarios:
 - userd's client asks the manager for its version over a unix socket (unary, deadline).
-- a flow through the manager's Tunnel (bidi stream) reaches a TCP echo server and carries
+- a flow through the manager's DialCluster (a bidi tunnel) reaches a TCP echo server and carries
   4 MiB both ways intact, with half-close handed through;
 - dialling a closed port fails fast with a cluster error, not a hang;
 - a call to a manager that never answers fails at its deadline.
@@ -127,7 +127,7 @@ async def test_udp_flow_carries_datagrams_both_ways(channel: Channel) -> None:
         )
     )
     try:
-        async with ManagerClient(channel).tunnel_stream() as stream:
+        async with ManagerClient(channel).dial_cluster_stream() as stream:
             await stream.send_message(opening)
             reply = await stream.recv_message()
             assert reply.control.code == TunnelControlCode.CONNECTED

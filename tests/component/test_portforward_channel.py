@@ -4,7 +4,7 @@ e2e tests run the same channel through the real API server).
 
 Scenarios:
 - a unary call works; when the port-forward under it ends, the next call opens a new one;
-- a 4 MiB flow through the manager's Tunnel arrives intact both ways while a slow stream
+- a 4 MiB flow through the manager's DialCluster arrives intact both ways while a slow stream
   makes the transport pause and resume the writer;
 - writes made in one turn of the event loop leave as one message, a long one in pieces;
 - `close` sends what was written before it, then ends the pump, and the protocol hears

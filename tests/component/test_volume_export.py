@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from kubepresence.agent.exporting import VolumeExport
+from kubepresence.agent.volumes.exporting import VolumeExport
 from kubepresence.protocol.errors import UserError
 from kubepresence.userd.mounting import (
     MountError,

@@ -19,8 +19,9 @@ from kptest.waiting import eventually
 
 from kubepresence.agent import app as app_module
 from kubepresence.agent.app import TrafficAgent
-from kubepresence.agent.core.config import AgentConfig, PortTakeover
+from kubepresence.agent.core.config import AgentConfig
 from kubepresence.agent.rpc import manager as session_module
+from kubepresence.protocol.agents import PortTakeover
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.lifecycle import Supervisor, supervise
@@ -173,7 +174,8 @@ async def test_session_dials_afresh_when_its_connection_goes_dead(
 ) -> None:
     monkeypatch.setattr(session_module, "REMAIN_INTERVAL", 0.1)
     monkeypatch.setattr(session_module, "CALL_TIMEOUT", 0.5)
-    monkeypatch.setattr(session_module, "next_backoff", lambda previous: 0.1)
+    monkeypatch.setattr(session_module, "RETRY_FIRST", 0.1)
+    monkeypatch.setattr(session_module, "RETRY_LIMIT", 0.1)
     manager_port, relay_port = free_port(), free_port()
     fake = FakeManager()
     grpc = Server([fake])

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kubepresence.agent.appdialing import LOOPBACK, AppDialer, candidates
+from kubepresence.agent.net.appdialing import LOOPBACK, AppDialer, candidates
 
 POD_IP = "127.0.0.2"
 

@@ -1,4 +1,4 @@
-"""The agent's configuration from the webhook's variables, its redirects and its backoff."""
+"""The agent's configuration from the webhook's variables, and its redirects."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ import pytest
 
 from kubepresence.agent.core.config import (
     AgentConfig,
-    PortTakeover,
     app_environment,
     load,
-    next_backoff,
     parse_environ_block,
 )
 from kubepresence.agent.core.redirects import BadRedirectError, Redirect, parse
+from kubepresence.protocol.agents import Agent, PortTakeover
 from kubepresence.protocol.errors import ConfigError
 
 CONFIG = {
@@ -56,6 +55,22 @@ def test_load() -> None:
         ports=(PortTakeover("http", 8080, 9900), PortTakeover("", 9000, 9901, redirected=True)),
         app_mounts_root="/kubepresence/app-mounts",
         environment={"GREETING": "hello", "POD_NAME": "echo-abc"},
+    )
+
+
+def test_description_is_what_the_agent_reports() -> None:
+    config = load(environ(KP_AGENT_CONFIG=json.dumps({**CONFIG, "sftp_port": 8022})))
+    assert config.description("1.2.3") == Agent(
+        pod_name="echo-abc",
+        namespace="shop",
+        pod_ip="10.244.0.5",
+        workload_name="echo",
+        workload_kind="Deployment",
+        container="echo",
+        ports=config.ports,
+        environment={"GREETING": "hello", "POD_NAME": "echo-abc"},
+        version="1.2.3",
+        sftp_port=8022,
     )
 
 
@@ -111,13 +126,6 @@ def test_bad_configuration_is_one_clear_line(change: dict[str, str], message: st
     with pytest.raises(ConfigError, match=message) as caught:
         load(environ(**change))
     assert "\n" not in str(caught.value)
-
-
-def test_backoff_doubles_up_to_a_cap() -> None:
-    waits = [next_backoff(0)]
-    for _ in range(7):
-        waits.append(next_backoff(waits[-1]))
-    assert waits == [1, 2, 4, 8, 10, 10, 10, 10]
 
 
 def test_redirects() -> None:

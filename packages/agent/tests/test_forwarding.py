@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kubepresence.agent import forwarding
-from kubepresence.agent.core.config import PortTakeover
-from kubepresence.agent.forwarding import Forwarder
+from kubepresence.agent.net import forwarding
+from kubepresence.agent.net.forwarding import Forwarder
+from kubepresence.protocol.agents import PortTakeover
 
 
 def free_port() -> int:

@@ -45,7 +45,7 @@ from kubepresence.agent.core.http1 import (
     ResponseHead,
     ResponseParser,
 )
-from kubepresence.agent.httprouting import APP, route_http
+from kubepresence.agent.net.httprouting import APP, route_http
 
 TIMEOUT = 10.0
 WS = "workstation"

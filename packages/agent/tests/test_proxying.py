@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubepresence.agent.proxying import destination_of
+from kubepresence.agent.rpc.flows import destination_of
 from kubepresence.protocol.gen import common
 
 

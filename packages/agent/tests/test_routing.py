@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kubepresence.agent.core.config import PortTakeover
 from kubepresence.agent.core.routing import AgentIntercept, Personal, Routes, review
+from kubepresence.protocol.agents import PortTakeover
 from kubepresence.protocol.httpfilter import HttpFilter
 
 HTTP = PortTakeover(name="http", app_port=8080, agent_port=9900)

@@ -19,9 +19,11 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 from kptest.waiting import eventually
 
-from kubepresence.agent.core.config import AgentConfig, PortTakeover
+from kubepresence.agent.core.config import AgentConfig
 from kubepresence.agent.rpc import manager as session_module
 from kubepresence.agent.rpc.manager import ManagerSession
+from kubepresence.protocol.agents import PortTakeover
+from kubepresence.protocol.backoff import Backoff
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
 
@@ -81,15 +83,19 @@ async def until(what: str, condition: object, fake: FakeManager, limit: float = 
 
 @pytest.fixture(autouse=True)
 def backoffs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Short intervals; the list of backoffs taken, one per failed call to the manager."""
+    """Short intervals; the delays taken, one per failed call to the manager."""
     taken: list[float] = []
 
-    def next_backoff(previous: float) -> float:
-        taken.append(min(max(previous * 2, 0.05), 0.2))
-        return taken[-1]
+    class Recording(Backoff):
+        def failed(self, reason: str = "") -> tuple[float, bool]:
+            delay, news = super().failed(reason)
+            taken.append(delay)
+            return delay, news
 
     monkeypatch.setattr(session_module, "REMAIN_INTERVAL", 0.1)
-    monkeypatch.setattr(session_module, "next_backoff", next_backoff)
+    monkeypatch.setattr(session_module, "RETRY_FIRST", 0.05)
+    monkeypatch.setattr(session_module, "RETRY_LIMIT", 0.2)
+    monkeypatch.setattr(session_module, "Backoff", Recording)
     return taken
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kubepresence.manager.core.agents import Agent, AgentPort, AgentTable
+from kubepresence.manager.core.agents import AgentTable
+from kubepresence.protocol.agents import Agent, PortTakeover
 
 
 def agent(pod: str, ns: str = "shop", ip: str = "10.244.0.9") -> Agent:
@@ -15,7 +16,7 @@ def agent(pod: str, ns: str = "shop", ip: str = "10.244.0.9") -> Agent:
         workload_name="echo",
         workload_kind="Deployment",
         container="echo",
-        ports=(AgentPort("http", 8080, 9900),),
+        ports=(PortTakeover("http", 8080, 9900),),
         environment={"GREETING": "hello"},
     )
 

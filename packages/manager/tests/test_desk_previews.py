@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubepresence.manager.rpc.intercepting import InterceptDesk
+from kubepresence.manager.rpc.interceptdesk import InterceptDesk
 from kubepresence.protocol.errors import UserError
 from kubepresence.protocol.gen import common
 
@@ -24,7 +24,7 @@ def spec(**extra: object) -> common.InterceptSpec:
 
 
 def test_a_personal_intercept_gets_a_preview_url_until_it_ends() -> None:
-    desk = InterceptDesk(now=lambda: 0.0, dial_timeout=5, preview_base=BASE)
+    desk = InterceptDesk(preview_base=BASE)
     info = desk.create("client-1", spec(http_filter=ALICE, preview_ingress_host="frontend.shop"))
     assert info.preview_url.startswith(BASE + "/")
     token = info.preview_url.removeprefix(BASE + "/").rstrip("/")
@@ -37,7 +37,7 @@ def test_a_personal_intercept_gets_a_preview_url_until_it_ends() -> None:
 
 
 def test_previews_end_with_their_client() -> None:
-    desk = InterceptDesk(now=lambda: 0.0, dial_timeout=5, preview_base=BASE)
+    desk = InterceptDesk(preview_base=BASE)
     info = desk.create(
         "client-1",
         spec(http_filter=ALICE, preview_ingress_host="web", preview_ingress_port=8443,
@@ -64,7 +64,7 @@ def test_previews_end_with_their_client() -> None:
 def test_bad_previews_are_refused_and_leave_nothing(
     base: str, extra: dict[str, object], reason: str
 ) -> None:
-    desk = InterceptDesk(now=lambda: 0.0, dial_timeout=5, preview_base=base)
+    desk = InterceptDesk(preview_base=base)
     with pytest.raises(UserError, match=reason):
         desk.create("client-1", spec(**extra))
     assert desk.registry.for_client("client-1") == []

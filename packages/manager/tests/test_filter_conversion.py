@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubepresence.manager.rpc.intercepting import filter_of
+from kubepresence.manager.rpc.interceptdesk import filter_of
 from kubepresence.protocol.errors import UserError
 from kubepresence.protocol.gen import common
 

@@ -22,7 +22,6 @@ from kubepresence.manager.core.injection import (
     AGENT_COMMAND,
     AGENT_SITE,
     APP_MOUNTS_ROOT,
-    CONFIG_ENV,
     INIT_CONTAINER,
     INJECTED_ANNOTATION,
     InjectionSettings,
@@ -34,6 +33,8 @@ from kubepresence.manager.core.injection import (
     review,
     workload_of,
 )
+from kubepresence.protocol.agentconfig import CONFIG_ENV, AgentSettings, decode
+from kubepresence.protocol.agents import PortTakeover
 from kubepresence.protocol.annotations import AGENT_CONTAINER
 
 SETTINGS = InjectionSettings(
@@ -340,6 +341,18 @@ def test_named_port_is_renamed_and_taken_by_the_agent() -> None:
         "health_port": 9901,
         "app_env_names": ["GREETING", "POD_NAME"],
     }
+    # What the agent makes of it (the same contract reads it: protocol.agentconfig).
+    env = {e["name"]: e for e in agent["env"]}
+    assert decode(env[CONFIG_ENV]["value"]) == AgentSettings(
+        workload_kind="Deployment",
+        workload_name="echo",
+        container="echo",
+        ports=(PortTakeover("http", 8080, 9900),),
+        app_mounts_root=APP_MOUNTS_ROOT,
+        sftp_port=8022,
+        health_port=9901,
+        app_env_names=("GREETING", "POD_NAME"),
+    )
     assert result["metadata"]["annotations"][INJECTED_ANNOTATION] == "http=9900>8080"
     # Only the app container's port name, its probe, the agent and the annotation changed.
     assert result["spec"]["containers"][0] | {"ports": None, "readinessProbe": None} == (
@@ -429,7 +442,7 @@ def test_numeric_port_gets_the_redirecting_init_container() -> None:
     assert init["command"] == [
         "python3",
         "-m",
-        "kubepresence.agent.redirecting",
+        "kubepresence.agent.net.redirecting",
         "8080:9900",
         "9000:9901",
         "9902:8080",  # the readiness probe's own port, straight to the app

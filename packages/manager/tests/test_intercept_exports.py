@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubepresence.manager.rpc.intercepting import InterceptDesk
+from kubepresence.manager.rpc.interceptdesk import InterceptDesk
 from kubepresence.protocol.gen import common
 
 SPEC = common.InterceptSpec(
@@ -11,7 +11,7 @@ SPEC = common.InterceptSpec(
 
 
 def desk() -> InterceptDesk:
-    return InterceptDesk(now=lambda: 0.0, dial_timeout=1.0)
+    return InterceptDesk()
 
 
 def test_the_export_of_an_accepting_agent_reaches_the_intercept() -> None:

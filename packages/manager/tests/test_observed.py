@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubepresence.manager.core.agents import Agent, AgentTable
+from kubepresence.manager.core.agents import AgentTable
 from kubepresence.manager.core.intercepts import (
     WORKLOAD_DELETED,
     InterceptRegistry,
@@ -23,6 +23,7 @@ from kubepresence.manager.core.observed import (
     pod_ends,
 )
 from kubepresence.manager.core.watchcache import Change, ChangeType, WatchCache
+from kubepresence.protocol.agents import Agent
 
 
 def pod(

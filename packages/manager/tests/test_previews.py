@@ -21,7 +21,7 @@ from kubepresence.manager.core.previews import (
     split_target,
     upstream_headers,
 )
-from kubepresence.manager.previewing import PreviewGateway
+from kubepresence.manager.net.previewing import PreviewGateway
 from kubepresence.protocol.errors import UserError
 
 HEADER = ("x-kubepresence-intercept-id", "client-1:echo")

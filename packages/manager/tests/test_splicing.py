@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import cast
 
-from grpclib.server import Stream
 from kptest.waiting import eventually
 
-from kubepresence.manager.rpc.splicing import Rendezvous
+from kubepresence.manager.flows.splicing import Pipe, Rendezvous
 from kubepresence.protocol.gen import common
 
 
@@ -28,8 +27,8 @@ class FakeStream:
         self.sent.append(message)
 
 
-def stream(fake: FakeStream) -> Stream[Any, Any]:
-    return cast(Stream[Any, Any], fake)
+def stream(fake: FakeStream) -> Pipe:
+    return cast(Pipe, fake)
 
 
 async def test_the_waiting_side_waits_for_the_whole_splice_not_the_answer_time() -> None:

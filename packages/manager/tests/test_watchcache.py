@@ -1,4 +1,4 @@
-"""The sans-IO watch cache: lists, events, bookmarks, 410 Gone, relist diffs, backoff."""
+"""The sans-IO watch cache: lists, events, bookmarks, 410 Gone, relist diffs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubepresence.manager.core.watchcache import (
-    Backoff,
     Change,
     ChangeType,
     Step,
@@ -233,23 +232,3 @@ def test_a_relist_converges_on_the_listed_truth(
             assert change.new is not None
             replayed[change.key[1]] = dict(change.new)
     assert replayed == listed
-
-
-def test_backoff_doubles_to_its_limit_and_reports_each_new_reason_once() -> None:
-    backoff = Backoff(first=1.0, limit=5.0)
-    assert backoff.failed("connection refused") == (1.0, True)
-    assert backoff.failed("connection refused") == (2.0, False)
-    assert backoff.failed("connection refused") == (4.0, False)
-    assert backoff.failed("forbidden") == (5.0, True)
-    assert backoff.failed("forbidden") == (5.0, False)
-    assert backoff.succeeded() is True
-    assert backoff.succeeded() is False
-    # After a success the same reason is news again, and the delay starts over.
-    assert backoff.failed("forbidden") == (1.0, True)
-
-
-def test_backoff_limits_are_checked() -> None:
-    with pytest.raises(ValueError, match="first"):
-        Backoff(first=0)
-    with pytest.raises(ValueError, match="first"):
-        Backoff(first=10, limit=5)

@@ -21,8 +21,9 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from kubepresence.manager.core.watchcache import Backoff, Change, WatchCache
+from kubepresence.manager.core.watchcache import Change, WatchCache
 from kubepresence.manager.k8s.watching import Watch
+from kubepresence.protocol.backoff import Backoff
 
 Step = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CLOSED = web.AppKey("closed", asyncio.Event)

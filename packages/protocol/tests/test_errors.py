@@ -12,7 +12,6 @@ from kubepresence.protocol.errors import (
     ConfigError,
     InternalError,
     KubepresenceError,
-    NotBuiltError,
     NotFoundError,
     UserError,
     from_grpc_error,
@@ -27,13 +26,30 @@ from kubepresence.protocol.errors import (
         ConfigError("no kubeconfig"),
         ClusterError("apiserver down"),
         InternalError("bug"),
-        NotBuiltError("later"),
     ],
 )
 def test_category_and_message_round_trip(error: KubepresenceError) -> None:
     back = from_grpc_error(to_grpc_error(error))
     assert back.category is error.category
     assert back.message == error.message
+
+
+@pytest.mark.parametrize("category", Category)
+def test_every_category_has_its_own_status_and_comes_back(category: Category) -> None:
+    sent = to_grpc_error(KubepresenceError("x", category))
+    assert from_grpc_error(sent).category is category
+    others = [c for c in Category if c is not category]
+    assert all(to_grpc_error(KubepresenceError("x", c)).status != sent.status for c in others)
+
+
+@pytest.mark.parametrize("status", [s for s in Status if s is not Status.OK])
+def test_every_status_a_peer_sends_maps_to_a_category(status: Status) -> None:
+    assert from_grpc_error(GRPCError(status, "x")).category in Category
+
+
+def test_an_rpc_the_peer_lacks_blames_the_cluster() -> None:
+    """An older traffic manager: the daemons come from the CLI's own installation."""
+    assert from_grpc_error(GRPCError(Status.UNIMPLEMENTED)).category is Category.CLUSTER
 
 
 def test_foreign_statuses_map_to_a_category() -> None:

@@ -66,11 +66,14 @@ class Lookups:
         self.asked: list[tuple[str, int]] = []
         self.fail: BaseException | None = None
         self.delay = 0.0
+        self.gate: asyncio.Event | None = None  # lookups wait until it is set
 
     async def __call__(self, name: str, qtype: int) -> tuple[int, list[bytes]]:
         self.asked.append((name, qtype))
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail is not None:
             raise self.fail
         if name.startswith("echo."):
@@ -78,13 +81,15 @@ class Lookups:
         return NXDOMAIN, []
 
 
-def service(lookups: Lookups, port: int, upstreams: list[str] | None = None) -> DnsService:
+def service(
+    lookups: Lookups, port: int, upstreams: list[str] | None = None, lookup_timeout: float = 0.2
+) -> DnsService:
     return DnsService(
         DnsPolicy("cluster.local"),
         lookups,
         ["127.0.0.1"] if upstreams is None else upstreams,
         upstream_port=port,
-        lookup_timeout=0.2,
+        lookup_timeout=lookup_timeout,
         upstream_timeout=0.2,
     )
 
@@ -280,12 +285,24 @@ async def test_a_truncated_upstream_answer_is_fetched_over_tcp_for_tcp_clients()
 
 async def test_a_burst_of_one_question_is_one_lookup(upstream: tuple[Upstream, int]) -> None:
     lookups = Lookups()
-    lookups.delay = 0.05
-    dns = service(lookups, upstream[1])
-    replies = await asyncio.gather(
-        *(dns.answer(question("echo.shop.svc.cluster.local", qid=i), udp=True) for i in range(500)),
-        dns.answer(question("echo.shop.svc.cluster.local", "AAAA", qid=999), udp=True),
+    lookups.gate = asyncio.Event()
+    dns = service(lookups, upstream[1], lookup_timeout=5.0)
+    askers = [
+        asyncio.ensure_future(dns.answer(question("echo.shop.svc.cluster.local", qid=i), udp=True))
+        for i in range(500)
+    ]
+    askers.append(
+        asyncio.ensure_future(
+            dns.answer(question("echo.shop.svc.cluster.local", "AAAA", qid=999), udp=True)
+        )
     )
+    # Every asker is in before the lookups answer (a time-bound delay was load-dependent
+    # against the 0.2 s lookup timeout).
+    async with asyncio.timeout(5):
+        while dns.counters.shared < 499:  # noqa: ASYNC110 - the counter has no event
+            await asyncio.sleep(0)
+    lookups.gate.set()
+    replies = await asyncio.gather(*askers)
     # One lookup per distinct question, every asker answered under its own query id.
     assert sorted(lookups.asked) == [
         ("echo.shop.svc.cluster.local.", 1),

@@ -12,7 +12,7 @@ from kubepresence.rootd.core.network import (
     PlanError,
     local_routes,
     plan,
-    route_conflict,
+    plan_conflict,
 )
 
 
@@ -100,12 +100,12 @@ def test_local_routes_skip_defaults_broadcasts_and_our_device() -> None:
 
 def test_no_conflict_for_the_lab_cluster() -> None:
     routes = local_routes(IP_ROUTES, own_device="kp0")
-    assert route_conflict(plan(request()).routes, routes) is None
+    assert plan_conflict(plan(request()), routes) is None
 
 
 def test_a_conflict_names_subnet_route_and_device_in_one_line() -> None:
     routes = local_routes(IP_ROUTES, own_device="kp0")
-    line = route_conflict(plan(request(also_proxy=["10.77.0.0/16"])).routes, routes)
+    line = plan_conflict(plan(request(also_proxy=["10.77.0.0/16"])), routes)
     assert line is not None
     assert "10.77.0.0/16" in line
     assert "10.77.0.0/24" in line

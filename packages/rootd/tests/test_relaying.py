@@ -313,8 +313,9 @@ async def relay_env() -> tuple[ClusterRelay, FakeCluster, FakeTerminator, FakeDn
     channel_errors: list[object] = []
     group = asyncio.TaskGroup()
     await group.__aenter__()
-    relay = ClusterRelay(cluster, group, dns, DNS, on_channel_error=channel_errors.append)
-    relay.terminator = terminator
+    relay = ClusterRelay(
+        cluster, group, dns, DNS, terminator, on_channel_error=channel_errors.append
+    )
     relay._test_group = group  # type: ignore[attr-defined]
     return relay, cluster, terminator, dns, channel_errors
 

@@ -16,7 +16,7 @@ from kubepresence.protocol.errors import ConfigError, UserError
 from kubepresence.rootd import app
 from kubepresence.rootd.core.network import NetworkRequest, plan
 from kubepresence.rootd.rpc.connector import UserdUnreachableError
-from kubepresence.rootd.vif.session import VifSession, VifSettings
+from kubepresence.rootd.vif import VifSession, VifSettings
 
 REQUEST = NetworkRequest(
     session_id="client-1",

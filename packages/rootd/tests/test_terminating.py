@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 import pytest
 from kptest.waiting import eventually
 
-from kubepresence.rootd.core.endpoint import NetworkEndpoint
 from kubepresence.rootd.core.flows import FlowId
 from kubepresence.rootd.core.fragments import Reassembler, fragment_ipv4
 from kubepresence.rootd.core.packets import ACK, FIN, SYN, TcpSegment, internet_checksum
@@ -80,10 +79,9 @@ async def setup() -> AsyncIterator[tuple[Terminator, EchoRelay, Wire]]:
     theirs.setblocking(False)
     device = TunDevice(ours.fileno(), "fake0", Offload(False, False, False))
     relay = EchoRelay()
-    endpoint = NetworkEndpoint(ROUTED, relay.accept, initial_sequence=lambda: 1000)
-    terminator = Terminator(device, endpoint, relay)
+    terminator = Terminator(device, ROUTED, initial_sequence=lambda: 1000)
     relay.terminator = terminator
-    terminator.start()
+    terminator.start(relay)
     try:
         yield terminator, relay, Wire(theirs)
     finally:

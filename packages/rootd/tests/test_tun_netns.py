@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from kubepresence.rootd.core.endpoint import EndpointConfig, NetworkEndpoint
+from kubepresence.rootd.core.endpoint import EndpointConfig
 from kubepresence.rootd.core.flows import FlowId
 from kubepresence.rootd.core.packets import PROTO_TCP, PROTO_UDP, OutputMode
 from kubepresence.rootd.net.streams import TcpStream
@@ -261,14 +261,11 @@ async def test_kernel_tcp_and_udp_through_the_terminator(
         mode = OutputMode(offload.vnet_header, offload.checksum, offload.tso)
         async with asyncio.TaskGroup() as tasks:
             relay = ServiceRelay(tasks)
-            endpoint = NetworkEndpoint(
-                [ipaddress.ip_network(ROUTED)],
-                relay.accept,
-                EndpointConfig(mtu=1500, output=mode),
+            terminator = Terminator(
+                device, [ipaddress.ip_network(ROUTED)], EndpointConfig(mtu=1500, output=mode)
             )
-            terminator = Terminator(device, endpoint, relay)
             relay.terminator = terminator
-            terminator.start()
+            terminator.start(relay)
             try:
                 code, out, err = await run_in_netns(
                     netns, sys.executable, "-c", CLIENT, SERVICE, str(SIZE), str(SEED)
@@ -286,7 +283,7 @@ async def test_kernel_tcp_and_udp_through_the_terminator(
         assert [f.destination_port for f in relay.refused] == [REFUSED_PORT, DIAL_FAILS_PORT]
         assert results["udp"] == [f"echo:ping-{i}" for i in range(5)]
         assert results["ping"] == {"type": 0, "body_same": True}
-        assert endpoint.stats.malformed == 0
+        assert terminator.endpoint.stats.malformed == 0
         if tso:
             # The upload arrived as super-segments: the TSO path was really taken.
             assert terminator.largest_read > 1500 + 10

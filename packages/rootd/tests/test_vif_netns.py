@@ -49,10 +49,11 @@ import dnslib
 import grpclib.const
 import pytest
 from grpclib.client import Channel
-from grpclib.const import Cardinality, Status
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server, Stream
 
+from kubepresence.protocol import streams
 from kubepresence.protocol.gen import common, connector, daemon
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.transport import CONFIGURATION, unix_channel
@@ -233,9 +234,7 @@ class FakeUserd(connector.ConnectorBase):
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
-        mapping["/kubepresence.connector.Connector/Tunnel"] = grpclib.const.Handler(
-            self._tunnel, Cardinality.STREAM_STREAM, common.TunnelMessage, common.TunnelMessage
-        )
+        mapping[streams.CONNECTOR_DIAL_CLUSTER_PATH] = streams.tunnel_handler(self._tunnel)
         return mapping
 
     async def version(self, message: protobuf.Empty) -> common.VersionInfo:

@@ -1,7 +1,8 @@
 """Composition root of the traffic agent.
 
 The agent passes every connection on its takeover ports to the app (`forwarding`) and
-keeps a session with the traffic manager (`rpc.manager`). The two are independent: the
+keeps a session with the traffic manager (`rpc.manager`); while it has one, `diverting`
+takes intercepted connections to the workstation. The two are independent: the
 app's traffic never waits for the manager, which may come and go. While it has a session
 it also dials the client flows the manager sends out through its pod (`proxying`).
 
@@ -16,20 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from kubepresence.agent.appdialing import AppDialer
-from kubepresence.agent.core.config import AgentConfig, PortTakeover
-from kubepresence.agent.core.http1 import RequestHead
+from kubepresence.agent.core.config import AgentConfig
 from kubepresence.agent.core.routing import Routes
-from kubepresence.agent.exporting import VolumeExport
-from kubepresence.agent.forwarding import STREAM_LIMIT, Forwarder
-from kubepresence.agent.httprouting import APP, route_http
-from kubepresence.agent.intercepting import follow_intercepts, hand_over, report_not_http
+from kubepresence.agent.diverting import Diverter
+from kubepresence.agent.handing import follow_intercepts
+from kubepresence.agent.net.appdialing import AppDialer
+from kubepresence.agent.net.forwarding import Forwarder
 from kubepresence.agent.proxying import EgressDialer
 from kubepresence.agent.rpc.manager import ManagerSession, follow_log_level
+from kubepresence.agent.volumes.exporting import VolumeExport
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.tunnel import describe
 
@@ -52,12 +51,12 @@ class TrafficAgent:
         self.manager_host = manager_host
         self.manager_port = manager_port
         self.listen_host = listen_host
-        self.forwarder = Forwarder(
-            config.ports, host=listen_host, divert=self._divert, app=AppDialer(config.pod_ip)
-        )
-        self.session: ManagerSession | None = None
+        app = AppDialer(config.pod_ip)
         self.routes = Routes()
-        self._told_not_http: set[str] = set()  # intercepts told their port is not all HTTP
+        # Which accepted connections go to a workstation instead of the app.
+        self.diverter = Diverter(self.routes, app, config.environment)
+        self.forwarder = Forwarder(config.ports, host=listen_host, divert=self.diverter, app=app)
+        self.session: ManagerSession | None = None
         self.export = VolumeExport.of(config)  # the app's volumes, for `intercept --mount`
         self.egress = EgressDialer()  # client flows that leave the cluster from this pod
 
@@ -73,6 +72,7 @@ class TrafficAgent:
             self.manager_port,
         )
         session = self.session = ManagerSession(self.config, self.manager_host, self.manager_port)
+        self.diverter.session = session
         async with asyncio.TaskGroup() as connections:
             await self.forwarder.start(connections)
             await self.export.start(connections)
@@ -151,98 +151,6 @@ class TrafficAgent:
             except* (GRPCError, OSError, TimeoutError, StreamTerminatedError) as failed:
                 log.info("intercept watch interrupted: %s", describe(failed.exceptions[0]))
             await asyncio.sleep(FOLLOW_RETRY)
-
-    async def _divert(
-        self, takeover: PortTakeover, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        session = self.session
-        if session is None or session.session_id is None:
-            return False
-        intercept_id = self.routes.intercept_for(takeover)
-        if intercept_id is not None:
-            await hand_over(session.channel, session.session_id, intercept_id, reader, writer)
-            return True
-        if self.routes.personal_for(takeover) is None:
-            return False
-        # Personal intercepts: route each request by its head (see httprouting).
-        addresses = (
-            writer.get_extra_info("peername") or ("0.0.0.0", 0),  # noqa: S104 - unknown peer
-            writer.get_extra_info("sockname") or ("0.0.0.0", 0),  # noqa: S104
-        )
-
-        def choose(head: RequestHead) -> str:
-            picked = self.routes.choose(takeover, head.method, head.target, head.headers)
-            return APP if picked is None else picked
-
-        async with asyncio.TaskGroup() as hand_overs:
-
-            async def open_upstream(
-                destination: str,
-            ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-                if destination == APP:  # route_http bounds the dial
-                    return await self.forwarder.app.open(takeover.app_port)
-                return await self._workstation_upstream(destination, addresses, hand_overs)
-
-            def not_http() -> None:
-                personal = self.routes.personal_for(takeover)
-                unreported = [
-                    intercept_id
-                    for intercept_id, _ in (personal.intercepts if personal else ())
-                    if intercept_id not in self._told_not_http
-                ]
-                if unreported and session.session_id is not None:
-                    self._told_not_http.update(unreported)
-                    hand_overs.create_task(
-                        report_not_http(
-                            session.channel,
-                            session.session_id,
-                            unreported,
-                            self.config.environment,
-                        ),
-                        name="report non-HTTP",
-                    )
-
-            await route_http(
-                reader,
-                writer,
-                choose=choose,
-                open_upstream=open_upstream,
-                on_not_http=not_http,
-            )
-        return True
-
-    async def _workstation_upstream(
-        self,
-        intercept_id: str,
-        addresses: tuple[tuple[str, int], tuple[str, int]],
-        group: asyncio.TaskGroup,
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A connection to the intercept's workstation: one end of a socket pair whose
-        other end is handed over through the manager like a whole connection would be."""
-        session = self.session
-        if session is None or session.session_id is None:
-            raise ConnectionRefusedError("no session with the traffic manager")
-        ours, theirs = socket.socketpair()
-        try:
-            their_reader, their_writer = await asyncio.open_connection(
-                sock=theirs, limit=STREAM_LIMIT
-            )
-        except BaseException:
-            ours.close()
-            theirs.close()
-            raise
-        group.create_task(
-            hand_over(
-                session.channel,
-                session.session_id,
-                intercept_id,
-                their_reader,
-                their_writer,
-                addresses,
-            ),
-            name=f"hand-over {intercept_id}",
-        )
-        return await asyncio.open_connection(sock=ours, limit=STREAM_LIMIT)
 
     async def _drain(self) -> None:
         with contextlib.suppress(TimeoutError):

@@ -3,49 +3,33 @@
 A client may ask that its flows to some destinations leave the cluster from a pod of a
 named workload (to get that pod's address, network policies and egress). The manager
 picks one of the workload's agents and posts an EgressDial on its WatchEgressDials
-stream. For each dial the agent opens a Tunnel naming it (dial_id), which the manager
-splices with the client's tunnel, then dials the destination from inside the pod and
-answers CONNECTED or DIAL_FAILED on it, as the manager's own dial would. Then bytes flow
-as they do from the manager's own dials (`kubepresence.protocol.dialing`, shared with
-the manager: the tunnel relay for TCP, the datagram relay for UDP). One task per flow, in
-the agent's connection task group.
+stream. For each dial the agent opens an AnswerDial tunnel naming it (dial_id), which the
+manager splices with the client's DialCluster tunnel, then dials the destination from
+inside the pod and answers CONNECTED or DIAL_FAILED on it, as the manager's own dial
+would. Then bytes flow as they do from the manager's own dials
+(`kubepresence.protocol.dialing`, shared with the manager: the tunnel relay for TCP, the
+datagram relay for UDP). One task per flow, in the agent's connection task group. The
+wire side is `rpc.flows`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-from collections.abc import AsyncGenerator
-from typing import Any, cast
 
-from grpclib.client import Channel, Stream
-from grpclib.const import Cardinality, Status
-from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.client import Channel
 
+from kubepresence.agent.rpc import flows
 from kubepresence.protocol import dialing
-from kubepresence.protocol.gen import common, manager
-from kubepresence.protocol.tunnel import control, describe
+from kubepresence.protocol.tunnel import describe
 
 log = logging.getLogger(__name__)
 
-TUNNEL_PATH = "/kubepresence.manager.Manager/Tunnel"
 DIAL_TIMEOUT = 5.0  # the manager's dial timeout bounds only the claim: this bounds the dial
 DEFAULT_IDLE_TIMEOUT = 600.0  # when the client named none
 WATCH_INACTIVITY = 45.0  # three of the manager's keep-alives missed
-
-
-def destination_of(connection: common.ConnectionId | None) -> tuple[str, int, bool]:
-    """(host, port, is UDP) of a dial; ValueError when it names no valid destination."""
-    if connection is None:
-        raise ValueError("the dial names no connection")
-    if connection.protocol not in (common.Protocol.TCP, common.Protocol.UDP):
-        raise ValueError("a flow is TCP or UDP")
-    if not 0 < connection.destination_port < 65536:
-        raise ValueError(f"port {connection.destination_port} is out of range")
-    host = str(ipaddress.ip_address(connection.destination_ip))  # 4 or 16 bytes
-    return host, connection.destination_port, connection.protocol == common.Protocol.UDP
+_ENDED = object()
 
 
 class EgressDialer:
@@ -78,58 +62,37 @@ class EgressDialer:
         egress dials: wait, quietly."""
         if self._group is None:
             raise RuntimeError("EgressDialer.start first")
-        watch = manager.ManagerStub(channel)  # no deadline: the watch lives with the session
-        session = common.SessionInfo(session_id=session_id)
         try:
-            # The stub's stream is an async generator: close it when the watch ends.
-            stream = cast(
-                AsyncGenerator[manager.EgressDial, None], watch.watch_egress_dials(session)
-            )
-            async with contextlib.aclosing(stream) as dials:
+            async with contextlib.aclosing(flows.watch_egress_dials(channel, session_id)) as orders:
                 while True:
                     # The manager sends a keep-alive every 15 s: silence means a dead stream.
                     async with asyncio.timeout(WATCH_INACTIVITY):
-                        dial = await anext(dials, None)
-                    if dial is None:
+                        order = await anext(orders, _ENDED)
+                    if order is _ENDED:
                         return
-                    if not dial.dial_id:
+                    if not isinstance(order, flows.EgressOrder):
                         continue  # keep-alive
                     task = self._group.create_task(
-                        self.flow(channel, session_id, dial), name=f"egress {dial.dial_id}"
+                        self.flow(channel, session_id, order), name=f"egress {order.dial_id}"
                     )
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-        except GRPCError as error:
-            if error.status is not Status.UNIMPLEMENTED:
-                raise
+        except flows.EgressUnsupportedError:
             log.info("the manager posts no egress dials (an older version)")
             await asyncio.Event().wait()  # until the session's watches are replaced
 
-    async def flow(self, channel: Channel, session_id: str, dial: manager.EgressDial) -> None:
+    async def flow(self, channel: Channel, session_id: str, order: flows.EgressOrder) -> None:
         """Answer one dial: claim it with a tunnel, dial, relay. Ends only this flow."""
-        idle = DEFAULT_IDLE_TIMEOUT
-        if dial.idle_timeout is not None and dial.idle_timeout.total_seconds() > 0:
-            idle = dial.idle_timeout.total_seconds()
-        answer = common.TunnelMessage(
-            open=common.TunnelOpen(
-                session_id=session_id, dial_id=dial.dial_id, connection=dial.connection
-            )
-        )
+        idle = order.idle_timeout or DEFAULT_IDLE_TIMEOUT
         try:
-            async with channel.request(
-                TUNNEL_PATH,
-                Cardinality.STREAM_STREAM,
-                common.TunnelMessage,
-                common.TunnelMessage,
-                timeout=None,  # the relay's idle timeout bounds the flow
-            ) as stream:
-                await stream.send_message(answer)
-                try:
-                    host, port, udp = destination_of(dial.connection)
-                except ValueError as error:
-                    await self._refuse(stream, str(error))
+            async with flows.answer_dial(channel, session_id, order) as stream:
+                if order.problem:
+                    self.refused += 1
+                    await flows.refuse(stream, order.problem)
                     return
-                flow = await dialing.dial(stream, host, port, udp=udp, dial_timeout=DIAL_TIMEOUT)
+                flow = await dialing.dial(
+                    stream, order.host, order.port, udp=order.udp, dial_timeout=DIAL_TIMEOUT
+                )
                 if flow is None:
                     self.refused += 1
                     await stream.end()
@@ -137,10 +100,5 @@ class EgressDialer:
                 self.dialled += 1
                 await flow.relay(stream, idle_timeout=idle)
                 await stream.end()
-        except (GRPCError, OSError, TimeoutError, StreamTerminatedError) as error:
-            log.info("egress flow of dial %s ended: %s", dial.dial_id, describe(error))
-
-    async def _refuse(self, stream: Stream[Any, Any], reason: str) -> None:
-        self.refused += 1
-        await stream.send_message(control(common.TunnelControlCode.DIAL_FAILED, reason))
-        await stream.end()
+        except flows.STREAM_ERRORS as error:
+            log.info("egress flow of dial %s ended: %s", order.dial_id, describe(error))

@@ -17,7 +17,7 @@ from kubepresence.manager.core.sessions import SessionRegistry
 from kubepresence.manager.k8s.discovery import discover
 from kubepresence.manager.k8s.observing import observe
 from kubepresence.manager.k8s.workloads import Workloads
-from kubepresence.manager.previewing import PreviewGateway
+from kubepresence.manager.net.previewing import PreviewGateway
 from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.manager.webhook import certificates
 from kubepresence.manager.webhook.configuring import install_ca_bundle

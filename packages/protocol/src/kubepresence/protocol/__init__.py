@@ -7,6 +7,28 @@
 - `logs`: logging setup (file or stdout, text or JSON lines) and runtime level changes.
 - `transport`: gRPC over unix sockets (mode, stale sockets, peer uid check, errors) and TCP.
 - `paths`: where sockets and logs live.
+- `agents`, `agentconfig`, `agentwire`: the port takeover and the agent's description;
+  the manager→agent configuration (KP_AGENT_* variables, the KP_AGENT_CONFIG document);
+  the description to and from the generated `AgentInfo`.
+- `workloads`: the workload kinds kubepresence intercepts and their Kubernetes API names.
+- `backoff`: the one capped exponential backoff (sans-IO) every retry loop waits by.
+- `streams`: the raw gRPC streams (tunnels, progress): each path once, one way to open it.
+- `tunnel`, `dialing`, `datagrams`: relaying a flow over a tunnel; dialling its far end.
+
+The words for traffic, used the same way in every part, in the .proto comments and here:
+
+- *flow*: one TCP connection or one UDP exchange between a caller and a destination.
+- *tunnel*: one gRPC stream carrying one flow (`TunnelMessage`: a `TunnelOpen`, then
+  `data` and `TunnelControl` both ways). The tunnel RPCs say what their flow is: the
+  Manager's DialCluster (a client's flow to the cluster), HandOver (an agent's
+  intercepted connection) and AnswerDial (the answer to a dial), and the Connector's
+  DialCluster (rootd's flow, which userd carries on to the manager's).
+- *dial*: the manager's request that a peer connect a flow's far end: a `DialRequest` to
+  a client (WatchDials: a hand-over to take) or an `EgressDial` to an agent
+  (WatchEgressDials: a client's flow to dial from its pod). The peer answers with an
+  AnswerDial tunnel naming the dial, and the manager splices it with the waiting one.
+- *hand-over*: an agent giving an intercepted connection to the client that owns the
+  intercept (a HandOver tunnel, which waits for the client's AnswerDial).
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -21,7 +21,6 @@ class Category(enum.Enum):
     CONFIG = "config"  # kubeconfig or machine setup
     CLUSTER = "cluster"  # the cluster refused or cannot be reached
     INTERNAL = "internal"  # a bug: the log file tells more
-    UNAVAILABLE = "unavailable"  # a feature this build does not have yet
 
 
 class KubepresenceError(Exception):
@@ -60,12 +59,6 @@ class InternalError(KubepresenceError):
     category = Category.INTERNAL
 
 
-class NotBuiltError(KubepresenceError):
-    """A planned feature that this build does not have yet."""
-
-    category = Category.UNAVAILABLE
-
-
 # One status code per category on the way out; on the way in, codes that other gRPC
 # servers use for the same kind of failure map to the same category.
 _STATUS_OF = {
@@ -73,7 +66,6 @@ _STATUS_OF = {
     Category.CONFIG: Status.FAILED_PRECONDITION,
     Category.CLUSTER: Status.UNAVAILABLE,
     Category.INTERNAL: Status.INTERNAL,
-    Category.UNAVAILABLE: Status.UNIMPLEMENTED,
 }
 _CATEGORY_OF = {
     Status.INVALID_ARGUMENT: Category.USER,
@@ -85,7 +77,9 @@ _CATEGORY_OF = {
     Status.DEADLINE_EXCEEDED: Category.CLUSTER,
     Status.PERMISSION_DENIED: Category.CLUSTER,
     Status.UNAUTHENTICATED: Category.CLUSTER,
-    Status.UNIMPLEMENTED: Category.UNAVAILABLE,
+    # The peer lacks the call: an older traffic manager (the daemons on the workstation
+    # come from the CLI's own installation).
+    Status.UNIMPLEMENTED: Category.CLUSTER,
 }
 
 
@@ -102,6 +96,7 @@ def to_grpc_error(error: KubepresenceError) -> GRPCError:
 
 
 def from_grpc_error(error: GRPCError) -> KubepresenceError:
-    """The category and message a client reports for a failed RPC."""
+    """The category and message a client reports for a failed RPC (any other status, such
+    as UNKNOWN or INTERNAL, is a bug somewhere: INTERNAL)."""
     category = _CATEGORY_OF.get(error.status, Category.INTERNAL)
     return KubepresenceError(error.message or error.status.name.lower(), category)

@@ -1,10 +1,12 @@
 """Relaying one tunnel flow between a gRPC stream and a TCP connection.
 
-A tunnel stream carries one flow (see TunnelMessage in common.proto): `data` messages
-both ways, `WRITE_CLOSED` for a half-close, `RESET` to abort. The manager relays a client
-flow to the destination it dialled in the cluster; the user daemon relays an intercepted
-flow to the local process. Both use `relay`, over the server or the client side of a
-grpclib stream (both offer send_message/recv_message).
+A tunnel is one gRPC stream carrying one flow (see TunnelMessage in common.proto and the
+words in `kubepresence.protocol.streams`): the open first, then `data` messages both
+ways, `CONNECTED` or `DIAL_FAILED` from the side that dials, `WRITE_CLOSED` for a
+half-close, `RESET` to abort. The manager relays a client flow to the destination it
+dialled in the cluster; the user daemon relays an intercepted flow to the local process;
+an agent relays a hand-over or an egress flow. All use `relay`, over the server or the
+client side of a grpclib stream (both offer send_message/recv_message).
 
 The flow ends when both directions are closed, when either side resets, or when nothing
 moved for `idle_timeout` seconds.
@@ -116,6 +118,16 @@ async def relay(
 def describe(error: BaseException) -> str:
     """A short reason for logs and RESET messages."""
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+async def send_connected(stream: Any) -> None:
+    """Answer a dial: the far end is connected, bytes may flow."""
+    await stream.send_message(control(TunnelControlCode.CONNECTED))
+
+
+async def send_dial_failed(stream: Any, reason: str) -> None:
+    """Answer a dial: the far end could not be reached, and why."""
+    await stream.send_message(control(TunnelControlCode.DIAL_FAILED, reason))
 
 
 async def send_reset(stream: Any, reason: str) -> None:

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     skip_imports(*UNUSED_OPTIONAL)  # before the daemon's modules import betterproto2
     from kubepresence.rootd import guardian
     from kubepresence.rootd.app import RootDaemon
-    from kubepresence.rootd.vif.session import STATE_DIR, VifSettings
+    from kubepresence.rootd.vif import STATE_DIR, VifSettings
 
     parser = daemon_parser("rootd", "kubepresence-rootd", __doc__ or "")
     parser.add_argument("--socket", type=Path, default=None, help="unix socket to serve userd on")

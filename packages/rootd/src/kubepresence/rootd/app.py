@@ -12,7 +12,7 @@ from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.transport import close_server, serve_unix
 from kubepresence.rootd.core.network import NetworkRequest, PlanError, plan
 from kubepresence.rootd.rpc.daemon import DaemonService
-from kubepresence.rootd.vif.session import VifSession, VifSettings, VifStatus, recover
+from kubepresence.rootd.vif import VifSession, VifSettings, VifStatus, recover
 
 log = logging.getLogger(__name__)
 

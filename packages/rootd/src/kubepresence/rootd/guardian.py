@@ -9,7 +9,7 @@ them). So at start-up rootd starts this
 guardian, a small separate Python process (about 10 MiB; it imports the recovery code
 only when it needs it): it blocks on a pipe whose only write end rootd holds, and when
 that read returns end-of-file (rootd is gone, however it went) it runs the recovery a new
-rootd runs at start-up (`vif.session.recover`), then exits. After a clean stop there is
+rootd runs at start-up (`vif.recover`), then exits. After a clean stop there is
 nothing left to recover and it exits at once.
 """
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     while os.read(args.fd, 1):
         pass
     try:
-        from kubepresence.rootd.vif.session import VifSettings, recover
+        from kubepresence.rootd.vif import VifSettings, recover
 
         # rootd may linger a moment as a zombie, which looks alive: name it dead.
         recover(VifSettings(tun_name=args.tun_name, state_dir=args.state_dir), args.rootd)

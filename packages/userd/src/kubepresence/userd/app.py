@@ -11,10 +11,10 @@ from kubepresence.protocol import version_of
 from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.transport import close_server, serve_unix
+from kubepresence.userd.answering import answer_dials
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions, Progress
 from kubepresence.userd.core.manifests import install_from_environment
 from kubepresence.userd.core.session import SessionState
-from kubepresence.userd.intercepting import answer_dials
 from kubepresence.userd.k8s import agents, installing, namespaces
 from kubepresence.userd.k8s.apiclient import kubeconfig_source, resolve_target, rest_client
 from kubepresence.userd.mounting import Mounts

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kubepresence.protocol import version_of
+from kubepresence.protocol.backoff import Backoff
 from kubepresence.protocol.errors import ConfigError, KubepresenceError
 from kubepresence.protocol.routing import RoutingOptions, VirtualAddress
 from kubepresence.protocol.transport import CONFIGURATION
@@ -45,6 +46,7 @@ MANAGER_GRPC_PORT = 8081
 REMAIN_INTERVAL = 5.0
 MAX_BACKOFF = 30.0
 FIRST_RETRY = 1.0  # the first retry of an unreachable manager
+WATCH_RETRY = 0.5  # the first wait before a broken intercept watch is watched again
 EVENTS_KEPT = 20
 
 Progress = Callable[[str], None]
@@ -168,10 +170,9 @@ class ClusterConnection:
 
         While the manager is unreachable, ask again after 1 s, then doubling: a restarted
         manager is back in seconds, and every intercept waits for this arrival."""
-        backoff = FIRST_RETRY / 2
-        healthy = True
+        backoff = Backoff(first=FIRST_RETRY, limit=MAX_BACKOFF)
         while True:
-            await asyncio.sleep(backoff if not healthy else REMAIN_INTERVAL)
+            await asyncio.sleep(backoff.delay if backoff.failing else REMAIN_INTERVAL)
             try:
                 try:
                     await self.manager.remain(self.session_id)
@@ -180,13 +181,12 @@ class ClusterConnection:
                     await self._arrive()
                     self.note(f"arrived again as session {self.session_id}")
                     await self._intercepts_again()
-                if not healthy:
+                if backoff.succeeded():
                     self.note("traffic manager reachable again")
-                healthy, backoff = True, FIRST_RETRY / 2
             except KubepresenceError as error:
-                if healthy:
+                if not backoff.failing:
                     self.note(f"lost the traffic manager: {error.message}")
-                healthy, backoff = False, min(backoff * 2, MAX_BACKOFF)
+                backoff.failed(error.message)
 
     async def _intercepts_again(self) -> None:
         """Ask the manager (restarted, so it forgot them) for this session's intercepts
@@ -204,19 +204,20 @@ class ClusterConnection:
 
     async def follow_intercepts(self) -> None:
         """Keep `intercepts` current from the manager's watch, re-watching when it breaks."""
-        backoff = 0.5
+        backoff = Backoff(first=WATCH_RETRY, limit=MAX_BACKOFF)
         while True:
             watched = self.session_id
             try:
                 async for snapshot in self.manager.watch_intercepts(watched):
-                    backoff = 0.5
+                    backoff.succeeded()
                     self.intercepts = snapshot
                     self._intercepts_changed.set()
                     self._intercepts_changed = asyncio.Event()
             except KubepresenceError as error:
                 log.info("intercept watch interrupted (%s)", error.message)
-            await self.pause(backoff, watched)
-            backoff = 0.5 if self.session_id != watched else min(backoff * 2, MAX_BACKOFF)
+            await self.pause(backoff.failed()[0], watched)
+            if self.session_id != watched:
+                backoff.succeeded()
 
     async def intercept_changed(self) -> None:
         """Wait until the next intercept snapshot arrives."""

@@ -1,1 +1,1 @@
-"""Sans-IO parts of the traffic agent: its configuration, redirects, reconnect backoff."""
+"""Sans-IO parts of the traffic agent: its configuration, redirects, routing decisions."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kubepresence.agent.core.config import PortTakeover
+from kubepresence.protocol.agents import PortTakeover
 from kubepresence.protocol.httpfilter import HttpFilter, matches
 
 

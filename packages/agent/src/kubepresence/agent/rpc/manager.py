@@ -14,8 +14,9 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from kubepresence.agent.core.config import AgentConfig, next_backoff
-from kubepresence.protocol import version_of
+from kubepresence.agent.core.config import AgentConfig
+from kubepresence.protocol import agentwire, version_of
+from kubepresence.protocol.backoff import Backoff
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.logs import set_level_for
 from kubepresence.protocol.transport import tcp_channel
@@ -25,35 +26,15 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 5.0
 REMAIN_INTERVAL = 5.0
-_KINDS = {
-    "Deployment": common.WorkloadKind.DEPLOYMENT,
-    "ReplicaSet": common.WorkloadKind.REPLICASET,
-    "StatefulSet": common.WorkloadKind.STATEFULSET,
-}
+# The wait before the next attempt to reach the manager: doubling, capped. The cap bounds
+# how long an agent stays away after the manager returns; one dial per agent every 10 s
+# costs the cluster nothing.
+RETRY_FIRST = 1.0
+RETRY_LIMIT = 10.0
 
 
 def agent_info(config: AgentConfig) -> common.AgentInfo:
-    return common.AgentInfo(
-        pod_name=config.pod_name,
-        namespace=config.namespace,
-        pod_ip=config.pod_ip,
-        workload_name=config.workload_name,
-        workload_kind=_KINDS.get(config.workload_kind, common.WorkloadKind.UNSPECIFIED),
-        container=config.container,
-        ports=[
-            common.ContainerPort(
-                name=p.name,
-                port=p.app_port,
-                protocol=common.Protocol.TCP,
-                agent_port=p.agent_port,
-                redirected=p.redirected,
-            )
-            for p in config.ports
-        ],
-        environment=dict(config.environment),
-        sftp_port=config.sftp_port,
-        version=version_of("kubepresence-agent"),
-    )
+    return agentwire.to_message(config.description(version_of("kubepresence-agent")))
 
 
 class ManagerSession:
@@ -85,7 +66,7 @@ class ManagerSession:
 
     async def run(self) -> None:
         """Arrive and keep the session until cancelled; arrive again whenever it is lost."""
-        backoff = 0.0
+        backoff = Backoff(first=RETRY_FIRST, limit=RETRY_LIMIT)
         while True:
             try:
                 if self.session_id is None:
@@ -102,7 +83,7 @@ class ManagerSession:
                     )
                 else:
                     await self._stub.remain(common.SessionInfo(session_id=self.session_id))
-                backoff = 0.0
+                backoff.succeeded()
                 await asyncio.sleep(REMAIN_INTERVAL)
             except GRPCError as error:
                 if error.status == Status.NOT_FOUND:
@@ -110,22 +91,21 @@ class ManagerSession:
                     self._session_is(None)
                     self.arrived.clear()
                     continue
-                backoff = await self._wait(backoff, f"{error.status.name}: {error.message}")
+                await self._wait(backoff, f"{error.status.name}: {error.message}")
             except (OSError, TimeoutError, StreamTerminatedError) as error:
                 # The connection may be dead without the kernel knowing it (the manager's
                 # pod went away and no FIN reached us): dial afresh instead of reusing it.
                 self._channel.close()
-                backoff = await self._wait(backoff, describe(error))
+                await self._wait(backoff, describe(error))
             except Exception as error:  # the app's traffic must outlive any manager fault
                 log.warning("unexpected failure talking to the manager", exc_info=True)
                 self._channel.close()
-                backoff = await self._wait(backoff, describe(error))
+                await self._wait(backoff, describe(error))
 
-    async def _wait(self, backoff: float, reason: str) -> float:
-        backoff = next_backoff(backoff)
-        log.info("the manager is not reachable (%s); again in %.0f s", reason, backoff)
-        await asyncio.sleep(backoff)
-        return backoff
+    async def _wait(self, backoff: Backoff, reason: str) -> None:
+        delay, _ = backoff.failed(reason)
+        log.info("the manager is not reachable (%s); again in %.0f s", reason, delay)
+        await asyncio.sleep(delay)
 
     async def depart(self) -> None:
         """Leave at once (best effort: the session expires anyway), then close."""

@@ -12,8 +12,7 @@ class ExitCode(enum.IntEnum):
     INTERNAL = 1  # a bug: the log file tells more
     USER = 2  # bad input (also click's code for usage errors)
     CONFIG = 3  # kubeconfig, machine setup
-    CLUSTER = 4  # the cluster refused or cannot be reached
-    NOT_BUILT = 5  # the daemon or manager lacks the feature (e.g. an older version)
+    CLUSTER = 4  # the cluster refused or cannot be reached, or its manager is too old
 
 
 _BY_CATEGORY = {
@@ -21,7 +20,6 @@ _BY_CATEGORY = {
     Category.CONFIG: ExitCode.CONFIG,
     Category.CLUSTER: ExitCode.CLUSTER,
     Category.INTERNAL: ExitCode.INTERNAL,
-    Category.UNAVAILABLE: ExitCode.NOT_BUILT,
 }
 
 

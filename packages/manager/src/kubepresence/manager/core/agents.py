@@ -12,35 +12,9 @@ only records; the caller supplies session ids and wakes watchers up.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
-
-@dataclass(frozen=True)
-class AgentPort:
-    name: str  # the original port name ("" for a numeric-only takeover)
-    app_port: int
-    agent_port: int
-    protocol: str = "TCP"
-    redirected: bool = False
-
-
-@dataclass(frozen=True)
-class Agent:
-    pod_name: str
-    namespace: str
-    pod_ip: str = ""
-    workload_name: str = ""
-    workload_kind: str = ""  # "Deployment", "ReplicaSet", "StatefulSet" or ""
-    container: str = ""
-    ports: tuple[AgentPort, ...] = ()
-    environment: Mapping[str, str] = field(default_factory=dict)
-    version: str = ""
-    sftp_port: int = 0
-
-    @property
-    def pod(self) -> tuple[str, str]:
-        return self.namespace, self.pod_name
+from kubepresence.protocol.agents import Agent
 
 
 class AgentTable:

@@ -44,7 +44,8 @@ the agent exports that root over SFTP on `sftp_port` (8022, or the next port no 
 of the pod declares) for `intercept --mount`. Its own settings travel in `KP_AGENT_*` variables so
 they never collide with the app's (the echo test app itself defines POD_NAME): the pod's
 identity from the downward API (KP_AGENT_POD_NAME, KP_AGENT_POD_NAMESPACE, KP_AGENT_POD_IP)
-and KP_AGENT_CONFIG, a JSON document with the workload, the app container and the ports.
+and KP_AGENT_CONFIG, a JSON document with the workload, the app container and the ports
+(both defined, with the agent's reading of them, in `kubepresence.protocol.agentconfig`).
 
 Pure: no I/O, no clock. The shell (`webhook/serving.py`) hands in the request body.
 """
@@ -58,6 +59,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubepresence.protocol import agentconfig
+from kubepresence.protocol.agentconfig import AgentSettings
+from kubepresence.protocol.agents import PortTakeover
 from kubepresence.protocol.annotations import (
     AGENT_CONTAINER,
     INJECT_CONTAINER,
@@ -78,10 +82,6 @@ SFTP_PORT = 8022
 RENAME_PREFIX = "kp-"
 MAX_PORT_NAME = 15
 APP_MOUNTS_ROOT = "/kubepresence/app-mounts"
-CONFIG_ENV = "KP_AGENT_CONFIG"
-POD_NAME_ENV = "KP_AGENT_POD_NAME"
-POD_NAMESPACE_ENV = "KP_AGENT_POD_NAMESPACE"
-POD_IP_ENV = "KP_AGENT_POD_IP"
 # Where both agent images (deploy/images/agent.Dockerfile, the cluster's imagebuild) install
 # the agent. The agent's interpreter runs isolated (-I: no PYTHON* variable counts), since the
 # agent container carries the app's env: an app's PYTHONPATH or PYTHONHOME would be the
@@ -124,25 +124,6 @@ class InjectionSettings:
     @property
     def manager_address(self) -> str:
         return f"{MANAGER_SERVICE}.{self.manager_namespace}:{MANAGER_GRPC_PORT}"
-
-
-@dataclass(frozen=True)
-class Takeover:
-    """One app port the agent takes over."""
-
-    app_port: int
-    agent_port: int
-    name: str = ""  # the original port name the agent now carries ("" for numeric only)
-    renamed_to: str = ""  # the app port's new name
-    redirected: bool = False  # numeric: the init container redirects app_port → agent_port
-
-    def as_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "app_port": self.app_port,
-            "agent_port": self.agent_port,
-            "redirected": self.redirected,
-        }
 
 
 @dataclass(frozen=True)
@@ -290,28 +271,29 @@ class _PortPicker:
         return chosen
 
 
-def plan_takeovers(pod: Mapping[str, Any]) -> list[Takeover]:
-    """Which app ports the agent takes over, on which agent ports (see the docstring)."""
+def plan_takeovers(pod: Mapping[str, Any]) -> tuple[list[PortTakeover], dict[str, str]]:
+    """Which app ports the agent takes over, on which agent ports, and the new names of
+    the app's named ports (original name → new name; see the docstring)."""
     numeric = _numeric_ports(pod)
     _, app = _app_container(pod)
     containers = _all_containers(pod)
     names = {p["name"] for c in containers for p in c.get("ports") or [] if p.get("name")}
     agent_port = _PortPicker(pod)
 
-    takeovers: list[Takeover] = []
+    takeovers: list[PortTakeover] = []
+    renames: dict[str, str] = {}
     for index, port in enumerate(app.get("ports") or []):
         name = port.get("name")
         if not name or port.get("protocol", "TCP") != "TCP":
             continue
-        new_name = renamed(name, index, names)
-        names.add(new_name)
+        renames[name] = renamed(name, index, names)
+        names.add(renames[name])
         app_port = int(port["containerPort"])
         takeovers.append(
-            Takeover(
+            PortTakeover(
+                name=name,
                 app_port=app_port,
                 agent_port=agent_port(),
-                name=name,
-                renamed_to=new_name,
                 redirected=app_port in numeric,
             )
         )
@@ -319,8 +301,10 @@ def plan_takeovers(pod: Mapping[str, Any]) -> list[Takeover]:
     for number in numeric:
         if number in named_ports:
             continue
-        takeovers.append(Takeover(app_port=number, agent_port=agent_port(), redirected=True))
-    return takeovers
+        takeovers.append(
+            PortTakeover(name="", app_port=number, agent_port=agent_port(), redirected=True)
+        )
+    return takeovers, renames
 
 
 def workload_of(pod: Mapping[str, Any]) -> tuple[str, str]:
@@ -375,7 +359,7 @@ def _port_number(container: Mapping[str, Any], port: Any) -> int | None:
     return None
 
 
-def plan_probe_ports(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> dict[int, int]:
+def plan_probe_ports(pod: Mapping[str, Any], takeovers: Sequence[PortTakeover]) -> dict[int, int]:
     """Redirected app port -> the probe port its handlers move to (only ports they use)."""
     redirected = {t.app_port for t in takeovers if t.redirected}
     _, app = _app_container(pod)
@@ -430,7 +414,7 @@ def _agent_mounts(app: Mapping[str, Any]) -> list[dict[str, Any]]:
     return mounts
 
 
-def sftp_port(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> int:
+def sftp_port(pod: Mapping[str, Any], takeovers: Sequence[PortTakeover]) -> int:
     """The port the agent exports the app's volumes on; 0 when the app has none."""
     _, app = _app_container(pod)
     if not app.get("volumeMounts"):
@@ -447,7 +431,8 @@ def sftp_port(pod: Mapping[str, Any], takeovers: Sequence[Takeover]) -> int:
 class PortPlan:
     """Every port the injection decides, decided once."""
 
-    takeovers: list[Takeover]
+    takeovers: list[PortTakeover]
+    renames: dict[str, str]  # the app's named ports: original name -> new name
     probe_ports: dict[int, int]  # redirected app port -> its handlers' probe port
     sftp_port: int  # 0: no volumes to export
     # The agent's readiness probe's port, never a takeover port (while intercepted, a
@@ -456,31 +441,30 @@ class PortPlan:
 
 
 def plan_ports(pod: Mapping[str, Any]) -> PortPlan:
-    takeovers = plan_takeovers(pod)
+    takeovers, renames = plan_takeovers(pod)
     probe_ports = plan_probe_ports(pod, takeovers)
     sftp = sftp_port(pod, takeovers)
     health = 0
     if takeovers:
         taken = {t.agent_port for t in takeovers} | set(probe_ports.values()) | {sftp}
         health = _PortPicker(pod, also_taken=taken)()
-    return PortPlan(takeovers, probe_ports, sftp, health)
+    return PortPlan(takeovers, renames, probe_ports, sftp, health)
 
 
-def agent_config(pod: Mapping[str, Any], plan: PortPlan) -> dict[str, Any]:
+def agent_settings(pod: Mapping[str, Any], plan: PortPlan) -> AgentSettings:
     """What the agent reads from KP_AGENT_CONFIG."""
     kind, name = workload_of(pod)
     _, app = _app_container(pod)
-    return {
-        "workload_kind": kind,
-        "workload_name": name,
-        "container": app["name"],
-        "ports": [t.as_config() for t in plan.takeovers],
-        "app_mounts_root": APP_MOUNTS_ROOT,
-        "sftp_port": plan.sftp_port,
-        "health_port": plan.health_port,
-        # The agent reports these even where its image sets the same names (PATH, HOME…).
-        "app_env_names": [e["name"] for e in app.get("env") or [] if e.get("name")],
-    }
+    return AgentSettings(
+        workload_kind=kind,
+        workload_name=name,
+        container=app["name"],
+        ports=tuple(plan.takeovers),
+        app_mounts_root=APP_MOUNTS_ROOT,
+        sftp_port=plan.sftp_port,
+        health_port=plan.health_port,
+        app_env_names=tuple(e["name"] for e in app.get("env") or [] if e.get("name")),
+    )
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
@@ -514,13 +498,10 @@ def agent_container(
     pod: Mapping[str, Any], plan: PortPlan, settings: InjectionSettings
 ) -> dict[str, Any]:
     _, app = _app_container(pod)
-    config = agent_config(pod, plan)
     env = [
         *app_env(app),
-        _field_env(POD_NAME_ENV, "metadata.name"),
-        _field_env(POD_NAMESPACE_ENV, "metadata.namespace"),
-        _field_env(POD_IP_ENV, "status.podIP"),
-        {"name": CONFIG_ENV, "value": json.dumps(config, separators=(",", ":"))},
+        *(_field_env(name, path) for name, path in agentconfig.POD_FIELDS.items()),
+        {"name": agentconfig.CONFIG_ENV, "value": agentconfig.encode(agent_settings(pod, plan))},
     ]
     ports = []
     for takeover in plan.takeovers:
@@ -585,7 +566,7 @@ def init_container(plan: PortPlan, settings: InjectionSettings) -> dict[str, Any
         "name": INIT_CONTAINER,
         "image": settings.agent_image,
         "imagePullPolicy": settings.pull_policy,
-        "command": ["python3", "-m", "kubepresence.agent.redirecting", *redirects],
+        "command": ["python3", "-m", "kubepresence.agent.net.redirecting", *redirects],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
         "securityContext": {
             "runAsUser": 0,
@@ -602,7 +583,7 @@ def build_patch(pod: Mapping[str, Any], settings: InjectionSettings) -> list[dic
     plan = plan_ports(pod)
     takeovers = plan.takeovers
     ops: list[dict[str, Any]] = []
-    renames = {t.name: t.renamed_to for t in takeovers if t.renamed_to}
+    renames = plan.renames
     for port_index, port in enumerate(app.get("ports") or []):
         if port.get("name") in renames and port.get("protocol", "TCP") == "TCP":
             ops.append(

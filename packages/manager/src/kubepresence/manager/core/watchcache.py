@@ -28,9 +28,8 @@ that were cached but are not listed come out as DELETED changes, so consumers ne
 a ghost. Objects that do not pass the `keep` predicate are not cached (and a kept object
 that stops passing it is reported deleted).
 
-Backoff: consecutive failures double the delay from `first` up to `limit`; any event or
-list resets it. A failure's reason is worth logging only when it differs from the last
-one (`Backoff.note` says so), so a long outage logs once, not every few seconds.
+Between failures the shell waits as `kubepresence.protocol.backoff.Backoff` says; any
+event or list starts it over, and a long outage logs once.
 
 Plain data (the JSON objects as dicts) and decisions: no clock, no sockets. The shell
 (`k8s/watching.py`) does the requests and the sleeping.
@@ -199,29 +198,3 @@ class WatchCache:
 
     def __len__(self) -> int:
         return len(self._objects)
-
-
-class Backoff:
-    """Delays between failed attempts, and whether a failure is news (see the docstring)."""
-
-    def __init__(self, first: float = 1.0, limit: float = 30.0) -> None:
-        if not 0 < first <= limit:
-            raise ValueError("backoff: 0 < first <= limit")
-        self.first = first
-        self.limit = limit
-        self.delay = 0.0
-        self._reason = ""
-
-    def failed(self, reason: str) -> tuple[float, bool]:
-        """(seconds to wait, whether to log `reason`: it differs from the last one)."""
-        self.delay = self.first if self.delay == 0 else min(self.delay * 2, self.limit)
-        news = reason != self._reason
-        self._reason = reason
-        return self.delay, news
-
-    def succeeded(self) -> bool:
-        """Reset; True when a failure had been reported (worth a 'recovered' line)."""
-        recovered = bool(self._reason)
-        self.delay = 0.0
-        self._reason = ""
-        return recovered

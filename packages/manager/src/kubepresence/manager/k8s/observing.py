@@ -25,6 +25,7 @@ from kubepresence.manager.core.observed import (
 from kubepresence.manager.core.watchcache import Change, WatchCache
 from kubepresence.manager.k8s.errors import KubernetesError
 from kubepresence.manager.k8s.watching import ListCall, Watch
+from kubepresence.protocol.workloads import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -69,24 +70,10 @@ def watches(api: client.ApiClient, observer: Observer, namespaces: Sequence[str]
             "agent pods", namespace, core.list_namespaced_pod, core.list_pod_for_all_namespaces
         )
         found.append(Watch(what, call, on_pods, cache=WatchCache(is_agent_pod), **params))
-        for kind, namespaced, everywhere in (
-            (
-                "deployments",
-                apps.list_namespaced_deployment,
-                apps.list_deployment_for_all_namespaces,
-            ),
-            (
-                "statefulsets",
-                apps.list_namespaced_stateful_set,
-                apps.list_stateful_set_for_all_namespaces,
-            ),
-            (
-                "replicasets",
-                apps.list_namespaced_replica_set,
-                apps.list_replica_set_for_all_namespaces,
-            ),
-        ):
-            what, call, params = _scoped(kind, namespace, namespaced, everywhere)
+        for kind in KINDS:
+            namespaced = getattr(apps, kind.call("list"))
+            everywhere = getattr(apps, kind.call("list", everywhere=True))
+            what, call, params = _scoped(kind.plural, namespace, namespaced, everywhere)
             found.append(Watch(what, call, on_workloads, **params))
     return found
 

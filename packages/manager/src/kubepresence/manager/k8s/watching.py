@@ -30,7 +30,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.manager.core.watchcache import (
-    Backoff,
     Change,
     Step,
     WatchCache,
@@ -39,6 +38,7 @@ from kubepresence.manager.core.watchcache import (
     WatchProtocolError,
 )
 from kubepresence.manager.k8s.errors import GONE, KubernetesError, api_errors
+from kubepresence.protocol.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ READ_MARGIN = 30.0  # silence beyond the server timeout: the stream is dead
 LIST_TIMEOUT = 60.0
 MAX_LINE = 64 * 1024 * 1024  # one event is one JSON line; big objects exist
 QUICK_END = 1.0  # an empty stream that ends sooner was not ended by the server's timeout
+RETRY_FIRST, RETRY_LIMIT = 1.0, 30.0  # seconds between failed requests: doubling, capped
 
 ListCall = Callable[..., Awaitable[Any]]
 Handler = Callable[[list[Change], WatchCache], None]
@@ -76,7 +77,7 @@ class Watch:
         self.cache = cache if cache is not None else WatchCache()
         self._list_call = list_call
         self._handle = handle
-        self._backoff = backoff if backoff is not None else Backoff()
+        self._backoff = backoff or Backoff(first=RETRY_FIRST, limit=RETRY_LIMIT)
         self._server_timeout = server_timeout
         self._read_margin = read_margin
         self._give_up_on = give_up_on

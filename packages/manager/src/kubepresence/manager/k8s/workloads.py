@@ -19,6 +19,7 @@ from kubepresence.protocol.annotations import (
     INJECT_TRAFFIC_AGENT,
 )
 from kubepresence.protocol.errors import NotFoundError
+from kubepresence.protocol.workloads import KIND_NAMES, KINDS
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +40,10 @@ class Workloads:
         Returns True when the template changed (its pods roll), False when it already
         asked for all of it. NotFoundError when there is no such workload.
         """
-        for kind, read, write in (
-            (
-                "Deployment",
-                self._apps.read_namespaced_deployment,
-                self._apps.patch_namespaced_deployment,
-            ),
-            (
-                "StatefulSet",
-                self._apps.read_namespaced_stateful_set,
-                self._apps.patch_namespaced_stateful_set,
-            ),
-            (
-                "ReplicaSet",
-                self._apps.read_namespaced_replica_set,
-                self._apps.patch_namespaced_replica_set,
-            ),
-        ):
+        for workload_kind in KINDS:
+            kind = workload_kind.kind
+            read = getattr(self._apps, workload_kind.call("read"))
+            write = getattr(self._apps, workload_kind.call("patch"))
             try:
                 with api_errors(f"cannot read {kind} {namespace}/{name}"):
                     workload = await read(name, namespace)
@@ -76,9 +64,7 @@ class Workloads:
                 await write(name, namespace, patch)
             log.info("%s %s/%s annotated for agent injection: %s", kind, namespace, name, changes)
             return True
-        raise NotFoundError(
-            f"no Deployment, StatefulSet or ReplicaSet named {name!r} in namespace {namespace!r}"
-        )
+        raise NotFoundError(f"no {KIND_NAMES} named {name!r} in namespace {namespace!r}")
 
 
 def numeric_ports_with(listed: str, port: int | None) -> str:

@@ -8,25 +8,28 @@ import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from datetime import timedelta
 from typing import Any
 
 import grpclib.const
-from grpclib.const import Cardinality, Status
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from kubepresence.manager.core.addresses import destination
-from kubepresence.manager.core.agents import Agent, AgentPort, AgentTable
+from kubepresence.manager.core.agents import AgentTable
 from kubepresence.manager.core.dns import BadQuestionError
 from kubepresence.manager.core.loglevels import ClusterLogLevel
 from kubepresence.manager.core.previews import Preview
 from kubepresence.manager.core.sessions import Session, SessionKind, SessionRegistry
+from kubepresence.manager.flows.egress import EgressDesk
+from kubepresence.manager.flows.handovers import HandOverDesk
 from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.manager.k8s.workloads import Workloads
 from kubepresence.manager.net import resolving
-from kubepresence.manager.rpc.egress import EgressDesk
-from kubepresence.manager.rpc.intercepting import InterceptDesk
-from kubepresence.protocol import dialing, version_of
+from kubepresence.manager.rpc.interceptdesk import InterceptDesk
+from kubepresence.protocol import agentwire, dialing, streams, version_of
+from kubepresence.protocol.agents import Agent
 from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
@@ -34,66 +37,65 @@ from kubepresence.protocol.logs import set_level_for
 
 log = logging.getLogger(__name__)
 
-TUNNEL_PATH = "/kubepresence.manager.Manager/Tunnel"
 # A watch sends the current snapshot at least this often (a keep-alive the client can
 # time out on) and ends when the watcher's session does.
 WATCH_KEEPALIVE = 10.0
 
-_KIND_TO_PROTO = {
-    "Deployment": common.WorkloadKind.DEPLOYMENT,
-    "ReplicaSet": common.WorkloadKind.REPLICASET,
-    "StatefulSet": common.WorkloadKind.STATEFULSET,
-}
-_KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
-_PROTOCOLS = {"TCP": common.Protocol.TCP, "UDP": common.Protocol.UDP}
+
+DIAL_CLUSTER = "DialCluster"
+HAND_OVER = "HandOver"
+ANSWER_DIAL = "AnswerDial"
 
 
-def agent_from_proto(info: common.AgentInfo) -> Agent:
-    return Agent(
-        pod_name=info.pod_name,
-        namespace=info.namespace,
-        pod_ip=info.pod_ip,
-        workload_name=info.workload_name,
-        workload_kind=_KIND_FROM_PROTO.get(info.workload_kind, ""),
-        container=info.container,
-        ports=tuple(
-            AgentPort(
-                name=p.name,
-                app_port=p.port,
-                agent_port=p.agent_port,
-                protocol="UDP" if p.protocol == common.Protocol.UDP else "TCP",
-                redirected=p.redirected,
-            )
-            for p in info.ports
-        ),
-        environment=dict(info.environment),
-        version=info.version,
-        sftp_port=info.sftp_port,
-    )
+def misfit(rpc: str, open_: common.TunnelOpen) -> str | None:
+    """Why this open message does not fit the tunnel RPC it came on; None when it does.
+
+    Each RPC says what it carries (see kubepresence.protocol.streams): DialCluster a flow
+    to dial (a TCP or UDP connection, perhaps via a workload), HandOver an intercepted
+    connection (its intercept), AnswerDial the answer to a posted dial (its dial id)."""
+    if rpc == DIAL_CLUSTER:
+        if open_.dial_id or open_.intercept_id:
+            return "a DialCluster open names no dial_id or intercept_id"
+        if open_.connection is None:
+            return "a DialCluster open names the connection to dial"
+        if open_.connection.protocol not in (common.Protocol.TCP, common.Protocol.UDP):
+            return "a flow is TCP or UDP"
+        if bool(open_.via_namespace) != bool(open_.via_workload):
+            return "a flow via a workload names its namespace and name"
+        return None
+    if rpc == HAND_OVER:
+        if not open_.intercept_id:
+            return "a HandOver open names its intercept_id"
+        if open_.dial_id or open_.via_namespace or open_.via_workload:
+            return "a HandOver open names no dial_id or via_workload"
+        return None
+    if rpc == ANSWER_DIAL:
+        if not open_.dial_id:
+            return "an AnswerDial open names its dial_id"
+        if open_.intercept_id or open_.via_namespace or open_.via_workload:
+            return "an AnswerDial open names no intercept_id or via_workload"
+        return None
+    raise ValueError(f"no tunnel RPC {rpc}")
 
 
-def agent_to_proto(agent: Agent) -> common.AgentInfo:
-    return common.AgentInfo(
-        pod_name=agent.pod_name,
-        namespace=agent.namespace,
-        pod_ip=agent.pod_ip,
-        workload_name=agent.workload_name,
-        workload_kind=_KIND_TO_PROTO.get(agent.workload_kind, common.WorkloadKind.UNSPECIFIED),
-        container=agent.container,
-        ports=[
-            common.ContainerPort(
-                name=p.name,
-                port=p.app_port,
-                protocol=_PROTOCOLS.get(p.protocol, common.Protocol.TCP),
-                agent_port=p.agent_port,
-                redirected=p.redirected,
-            )
-            for p in agent.ports
-        ],
-        environment=dict(agent.environment),
-        sftp_port=agent.sftp_port,
-        version=agent.version,
-    )
+def wire(connection: common.ConnectionId | None) -> bytes:
+    """A connection as the flow shells pass it on: wire-encoded, unread."""
+    return bytes(connection) if connection is not None else b""
+
+
+def unwire(connection: bytes) -> common.ConnectionId | None:
+    return common.ConnectionId.parse(connection) if connection else None
+
+
+async def opening(stream: Stream[Any, Any], rpc: str) -> common.TunnelMessage:
+    """The tunnel's first message, an open that fits `rpc`; INVALID_ARGUMENT otherwise."""
+    first: common.TunnelMessage | None = await stream.recv_message()
+    if first is None or first.open is None:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"{rpc}: a tunnel starts with an open message")
+    problem = misfit(rpc, first.open)
+    if problem is not None:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"{rpc}: {problem}")
+    return first
 
 
 class ManagerService(manager.ManagerBase):
@@ -109,9 +111,8 @@ class ManagerService(manager.ManagerBase):
     ) -> None:
         self._sessions = sessions
         self._workloads = workloads
-        self._desk = InterceptDesk(
-            now=self._now, dial_timeout=dial_timeout, preview_base=preview_base
-        )
+        self._desk = InterceptDesk(preview_base=preview_base)
+        self._hand_overs = HandOverDesk(now=self._now, dial_timeout=dial_timeout)
         self._egress = EgressDesk(now=self._now, dial_timeout=dial_timeout)
         self._agent_workloads: set[tuple[str, str]] = set()
         self._agents = AgentTable()
@@ -136,11 +137,9 @@ class ManagerService(manager.ManagerBase):
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
-        # The tunnel needs both directions at once: serve it on the raw stream rather
-        # than through the generated async-generator method.
-        mapping[TUNNEL_PATH] = grpclib.const.Handler(
-            self._tunnel, Cardinality.STREAM_STREAM, common.TunnelMessage, common.TunnelMessage
-        )
+        mapping[streams.DIAL_CLUSTER_PATH] = streams.tunnel_handler(self._dial_cluster)
+        mapping[streams.HAND_OVER_PATH] = streams.tunnel_handler(self._hand_over)
+        mapping[streams.ANSWER_DIAL_PATH] = streams.tunnel_handler(self._answer_dial)
         return mapping
 
     async def version(self, message: protobuf.Empty) -> common.VersionInfo:
@@ -169,7 +168,7 @@ class ManagerService(manager.ManagerBase):
         return self._session_info(session)
 
     async def arrive_as_agent(self, message: common.AgentInfo) -> common.SessionInfo:
-        agent = agent_from_proto(message)
+        agent = agentwire.from_message(message)
         if not agent.pod_name or not agent.namespace:
             raise UserError("an agent names its pod and namespace")
         if agent.pod in self._terminating_pods:
@@ -204,6 +203,7 @@ class ManagerService(manager.ManagerBase):
         for session_id in ids:
             if session_id.startswith("client-"):
                 self._desk.client_gone(session_id)
+                self._hand_overs.client_gone(session_id)
                 self._egress.client_gone(session_id)
             else:
                 self._egress.agent_gone(session_id)
@@ -318,8 +318,17 @@ class ManagerService(manager.ManagerBase):
 
     async def watch_dials(self, message: common.SessionInfo) -> AsyncIterator[common.DialRequest]:
         client = self._client(message.session_id)
-        async for dial in self._desk.watch_dials(client):
-            yield dial
+        async for posted in self._hand_overs.watch(client):
+            if posted is None:
+                yield common.DialRequest()  # keep-alive: an empty dial id
+            else:
+                yield common.DialRequest(
+                    dial_id=posted.dial_id,
+                    intercept_id=posted.intercept_id,
+                    connection=unwire(posted.connection),
+                    local_host=posted.local_host,
+                    local_port=posted.local_port,
+                )
             self._sessions.get(client)
 
     async def watch_egress_dials(
@@ -327,8 +336,15 @@ class ManagerService(manager.ManagerBase):
     ) -> AsyncIterator[manager.EgressDial]:
         """The client flows this agent is to dial from its pod (see EgressDesk)."""
         self._agent(message.session_id)
-        async for dial in self._egress.watch(message.session_id):
-            yield dial
+        async for posted in self._egress.watch(message.session_id):
+            if posted is None:
+                yield manager.EgressDial()  # keep-alive: an empty dial id
+            else:
+                yield manager.EgressDial(
+                    dial_id=posted.dial_id,
+                    connection=unwire(posted.connection),
+                    idle_timeout=timedelta(seconds=posted.idle_timeout),
+                )
             self._sessions.get(message.session_id)  # the watch ends with the session
 
     async def set_log_level(self, message: common.LogLevelRequest) -> protobuf.Empty:
@@ -371,7 +387,9 @@ class ManagerService(manager.ManagerBase):
         self._sessions.get(message.session_id)  # only sessions may watch
         while True:
             changed = self._agents_changed  # taken before the yield: no change is missed
-            yield manager.AgentSnapshot(agents=[agent_to_proto(a) for a in self._agents.snapshot()])
+            yield manager.AgentSnapshot(
+                agents=[agentwire.to_message(a) for a in self._agents.snapshot()]
+            )
             try:
                 async with asyncio.timeout(WATCH_KEEPALIVE):
                     await changed.wait()
@@ -401,27 +419,14 @@ class ManagerService(manager.ManagerBase):
             raise UserError(str(error)) from error
         return common.DnsResponse(rcode=rcode, answers=answers)
 
-    async def _tunnel(self, stream: Stream[Any, Any]) -> None:
-        first = await stream.recv_message()
-        if first is not None and first.open is not None and first.open.dial_id:
-            session = self._sessions.get(first.open.session_id)
-            if session.kind is SessionKind.AGENT:
-                # An agent answers an egress dial: it dialled a client's flow from its pod.
-                await self._egress.agent_tunnel(session.id, stream, first)
-            else:
-                # A client takes an intercepted connection it was offered.
-                await self._desk.client_tunnel(session.id, stream, first)
-            return
-        if first is not None and first.open is not None and first.open.intercept_id:
-            # An agent hands over an intercepted connection.
-            self._agent(first.open.session_id)
-            await self._desk.agent_tunnel(stream, first)
-            return
-        if first is None or first.open is None or first.open.connection is None:
-            raise GRPCError(Status.INVALID_ARGUMENT, "a tunnel starts with an open message")
+    # --- flow streams (the words: the kubepresence.protocol docstring) ---------------
+
+    async def _dial_cluster(self, stream: Stream[Any, Any]) -> None:
+        """DialCluster: a client's flow, dialled here or by an agent of via_workload."""
+        first = await opening(stream, DIAL_CLUSTER)
+        assert first.open is not None
+        assert first.open.connection is not None
         conn = first.open.connection
-        if conn.protocol not in (common.Protocol.TCP, common.Protocol.UDP):
-            raise GRPCError(Status.INVALID_ARGUMENT, "a flow is TCP or UDP")
         try:
             host, port = destination(conn.destination_ip, conn.destination_port)
         except ValueError as error:
@@ -433,6 +438,28 @@ class ManagerService(manager.ManagerBase):
             await self._egress_flow(stream, first, idle)
             return
         await self._own_flow(stream, host, port, conn.protocol == common.Protocol.UDP, idle)
+
+    async def _hand_over(self, stream: Stream[Any, Any]) -> None:
+        """HandOver: an agent hands over an intercepted connection to its client."""
+        first = await opening(stream, HAND_OVER)
+        assert first.open is not None
+        self._agent(first.open.session_id)
+        intercept = self._desk.active(first.open.intercept_id)
+        await self._hand_overs.agent_tunnel(
+            stream, first.open.session_id, intercept, wire(first.open.connection)
+        )
+
+    async def _answer_dial(self, stream: Stream[Any, Any]) -> None:
+        """AnswerDial: the answer to a dial posted to an agent (egress) or a client."""
+        first = await opening(stream, ANSWER_DIAL)
+        assert first.open is not None
+        session = self._sessions.get(first.open.session_id)
+        if session.kind is SessionKind.AGENT:
+            # An agent answers an egress dial: it dialled a client's flow from its pod.
+            await self._egress.agent_tunnel(session.id, stream, first.open.dial_id)
+        else:
+            # A client takes an intercepted connection it was offered.
+            await self._hand_overs.client_tunnel(session.id, stream, first.open.dial_id)
 
     async def _own_flow(
         self, stream: Stream[Any, Any], host: str, port: int, udp: bool, idle: float
@@ -447,12 +474,15 @@ class ManagerService(manager.ManagerBase):
     ) -> None:
         """A client's flow that leaves the cluster from one of a workload's agents."""
         assert first.open is not None
-        if not first.open.via_namespace or not first.open.via_workload:
-            raise GRPCError(
-                Status.INVALID_ARGUMENT, "a flow via a workload names its namespace and name"
-            )
         client = self._client(first.open.session_id)
         agents = self._agents.sessions_of_workload(
             first.open.via_namespace, first.open.via_workload
         )
-        await self._egress.client_tunnel(client, stream, first, agents, idle)
+        await self._egress.client_tunnel(
+            client,
+            stream,
+            (first.open.via_namespace, first.open.via_workload),
+            wire(first.open.connection),
+            agents,
+            idle,
+        )

@@ -15,7 +15,7 @@ computes what the VIF routes:
   table of their own, chosen by a policy rule per subnet ahead of the main table, so they
   win over the local route they overlap (which is left as it is).
 
-`local_routes` reads `ip -j route` output and `route_conflict` names what would shadow (or
+`local_routes` reads `ip -j route` output and `plan_conflict` names what would shadow (or
 be shadowed by) a route the machine already has, in one line with the ways out: such a
 subnet is refused, never silently taken over, unless the overlap is inside an allowed range.
 """
@@ -209,11 +209,6 @@ def local_routes(entries: Iterable[dict[str, Any]], own_device: str) -> list[tup
         table = entry.get("table")
         routes.append((network, f"{device} (table {table})" if table else device))
     return routes
-
-
-def route_conflict(routes: Sequence[Network], local: Sequence[tuple[Network, str]]) -> str | None:
-    """One line naming the conflicts between planned routes and local ones, or None."""
-    return describe_conflicts(conflicts(routes, local))
 
 
 def virtual_subnet_conflict(plan: NetworkPlan, local: Sequence[tuple[Network, str]]) -> str | None:

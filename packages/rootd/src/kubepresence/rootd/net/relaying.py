@@ -1,7 +1,7 @@
 """Carrying the VIF's flows to the cluster: the `FlowRelay` the terminator calls.
 
 Each TCP connection and each UDP flow to a routed address becomes one tunnel through userd
-(`Cluster.tunnel`, a `Connector.Tunnel` stream in production, an in-memory fake in tests):
+(`Cluster.tunnel`, a Connector `DialCluster` stream in production, an in-memory fake in tests):
 
 * TCP: the SYN waits (`accept` returns None) while the tunnel opens and the far end dials
   the destination; CONNECTED lets the handshake complete (`Terminator.decide(flow, True)`),
@@ -233,14 +233,15 @@ class ClusterRelay:
         tasks: asyncio.TaskGroup,
         dns: DnsHandler,
         dns_address: Address,
+        terminator: DatagramSender,
         on_channel_error: Callable[[BaseException], None] = lambda error: None,
     ) -> None:
         self._cluster = cluster
+        self._terminator = terminator
         self._tasks = tasks
         self._dns = dns
         self._dns_address = dns_address
         self._on_channel_error = on_channel_error
-        self.terminator: DatagramSender | None = None
         self._awaiting: dict[FlowId, asyncio.Future[TcpStream]] = {}
         self._udp: dict[FlowId, _UdpFlow] = {}
         self._flow_tasks: set[asyncio.Task[Any]] = set()
@@ -323,8 +324,7 @@ class ClusterRelay:
     # -- flows ---------------------------------------------------------------------------
 
     def _decide(self, flow: FlowId, accepted: bool) -> bool:
-        assert self.terminator is not None
-        return self.terminator.decide(flow, accepted)
+        return self._terminator.decide(flow, accepted)
 
     async def _tcp_flow(self, flow: FlowId) -> None:
         decided = False
@@ -398,12 +398,11 @@ class ClusterRelay:
         await tunnel.end()
 
     async def _udp_down(self, flow: FlowId, tunnel: Tunnel) -> None:
-        assert self.terminator is not None
         while True:
             event = await tunnel.receive()
             if event.kind == TunnelEventKind.DATA:
                 try:
-                    self.terminator.send_datagram(flow, event.data)
+                    self._terminator.send_datagram(flow, event.data)
                 except LocalProtocolError:
                     return  # the flow expired on our side
             elif event.kind in (TunnelEventKind.END, TunnelEventKind.RESET):
@@ -414,10 +413,10 @@ class ClusterRelay:
             reply = await self._dns.answer(query, udp=True)
         finally:
             self._dns_in_flight -= 1
-        if reply is None or self.terminator is None:
+        if reply is None:
             return
         with contextlib.suppress(LocalProtocolError):  # the client's flow is gone
-            self.terminator.send_datagram(flow, reply)
+            self._terminator.send_datagram(flow, reply)
 
 
 def _first_leaf(group: BaseException) -> BaseException:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from kubepresence.rootd.core.endpoint import (
     DatagramFlowExpired,
     DatagramReceived,
+    EndpointConfig,
+    Network,
     NetworkEndpoint,
 )
 from kubepresence.rootd.core.errors import LocalProtocolError
@@ -68,13 +70,44 @@ class FlowRelay(Protocol):
         ...
 
 
-class Terminator:
-    """Runs a `NetworkEndpoint` on a `TunDevice` inside the running event loop."""
+class _Unstarted:
+    """The relay of a terminator not started yet: nothing is read then, so nothing asks."""
 
-    def __init__(self, device: TunDevice, endpoint: NetworkEndpoint, relay: FlowRelay) -> None:
+    def accept(self, flow: FlowId) -> bool | None:
+        return False
+
+    def tcp_connected(self, stream: TcpStream) -> None:
+        stream.abort()
+
+    def datagram(self, flow: FlowId, data: bytes) -> None:
+        pass
+
+    def datagram_flow_closed(self, flow: FlowId) -> None:
+        pass
+
+
+class Terminator:
+    """Runs a `NetworkEndpoint` for the `routed` subnets on a `TunDevice` inside the
+    running event loop, handing its flows to the relay given to `start`.
+
+    The wiring goes one way: build the terminator, build the relay with it (the relay
+    answers deferred SYNs and sends datagrams through `decide` and `send_datagram`), then
+    `start(relay)`.
+    """
+
+    def __init__(
+        self,
+        device: TunDevice,
+        routed: Iterable[Network],
+        config: EndpointConfig | None = None,
+        *,
+        initial_sequence: Callable[[], int] | None = None,
+    ) -> None:
         self.device = device
-        self.endpoint = endpoint
-        self._relay = relay
+        self._relay: FlowRelay = _Unstarted()
+        self.endpoint = NetworkEndpoint(
+            routed, self._accept, config, initial_sequence=initial_sequence
+        )
         self._streams: dict[FlowId, TcpStream] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.Handle | None = None
@@ -86,8 +119,9 @@ class Terminator:
         self.error: TunError | None = None
         self.stopped = asyncio.Event()
 
-    def start(self) -> None:
-        """Begin reading the TUN on the running loop."""
+    def start(self, relay: FlowRelay) -> None:
+        """Begin reading the TUN on the running loop; `relay` takes the flows."""
+        self._relay = relay
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.device.fd, self._on_readable)
 
@@ -109,6 +143,9 @@ class Terminator:
             stream.finish("terminator stopped")
         self._streams.clear()
         self._loop = None
+
+    def _accept(self, flow: FlowId) -> bool | None:
+        return self._relay.accept(flow)
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import h2.exceptions
-from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from kubepresence.protocol import streams
 from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.transport import unix_channel
 from kubepresence.rootd.core.flows import FlowId
@@ -26,8 +26,6 @@ from kubepresence.rootd.core.vnat import Destination
 from kubepresence.rootd.net.relaying import TunnelEvent, TunnelEventKind
 
 log = logging.getLogger(__name__)
-
-TUNNEL_PATH = "/kubepresence.connector.Connector/Tunnel"
 
 _CONTROL_KINDS = {
     common.TunnelControlCode.CONNECTED: TunnelEventKind.CONNECTED,
@@ -78,7 +76,7 @@ def flow_of(connection: common.ConnectionId) -> FlowId:
 
 
 class GrpcTunnel:
-    """A `Tunnel` over one `Connector.Tunnel` stream."""
+    """A `Tunnel` (one flow's stream) over one Connector `DialCluster` stream."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -179,13 +177,8 @@ class ConnectorClient:
     ) -> AsyncIterator[GrpcTunnel]:
         """A tunnel for `flow` (dialled to `destination` when given): the open message is
         sent; the stream is cancelled on exit unless both sides finished it."""
-        request = self._channel.request(
-            TUNNEL_PATH,
-            Cardinality.STREAM_STREAM,
-            common.TunnelMessage,
-            common.TunnelMessage,
-            timeout=None,  # a flow lives as long as it moves; the manager's idle timeout ends it
-        )
+        # A flow lives as long as it moves; the manager's idle timeout ends it.
+        request = streams.connector_dial_cluster(self._channel)
         try:
             async with request as stream:
                 tunnel = GrpcTunnel(stream)

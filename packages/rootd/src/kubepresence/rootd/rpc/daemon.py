@@ -21,7 +21,7 @@ from kubepresence.rootd.core.network import NetworkRequest
 
 if TYPE_CHECKING:
     from kubepresence.rootd.app import RootDaemon
-    from kubepresence.rootd.vif.session import VifStatus
+    from kubepresence.rootd.vif import VifStatus
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from kubepresence.protocol.annotations import (
     INJECT_TRAFFIC_AGENT,
 )
 from kubepresence.protocol.errors import ClusterError, NotFoundError, UserError
+from kubepresence.protocol.workloads import KINDS
 from kubepresence.userd.core.arrival import ConditionView, ContainerView, PodView
 
 log = logging.getLogger(__name__)
@@ -46,25 +47,15 @@ _REMOVE = {
 
 
 def _kinds(apps: client.AppsV1Api) -> list[tuple[str, Any, Any, Any]]:
+    """(kind, read, patch, list) of each workload kind, in the order names are looked up."""
     return [
         (
-            "Deployment",
-            apps.read_namespaced_deployment,
-            apps.patch_namespaced_deployment,
-            apps.list_namespaced_deployment,
-        ),
-        (
-            "StatefulSet",
-            apps.read_namespaced_stateful_set,
-            apps.patch_namespaced_stateful_set,
-            apps.list_namespaced_stateful_set,
-        ),
-        (
-            "ReplicaSet",
-            apps.read_namespaced_replica_set,
-            apps.patch_namespaced_replica_set,
-            apps.list_namespaced_replica_set,
-        ),
+            k.kind,
+            getattr(apps, k.call("read")),
+            getattr(apps, k.call("patch")),
+            getattr(apps, k.call("list")),
+        )
+        for k in KINDS
     ]
 
 

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpclib.const
-from grpclib.const import Cardinality
 from grpclib.server import Stream
 
-from kubepresence.protocol import paths, routing, version_of
+from kubepresence.protocol import paths, routing, streams, version_of
 from kubepresence.protocol.encoded import EncodedMessage
 from kubepresence.protocol.errors import ClusterError, ConfigError, KubepresenceError, UserError
 from kubepresence.protocol.gen import common, connector
@@ -38,9 +37,6 @@ log = logging.getLogger(__name__)
 INTERCEPT_WAIT = 120.0
 WEBHOOK_RETRIES = 3  # rounds of re-creating pods the webhook let pass without the agent
 ARRIVAL_POLL = 0.5  # how often the pods are looked at while agents arrive
-CONNECT_PATH = "/kubepresence.connector.Connector/Connect"
-TUNNEL_PATH = "/kubepresence.connector.Connector/Tunnel"
-MANAGE_PATH = "/kubepresence.connector.Connector/ManageTrafficManager"
 
 _STATE = {
     Phase.DISCONNECTED: connector.ConnectState.DISCONNECTED,
@@ -59,25 +55,15 @@ class ConnectorService(connector.ConnectorBase):
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
         # Connect streams progress while the work runs: serve it on the raw stream.
-        mapping[CONNECT_PATH] = grpclib.const.Handler(
-            self._connect,
-            Cardinality.UNARY_STREAM,
-            connector.ConnectRequest,
-            connector.ConnectProgress,
+        mapping[streams.CONNECT_PATH] = streams.connect_handler(self._connect)
+        mapping[streams.MANAGE_TRAFFIC_MANAGER_PATH] = streams.manage_traffic_manager_handler(
+            self._manage_traffic_manager
         )
-        mapping[MANAGE_PATH] = grpclib.const.Handler(
-            self._manage_traffic_manager,
-            Cardinality.UNARY_STREAM,
-            connector.TrafficManagerRequest,
-            connector.Progress,
-        )
-        # A flow from rootd is relayed to the manager message by message, both ways at once,
-        # still encoded: only the first message is read (it lacks the session).
-        mapping[TUNNEL_PATH] = grpclib.const.Handler(
-            self._tunnel,
-            Cardinality.STREAM_STREAM,
-            EncodedMessage,
-            EncodedMessage,
+        # A flow from rootd is carried on to the manager's DialCluster message by message,
+        # both ways at once, still encoded: only the first message is read (it lacks the
+        # session).
+        mapping[streams.CONNECTOR_DIAL_CLUSTER_PATH] = streams.tunnel_handler(
+            self._dial_cluster, EncodedMessage
         )
         return mapping
 
@@ -91,14 +77,14 @@ class ConnectorService(connector.ConnectorBase):
             raise ConfigError("not connected: run 'kubepresence connect'")
         return connection
 
-    async def _tunnel(self, stream: Stream[Any, Any]) -> None:
+    async def _dial_cluster(self, stream: Stream[Any, Any]) -> None:
         connection = self._connection()
         received: EncodedMessage | None = await stream.recv_message()
         first = common.TunnelMessage.parse(received.data) if received is not None else None
         if first is None or first.open is None:
             raise UserError("a tunnel starts with an open message")
         first.open.session_id = connection.session_id  # rootd does not know the session
-        async with connection.manager.encoded_tunnel_stream() as upstream:
+        async with connection.manager.encoded_dial_cluster_stream() as upstream:
             await upstream.send_message(EncodedMessage(bytes(first)))
             async with asyncio.TaskGroup() as group:
                 up = group.create_task(_pump_to_manager(stream, upstream), name="tunnel-up")

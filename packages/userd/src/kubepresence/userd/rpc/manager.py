@@ -16,18 +16,29 @@ from datetime import timedelta
 from typing import Any
 
 from grpclib.client import Channel, Stream
-from grpclib.const import Cardinality, Status
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from kubepresence.protocol import streams
 from kubepresence.protocol.encoded import EncodedMessage
-from kubepresence.protocol.errors import ClusterError, NotBuiltError
+from kubepresence.protocol.errors import ClusterError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.transport import client_errors
 
-TUNNEL_PATH = "/kubepresence.manager.Manager/Tunnel"
 CALL_TIMEOUT = 10.0
 DIAL_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Dial:
+    """The manager's request that we take an inbound connection of one of our intercepts
+    (a hand-over): connect to `local_host`:`local_port` and answer dial `dial_id`."""
+
+    dial_id: str  # empty: a keep-alive
+    intercept_id: str
+    local_host: str
+    local_port: int
 
 
 @dataclass(frozen=True)
@@ -173,7 +184,7 @@ class ManagerClient:
         )
         async with (
             client_errors(f"tunnel to {destination.host}:{destination.port}"),
-            self.tunnel_stream() as stream,
+            self.dial_cluster_stream() as stream,
         ):
             await stream.send_message(opening)
             reply = await _first_reply(stream)
@@ -186,22 +197,23 @@ class ManagerClient:
             # The relay has exchanged WRITE_CLOSED both ways: end our half of the stream.
             await stream.end()
 
-    def tunnel_stream(self) -> Any:
-        """A raw Tunnel stream (async context manager): the caller speaks the flow protocol."""
-        return self._tunnel_stream(common.TunnelMessage)
+    def dial_cluster_stream(self) -> Any:
+        """A raw DialCluster tunnel (async context manager): the caller speaks the flow
+        protocol, starting with the open."""
+        return streams.dial_cluster(self._channel)
 
-    def encoded_tunnel_stream(self) -> Any:
-        """A Tunnel stream of `EncodedMessage`s, for relaying another stream's messages."""
-        return self._tunnel_stream(EncodedMessage)
+    def encoded_dial_cluster_stream(self) -> Any:
+        """A DialCluster tunnel of `EncodedMessage`s, for relaying another stream's messages."""
+        return streams.dial_cluster(self._channel, EncodedMessage)
 
-    def _tunnel_stream(self, message_type: type[Any]) -> Any:
-        return self._channel.request(
-            TUNNEL_PATH,
-            Cardinality.STREAM_STREAM,
-            message_type,
-            message_type,
-            timeout=None,  # a flow lives as long as it moves; idle timeouts bound it
-        )
+    @contextlib.asynccontextmanager
+    async def answer_dial(self, session_id: str, dial_id: str) -> AsyncIterator[Any]:
+        """An AnswerDial tunnel claiming `dial_id`, its open sent; yields the stream."""
+        async with streams.answer_dial(self._channel) as stream:
+            await stream.send_message(
+                common.TunnelMessage(open=common.TunnelOpen(session_id=session_id, dial_id=dial_id))
+            )
+            yield stream
 
     async def create_intercept(self, session_id: str, request: InterceptRequest) -> InterceptView:
         spec = common.InterceptSpec(
@@ -245,7 +257,7 @@ class ManagerClient:
 
     async def set_log_level(self, level: str, seconds: int) -> None:
         """The manager's and its agents' level (`loglevel`); a manager older than this
-        call says so (NotBuiltError)."""
+        call says so (ClusterError: the cluster's manager wants an upgrade)."""
         async with client_errors("the traffic manager does not answer"):
             try:
                 await self._stub.set_log_level(
@@ -253,7 +265,7 @@ class ManagerClient:
                 )
             except GRPCError as error:
                 if error.status is Status.UNIMPLEMENTED:
-                    raise NotBuiltError(
+                    raise ClusterError(
                         "this traffic manager cannot change its log level at run time: "
                         "'kubepresence helm upgrade' brings one that can"
                     ) from None
@@ -277,13 +289,13 @@ class ManagerClient:
             if (a.namespace, a.workload_name) == (namespace, workload)
         }
 
-    async def watch_dials(self, session_id: str) -> AsyncIterator[common.DialRequest]:
+    async def watch_dials(self, session_id: str) -> AsyncIterator[Dial]:
         """Inbound connections of our intercepts to take (empty dial ids are keep-alives)."""
         async with client_errors("the traffic manager does not answer"):
             async for dial in self._watch_stub.watch_dials(
                 common.SessionInfo(session_id=session_id)
             ):
-                yield dial
+                yield Dial(dial.dial_id, dial.intercept_id, dial.local_host, dial.local_port)
 
     async def lookup_dns(self, session_id: str, name: str, qtype: int) -> tuple[int, list[bytes]]:
         async with client_errors("the traffic manager does not answer"):

@@ -667,7 +667,8 @@ default_message_pool.register_message("kubepresence.common", "TunnelControl", Tu
 @dataclass(eq=False, repr=False)
 class TunnelMessage(betterproto2.Message):
     """
-    One message of a tunnel stream. A stream carries exactly one flow: the first message
+    One message of a tunnel: a gRPC stream that carries exactly one flow (the Manager's
+    DialCluster, HandOver and AnswerDial, the Connector's DialCluster). The first message
     is `open`, then `data` both ways (payload coalesced into large messages: per-message
     cost dominates), with `control` for half-close, close and errors.
 
@@ -705,18 +706,20 @@ class TunnelOpen(betterproto2.Message):
 
     dial_id: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
-    Set when answering a dial: a client's DialRequest (an intercepted inbound flow) or
-    an agent's EgressDial (a client's flow that leaves the cluster from its pod).
+    AnswerDial only, and there required: the dial answered, a client's DialRequest (an
+    intercepted inbound flow) or an agent's EgressDial (a client's flow that leaves the
+    cluster from its pod).
     """
 
     intercept_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
     """
-    set by an agent handing an intercepted connection to its client
+    HandOver only, and there required: the intercept whose connection an agent hands
+    to its client.
     """
 
     via_namespace: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
     """
-    Set by a client (`--proxy-via CIDR=WORKLOAD`): the flow leaves the cluster from a pod
+    DialCluster only (`--proxy-via CIDR=WORKLOAD`): the flow leaves the cluster from a pod
     of this workload, not from the manager. The manager asks one of the workload's
     connected agents to dial the destination (an EgressDial on the agent's
     WatchEgressDials) and splices the client's stream with the agent's answering tunnel.

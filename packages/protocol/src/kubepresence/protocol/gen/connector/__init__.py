@@ -654,7 +654,7 @@ class ConnectorStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
-    async def tunnel(
+    async def dial_cluster(
         self,
         messages: "AsyncIterable[_common__.TunnelMessage] | Iterable[_common__.TunnelMessage]",
         *,
@@ -663,11 +663,12 @@ class ConnectorStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "AsyncIterator[_common__.TunnelMessage]":
         """
-        Used by rootd: one stream per flow, relayed to the manager.
+        Used by rootd: one tunnel per flow to the cluster, which userd carries on to the
+        manager's DialCluster (see manager.proto for flow, tunnel and dial).
         """
 
         async for response in self._stream_stream(
-            "/kubepresence.connector.Connector/Tunnel",
+            "/kubepresence.connector.Connector/DialCluster",
             messages,
             _common__.TunnelMessage,
             _common__.TunnelMessage,
@@ -776,11 +777,12 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield Progress()
 
-    async def tunnel(
+    async def dial_cluster(
         self, messages: "AsyncIterator[_common__.TunnelMessage]"
     ) -> "AsyncIterator[_common__.TunnelMessage]":
         """
-        Used by rootd: one stream per flow, relayed to the manager.
+        Used by rootd: one tunnel per flow to the cluster, which userd carries on to the
+        manager's DialCluster (see manager.proto for flow, tunnel and dial).
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -900,12 +902,12 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
-    async def __rpc_tunnel(
+    async def __rpc_dial_cluster(
         self, stream: "grpclib.server.Stream[_common__.TunnelMessage, _common__.TunnelMessage]"
     ) -> None:
         request = stream.__aiter__()
         await self._call_rpc_handler_server_stream(
-            self.tunnel,
+            self.dial_cluster,
             stream,
             request,
         )
@@ -998,8 +1000,8 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
                 TrafficManagerRequest,
                 Progress,
             ),
-            "/kubepresence.connector.Connector/Tunnel": grpclib.const.Handler(
-                self.__rpc_tunnel,
+            "/kubepresence.connector.Connector/DialCluster": grpclib.const.Handler(
+                self.__rpc_dial_cluster,
                 grpclib.const.Cardinality.STREAM_STREAM,
                 _common__.TunnelMessage,
                 _common__.TunnelMessage,

@@ -12,7 +12,6 @@ __all__ = (
     "InterceptSnapshot",
     "ManagerBase",
     "ManagerStub",
-    "PreparedIntercept",
     "RemoveInterceptRequest",
     "ReviewInterceptRequest",
 )
@@ -138,30 +137,6 @@ class InterceptSnapshot(betterproto2.Message):
 
 default_message_pool.register_message(
     "kubepresence.manager", "InterceptSnapshot", InterceptSnapshot
-)
-
-
-@dataclass(eq=False, repr=False)
-class PreparedIntercept(betterproto2.Message):
-    error: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
-
-    error_category: "_common__.ErrorCategory" = betterproto2.field(
-        2, betterproto2.TYPE_ENUM, default_factory=lambda: _common__.ErrorCategory(0)
-    )
-
-    service_name: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
-
-    service_port: "int" = betterproto2.field(4, betterproto2.TYPE_UINT32)
-
-    container_port_name: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
-
-    container_port: "int" = betterproto2.field(6, betterproto2.TYPE_UINT32)
-
-    agent_image: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
-
-
-default_message_pool.register_message(
-    "kubepresence.manager", "PreparedIntercept", PreparedIntercept
 )
 
 
@@ -368,27 +343,6 @@ class ManagerStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
-    async def prepare_intercept(
-        self,
-        message: "InterceptRequest",
-        *,
-        timeout: "float | None" = None,
-        deadline: "Deadline | None" = None,
-        metadata: "MetadataLike | None" = None,
-    ) -> "PreparedIntercept":
-        """
-        Makes sure the workload's pods carry the agent and resolves the service port.
-        """
-
-        return await self._unary_unary(
-            "/kubepresence.manager.Manager/PrepareIntercept",
-            message,
-            PreparedIntercept,
-            timeout=timeout,
-            deadline=deadline,
-            metadata=metadata,
-        )
-
     async def create_intercept(
         self,
         message: "InterceptRequest",
@@ -464,7 +418,7 @@ class ManagerStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
-    async def tunnel(
+    async def dial_cluster(
         self,
         messages: "AsyncIterable[_common__.TunnelMessage] | Iterable[_common__.TunnelMessage]",
         *,
@@ -473,13 +427,70 @@ class ManagerStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "AsyncIterator[_common__.TunnelMessage]":
         """
-        One stream per flow. From a client: the manager dials the destination in the
-        cluster. From an agent: an intercepted inbound flow, handed to the client that owns
-        the intercept through WatchDials.
+        Flow streams. A flow is one TCP connection or one UDP exchange between a caller and
+        a destination; a tunnel is one gRPC stream carrying one flow (TunnelMessage: the
+        TunnelOpen first, then data and TunnelControl both ways). A dial is the manager's
+        request that a peer connect a flow's far end (posted on WatchDials or
+        WatchEgressDials, answered with AnswerDial); a hand-over is an agent giving an
+        intercepted connection to the client that owns the intercept.
+
+        DialCluster: a client's flow to a destination in the cluster. The manager dials it
+        itself, or (TunnelOpen.via_namespace/via_workload) posts an EgressDial to an agent
+        of that workload and splices the client's tunnel with the agent's AnswerDial.
         """
 
         async for response in self._stream_stream(
-            "/kubepresence.manager.Manager/Tunnel",
+            "/kubepresence.manager.Manager/DialCluster",
+            messages,
+            _common__.TunnelMessage,
+            _common__.TunnelMessage,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
+    async def hand_over(
+        self,
+        messages: "AsyncIterable[_common__.TunnelMessage] | Iterable[_common__.TunnelMessage]",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[_common__.TunnelMessage]":
+        """
+        HandOver: an agent hands over an intercepted connection (TunnelOpen.intercept_id).
+        The manager posts a DialRequest on the owning client's WatchDials and splices the
+        agent's tunnel with the client's AnswerDial.
+        """
+
+        async for response in self._stream_stream(
+            "/kubepresence.manager.Manager/HandOver",
+            messages,
+            _common__.TunnelMessage,
+            _common__.TunnelMessage,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
+    async def answer_dial(
+        self,
+        messages: "AsyncIterable[_common__.TunnelMessage] | Iterable[_common__.TunnelMessage]",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[_common__.TunnelMessage]":
+        """
+        AnswerDial: the answer to a dial the manager posted (TunnelOpen.dial_id), from the
+        client a DialRequest named or the agent an EgressDial named. Its first message after
+        the open is CONNECTED or DIAL_FAILED.
+        """
+
+        async for response in self._stream_stream(
+            "/kubepresence.manager.Manager/AnswerDial",
             messages,
             _common__.TunnelMessage,
             _common__.TunnelMessage,
@@ -497,6 +508,10 @@ class ManagerStub(betterproto2_grpclib.ServiceStub):
         deadline: "Deadline | None" = None,
         metadata: "MetadataLike | None" = None,
     ) -> "AsyncIterator[_common__.DialRequest]":
+        """
+        The dials a client is to answer: the hand-overs of its intercepts. A DialRequest
+        with an empty dial_id is a keep-alive.
+        """
 
         async for response in self._unary_stream(
             "/kubepresence.manager.Manager/WatchDials",
@@ -519,8 +534,9 @@ class ManagerStub(betterproto2_grpclib.ServiceStub):
         """
         An agent's egress dials: client flows that name the agent's workload as the one to
         leave the cluster from (TunnelOpen.via_workload). The agent dials the destination
-        from its pod and answers with a Tunnel naming the dial (dial_id), which the manager
-        splices with the client's. An EgressDial with an empty dial_id is a keep-alive.
+        from its pod and answers with AnswerDial naming the dial (dial_id), which the manager
+        splices with the client's DialCluster. An EgressDial with an empty dial_id is a
+        keep-alive.
         """
 
         async for response in self._unary_stream(
@@ -623,13 +639,6 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield InterceptSnapshot()
 
-    async def prepare_intercept(self, message: "InterceptRequest") -> "PreparedIntercept":
-        """
-        Makes sure the workload's pods carry the agent and resolves the service port.
-        """
-
-        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
-
     async def create_intercept(self, message: "InterceptRequest") -> "_common__.InterceptInfo":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -653,13 +662,44 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def tunnel(
+    async def dial_cluster(
         self, messages: "AsyncIterator[_common__.TunnelMessage]"
     ) -> "AsyncIterator[_common__.TunnelMessage]":
         """
-        One stream per flow. From a client: the manager dials the destination in the
-        cluster. From an agent: an intercepted inbound flow, handed to the client that owns
-        the intercept through WatchDials.
+        Flow streams. A flow is one TCP connection or one UDP exchange between a caller and
+        a destination; a tunnel is one gRPC stream carrying one flow (TunnelMessage: the
+        TunnelOpen first, then data and TunnelControl both ways). A dial is the manager's
+        request that a peer connect a flow's far end (posted on WatchDials or
+        WatchEgressDials, answered with AnswerDial); a hand-over is an agent giving an
+        intercepted connection to the client that owns the intercept.
+
+        DialCluster: a client's flow to a destination in the cluster. The manager dials it
+        itself, or (TunnelOpen.via_namespace/via_workload) posts an EgressDial to an agent
+        of that workload and splices the client's tunnel with the agent's AnswerDial.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield _common__.TunnelMessage()
+
+    async def hand_over(
+        self, messages: "AsyncIterator[_common__.TunnelMessage]"
+    ) -> "AsyncIterator[_common__.TunnelMessage]":
+        """
+        HandOver: an agent hands over an intercepted connection (TunnelOpen.intercept_id).
+        The manager posts a DialRequest on the owning client's WatchDials and splices the
+        agent's tunnel with the client's AnswerDial.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield _common__.TunnelMessage()
+
+    async def answer_dial(
+        self, messages: "AsyncIterator[_common__.TunnelMessage]"
+    ) -> "AsyncIterator[_common__.TunnelMessage]":
+        """
+        AnswerDial: the answer to a dial the manager posted (TunnelOpen.dial_id), from the
+        client a DialRequest named or the agent an EgressDial named. Its first message after
+        the open is CONNECTED or DIAL_FAILED.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -668,6 +708,10 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
     async def watch_dials(
         self, message: "_common__.SessionInfo"
     ) -> "AsyncIterator[_common__.DialRequest]":
+        """
+        The dials a client is to answer: the hand-overs of its intercepts. A DialRequest
+        with an empty dial_id is a keep-alive.
+        """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield _common__.DialRequest()
@@ -678,8 +722,9 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
         """
         An agent's egress dials: client flows that name the agent's workload as the one to
         leave the cluster from (TunnelOpen.via_workload). The agent dials the destination
-        from its pod and answers with a Tunnel naming the dial (dial_id), which the manager
-        splices with the client's. An EgressDial with an empty dial_id is a keep-alive.
+        from its pod and answers with AnswerDial naming the dial (dial_id), which the manager
+        splices with the client's DialCluster. An EgressDial with an empty dial_id is a
+        keep-alive.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -772,14 +817,6 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
-    async def __rpc_prepare_intercept(
-        self, stream: "grpclib.server.Stream[InterceptRequest, PreparedIntercept]"
-    ) -> None:
-        request = await stream.recv_message()
-        assert request is not None
-        response = await self.prepare_intercept(request)
-        await stream.send_message(response)
-
     async def __rpc_create_intercept(
         self, stream: "grpclib.server.Stream[InterceptRequest, _common__.InterceptInfo]"
     ) -> None:
@@ -812,12 +849,32 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
         response = await self.lookup_dns(request)
         await stream.send_message(response)
 
-    async def __rpc_tunnel(
+    async def __rpc_dial_cluster(
         self, stream: "grpclib.server.Stream[_common__.TunnelMessage, _common__.TunnelMessage]"
     ) -> None:
         request = stream.__aiter__()
         await self._call_rpc_handler_server_stream(
-            self.tunnel,
+            self.dial_cluster,
+            stream,
+            request,
+        )
+
+    async def __rpc_hand_over(
+        self, stream: "grpclib.server.Stream[_common__.TunnelMessage, _common__.TunnelMessage]"
+    ) -> None:
+        request = stream.__aiter__()
+        await self._call_rpc_handler_server_stream(
+            self.hand_over,
+            stream,
+            request,
+        )
+
+    async def __rpc_answer_dial(
+        self, stream: "grpclib.server.Stream[_common__.TunnelMessage, _common__.TunnelMessage]"
+    ) -> None:
+        request = stream.__aiter__()
+        await self._call_rpc_handler_server_stream(
+            self.answer_dial,
             stream,
             request,
         )
@@ -913,12 +970,6 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
                 _common__.SessionInfo,
                 InterceptSnapshot,
             ),
-            "/kubepresence.manager.Manager/PrepareIntercept": grpclib.const.Handler(
-                self.__rpc_prepare_intercept,
-                grpclib.const.Cardinality.UNARY_UNARY,
-                InterceptRequest,
-                PreparedIntercept,
-            ),
             "/kubepresence.manager.Manager/CreateIntercept": grpclib.const.Handler(
                 self.__rpc_create_intercept,
                 grpclib.const.Cardinality.UNARY_UNARY,
@@ -943,8 +994,20 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
                 _common__.DnsRequest,
                 _common__.DnsResponse,
             ),
-            "/kubepresence.manager.Manager/Tunnel": grpclib.const.Handler(
-                self.__rpc_tunnel,
+            "/kubepresence.manager.Manager/DialCluster": grpclib.const.Handler(
+                self.__rpc_dial_cluster,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                _common__.TunnelMessage,
+                _common__.TunnelMessage,
+            ),
+            "/kubepresence.manager.Manager/HandOver": grpclib.const.Handler(
+                self.__rpc_hand_over,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                _common__.TunnelMessage,
+                _common__.TunnelMessage,
+            ),
+            "/kubepresence.manager.Manager/AnswerDial": grpclib.const.Handler(
+                self.__rpc_answer_dial,
                 grpclib.const.Cardinality.STREAM_STREAM,
                 _common__.TunnelMessage,
                 _common__.TunnelMessage,

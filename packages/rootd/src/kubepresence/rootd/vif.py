@@ -55,9 +55,9 @@ from kubepresence.rootd.net.resolving import ResolvedLink, detect_method
 from kubepresence.rootd.net.rewriting import RESOLV_CONF, ResolvConfRewriter
 from kubepresence.rootd.net.routing import delete_stale_tun, read_routes
 from kubepresence.rootd.net.terminating import Terminator
+from kubepresence.rootd.net.translating import TranslatedCluster
 from kubepresence.rootd.net.tun import TunDevice, add_first_address, configure_link
 from kubepresence.rootd.rpc.connector import ConnectorClient, UserdUnreachableError
-from kubepresence.rootd.vif.translation import TranslatedCluster
 
 log = logging.getLogger(__name__)
 
@@ -282,24 +282,24 @@ class VifSession:
         )
         offload = device.offload
         async with asyncio.TaskGroup() as tasks:
-            relay = ClusterRelay(
-                client if virtual is None else TranslatedCluster(client, virtual),
-                tasks,
-                dns,
-                plan.dns_address,
-                on_channel_error=self._channel_error,
-            )
-            endpoint = NetworkEndpoint(
-                list(plan.all_routes),
-                relay.accept,
+            terminator = Terminator(
+                device,
+                plan.all_routes,
                 EndpointConfig(
                     mtu=settings.mtu,
                     output=OutputMode(offload.vnet_header, offload.checksum, offload.tso),
                 ),
             )
-            terminator = Terminator(device, endpoint, relay)
-            relay.terminator = terminator
-            terminator.start()
+            relay = ClusterRelay(
+                client if virtual is None else TranslatedCluster(client, virtual),
+                tasks,
+                dns,
+                plan.dns_address,
+                terminator,
+                on_channel_error=self._channel_error,
+            )
+            terminator.start(relay)
+            endpoint = terminator.endpoint
             watchdog: asyncio.Task[None] | None = None
             try:
                 if method is ResolverMethod.RESOLV_CONF:

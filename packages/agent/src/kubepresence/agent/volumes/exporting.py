@@ -35,7 +35,7 @@ SftpSession = Callable[[str, asyncio.StreamReader, asyncio.StreamWriter], Awaita
 def _load_sftp_session() -> SftpSession:
     # asyncssh only once mounted, and only its SFTP server: ~1 MiB instead of ~16 MiB.
     with without_package_init("asyncssh"):
-        from kubepresence.agent.sftpsession import serve_sftp
+        from kubepresence.agent.volumes.sftpsession import serve_sftp
 
     return serve_sftp
 

@@ -1,5 +1,5 @@
-"""The manager's intercept desk: intercept RPCs, watches, and handing inbound
-connections from agents to clients (see core.intercepts and core.dials for the rules).
+"""The manager's intercept desk: intercept RPCs and watches (see core.intercepts for the
+rules; hand-overs of intercepted connections are flows.handovers).
 
 ManagerService delegates to one InterceptDesk. Watches are broadcast: every change bumps
 a generation and wakes every watcher, which sends a fresh snapshot (and one at least
@@ -11,13 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from grpclib.server import Stream
-
-from kubepresence.manager.core.dials import DialBoard
 from kubepresence.manager.core.intercepts import (
     Intercept,
     InterceptRegistry,
@@ -25,12 +21,10 @@ from kubepresence.manager.core.intercepts import (
     Target,
 )
 from kubepresence.manager.core.previews import Ingress, PreviewRegistry, check_ingress
-from kubepresence.manager.rpc.splicing import Rendezvous
 from kubepresence.protocol.errors import NotFoundError, UserError
 from kubepresence.protocol.filterwire import from_message, to_message
 from kubepresence.protocol.gen import common
 from kubepresence.protocol.httpfilter import HttpFilter, describe, validate
-from kubepresence.protocol.tunnel import control
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +51,13 @@ def filter_of(message: common.HttpFilter | None) -> HttpFilter | None:
 
 
 class InterceptDesk:
-    def __init__(
-        self, now: Callable[[], float], dial_timeout: float, preview_base: str = ""
-    ) -> None:
+    def __init__(self, preview_base: str = "") -> None:
         """`preview_base`: the gateway's URL (`http://host:port`); empty: no previews."""
         self.registry = InterceptRegistry()
         self.previews = PreviewRegistry()
         self._preview_base = preview_base
-        self.dials = DialBoard(dial_timeout)
-        self._now = now
         self._generation = 0
         self._changed = asyncio.Event()
-        self._dial_queues: dict[str, asyncio.Queue[common.DialRequest]] = {}
-        self._rendezvous: dict[str, Rendezvous] = {}
         self._environment: dict[str, dict[str, str]] = {}  # intercept id → app env
         # intercept id → agent pod → (pod IP, SFTP port): where `intercept --mount` mounts
         self._exports: dict[str, dict[str, tuple[str, int]]] = {}
@@ -191,11 +179,6 @@ class InterceptDesk:
             self._exports.pop(intercept.id, None)
             self.previews.drop_intercepts([intercept.id])
             log.info("intercept %s ended with its client", intercept.id)
-        for dial in self.dials.drop_answerer(client):
-            meeting = self._rendezvous.get(dial.id)
-            if meeting is not None:  # the agent's caller is refused now, not at the timeout
-                meeting.fail(f"the client {client} is gone")
-        self._dial_queues.pop(client, None)
         self._bump()
 
     def agents_changed(self, namespace: str, workload: str, pods: set[str]) -> None:
@@ -228,56 +211,9 @@ class InterceptDesk:
             self._exports.setdefault(intercept_id, {})[pod] = export
         self._bump()
 
-    # --- dials --------------------------------------------------------------------------
-
-    async def watch_dials(self, client: str) -> AsyncIterator[common.DialRequest]:
-        queue = self._dial_queues.setdefault(client, asyncio.Queue())
-        while True:
-            try:
-                yield await asyncio.wait_for(queue.get(), KEEP_ALIVE)
-            except TimeoutError:
-                yield common.DialRequest()  # keep-alive: an empty dial id
-
-    async def agent_tunnel(self, stream: Stream[Any, Any], first: common.TunnelMessage) -> None:
-        """An agent hands over an intercepted connection; wait for the client, then splice."""
-        assert first.open is not None
-        intercept = self.registry.get(first.open.intercept_id)
+    def active(self, intercept_id: str) -> Intercept:
+        """The intercept an agent hands a connection of over; NotFoundError unless active."""
+        intercept = self.registry.get(intercept_id)
         if intercept.state is not InterceptState.ACTIVE:
             raise NotFoundError(f"intercept {intercept.id} is not active")
-        dial_id = str(uuid.uuid4())
-        self.dials.post(dial_id, intercept.id, intercept.client, self._now())
-        meeting = Rendezvous(stream, owner=first.open.session_id)
-        self._rendezvous[dial_id] = meeting
-        queue = self._dial_queues.setdefault(intercept.client, asyncio.Queue())
-        queue.put_nowait(
-            common.DialRequest(
-                dial_id=dial_id,
-                intercept_id=intercept.id,
-                connection=first.open.connection,
-                local_host=intercept.local_host,
-                local_port=intercept.local_port,
-            )
-        )
-        try:
-            # Until the splice ends: returning earlier would end the agent's stream.
-            if not await meeting.wait(self.dials.timeout + 1):
-                self.dials.withdraw(dial_id)
-                await stream.send_message(
-                    control(
-                        common.TunnelControlCode.DIAL_FAILED,
-                        f"the workstation of {intercept.client} did not answer",
-                    )
-                )
-        finally:
-            self._rendezvous.pop(dial_id, None)
-
-    async def client_tunnel(
-        self, client: str, stream: Stream[Any, Any], first: common.TunnelMessage
-    ) -> None:
-        """The client answers a dial: splice its tunnel to the waiting agent's."""
-        assert first.open is not None
-        dial = self.dials.claim(first.open.dial_id, client, self._now())
-        meeting = self._rendezvous.get(dial.id)
-        if meeting is None:
-            raise NotFoundError(f"dial {dial.id} has no waiting agent")
-        await meeting.splice(stream)
+        return intercept

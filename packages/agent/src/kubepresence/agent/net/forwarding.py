@@ -21,8 +21,8 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 
-from kubepresence.agent.appdialing import AppDialer
-from kubepresence.agent.core.config import PortTakeover
+from kubepresence.agent.net.appdialing import AppDialer
+from kubepresence.protocol.agents import PortTakeover
 from kubepresence.protocol.tunnel import describe
 
 log = logging.getLogger(__name__)

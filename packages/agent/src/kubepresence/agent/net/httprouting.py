@@ -64,7 +64,7 @@ from kubepresence.agent.core.http1 import (
     is_h2c_preface,
     looks_like_http1,
 )
-from kubepresence.agent.h2routing import H2Router
+from kubepresence.agent.net.h2routing import H2Router
 
 log = logging.getLogger(__name__)
 

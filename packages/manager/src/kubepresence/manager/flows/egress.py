@@ -1,10 +1,13 @@
 """The manager's egress desk: client flows that leave the cluster from a workload's agent.
 
-A client's tunnel whose open names a workload to leave from (`via_namespace`,
+(The servicer translates: this shell sees plain dials and any stream that pipes tunnel
+messages; a connection is passed on in its wire encoding.)
+
+A client's DialCluster tunnel whose open names a workload to leave from (`via_namespace`,
 `via_workload`: `--proxy-via CIDR=WORKLOAD`) is not dialled by the manager. The desk
 chooses one of the workload's connected agents (core.egress), posts a dial on the board
 (core.dials) and on that agent's WatchEgressDials stream, and holds the client's tunnel
-until the agent answers with a tunnel naming the dial; then it splices the two (the
+until the agent answers with an AnswerDial tunnel naming the dial; then it splices the two (the
 agent's first answer is CONNECTED or DIAL_FAILED, as the manager's own dial would say).
 No connected agent: DIAL_FAILED at once. An agent that does not answer within the dial
 timeout, or leaves first: DIAL_FAILED.
@@ -16,21 +19,26 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection
-from datetime import timedelta
-from typing import Any
-
-from grpclib.server import Stream
+from dataclasses import dataclass
 
 from kubepresence.manager.core.dials import DialBoard
 from kubepresence.manager.core.egress import EgressChooser
-from kubepresence.manager.rpc.splicing import Rendezvous
+from kubepresence.manager.flows.splicing import Pipe, Rendezvous
 from kubepresence.protocol.errors import NotFoundError
-from kubepresence.protocol.gen import common, manager
-from kubepresence.protocol.tunnel import control
+from kubepresence.protocol.tunnel import send_dial_failed
 
 log = logging.getLogger(__name__)
 
 KEEP_ALIVE = 15.0
+
+
+@dataclass(frozen=True)
+class PostedEgressDial:
+    """A client's flow posted to an agent to dial from its pod (an EgressDial)."""
+
+    dial_id: str
+    connection: bytes  # the client's ConnectionId, wire-encoded: the agent reads it
+    idle_timeout: float  # the client's, for the agent's relay
 
 
 class EgressDesk:
@@ -38,17 +46,17 @@ class EgressDesk:
         self.dials = DialBoard(dial_timeout)
         self.chooser = EgressChooser()
         self._now = now
-        self._queues: dict[str, asyncio.Queue[manager.EgressDial]] = {}  # agent session →
+        self._queues: dict[str, asyncio.Queue[PostedEgressDial]] = {}  # agent session →
         self._rendezvous: dict[str, Rendezvous] = {}  # dial id → the client's tunnel
 
-    async def watch(self, agent: str) -> AsyncIterator[manager.EgressDial]:
-        """The dials posted to this agent, with a keep-alive (an empty dial id)."""
+    async def watch(self, agent: str) -> AsyncIterator[PostedEgressDial | None]:
+        """The dials posted to this agent, with a keep-alive (None)."""
         queue = self._queues.setdefault(agent, asyncio.Queue())
         while True:
             try:
                 dial = await asyncio.wait_for(queue.get(), KEEP_ALIVE)
             except TimeoutError:
-                yield manager.EgressDial()
+                yield None
                 continue
             if dial.dial_id in self.dials:  # not withdrawn while it queued: still wanted
                 yield dial
@@ -56,34 +64,26 @@ class EgressDesk:
     async def client_tunnel(
         self,
         client: str,
-        stream: Stream[Any, Any],
-        first: common.TunnelMessage,
+        stream: Pipe,
+        via: tuple[str, str],
+        connection: bytes,
         agents: Collection[str],
         idle_timeout: float,
     ) -> None:
-        """A client's flow via a workload whose connected agents' sessions are `agents`."""
-        assert first.open is not None
-        workload = f"{first.open.via_namespace}/{first.open.via_workload}"
+        """A client's flow via the workload `via` (namespace, name) whose connected
+        agents' sessions are `agents`."""
+        workload = "/".join(via)
         agent = self.chooser.choose(agents)
         if agent is None:
             log.info("flow via %s refused: no agent of it is connected", workload)
-            await stream.send_message(
-                control(
-                    common.TunnelControlCode.DIAL_FAILED,
-                    f"no traffic agent of workload {workload} is connected",
-                )
-            )
+            await send_dial_failed(stream, f"no traffic agent of workload {workload} is connected")
             return
         dial_id = str(uuid.uuid4())
         try:
             self.dials.post(dial_id, "", agent, self._now())
             meeting = self._rendezvous[dial_id] = Rendezvous(stream, owner=client)
             self._queues.setdefault(agent, asyncio.Queue()).put_nowait(
-                manager.EgressDial(
-                    dial_id=dial_id,
-                    connection=first.open.connection,
-                    idle_timeout=timedelta(seconds=idle_timeout),
-                )
+                PostedEgressDial(dial_id, connection, idle_timeout)
             )
             log.debug("flow via %s: dial %s posted to %s", workload, dial_id, agent)
             # Until the splice ends: returning earlier would end the client's stream.
@@ -91,17 +91,14 @@ class EgressDesk:
                 self.dials.withdraw(dial_id)
                 reason = meeting.failure or f"the traffic agent of {workload} did not answer"
                 log.info("flow via %s: dial %s failed: %s", workload, dial_id, reason)
-                await stream.send_message(control(common.TunnelControlCode.DIAL_FAILED, reason))
+                await send_dial_failed(stream, reason)
         finally:
             self._rendezvous.pop(dial_id, None)
             self.chooser.ended(agent)
 
-    async def agent_tunnel(
-        self, agent: str, stream: Stream[Any, Any], first: common.TunnelMessage
-    ) -> None:
-        """An agent answers its egress dial: splice its tunnel to the waiting client's."""
-        assert first.open is not None
-        dial = self.dials.claim(first.open.dial_id, agent, self._now())
+    async def agent_tunnel(self, agent: str, stream: Pipe, dial_id: str) -> None:
+        """AnswerDial from an agent: splice its tunnel to the waiting client's DialCluster."""
+        dial = self.dials.claim(dial_id, agent, self._now())
         meeting = self._rendezvous.get(dial.id)
         if meeting is None:
             raise NotFoundError(f"dial {dial.id} has no waiting client")

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from grpclib.server import Stream
+
+class Pipe(Protocol):
+    """One tunnel's stream, either side: the server side of a grpclib stream."""
+
+    async def send_message(self, message: Any) -> None: ...
+    async def recv_message(self) -> Any: ...
 
 
 @dataclass
 class Rendezvous:
     """A tunnel waiting for its dial to be answered."""
 
-    stream: Stream[Any, Any]
+    stream: Pipe
     owner: str = ""  # the waiting side's session
     # Set when the dial is claimed, or given up (then `failure` says why).
     answered: asyncio.Event = field(default_factory=asyncio.Event)
@@ -44,7 +49,7 @@ class Rendezvous:
         await self.done.wait()
         return True
 
-    async def splice(self, answering: Stream[Any, Any]) -> None:
+    async def splice(self, answering: Pipe) -> None:
         """The answering side claimed the dial: pump until either side ends its stream."""
         self.answered.set()
         try:
@@ -53,10 +58,10 @@ class Rendezvous:
             self.done.set()
 
 
-async def splice(a: Stream[Any, Any], b: Stream[Any, Any]) -> None:
+async def splice(a: Pipe, b: Pipe) -> None:
     """Pump tunnel messages both ways until either side ends its stream."""
 
-    async def pump(source: Stream[Any, Any], sink: Stream[Any, Any]) -> None:
+    async def pump(source: Pipe, sink: Pipe) -> None:
         while (message := await source.recv_message()) is not None:
             await sink.send_message(message)
 

@@ -1,6 +1,6 @@
 """kubepresence-agent init container: redirect numeric app ports to the agent.
 
-    python3 -m kubepresence.agent.redirecting APP_PORT:AGENT_PORT ...
+    python3 -m kubepresence.agent.net.redirecting APP_PORT:AGENT_PORT ...
 
 Adds one iptables nat PREROUTING REDIRECT rule per argument (unless it is there already)
 in the pod's network namespace. Needs NET_ADMIN; the webhook's init container has it.

@@ -1,0 +1,123 @@
+"""The agent's side of intercepts: review what the manager asks of this pod, and hand
+the connections of an active intercept to the workstation through the manager.
+
+A hand-over is a HandOver tunnel naming the intercept. The manager offers it to the
+client that owns the intercept; the client answers CONNECTED (then bytes flow both ways)
+or DIAL_FAILED (nothing listens on the workstation: the caller is reset at once, it does
+not hang). While no intercept is active — or the manager is away — traffic goes to the
+app. The wire side is `rpc.flows`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+
+from grpclib.client import Channel
+
+from kubepresence.agent.core.routing import AgentIntercept, Routes, review
+from kubepresence.agent.rpc import flows
+from kubepresence.protocol.agents import PortTakeover
+from kubepresence.protocol.tunnel import describe, relay, send_reset
+
+log = logging.getLogger(__name__)
+
+HAND_OVER_TIMEOUT = 10.0
+FLOW_IDLE_TIMEOUT = 600.0
+_UNKNOWN_ADDRESS = ("0.0.0.0", 0)  # noqa: S104 - an unknown peer, not a bind address
+
+
+async def follow_intercepts(
+    channel: Channel,
+    session_id: str,
+    takeovers: Sequence[PortTakeover],
+    environment: Mapping[str, str],
+    routes: Routes,
+) -> None:
+    """Watch this workload's intercepts until the stream ends; review each one once."""
+    reviewed: set[str] = set()
+    taken: dict[str, AgentIntercept] = {}  # the intercepts this agent accepted
+    try:
+        async for seen in flows.watch_intercepts(channel, session_id):
+            for intercept in seen:
+                if intercept.id in reviewed:
+                    continue
+                accepted, reason = review(takeovers, intercept, taken.values())
+                if accepted:
+                    taken[intercept.id] = intercept
+                await flows.review_intercept(
+                    channel,
+                    session_id,
+                    intercept.id,
+                    accepted=accepted,
+                    message=reason,
+                    environment=environment,
+                )
+                reviewed.add(intercept.id)
+                log.info("intercept %s %s", intercept.id, "accepted" if accepted else reason)
+            routes.update(seen)
+            reviewed &= {i.id for i in seen}
+            taken = {k: v for k, v in taken.items() if k in reviewed}
+    finally:
+        routes.update([])  # without the manager's word, traffic goes to the app
+
+
+NOT_HTTP = "the port carries traffic that is not HTTP: those connections go to the app"
+
+
+async def report_not_http(
+    channel: Channel, session_id: str, intercept_ids: Sequence[str], environment: Mapping[str, str]
+) -> None:
+    """Tell the owners of personal intercepts that their port also carries non-HTTP
+    connections, which no filter can route (they go to the app); `list` shows it."""
+    for intercept_id in intercept_ids:
+        try:
+            await flows.review_intercept(
+                channel,
+                session_id,
+                intercept_id,
+                accepted=True,
+                message=NOT_HTTP,
+                environment=environment,
+            )
+        except flows.STREAM_ERRORS as error:
+            log.info("intercept %s: could not report non-HTTP traffic: %s", intercept_id, error)
+
+
+async def hand_over(
+    channel: Channel,
+    session_id: str,
+    intercept_id: str,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    addresses: tuple[tuple[str, int], tuple[str, int]] | None = None,
+) -> None:
+    """Send one inbound connection to the workstation; reset it if nobody takes it.
+
+    `addresses` (caller, local) name the connection when `reader`/`writer` are not the
+    caller's own socket (a request routed by `httprouting` comes through a socket pair).
+    """
+    peer, local = addresses or (
+        writer.get_extra_info("peername") or _UNKNOWN_ADDRESS,
+        writer.get_extra_info("sockname") or _UNKNOWN_ADDRESS,
+    )
+    try:
+        async with flows.hand_over(channel, session_id, intercept_id, peer, local) as stream:
+            async with asyncio.timeout(HAND_OVER_TIMEOUT):
+                reply = await stream.recv_message()
+            reason = flows.refusal(reply)
+            if reason is not None:
+                log.info("intercept %s: the workstation refused (%s)", intercept_id, reason)
+                writer.transport.abort()
+                return
+            try:
+                await relay(stream, reader, writer, idle_timeout=FLOW_IDLE_TIMEOUT)
+            except Exception as error:  # noqa: BLE001 - this connection's end only
+                await send_reset(stream, describe(error))
+                writer.transport.abort()
+            else:
+                await stream.end()
+    except flows.STREAM_ERRORS as error:
+        log.info("intercept %s: hand-over failed (%s)", intercept_id, describe(error))
+        writer.transport.abort()

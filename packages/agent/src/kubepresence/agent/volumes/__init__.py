@@ -1,0 +1,1 @@
+"""Exporting the app container's volumes to the workstation (raw SFTP)."""

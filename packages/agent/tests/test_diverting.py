@@ -1,0 +1,76 @@
+"""Which accepted connections the agent diverts: none without a session or an intercept;
+a global intercept's port hands the whole connection over."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from kubepresence.agent import diverting
+from kubepresence.agent.core.routing import AgentIntercept, Routes
+from kubepresence.agent.diverting import Diverter
+from kubepresence.agent.net.appdialing import AppDialer
+from kubepresence.protocol.agents import PortTakeover
+
+HTTP = PortTakeover("http", 8080, 9900)
+OTHER = PortTakeover("grpc", 9090, 9901)
+
+
+class FakeSession:
+    def __init__(self, session_id: str | None) -> None:
+        self.session_id = session_id
+        self.channel = object()
+
+
+def diverter(session: FakeSession | None, *intercepts: AgentIntercept) -> Diverter:
+    routes = Routes()
+    routes.update(intercepts)
+    divert = Diverter(routes, AppDialer("127.0.0.1"), {})
+    divert.session = session  # type: ignore[assignment]
+    return divert
+
+
+@pytest.fixture
+def handed_over(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    calls: list[tuple[Any, ...]] = []
+
+    async def hand_over(channel: object, session_id: str, intercept_id: str, *_: Any) -> None:
+        calls.append((channel, session_id, intercept_id))
+
+    monkeypatch.setattr(diverting, "hand_over", hand_over)
+    return calls
+
+
+GLOBAL = AgentIntercept("alice:echo", "http", True)
+
+
+@pytest.mark.parametrize(
+    ("session", "intercepts", "takeover"),
+    [
+        (None, [GLOBAL], HTTP),  # the agent has not arrived yet
+        (FakeSession(None), [GLOBAL], HTTP),  # it lost its session
+        (FakeSession("agent-1"), [], HTTP),  # nothing intercepted
+        (FakeSession("agent-1"), [AgentIntercept("alice:echo", "http", False)], HTTP),  # waiting
+        (FakeSession("agent-1"), [GLOBAL], OTHER),  # another port is intercepted
+    ],
+)
+async def test_the_app_keeps_the_connection(
+    session: FakeSession | None,
+    intercepts: list[AgentIntercept],
+    takeover: PortTakeover,
+    handed_over: list[tuple[Any, ...]],
+) -> None:
+    reader = asyncio.StreamReader()
+    assert await diverter(session, *intercepts)(takeover, reader, None) is False  # type: ignore[arg-type]
+    assert handed_over == []
+
+
+async def test_a_global_intercept_takes_the_whole_connection(
+    handed_over: list[tuple[Any, ...]],
+) -> None:
+    session = FakeSession("agent-1")
+    divert = diverter(session, GLOBAL)
+    assert await divert(HTTP, asyncio.StreamReader(), None) is True  # type: ignore[arg-type]
+    assert handed_over == [(session.channel, "agent-1", "alice:echo")]
