@@ -61,7 +61,7 @@ def streamed(*events: dict[str, Any], hold: bool = False, silent: bool = False) 
             try:
                 while True:
                     await response.write(b"\n")
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # the fake server's keep-alive interval
             except ConnectionResetError:
                 request.app[CLOSED].set()
         return response
