@@ -20,7 +20,12 @@ PARTS = ("protocol", "cli", "userd", "rootd", "manager", "agent")
 PART_DIRS = [f"packages/{part}" for part in PARTS]
 CLUSTER = ("python", "tests/cluster/cluster.py")
 # Tests outside the parts that need neither root nor a cluster.
-UNIT_TEST_DIRS = ("tests/component", "tests/packaging", "tests/cluster/tests")
+UNIT_TEST_DIRS = (
+    "tests/component",
+    "tests/packaging",
+    "tests/cluster/tests",
+    "tests/support/tests",
+)
 E2E_REQUIREMENTS = (
     "-r",
     "tests/cluster/requirements.txt",
