@@ -31,7 +31,7 @@ import pytest
 from kpcluster import kube
 from kpcluster.harness import Cluster
 from workstation_cli import Workstation
-from workstation_servers import PROGRAMS, answering_server
+from workstation_servers import PROGRAMS, answering_server, first_line
 
 LOCAL_PORT = 8090
 BODY = "workstation says hi to {path}"
@@ -230,6 +230,8 @@ def test_probes_keep_asking_the_app(
         [sys.executable, str(COUNTING_SERVER), str(LOCAL_PORT), str(served)]
     )
     try:
+        ready = first_line(server)  # not a probe: every connection counts
+        assert ready == "listening", f"the file server on {LOCAL_PORT} did not start: {ready}"
         connected = workstation.kp("connect", "--manager-namespace", manager_namespace)
         assert connected.returncode == 0, connected.stderr
         result = workstation.kp("intercept", "echo", "--port", f"{LOCAL_PORT}", "-n", namespace)

@@ -42,7 +42,7 @@ from kpcluster import kube, layout
 from kpcluster.commands import wait_for
 from kpcluster.harness import Cluster, EchoWorkload
 from workstation_cli import Workstation, ws1_vif_lock
-from workstation_servers import PROGRAMS
+from workstation_servers import PROGRAMS, first_line
 
 WS_RESOLV_CONF = Path("/etc/netns") / layout.WORKSTATION_NETNS / "resolv.conf"
 BLOB_MIB = 200
@@ -303,8 +303,7 @@ def test_a_non_cluster_name_goes_to_the_previous_resolver(
 ) -> None:
     resolver = cluster.start_on_workstation([sys.executable, "-c", RECORDING_RESOLVER])
     try:
-        assert resolver.stdout is not None
-        ready = resolver.stdout.readline().strip()
+        ready = first_line(resolver)
         assert ready == "ready", f"ws1's 127.0.0.1:53 is taken? {ready}"
         result = connected.ws.run("getent", "hosts", "nothere.example")
         assert result.returncode == 2  # not found, and the resolver said so (NXDOMAIN)
@@ -325,8 +324,7 @@ def test_short_cluster_names_are_answered_by_the_cluster_and_never_leak(
     namespace, http = connected.namespace, connected.http
     resolver = cluster.start_on_workstation([sys.executable, "-c", RECORDING_RESOLVER])
     try:
-        assert resolver.stdout is not None
-        ready = resolver.stdout.readline().strip()
+        ready = first_line(resolver)
         assert ready == "ready", f"ws1's 127.0.0.1:53 is taken? {ready}"
         result = connected.ws.python(SHORT_NAMES, namespace, http.name)
     finally:

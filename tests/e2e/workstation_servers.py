@@ -41,6 +41,14 @@ def answering_server(cluster: Cluster, port: int, body: str) -> Iterator[subproc
         process.wait(10)
 
 
+def first_line(process: subprocess.Popen[str], timeout: float = START_TIMEOUT) -> str:
+    """The first line `process` prints (stripped), waited for at most `timeout` seconds:
+    what a server that says when it is ready prints; "(nothing in time)" without it."""
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline().strip() if readable else "(nothing in time)"
+
+
 def await_listening(
     cluster: Cluster, server: subprocess.Popen[str], port: int, what: str, host: str = "127.0.0.1"
 ) -> None:

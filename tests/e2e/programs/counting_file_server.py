@@ -2,6 +2,7 @@
 it accepts (test_intercept: only the client's request may reach the workstation, no probe).
 
 Usage: counting_file_server.py PORT DIRECTORY. Files under DIRECTORY, 404 for the rest.
+Prints `listening` first, once it accepts connections (a probe would count as one).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class Files(http.server.SimpleHTTPRequestHandler):
 def main() -> None:
     port, directory = int(sys.argv[1]), sys.argv[2]
     handler = functools.partial(Files, directory=directory)
-    Server(("127.0.0.1", port), handler).serve_forever()
+    server = Server(("127.0.0.1", port), handler)
+    print("listening", flush=True)  # bound and listening: connections are accepted now
+    server.serve_forever()
 
 
 if __name__ == "__main__":
