@@ -10,6 +10,7 @@ Scenarios:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 
@@ -197,7 +198,11 @@ async def test_session_dials_afresh_when_its_connection_goes_dead(
         assert fake.remains > remains
         assert (session.session_id, fake.arrived) == ("agent-1", ["echo-abc"])
     finally:
+        # The session ends before its channel closes: a close racing the cancel reaches
+        # the session as StreamTerminatedError, which it takes for a lost manager.
         keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(keeping, 5)
         session.channel.close()
         relay_server.close()
         grpc.close()
