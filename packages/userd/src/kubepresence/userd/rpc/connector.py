@@ -26,7 +26,7 @@ from kubepresence.userd.core import arrival, localports
 from kubepresence.userd.core.manifests import install_from_environment
 from kubepresence.userd.core.session import Phase
 from kubepresence.userd.k8s import agents, logs, namespaces, podsecurity, resolving
-from kubepresence.userd.k8s.portforwarding import port_forward_protocol
+from kubepresence.userd.k8s.portforward import port_forward_protocol
 from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc.manager import InterceptRequest, InterceptView
 
