@@ -25,7 +25,9 @@ import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepresence.protocol.errors import ClusterError
+from kubepresence.protocol import version_of
+from kubepresence.protocol.errors import ClusterError, UserError
+from kubepresence.userd.core import helm
 from kubepresence.userd.core.manifests import (
     FIELD_MANAGER,
     LABEL_MANAGED_BY,
@@ -557,6 +559,23 @@ async def _timeout_reason(
         f"the traffic manager in {ns} is not available after {waited:.0f} s: "
         f"{state}; last event: {last}"
     )
+
+
+async def manage_manager(
+    api: client.ApiClient, action: str, install: ManagerInstall, progress: Progress
+) -> str:
+    """`kubepresence helm install|upgrade|uninstall` in `install.namespace` (the rules are
+    `core.helm`'s); what was done, in one line."""
+    namespace = install.namespace
+    installed = await find_manager(api, namespace)
+    ours = version_of("kubepresence-userd")
+    refused = helm.refusal(action, installed, ours, namespace)
+    if refused:
+        raise UserError(refused)
+    if action == "uninstall":
+        removed = await uninstall_manager(api, namespace, progress)
+        return helm.outcome(action, namespace, ours, str(len(removed)))
+    return helm.outcome(action, namespace, ours, await ensure_manager(api, install, progress))
 
 
 async def uninstall_manager(
