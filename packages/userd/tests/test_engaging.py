@@ -164,3 +164,22 @@ async def test_a_wait_that_runs_out_says_what_it_was_stuck_at() -> None:
     )
     assert "waiting for pod echo-u to be Ready" in cluster.steps_seen
     assert steps == {}
+
+
+async def test_what_follows_the_arrival_runs_within_the_same_wait() -> None:
+    steps: dict[str, str] = {}
+    cluster = FakeCluster([rolling(AGENT)], ["active"], steps)
+    called: list[str] = []
+
+    async def arrived(view: InterceptView) -> None:
+        called.append(view.state)
+
+    view = await ArrivalLoop(cluster, VIEW, "default/echo", steps, wait=5, poll=0.01).run(arrived)
+    assert (view.state, called) == ("active", ["active"])
+
+    async def hangs(view: InterceptView) -> None:
+        await asyncio.Event().wait()  # e.g. a mount that does not end
+
+    loop = ArrivalLoop(cluster, VIEW, "default/echo", steps, wait=0.2, poll=0.01)
+    with pytest.raises(ClusterError, match=r"^intercept echo: the agents did not arrive in 0 s"):
+        await loop.run(hangs)

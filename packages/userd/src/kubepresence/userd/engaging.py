@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -122,21 +122,24 @@ async def engage(
     view = await connection.manager.create_intercept(connection.session_id, request)
     source = ClusterArrivals(connection, request, resolved.service, admission)
     loop = ArrivalLoop(source, view, f"{request.namespace}/{request.workload}", steps, wait, poll)
-    try:
-        view = await loop.run()
+    mounted = ("", "")
+
+    async def arrived(view: InterceptView) -> None:
+        nonlocal mounted
         connection.wanted[view.name] = request  # made again if forgotten
-        engaged = Engaged(view, resolved.service, resolved.note)
         if want.mount_volumes:
-            point, error = await mounts.mount_intercept(
+            mounted = await mounts.mount_intercept(
                 view.name, want.mount_point, view.pod_ip, view.sftp_port
             )
-            engaged = replace(engaged, mount_point=point, mount_error=error)
+
+    try:
+        view = await loop.run(arrived)
     except BaseException:
         # Nothing half-applied: the intercept goes when it cannot become active.
         with contextlib.suppress(KubepresenceError):
             await connection.manager.remove_intercept(connection.session_id, view.name)
         raise
-    return engaged
+    return Engaged(view, resolved.service, resolved.note, *mounted)
 
 
 class ArrivalLoop:
@@ -164,11 +167,17 @@ class ArrivalLoop:
             message=view.message,
         )
 
-    async def run(self) -> InterceptView:
-        """The intercept's view once `Done`; ClusterError when `Stuck` or out of time."""
+    async def run(
+        self, arrived: Callable[[InterceptView], Awaitable[None]] | None = None
+    ) -> InterceptView:
+        """The intercept's view once `Done` and `arrived` (within the same wait) has run;
+        ClusterError when `Stuck` or out of time."""
         try:
             async with asyncio.timeout(self._wait):
-                return await self._loop()
+                view = await self._loop()
+                if arrived is not None:
+                    await arrived(view)
+                return view
         except TimeoutError:
             stuck = arrival.decide(replace(self.snapshot, timed_out=True))
             assert isinstance(stuck, arrival.Stuck)
