@@ -26,7 +26,7 @@ from kubepresence.protocol.annotations import (
     INJECT_TRAFFIC_AGENT,
 )
 from kubepresence.protocol.errors import UserError
-from kubepresence.userd.core.podsecurity import Takeover, decide, rejected_by_pod_security
+from kubepresence.userd.core.podsecurity import TakeoverMethod, decide, rejected_by_pod_security
 from kubepresence.userd.core.serviceports import Resolved
 from kubepresence.userd.k8s.agents import read_workload
 from kubepresence.userd.k8s.errors import KubernetesError, KubernetesForbiddenError, api_errors
@@ -139,7 +139,7 @@ async def admission_guard(
             namespace,
         )
     else:
-        takeover = Takeover.REDIRECT if resolved.numeric else Takeover.RENAME
+        takeover = TakeoverMethod.REDIRECT if resolved.numeric else TakeoverMethod.RENAME
         decision = decide(namespace, labels, takeover, resolved.port, title, resolved.service)
         log.info(
             "namespace %s enforces Pod Security %s: %s takeover %s",
