@@ -30,10 +30,9 @@ import pytest
 import yaml
 from aiohttp import web
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.protocol.errors import ConfigError
-from kubepresence.userd.k8s import apiclient, credentials
+from kubepresence.userd.k8s import apiclient, credentials, errors
 
 V1 = "client.authentication.k8s.io/v1"
 
@@ -191,7 +190,7 @@ async def test_a_refused_static_token_is_not_retried(
     stand_in, server = api
     path = kubeconfig(tmp_path / "config", server, {"token": "static"})
     configuration = await apiclient.load_configuration(path)
-    with pytest.raises(ApiException) as caught:
+    with pytest.raises(errors.RawApiError) as caught:
         await list_namespaces(configuration)
     assert caught.value.status == 401
     assert stand_in.seen == ["static"]

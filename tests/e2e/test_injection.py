@@ -158,8 +158,8 @@ WATCHER = textwrap.dedent(
     from kubepresence.protocol.gen import common, manager
     from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
     from kubepresence.protocol.transport import CONFIGURATION
-    from kubepresence.userd.k8s.portforward_channel import PortForwardChannel
-    from kubepresence.userd.k8s.portforwarding import PortForwarder
+    from kubepresence.userd.k8s.portforward_grpc import PortForwardChannel
+    from kubepresence.userd.k8s.portforward import PortForwarder
 
     NS, KUBECONFIG = sys.argv[1], sys.argv[2]
     INTERCEPT = sys.argv[3] if len(sys.argv) > 3 else ""

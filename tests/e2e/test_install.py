@@ -337,8 +337,8 @@ DRIVER = textwrap.dedent(
     from kubepresence.userd.k8s import installing
     from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
     from kubepresence.protocol.transport import CONFIGURATION
-    from kubepresence.userd.k8s.portforward_channel import PortForwardChannel
-    from kubepresence.userd.k8s.portforwarding import PortForwarder
+    from kubepresence.userd.k8s.portforward_grpc import PortForwardChannel
+    from kubepresence.userd.k8s.portforward import PortForwarder
     from kubepresence.userd.rpc.manager import ManagerClient
 
     ACTION, NS, ARGS, KUBECONFIG = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]

@@ -51,8 +51,8 @@ SCRIPT = ASK + textwrap.dedent(
     from pathlib import Path
     from kubepresence.protocol.errors import KubepresenceError
     from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
-    from kubepresence.userd.k8s.portforward_channel import transport_for
-    from kubepresence.userd.k8s.portforwarding import PortForwarder
+    from kubepresence.userd.k8s.portforward_grpc import transport_for
+    from kubepresence.userd.k8s.portforward import PortForwarder
 
     NS, POD, PORT, BAD_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     TCP_POD, TCP_PORT, PROTOCOL = sys.argv[6], int(sys.argv[7]), sys.argv[8]
@@ -187,8 +187,8 @@ FALLBACK_SCRIPT = ASK + textwrap.dedent(
     import uvloop
     from kubepresence.protocol.errors import KubepresenceError
     from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
-    from kubepresence.userd.k8s.portforwarding import PortForwarder
-    from kubepresence.userd.k8s.spdyforwarding import ssl_context
+    from kubepresence.userd.k8s.portforward import PortForwarder
+    from kubepresence.userd.k8s.portforward_spdy import ssl_context
 
     NS, POD, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
     REQUEST = b"GET /fallback HTTP/1.1\\r\\nHost: echo\\r\\nConnection: close\\r\\n\\r\\n"
@@ -291,7 +291,7 @@ TOKEN_SCRIPT = ASK + textwrap.dedent(
     import uvloop
     from kubepresence.protocol.errors import KubepresenceError
     from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
-    from kubepresence.userd.k8s.portforwarding import PortForwarder
+    from kubepresence.userd.k8s.portforward import PortForwarder
 
     NS, POD, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
     REQUEST = b"GET /token HTTP/1.1\\r\\nHost: echo\\r\\nConnection: close\\r\\n\\r\\n"

@@ -6,8 +6,8 @@ import json
 
 import aiohttp
 import pytest
-from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubepresence.manager.k8s import errors
 from kubepresence.manager.k8s.errors import KubernetesError, api_errors, api_message, translate
 from kubepresence.protocol.errors import (
     Category,
@@ -18,11 +18,13 @@ from kubepresence.protocol.errors import (
 )
 
 
-def api_exception(status: int, message: str | None = None, reason: str = "Reason") -> ApiException:
-    error = ApiException(status=status, reason=reason)
-    if message is not None:
-        error.body = json.dumps({"kind": "Status", "code": status, "message": message}).encode()
-    return error
+def api_exception(
+    status: int, message: str | None = None, reason: str = "Reason"
+) -> errors.RawApiError:
+    if message is None:
+        return errors.api_exception(status, reason)
+    body = json.dumps({"kind": "Status", "code": status, "message": message}).encode()
+    return errors.api_exception(status, reason, body)
 
 
 @pytest.mark.parametrize(
@@ -69,13 +71,11 @@ def test_the_message_comes_from_the_status_body_else_the_reason() -> None:
         'deployments.apps "x" not found'
     )
     assert api_message(api_exception(404, reason="Not Found")) == "Not Found"
-    no_json = ApiException(status=500, reason="Internal")
-    no_json.body = b"<html>oops</html>"
+    no_json = errors.api_exception(500, "Internal", b"<html>oops</html>")
     assert api_message(no_json) == "Internal"
-    as_bytes = ApiException(status=500, reason="Internal")
-    as_bytes.body = json.dumps({"message": "from bytes"}).encode()
+    as_bytes = errors.api_exception(500, "Internal", json.dumps({"message": "from bytes"}).encode())
     assert api_message(as_bytes) == "from bytes"
-    assert api_message(ApiException(status=502, reason=None)) == "HTTP 502"
+    assert api_message(errors.api_exception(502, None)) == "HTTP 502"
 
 
 def test_api_errors_translates_inside_the_block() -> None:
@@ -84,7 +84,7 @@ def test_api_errors_translates_inside_the_block() -> None:
         api_errors("cannot read x"),
     ):
         raise api_exception(404, "gone")
-    assert isinstance(raised.value.__cause__, ApiException)
+    assert isinstance(raised.value.__cause__, errors.RawApiError)
 
 
 @pytest.mark.parametrize(

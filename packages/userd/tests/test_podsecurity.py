@@ -21,7 +21,7 @@ import pytest
 from kubepresence.userd.core.podsecurity import (
     ENFORCE_LABEL,
     Level,
-    Takeover,
+    TakeoverMethod,
     decide,
     enforced_level,
     rejected_by_pod_security,
@@ -70,12 +70,12 @@ def test_enforced_level(case: str) -> None:
 
 @pytest.mark.parametrize(
     ("case", "takeover", "service"),
-    list(itertools.product(LABELS, Takeover, ["echo", ""])),
+    list(itertools.product(LABELS, TakeoverMethod, ["echo", ""])),
 )
-def test_every_label_set_and_takeover(case: str, takeover: Takeover, service: str) -> None:
+def test_every_label_set_and_takeover(case: str, takeover: TakeoverMethod, service: str) -> None:
     labels, level = LABELS[case]
     decision = decide(NS, labels, takeover, "8080", WORKLOAD, service)
-    refused = takeover is Takeover.REDIRECT and level in (Level.BASELINE, Level.RESTRICTED)
+    refused = takeover is TakeoverMethod.REDIRECT and level in (Level.BASELINE, Level.RESTRICTED)
     assert decision.allowed is not refused
     assert decision.level is level
     if decision.allowed:
@@ -96,7 +96,7 @@ def test_every_label_set_and_takeover(case: str, takeover: Takeover, service: st
 
 def test_refusal_reads_as_one_line() -> None:
     decision = decide(
-        NS, {ENFORCE_LABEL: "restricted"}, Takeover.REDIRECT, "8080", WORKLOAD, "echo"
+        NS, {ENFORCE_LABEL: "restricted"}, TakeoverMethod.REDIRECT, "8080", WORKLOAD, "echo"
     )
     assert decision.reason == (
         "cannot intercept port 8080 of deployment/echo: service echo targets it by number, "
@@ -108,7 +108,7 @@ def test_refusal_reads_as_one_line() -> None:
 
 
 def test_unknown_level_shows_the_label_value() -> None:
-    decision = decide(NS, {ENFORCE_LABEL: "strict"}, Takeover.REDIRECT, "8080", WORKLOAD)
+    decision = decide(NS, {ENFORCE_LABEL: "strict"}, TakeoverMethod.REDIRECT, "8080", WORKLOAD)
     assert not decision.allowed
     assert "enforces Pod Security \"restricted\" (label value 'strict')" in decision.reason
 

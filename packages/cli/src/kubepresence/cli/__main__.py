@@ -16,10 +16,10 @@ def main() -> None:
         os.environ["COLUMNS"] = PIPED_COLUMNS
     import typer
 
-    from kubepresence.cli.app import app  # after COLUMNS: rich reads it when it draws
+    from kubepresence.cli import app as cli  # after COLUMNS: rich reads it when it draws
 
     try:
-        code = app(prog_name="kubepresence", standalone_mode=False)
+        code = cli.app(prog_name="kubepresence", standalone_mode=False)
     except typer.Abort:
         sys.stderr.write("kubepresence: aborted\n")
         sys.exit(130)
@@ -30,6 +30,8 @@ def main() -> None:
         if line:  # empty: the help was shown for a bare command (no_args_is_help)
             sys.stderr.write(f"kubepresence: {line}\n")
         sys.exit(int(getattr(error, "exit_code", 2)))
+    except Exception as error:  # noqa: BLE001 - the outermost boundary: a bug outside a command
+        sys.exit(cli.report_unexpected(error))
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -108,13 +108,17 @@ def command(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except Exception as error:  # noqa: BLE001 - the CLI's outermost boundary
-            # A bug in the CLI itself: never a traceback on the terminal; one line that
-            # says where the traceback went.
-            message = unexpected_error_message(error, str(_cli_log(error)))
-            err.print(f"[red]kubepresence:[/red] {escape(message)}", markup=True)
-            raise typer.Exit(ExitCode.INTERNAL) from None
+            raise typer.Exit(report_unexpected(error)) from None
 
     return run
+
+
+def report_unexpected(error: Exception) -> int:
+    """A bug in the CLI itself: never a traceback on the terminal; one line that says
+    where the traceback went (cli.log). The exit code to end with."""
+    message = unexpected_error_message(error, _cli_log(error))
+    err.print(f"[red]kubepresence:[/red] {escape(message)}", markup=True)
+    return ExitCode.INTERNAL
 
 
 def _path_facts(path: Path) -> PathFacts:
@@ -146,14 +150,31 @@ def _can_append(path: Path) -> bool:
         return False
 
 
-def _cli_log(error: Exception) -> Path:
-    """Append the traceback of an unexpected CLI error to cli.log in the state dir."""
-    path = paths.state_dir() / "cli.log"
+def _cli_log(error: Exception) -> str:
+    """Append the traceback of an unexpected CLI error to cli.log in the state dir (in the
+    temporary directory when the state dir cannot be written); where it went."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     trace = "".join(traceback.format_exception(error))
-    with path.open("a", encoding="utf-8") as log_file:
-        log_file.write(f"{stamp} kubepresence {' '.join(sys.argv[1:])}\n{trace}\n")
-    return path
+    entry = f"{stamp} kubepresence {' '.join(sys.argv[1:])}\n{trace}\n"
+    refusals = []
+    for path in _cli_log_paths():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as log_file:
+                log_file.write(entry)
+        except OSError as refused:
+            refusals.append(f"{path}: {refused.strerror or refused}")
+        else:
+            return str(path)
+    return f"no file ({'; '.join(refusals)})"
+
+
+def _cli_log_paths() -> list[Path]:
+    fallback = Path(tempfile.gettempdir()) / f"kubepresence-cli-{os.getuid()}.log"
+    try:
+        return [paths.state_dir() / "cli.log", fallback]
+    except OSError:  # no state dir at all (it is made on first use)
+        return [fallback]
 
 
 def client_version() -> str:

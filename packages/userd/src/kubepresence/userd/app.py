@@ -7,8 +7,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from kubepresence.protocol import version_of
-from kubepresence.protocol.errors import KubepresenceError, UserError
+from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.transport import close_server, serve_unix
 from kubepresence.userd.answering import answer_dials
@@ -212,26 +211,9 @@ class UserDaemon:
             progress("ending this session: its traffic manager goes away")
             await self.disconnect()
         async with rest_client(target.configuration) as api:
-            installed = await installing.find_manager(api, namespace)
-            ours = version_of("kubepresence-userd")
-            if action == "uninstall":
-                if installed is None:
-                    raise UserError(f"no traffic manager in namespace {namespace}")
-                removed = await installing.uninstall_manager(api, namespace, progress)
-                return f"traffic manager removed from {namespace} ({len(removed)} objects)"
-            if action == "install" and installed is not None and installed != ours:
-                raise UserError(
-                    f"traffic manager {installed} is installed in {namespace}: "
-                    "use 'kubepresence helm upgrade'"
-                )
-            if action == "upgrade" and installed is None:
-                raise UserError(
-                    f"no traffic manager in namespace {namespace}: use 'kubepresence helm install'"
-                )
-            outcome = await installing.ensure_manager(
-                api, install_from_environment(namespace, environment), progress
+            return await installing.manage_manager(
+                api, action, install_from_environment(namespace, environment), progress
             )
-            return f"traffic manager {ours} in {namespace}: {outcome}"
 
     async def disconnect(self) -> bool:
         """End the session and everything it started; False when there was none."""

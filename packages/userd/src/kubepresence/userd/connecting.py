@@ -5,7 +5,7 @@ manager, the gRPC channel over it, and the client session with its keep-alive.
 `run` then keeps the session alive until cancelled, arriving again when the manager
 forgot it (it restarted, or we were away longer than its TTL) and riding out a lost
 port-forward (every new gRPC connection opens a fresh port-forward to whichever manager
-pod is Ready; see `portforward_channel`). What happened meanwhile is kept in `events` for `status`.
+pod is Ready; see `portforward_grpc`). What happened meanwhile is kept in `events` for `status`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from kubepresence.userd.core.manifests import ManagerInstall
 from kubepresence.userd.k8s import installing
 from kubepresence.userd.k8s.apiclient import KubeTarget, rest_client, websocket_client
 from kubepresence.userd.k8s.manager_pods import find_manager_pod
-from kubepresence.userd.k8s.portforward_channel import PortForwardChannel
-from kubepresence.userd.k8s.portforwarding import PortForwarder
+from kubepresence.userd.k8s.portforward import PortForwarder
+from kubepresence.userd.k8s.portforward_grpc import PortForwardChannel
 from kubepresence.userd.rpc.manager import (
     ClusterNetwork,
     InterceptRequest,

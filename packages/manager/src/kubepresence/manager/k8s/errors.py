@@ -12,7 +12,9 @@ whose one line says what the manager was doing and what the API server answered:
 | nothing (connection, timeout)          | ClusterError                   |
 
 The status stays on the error (`KubernetesError.api_status`) for the few callers that act
-on one (e.g. a missing ServiceCIDR API on an older cluster).
+on one (e.g. a missing ServiceCIDR API on an older cluster). Only this module names the
+client's exception (a lint rule bans it elsewhere); `api_exception` makes one from a raw
+response (and for tests), `RawApiError` is its type for tests.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.protocol.errors import ClusterError, KubepresenceError, NotFoundError, UserError
+
+RawApiError = ApiException  # the client's own exception, untranslated
 
 NOT_FOUND = 404
 GONE = 410
@@ -52,6 +56,13 @@ class KubernetesUserError(UserError, KubernetesError):
 
 class KubernetesClusterError(ClusterError, KubernetesError):
     pass
+
+
+def api_exception(status: int, reason: str | None = None, body: bytes = b"") -> ApiException:
+    """An ApiException as the client raises it, for a response read raw."""
+    error = ApiException(status=status, reason=reason)
+    error.body = body
+    return error
 
 
 def api_message(error: ApiException) -> str:

@@ -27,7 +27,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.manager.core.watchcache import (
     Change,
@@ -37,7 +36,7 @@ from kubepresence.manager.core.watchcache import (
     WatchFailedError,
     WatchProtocolError,
 )
-from kubepresence.manager.k8s.errors import GONE, KubernetesError, api_errors
+from kubepresence.manager.k8s.errors import GONE, KubernetesError, api_errors, api_exception
 from kubepresence.protocol.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -124,9 +123,7 @@ class Watch:
                 return response
             body = await response.read()
             response.release()
-            error = ApiException(status=response.status, reason=response.reason)
-            error.body = body
-            raise error
+            raise api_exception(response.status, response.reason, body)
 
     async def _list(self) -> None:
         self.lists += 1

@@ -17,6 +17,21 @@ this module:
   pods without the agent container (the webhook was not called), a container that keeps
   crashing, a pod that is not Ready (its failing conditions), or pods that do not come.
 
+`decide` puts these together into the loop's one decision. The shell (`engaging.py`) takes
+a `Snapshot` (the pods, the intercept's state at the manager, what the shell has done so
+far: pods replaced, webhook rounds, the agents and endpoints it last asked for) and does
+the one `Action` it gets back:
+
+- `Replace` pods the workload will not replace by itself (a bare ReplicaSet or an OnDelete
+  StatefulSet: `stale`), or that the webhook let pass without the agent (`passed_by_webhook`,
+  at most `WEBHOOK_RETRIES` rounds; the next round is `Stuck` and the template goes back);
+- `Confirm`: the pods look settled and the intercept is active: ask the manager which
+  agents it knows and the Service which pods it routes to, and decide again with those;
+- `Wait` for the next change, showing `step`;
+- `Done`: settled, with every agent known and routed to;
+- `Stuck`: the intercept failed at the manager, the webhook does not inject, or the wait
+  timed out (`Snapshot.timed_out`): the user's one line.
+
 Pure: the shell (`k8s/agents.py`) turns API objects into `PodView`s.
 """
 
@@ -29,6 +44,7 @@ IMAGE_REASONS = frozenset(
     {"ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull", "InvalidImageName"}
 )
 CRASH_REASONS = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "RunContainerError"})
+WEBHOOK_RETRIES = 3  # rounds of re-creating pods the webhook let pass without the agent
 
 
 @dataclass(frozen=True)
@@ -211,3 +227,105 @@ def stuck(
     if unrouted:
         return f"the service does not route to {', '.join(unrouted)} (see its EndpointSlices)"
     return "the agents did not accept the intercept"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the arrival loop knows now: the cluster's side and what the shell has done."""
+
+    intercept: str  # the intercept's name, for messages
+    workload: str  # "namespace/name", for messages
+    wait: float  # the whole wait's length in seconds, for the timeout message
+    state: str = "waiting"  # the intercept's at the manager: waiting, active, error …
+    message: str = ""  # the intercept's message at the manager
+    pods: tuple[PodView, ...] = ()
+    replicas: int = 0
+    replaces_pods: bool = True  # a template change rolls its pods (a bare ReplicaSet: no)
+    replaced: frozenset[str] = frozenset()  # pods the shell deleted so far
+    webhook_rounds: int = 0  # rounds of replacing pods the webhook let pass
+    agents: frozenset[str] | None = None  # pods whose agents the manager knows (last asked)
+    routed: frozenset[str] | None = None  # pods the Service routes to (None: no Service)
+    confirmed: bool = False  # `agents` and `routed` were asked for these pods
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class Replace:
+    """Delete these pods so that their workload makes them again (through the webhook)."""
+
+    pods: tuple[str, ...]
+    webhook: bool  # a round of pods the webhook let pass (counts toward WEBHOOK_RETRIES)
+    step: str  # what the wait is at, for the spinner
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """Ask which agents the manager knows and where the Service routes, then decide again."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing to do but wait for the next change."""
+
+    step: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """Every pod has its agent, known to the manager and routed to: traffic reaches us."""
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """The intercept cannot become active: `message` is the user's line. With `restore`,
+    the pod template goes back first (the annotations asked for agents that do not come);
+    `restore` is then why."""
+
+    message: str
+    restore: str = ""
+
+
+Action = Replace | Confirm | Wait | Done | Stuck
+
+
+def decide(now: Snapshot) -> Action:
+    """The arrival loop's next action (see the module doc)."""
+    if now.timed_out:
+        return Stuck(timeout_message(now))
+    if now.state == "error":
+        return Stuck(f"intercept {now.intercept}: {now.message}")
+    if not now.replaces_pods:
+        # The template change does not roll these pods: replace them.
+        todo = tuple(p for p in stale(now.pods) if p not in now.replaced)
+        if todo:
+            return Replace(todo, webhook=False, step=_now_step(now))
+    elif missed := tuple(p for p in passed_by_webhook(now.pods) if p not in now.replaced):
+        if now.webhook_rounds >= WEBHOOK_RETRIES:
+            # Not a moment's gap: the webhook is not reached (or skips them).
+            why = stuck(now.pods, now.replicas, now.workload, now.agents, now.routed)
+            failure = (
+                f"intercept {now.intercept}: the traffic manager's webhook did not inject the "
+                f"agent ({WEBHOOK_RETRIES + 1} tries): {why}"
+            )
+            return Stuck(f"{failure}; the pod template was put back", restore=failure)
+        return Replace(missed, webhook=True, step=_now_step(now))
+    # Active: every agent the manager knows accepted. Settled: no pod without one is left.
+    if now.state == "active" and settled(now.pods, now.replicas):
+        if not now.confirmed:
+            return Confirm()  # active counts the agents the manager knows: all of them?
+        if settled(now.pods, now.replicas, now.agents, now.routed):
+            return Done()
+    return Wait(_now_step(now))
+
+
+def timeout_message(now: Snapshot) -> str:
+    """The line for a wait that ran out: what it was stuck at."""
+    why = stuck(now.pods, now.replicas, now.workload, now.agents, now.routed)
+    if now.state != "active" and why.startswith("the agents did not accept"):
+        why = f"{why} ({now.message or now.state})"
+    return f"intercept {now.intercept}: the agents did not arrive in {now.wait:.0f} s: {why}"
+
+
+def _now_step(now: Snapshot) -> str:
+    message = "" if now.state == "active" else now.message
+    return step(now.pods, now.replicas, message, now.agents, now.routed)

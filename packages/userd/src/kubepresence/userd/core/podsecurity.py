@@ -51,7 +51,7 @@ class Level(enum.Enum):
     RESTRICTED = "restricted"
 
 
-class Takeover(enum.Enum):
+class TakeoverMethod(enum.Enum):
     """How the agent takes the intercepted port over."""
 
     RENAME = "rename"  # targeted by name: the agent takes the name (a sidecar only)
@@ -86,7 +86,7 @@ class Decision:
 def decide(
     namespace: str,
     labels: Mapping[str, str],
-    takeover: Takeover,
+    takeover: TakeoverMethod,
     port: str,
     workload: str,
     service: str = "",
@@ -95,7 +95,7 @@ def decide(
     in `namespace`, whose labels are `labels`; `service` is the Service that targets the
     port ("" when none selects the workload)."""
     level = enforced_level(labels)
-    if takeover is Takeover.RENAME or level not in _FORBID_REDIRECT:
+    if takeover is TakeoverMethod.RENAME or level not in _FORBID_REDIRECT:
         return Decision(True, level)
     value = labels.get(ENFORCE_LABEL, "")
     shown = f'"{level.value}"' + ("" if value == level.value else f" (label value {value!r})")

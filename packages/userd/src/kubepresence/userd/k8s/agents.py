@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.protocol.annotations import (
     AGENT_CONTAINER,
@@ -21,13 +20,13 @@ from kubepresence.protocol.annotations import (
     INJECT_NUMERIC_PORTS,
     INJECT_TRAFFIC_AGENT,
 )
-from kubepresence.protocol.errors import ClusterError, NotFoundError, UserError
+from kubepresence.protocol.errors import NotFoundError, UserError
 from kubepresence.protocol.workloads import KINDS
 from kubepresence.userd.core.arrival import ConditionView, ContainerView, PodView
+from kubepresence.userd.k8s.errors import KubernetesNotFoundError, api_errors
 
 log = logging.getLogger(__name__)
 
-NOT_FOUND = 404
 # A JSON merge patch with null deletes the key; the template change rolls the pods. The
 # other injection annotations go too: without the agent they mean nothing, and an
 # intercept by a numeric port (or the manager's namespace) wrote them on demand.
@@ -67,12 +66,8 @@ def _injected(workload: Any) -> bool:
 async def _patch(
     kind: str, patch: Callable[..., Awaitable[Any]], name: str, namespace: str
 ) -> None:
-    try:
+    with api_errors(f"cannot remove the agent from {kind} {namespace}/{name}"):
         await patch(name, namespace, _REMOVE)
-    except ApiException as error:
-        raise ClusterError(
-            f"cannot remove the agent from {kind} {namespace}/{name}: {error.reason}"
-        ) from error
     log.info("agent removed from %s %s/%s", kind, namespace, name)
 
 
@@ -80,11 +75,10 @@ async def read_workload(api: client.ApiClient, namespace: str, name: str) -> tup
     """(kind, object) of the Deployment, StatefulSet or ReplicaSet `name`; NotFoundError."""
     for kind, read, _, _ in _kinds(client.AppsV1Api(api)):
         try:
-            return kind, await read(name, namespace)
-        except ApiException as error:
-            if error.status == NOT_FOUND:
-                continue
-            raise ClusterError(f"cannot read {kind} {namespace}/{name}: {error.reason}") from error
+            with api_errors(f"cannot read {kind} {namespace}/{name}"):
+                return kind, await read(name, namespace)
+        except KubernetesNotFoundError:
+            continue
     raise NotFoundError(
         f"no Deployment, StatefulSet or ReplicaSet named {name!r} in namespace {namespace!r}"
     )
@@ -109,11 +103,10 @@ async def remove_agent(api: client.ApiClient, namespace: str, name: str) -> bool
     """Remove the agent from one workload; False when it had none. NotFoundError if missing."""
     for kind, read, patch, _ in _kinds(client.AppsV1Api(api)):
         try:
-            workload = await read(name, namespace)
-        except ApiException as error:
-            if error.status == NOT_FOUND:
-                continue
-            raise ClusterError(f"cannot read {kind} {namespace}/{name}: {error.reason}") from error
+            with api_errors(f"cannot read {kind} {namespace}/{name}"):
+                workload = await read(name, namespace)
+        except KubernetesNotFoundError:
+            continue
         if not _injected(workload):
             return False
         await _patch(kind, patch, name, namespace)
@@ -128,10 +121,8 @@ async def remove_all_agents(api: client.ApiClient, namespace: str) -> list[str]:
     """Remove the agent from every workload of the namespace that has one."""
     removed = []
     for kind, _, patch, list_ in _kinds(client.AppsV1Api(api)):
-        try:
+        with api_errors(f"cannot list {kind}s in {namespace}"):
             workloads = await list_(namespace)
-        except ApiException as error:
-            raise ClusterError(f"cannot list {kind}s in {namespace}: {error.reason}") from error
         for workload in workloads.items:
             owned = any(o.controller for o in workload.metadata.owner_references or [])
             if _injected(workload) and not owned:  # a Deployment's ReplicaSets follow it
@@ -145,10 +136,8 @@ async def list_workloads(api: client.ApiClient, namespace: str) -> list[tuple[st
     """(kind, name, has the agent) of the namespace's interceptable workloads."""
     found = []
     for kind, _, _, list_ in _kinds(client.AppsV1Api(api)):
-        try:
+        with api_errors(f"cannot list {kind}s in {namespace}"):
             workloads = await list_(namespace)
-        except ApiException as error:
-            raise ClusterError(f"cannot list {kind}s in {namespace}: {error.reason}") from error
         for workload in workloads.items:
             if any(o.controller for o in workload.metadata.owner_references or []):
                 continue  # a Deployment's ReplicaSets are the Deployment's business
@@ -210,10 +199,8 @@ async def arrival(api: client.ApiClient, namespace: str, name: str) -> Arrival:
     kind, workload = await read_workload(api, namespace, name)
     labels = workload.spec.selector.match_labels or {}
     selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    try:
+    with api_errors(f"cannot list the pods of {namespace}/{name}"):
         listed = await client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector)
-    except ApiException as error:
-        raise ClusterError(f"cannot list the pods of {namespace}/{name}: {error.reason}") from error
     template = dict(workload.spec.template.metadata.annotations or {})
     strategy = getattr(workload.spec, "update_strategy", None)
     return Arrival(
@@ -240,14 +227,10 @@ def replica_failure(workload: Any) -> str:
 
 async def serving_pods(api: client.ApiClient, namespace: str, service: str) -> set[str]:
     """The pods the Service `service` routes to now (its ready EndpointSlice endpoints)."""
-    try:
+    with api_errors(f"cannot read the endpoints of service {namespace}/{service}"):
         slices = await client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
             namespace, label_selector=f"kubernetes.io/service-name={service}"
         )
-    except ApiException as error:
-        raise ClusterError(
-            f"cannot read the endpoints of service {namespace}/{service}: {error.reason}"
-        ) from error
     return {
         str(endpoint.target_ref.name)
         for piece in slices.items
@@ -263,14 +246,13 @@ async def replace_pods(api: client.ApiClient, namespace: str, pods: list[str]) -
     core = client.CoreV1Api(api)
     for pod in pods:
         try:
-            await core.delete_namespaced_pod(pod, namespace)
-        except ApiException as error:
-            if error.status == NOT_FOUND:
-                continue
-            raise ClusterError(
+            with api_errors(
                 f"cannot replace pod {namespace}/{pod} (a bare ReplicaSet does not roll its "
-                f"pods: they must be deleted to get the agent): {error.reason}"
-            ) from error
+                "pods: they must be deleted to get the agent)"
+            ):
+                await core.delete_namespaced_pod(pod, namespace)
+        except KubernetesNotFoundError:
+            continue
         log.info("pod %s/%s deleted: its workload recreates it with the agent", namespace, pod)
 
 

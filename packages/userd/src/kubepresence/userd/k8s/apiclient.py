@@ -10,7 +10,6 @@ from typing import Any
 
 import yaml
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 from kubernetes_asyncio.config.kube_config import ConfigNode, KubeConfigLoader, KubeConfigMerger
 from kubernetes_asyncio.stream import WsApiClient
@@ -18,6 +17,7 @@ from kubernetes_asyncio.stream import WsApiClient
 from kubepresence.protocol.errors import ConfigError
 from kubepresence.userd.core.credentials import CredentialConfigError, user_auth
 from kubepresence.userd.k8s import credentials
+from kubepresence.userd.k8s.errors import UNAUTHORIZED, RawApiError
 
 DEFAULT_KUBECONFIG = Path.home() / ".kube" / "config"
 
@@ -140,8 +140,8 @@ class _RetryOnUnauthorized:
     async def _retrying(self, first: Any, args: Any, kwargs: Any) -> Any:
         try:
             return await first
-        except ApiException as error:
-            if error.status != 401 or not credentials.invalidate(self.configuration):
+        except RawApiError as error:  # below translation: the callers translate
+            if error.status != UNAUTHORIZED or not credentials.invalidate(self.configuration):
                 raise
         return await super().call_api(*args, **kwargs)  # type: ignore[misc]
 

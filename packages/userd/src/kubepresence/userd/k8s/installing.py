@@ -9,13 +9,12 @@ Helm is left to Helm.
 
 Objects are handled as plain dicts over the REST paths (kubernetes-asyncio's `call_api`),
 so what is compared is exactly what the API server stores. Kubernetes API errors are
-translated here, once, into `ClusterError` with what was being done and why it failed.
+translated by `k8s/errors.py` (`api_refusals`: what was being done and who refused it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,9 +22,10 @@ from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepresence.protocol.errors import ClusterError
+from kubepresence.protocol import version_of
+from kubepresence.protocol.errors import ClusterError, UserError
+from kubepresence.userd.core import helm
 from kubepresence.userd.core.manifests import (
     FIELD_MANAGER,
     LABEL_MANAGED_BY,
@@ -43,6 +43,7 @@ from kubepresence.userd.core.manifests import (
     manager_objects,
     webhook_config_name,
 )
+from kubepresence.userd.k8s.errors import KubernetesNotFoundError, api_refusals
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ POLL_INTERVAL = 1.0
 INJECTION_WAIT = 30.0
 INJECTION_POLL = 0.2
 HELM = "Helm"
-BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, INVALID = 400, 401, 403, 404, 422
 # Waiting reasons of a container whose image the node cannot get.
 IMAGE_MISSING = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"}
@@ -116,27 +116,6 @@ def collection_path(api_version: str, kind: str, namespace: str | None) -> str:
     return f"{root}/{plural}"
 
 
-def _status_message(error: ApiException) -> str:
-    try:
-        body = json.loads(error.body or "")
-        message = body.get("message") if isinstance(body, dict) else None
-    except (TypeError, ValueError):
-        message = None
-    return str(message or error.reason or "no reason given")
-
-
-def translate(error: ApiException, doing: str) -> ClusterError:
-    """The one place where Kubernetes API errors become the project's errors."""
-    message = _status_message(error)
-    if error.status == FORBIDDEN:
-        return ClusterError(f"not allowed to {doing}: {message}")
-    if error.status == UNAUTHORIZED:
-        return ClusterError(f"the API server did not accept the credentials to {doing}: {message}")
-    if error.status in (BAD_REQUEST, INVALID):
-        return ClusterError(f"the API server refused to {doing}: {message}")
-    return ClusterError(f"cannot {doing}: {error.status} {message}")
-
-
 class Rest:
     """Plain-dict access to the API server over kubernetes-asyncio's ApiClient."""
 
@@ -156,21 +135,22 @@ class Rest:
         missing_ok: bool = False,
     ) -> Any:
         try:
-            return await self._api.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body,
-                response_types_map={200: response_type, 201: response_type, 202: response_type},
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        except ApiException as error:
-            if missing_ok and error.status == NOT_FOUND:
+            with api_refusals(doing):
+                return await self._api.call_api(
+                    path,
+                    method,
+                    query_params=query or [],
+                    header_params={"Accept": "application/json", "Content-Type": content_type},
+                    body=body,
+                    response_types_map={200: response_type, 201: response_type, 202: response_type},
+                    auth_settings=["BearerToken"],
+                    _return_http_data_only=True,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        except KubernetesNotFoundError:
+            if missing_ok:
                 return None
-            raise translate(error, doing) from error
+            raise
         except (aiohttp.ClientError, TimeoutError) as error:
             reason = (
                 f"no answer within {REQUEST_TIMEOUT:.0f} s"
@@ -557,6 +537,23 @@ async def _timeout_reason(
         f"the traffic manager in {ns} is not available after {waited:.0f} s: "
         f"{state}; last event: {last}"
     )
+
+
+async def manage_manager(
+    api: client.ApiClient, action: str, install: ManagerInstall, progress: Progress
+) -> str:
+    """`kubepresence helm install|upgrade|uninstall` in `install.namespace` (the rules are
+    `core.helm`'s); what was done, in one line."""
+    namespace = install.namespace
+    installed = await find_manager(api, namespace)
+    ours = version_of("kubepresence-userd")
+    refused = helm.refusal(action, installed, ours, namespace)
+    if refused:
+        raise UserError(refused)
+    if action == "uninstall":
+        removed = await uninstall_manager(api, namespace, progress)
+        return helm.outcome(action, namespace, ours, str(len(removed)))
+    return helm.outcome(action, namespace, ours, await ensure_manager(api, install, progress))
 
 
 async def uninstall_manager(

@@ -9,10 +9,10 @@ import zipfile
 from pathlib import Path
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.protocol.annotations import AGENT_CONTAINER
 from kubepresence.protocol.errors import UserError
+from kubepresence.userd.k8s.errors import KubernetesError, api_errors
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +50,20 @@ async def _pod_logs(
 ) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     try:
-        pods = await core.list_namespaced_pod(namespace, label_selector=selector or "")
-    except ApiException as error:
-        return {f"cluster/{namespace}.error": f"cannot list pods: {error.reason}".encode()}
+        with api_errors("cannot list pods"):
+            pods = await core.list_namespaced_pod(namespace, label_selector=selector or "")
+    except KubernetesError as error:
+        return {f"cluster/{namespace}.error": error.message.encode()}
     for pod in pods.items:
         names = [c.name for c in pod.spec.containers]
         for name in names if container is None else [n for n in names if n == container]:
             try:
-                text = await core.read_namespaced_pod_log(
-                    pod.metadata.name, namespace, container=name, limit_bytes=TAIL_BYTES
-                )
-            except ApiException as error:
-                text = f"cannot read the log: {error.reason}"
+                with api_errors("cannot read the log"):
+                    text = await core.read_namespaced_pod_log(
+                        pod.metadata.name, namespace, container=name, limit_bytes=TAIL_BYTES
+                    )
+            except KubernetesError as error:
+                text = error.message
             found[f"cluster/{namespace}/{pod.metadata.name}/{name}.log"] = str(text).encode()
     return found
 

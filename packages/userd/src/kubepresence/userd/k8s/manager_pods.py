@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.protocol.errors import ClusterError
+from kubepresence.userd.k8s.errors import api_errors
 
 MANAGER_SELECTOR = "app.kubernetes.io/name=kubepresence-manager"
 
@@ -20,14 +20,10 @@ def _ready(pod: Any) -> bool:
 
 async def find_manager_pod(api: client.ApiClient, namespace: str) -> str:
     """The name of a Ready traffic manager pod; ClusterError when there is none."""
-    try:
+    with api_errors(f"cannot list the traffic manager's pods in {namespace}"):
         pods = await client.CoreV1Api(api).list_namespaced_pod(
             namespace, label_selector=MANAGER_SELECTOR
         )
-    except ApiException as error:
-        raise ClusterError(
-            f"cannot list the traffic manager's pods in {namespace}: {error.reason}"
-        ) from error
     ready = sorted((p for p in pods.items if _ready(p)), key=lambda p: p.metadata.name)
     if not ready:
         raise ClusterError(f"no Ready traffic manager pod in namespace {namespace}")

@@ -6,13 +6,14 @@ from collections.abc import Iterable
 
 import aiohttp
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.protocol.errors import ClusterError, UserError
-from kubepresence.userd.k8s.installing import REQUEST_TIMEOUT, translate
-
-NOT_FOUND = 404
-FORBIDDEN = 403
+from kubepresence.userd.k8s.errors import (
+    KubernetesForbiddenError,
+    KubernetesNotFoundError,
+    api_refusals,
+)
+from kubepresence.userd.k8s.installing import REQUEST_TIMEOUT
 
 
 async def require(api: client.ApiClient, names: Iterable[str], context: str) -> None:
@@ -21,18 +22,17 @@ async def require(api: client.ApiClient, names: Iterable[str], context: str) -> 
     core = client.CoreV1Api(api)
     for name in dict.fromkeys(names):
         try:
-            await core.read_namespace(name, _request_timeout=REQUEST_TIMEOUT)
+            with api_refusals(f"read namespace {name}"):
+                await core.read_namespace(name, _request_timeout=REQUEST_TIMEOUT)
         except (aiohttp.ClientError, TimeoutError) as error:
             reason = str(error) or type(error).__name__
             raise ClusterError(
                 f"cannot reach the API server to read namespace {name}: {reason}"
             ) from error
-        except ApiException as error:
-            if error.status == NOT_FOUND:
-                raise UserError(
-                    f"namespace {name!r} does not exist in context {context!r}"
-                    " (kubectl get namespaces lists those that do)"
-                ) from None
-            if error.status == FORBIDDEN:
-                continue
-            raise translate(error, f"read namespace {name}") from error
+        except KubernetesNotFoundError:
+            raise UserError(
+                f"namespace {name!r} does not exist in context {context!r}"
+                " (kubectl get namespaces lists those that do)"
+            ) from None
+        except KubernetesForbiddenError:
+            continue

@@ -19,21 +19,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.protocol.annotations import (
     INJECT_MANAGER_NAMESPACE,
     INJECT_NUMERIC_PORTS,
     INJECT_TRAFFIC_AGENT,
 )
-from kubepresence.protocol.errors import ClusterError, UserError
-from kubepresence.userd.core.podsecurity import Takeover, decide, rejected_by_pod_security
+from kubepresence.protocol.errors import UserError
+from kubepresence.userd.core.podsecurity import TakeoverMethod, decide, rejected_by_pod_security
 from kubepresence.userd.core.serviceports import Resolved
 from kubepresence.userd.k8s.agents import read_workload
+from kubepresence.userd.k8s.errors import KubernetesError, KubernetesForbiddenError, api_errors
 
 log = logging.getLogger(__name__)
 
-FORBIDDEN = 403
 # What an intercept may write on the pod template (manager: k8s/workloads.ensure_injected).
 INJECTION_ANNOTATIONS = (INJECT_TRAFFIC_AGENT, INJECT_MANAGER_NAMESPACE, INJECT_NUMERIC_PORTS)
 
@@ -41,11 +40,10 @@ INJECTION_ANNOTATIONS = (INJECT_TRAFFIC_AGENT, INJECT_MANAGER_NAMESPACE, INJECT_
 async def namespace_labels(api: client.ApiClient, namespace: str) -> dict[str, str] | None:
     """The namespace's labels; None when the user may not read the namespace."""
     try:
-        found = await client.CoreV1Api(api).read_namespace(namespace)
-    except ApiException as error:
-        if error.status == FORBIDDEN:
-            return None
-        raise ClusterError(f"cannot read namespace {namespace}: {error.reason}") from error
+        with api_errors(f"cannot read namespace {namespace}"):
+            found = await client.CoreV1Api(api).read_namespace(namespace)
+    except KubernetesForbiddenError:
+        return None
     return dict(found.metadata.labels or {})
 
 
@@ -97,12 +95,8 @@ class AdmissionGuard:
         """Put the template's injection annotations back as they were before the intercept
         (its pods roll back to the template they had). `why`: for the error if it fails."""
         patch = {"spec": {"template": {"metadata": {"annotations": dict(self.before)}}}}
-        try:
+        with api_errors(f"{why}, and restoring its pod template failed"):
             await _patcher(client.AppsV1Api(self.api), self.kind)(self.name, self.namespace, patch)
-        except ApiException as error:
-            raise ClusterError(
-                f"{why}, and restoring its pod template failed: {error.reason}"
-            ) from error
 
 
 async def _failed_creates(
@@ -111,11 +105,12 @@ async def _failed_creates(
     """(uid, count, message) of the StatefulSet's FailedCreate events; None: may not list."""
     selector = f"involvedObject.kind=StatefulSet,involvedObject.name={name},reason=FailedCreate"
     try:
-        events = await client.CoreV1Api(api).list_namespaced_event(
-            namespace, field_selector=selector
-        )
-    except ApiException as error:
-        log.info("cannot list the events of statefulset %s/%s: %s", namespace, name, error.reason)
+        with api_errors(f"cannot list the events of statefulset {namespace}/{name}"):
+            events = await client.CoreV1Api(api).list_namespaced_event(
+                namespace, field_selector=selector
+            )
+    except KubernetesError as error:
+        log.info("%s", error.message)
         return None
     return [(str(e.metadata.uid), int(e.count or 1), str(e.message or "")) for e in events.items]
 
@@ -144,7 +139,7 @@ async def admission_guard(
             namespace,
         )
     else:
-        takeover = Takeover.REDIRECT if resolved.numeric else Takeover.RENAME
+        takeover = TakeoverMethod.REDIRECT if resolved.numeric else TakeoverMethod.RENAME
         decision = decide(namespace, labels, takeover, resolved.port, title, resolved.service)
         log.info(
             "namespace %s enforces Pod Security %s: %s takeover %s",

@@ -7,10 +7,9 @@ import logging
 from typing import Any
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepresence.protocol.annotations import INJECT_CONTAINER
-from kubepresence.protocol.errors import ClusterError, UserError
+from kubepresence.protocol.errors import UserError
 from kubepresence.userd.core.serviceports import (
     ContainerPort,
     Resolved,
@@ -20,6 +19,7 @@ from kubepresence.userd.core.serviceports import (
     resolve,
 )
 from kubepresence.userd.k8s.agents import read_workload
+from kubepresence.userd.k8s.errors import api_errors
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,8 @@ async def resolve_port(
     """The container port `intercept` takes for PORT ("" when not given) on workload `name`."""
     kind, obj = await read_workload(api, namespace, name)
     workload = workload_of(kind, obj)
-    try:
+    with api_errors(f"cannot list the services of {namespace}"):
         listed = await client.CoreV1Api(api).list_namespaced_service(namespace)
-    except ApiException as error:
-        raise ClusterError(f"cannot list the services of {namespace}: {error.reason}") from error
     resolved = resolve(workload, [service_of(s) for s in listed.items], port, service)
     log.info(
         "%s/%s port %r resolved to container port %s%s (service %s %s)",

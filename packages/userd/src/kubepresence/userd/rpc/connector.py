@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import grpclib.const
 from grpclib.server import Stream
 
 from kubepresence.protocol import paths, routing, streams, version_of
 from kubepresence.protocol.encoded import EncodedMessage
-from kubepresence.protocol.errors import ClusterError, ConfigError, KubepresenceError, UserError
+from kubepresence.protocol.errors import ConfigError, KubepresenceError, UserError
 from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.logs import set_level_for
-from kubepresence.userd import mounting
+from kubepresence.userd import engaging
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions
-from kubepresence.userd.core import arrival, localports
 from kubepresence.userd.core.manifests import install_from_environment
 from kubepresence.userd.core.session import Phase
-from kubepresence.userd.k8s import agents, logs, namespaces, podsecurity, resolving
-from kubepresence.userd.k8s.portforwarding import port_forward_protocol
+from kubepresence.userd.k8s import agents, logs, namespaces
+from kubepresence.userd.k8s.portforward import port_forward_protocol
 from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc.manager import InterceptRequest, InterceptView
 
@@ -33,10 +31,6 @@ if TYPE_CHECKING:
     from kubepresence.userd.app import UserDaemon
 
 log = logging.getLogger(__name__)
-
-INTERCEPT_WAIT = 120.0
-WEBHOOK_RETRIES = 3  # rounds of re-creating pods the webhook let pass without the agent
-ARRIVAL_POLL = 0.5  # how often the pods are looked at while agents arrive
 
 _STATE = {
     Phase.DISCONNECTED: connector.ConnectState.DISCONNECTED,
@@ -102,141 +96,38 @@ class ConnectorService(connector.ConnectorBase):
         spec = message.spec or common.InterceptSpec()
         if not spec.workload_name:
             raise UserError("name the workload to intercept")
-        namespace = spec.namespace or connection.target.namespace
-        if spec.mount_volumes:
-            mounting.check_mount_point(message.mount_point)  # a bad one fails before anything
-        # The user names a Service port; the manager and the agent know container ports.
-        resolved = await resolving.resolve_port(
-            connection.api, namespace, spec.workload_name, spec.service_port, spec.service_name
-        )
-        local = (spec.local_host or "127.0.0.1", spec.local_port)
-        if not message.share_local_port:
-            clash = localports.conflict(
-                (
-                    localports.LocalTarget(
-                        i.name, i.namespace, i.workload, i.port, i.local_host, i.local_port
+        want = engaging.Engagement(
+            request=InterceptRequest(
+                name=spec.name or spec.workload_name,
+                namespace=spec.namespace or connection.target.namespace,
+                workload=spec.workload_name,
+                port="",  # resolved from service_port
+                local=(spec.local_host or "127.0.0.1", spec.local_port),
+                http_filter=spec.http_filter,
+                preview=(
+                    (
+                        spec.preview_ingress_host,
+                        spec.preview_ingress_port,
+                        spec.preview_ingress_tls,
                     )
-                    for i in connection.intercepts
+                    if spec.preview_ingress_host
+                    else None
                 ),
-                localports.LocalTarget(
-                    spec.name or spec.workload_name,
-                    namespace,
-                    spec.workload_name,
-                    resolved.port,
-                    *local,
-                ),
-            )
-            if clash:
-                raise UserError(clash)
-        # A takeover the namespace's Pod Security level forbids is refused here, untouched.
-        admission = await podsecurity.admission_guard(
-            connection.api, namespace, spec.workload_name, resolved
-        )
-        request = InterceptRequest(
-            name=spec.name or spec.workload_name,
-            namespace=namespace,
-            workload=spec.workload_name,
-            port=resolved.port,
-            local=local,
-            http_filter=spec.http_filter,
-            preview=(
-                (spec.preview_ingress_host, spec.preview_ingress_port, spec.preview_ingress_tls)
-                if spec.preview_ingress_host
-                else None
             ),
+            service_port=spec.service_port,
+            service_name=spec.service_name,
+            share_local_port=message.share_local_port,
+            mount_volumes=spec.mount_volumes,
+            mount_point=message.mount_point,
         )
-        view = await connection.manager.create_intercept(connection.session_id, request)
-        title = f"{namespace}/{spec.workload_name}"
-        seen = agents.Arrival("", 0, [], True)
-        replaced: set[str] = set()
-        webhook_retries = 0
-        known: set[str] | None = None  # the agents the manager knows (asked once settled)
-        routed: set[str] | None = None  # the pods the Service routes to (asked then too)
-        try:
-            async with asyncio.timeout(INTERCEPT_WAIT):
-                while True:
-                    current = next((i for i in connection.intercepts if i.id == view.id), None)
-                    if current is not None:
-                        view = current
-                    if view.state == "error":
-                        raise ClusterError(f"intercept {view.name}: {view.message}")
-                    seen = await agents.arrival(connection.api, namespace, spec.workload_name)
-                    await admission.check(seen.failure)  # pods refused: rolled back, UserError
-                    if not seen.replaces_pods:
-                        # The template change does not roll these pods: replace them.
-                        stale = [p for p in arrival.stale(seen.pods) if p not in replaced]
-                        await agents.replace_pods(connection.api, namespace, stale)
-                        replaced.update(stale)
-                    elif missed := [
-                        p for p in arrival.passed_by_webhook(seen.pods) if p not in replaced
-                    ]:
-                        if webhook_retries == WEBHOOK_RETRIES:
-                            # Not a moment's gap: the webhook is not reached (or skips them).
-                            why = arrival.stuck(seen.pods, seen.replicas, title, known, routed)
-                            await self._webhook_unreachable(view.name, admission, why)
-                        log.info("the webhook let %s pass without the agent: again", missed)
-                        await agents.replace_pods(connection.api, namespace, missed)
-                        replaced.update(missed)
-                        webhook_retries += 1
-                    # Active: every agent accepted. Settled: no pod without one is left,
-                    # so all of the workload's traffic comes to us.
-                    if view.state == "active" and arrival.settled(seen.pods, seen.replicas):
-                        # Active counts the agents the manager knows: are they all of them?
-                        known = await connection.manager.agent_pods(
-                            connection.session_id, namespace, spec.workload_name
-                        )
-                        if resolved.service:
-                            routed = await agents.serving_pods(
-                                connection.api, namespace, resolved.service
-                            )
-                    if view.state == "active" and arrival.settled(
-                        seen.pods, seen.replicas, known, routed
-                    ):
-                        connection.wanted[view.name] = request  # made again if forgotten
-                        info = _intercept_info(view)
-                        assert info.spec is not None
-                        info.spec.service_name = resolved.service
-                        info.message = resolved.note
-                        if spec.mount_volumes:
-                            info.mount_point, info.mount_error = await self._mounts.mount_intercept(
-                                view.name, message.mount_point, view.pod_ip, view.sftp_port
-                            )
-                        return info
-                    self._progress[view.id] = arrival.step(
-                        seen.pods,
-                        seen.replicas,
-                        "" if view.state == "active" else view.message,
-                        known,
-                        routed,
-                    )
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(ARRIVAL_POLL):
-                            await connection.intercept_changed()
-        except BaseException as failure:
-            # Nothing half-applied: the intercept goes when it cannot become active.
-            with contextlib.suppress(KubepresenceError):
-                await connection.manager.remove_intercept(connection.session_id, view.name)
-            if isinstance(failure, TimeoutError):
-                why = arrival.stuck(seen.pods, seen.replicas, title, known, routed)
-                if view.state != "active" and why.startswith("the agents did not accept"):
-                    why = f"{why} ({view.message or view.state})"
-                raise ClusterError(
-                    f"intercept {view.name}: the agents did not arrive in "
-                    f"{INTERCEPT_WAIT:.0f} s: {why}"
-                ) from None
-            raise
-        finally:
-            self._progress.pop(view.id, None)
-
-    async def _webhook_unreachable(
-        self, name: str, admission: podsecurity.AdmissionGuard, why: str
-    ) -> NoReturn:
-        failure = (
-            f"intercept {name}: the traffic manager's webhook did not inject the agent "
-            f"({WEBHOOK_RETRIES + 1} tries): {why}"
-        )
-        await admission.restore_template(failure)
-        raise ClusterError(f"{failure}; the pod template was put back")
+        engaged = await engaging.engage(connection, self._mounts, want, self._progress)
+        info = _intercept_info(engaged.view)
+        assert info.spec is not None
+        info.spec.service_name = engaged.service
+        info.message = engaged.note
+        if want.mount_volumes:
+            info.mount_point, info.mount_error = engaged.mount_point, engaged.mount_error
+        return info
 
     async def remove_intercept(self, message: connector.RemoveInterceptRequest) -> protobuf.Empty:
         connection = self._connection()

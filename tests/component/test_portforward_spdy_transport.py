@@ -25,8 +25,8 @@ import pytest
 from kubernetes_asyncio import client
 
 from kubepresence.protocol.errors import ClusterError
-from kubepresence.userd.core.spdy import UpgradeRefused
-from kubepresence.userd.k8s.spdyforwarding import (
+from kubepresence.userd.core.portforward_spdy import UpgradeRefused
+from kubepresence.userd.k8s.portforward_spdy import (
     FRAME_PAYLOAD,
     SpdyStream,
     SpdyTransport,

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubepresence.userd.core.portforward import Data, PortError
-from kubepresence.userd.core.spdy import (
+from kubepresence.userd.core.portforward_spdy import (
     DATA_STREAM,
     ERROR_STREAM,
     MAX_CONTROL_LENGTH,
@@ -25,6 +24,7 @@ from kubepresence.userd.core.spdy import (
     refusal_message,
     upgrade_request,
 )
+from kubepresence.userd.core.portforward_websocket import Data, PortError
 
 SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE = (
     1,

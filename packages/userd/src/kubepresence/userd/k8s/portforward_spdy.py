@@ -2,11 +2,11 @@
 
 The connection is our own TLS connection to the API server, authenticated as
 kubernetes-asyncio would (client certificate or bearer token from the kubeconfig),
-upgraded with one HTTP/1.1 request; the frames are `core.spdy`. `SpdyStream` offers what
+upgraded with one HTTP/1.1 request; the frames are `core.portforward_spdy`. `SpdyStream` offers what
 `PortForwardStream` (WebSocket) offers, so the gRPC channel runs on either.
 
 `SpdyUnavailable` means this protocol cannot be used here (an HTTP proxy is configured,
-or the server refused the upgrade); `portforwarding` then falls back to WebSocket.
+or the server refused the upgrade); `portforward` then falls back to WebSocket.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from typing import Any, cast
 from kubernetes_asyncio import client
 
 from kubepresence.protocol.errors import ClusterError
-from kubepresence.userd.core.portforward import Data, PortError
-from kubepresence.userd.core.spdy import (
+from kubepresence.userd.core.portforward_spdy import (
     HEADER_SIZE,
     Ended,
     ResponseHead,
@@ -34,6 +33,7 @@ from kubepresence.userd.core.spdy import (
     refusal_message,
     upgrade_request,
 )
+from kubepresence.userd.core.portforward_websocket import Data, PortError
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
 """Port-forward to a pod through the API server, over SPDY/3.1 or WebSocket.
 
-SPDY (`spdyforwarding`) is what kubectl speaks and what the container runtime serves
-cheapest; WebSocket (`v4.channel.k8s.io`, framing in `core.portforward`) is opened by
+SPDY (`portforward_spdy`) is what kubectl speaks and what the container runtime serves
+cheapest; WebSocket (`v4.channel.k8s.io`, framing in `core.portforward_websocket`) is opened by
 kubernetes-asyncio (`connect_get_namespaced_pod_portforward`) and passes proxies that only
 allow WebSocket upgrades. `auto` tries SPDY and, if it cannot be used here, WebSocket,
 which it then keeps. One connection carries one connection to one pod port;
-`portforward_channel` runs the gRPC channel to the traffic manager over such connections.
+`portforward_grpc` runs the gRPC channel to the traffic manager over such connections.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.stream import WsApiClient
 
 from kubepresence.protocol.errors import ClusterError, ConfigError
-from kubepresence.userd.core.portforward import (
+from kubepresence.userd.core.portforward_spdy import SpdyProtocolError, UpgradeRefused
+from kubepresence.userd.core.portforward_websocket import (
     Data,
     PortError,
     PortForwardFraming,
     PortForwardProtocolError,
 )
-from kubepresence.userd.core.spdy import SpdyProtocolError, UpgradeRefused
 from kubepresence.userd.k8s import credentials
-from kubepresence.userd.k8s.spdyforwarding import SpdyStream, SpdyUnavailable, open_spdy
+from kubepresence.userd.k8s.portforward_spdy import SpdyStream, SpdyUnavailable, open_spdy
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from grpclib.protocol import H2Protocol
 
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.transport import CONFIGURATION
-from kubepresence.userd.k8s.portforward_channel import (
+from kubepresence.userd.k8s.portforward_grpc import (
     HIGH_WATER,
     MESSAGE_SIZE,
     PortForwardChannel,

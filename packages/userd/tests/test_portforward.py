@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubepresence.protocol.errors import ConfigError
-from kubepresence.userd.k8s.portforwarding import port_forward_protocol
+from kubepresence.userd.k8s.portforward import port_forward_protocol
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubepresence.userd.core.portforward import (
+from kubepresence.userd.core.portforward_websocket import (
     Data,
     PortError,
     PortForwardFraming,

@@ -1,6 +1,6 @@
 """A Kubernetes port-forward over SPDY/3.1, the client side (what `kubectl port-forward` speaks).
 
-Why a second protocol: the WebSocket port-forward (`core.portforward`) reaches the
+Why a second protocol: the WebSocket port-forward (`core.portforward_websocket`) reaches the
 container runtime's WebSocket server, which costs the runtime two to three times the CPU
 of its SPDY server per byte (measured with containerd; see benchmarks NOTES). The API
 server and the kubelet only splice an upgraded SPDY connection through, so the frames
@@ -39,7 +39,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from kubepresence.userd.core.portforward import Data, PortError
+from kubepresence.userd.core.portforward_websocket import Data, PortError
 
 VERSION = 3
 SYN_STREAM = 1

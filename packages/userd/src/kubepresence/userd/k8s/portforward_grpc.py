@@ -24,7 +24,7 @@ from grpclib.protocol import H2Protocol
 
 from kubepresence.protocol.errors import ClusterError
 from kubepresence.protocol.transport import CODEC
-from kubepresence.userd.k8s.spdyforwarding import SpdyStream, SpdyTransport
+from kubepresence.userd.k8s.portforward_spdy import SpdyStream, SpdyTransport
 
 log = logging.getLogger(__name__)
 
