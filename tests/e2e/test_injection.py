@@ -45,7 +45,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -150,83 +149,7 @@ def manager_ns(cluster: Cluster) -> Iterator[str]:
 
 # --- the watcher on the workstation ---------------------------------------------------------
 
-WATCHER = textwrap.dedent(
-    """
-    import asyncio, json, sys, time
-    from pathlib import Path
-    from kubernetes_asyncio import client
-    from kubepresence.protocol.gen import common, manager
-    from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
-    from kubepresence.protocol.transport import CONFIGURATION
-    from kubepresence.userd.k8s.portforward_grpc import PortForwardChannel
-    from kubepresence.userd.k8s.portforward import PortForwarder
-
-    NS, KUBECONFIG = sys.argv[1], sys.argv[2]
-    INTERCEPT = sys.argv[3] if len(sys.argv) > 3 else ""
-
-    def say(**what):
-        print(json.dumps({"t": time.time(), **what}), flush=True)
-
-    async def main():
-        conf = await load_configuration(Path(KUBECONFIG))
-        async with client.ApiClient(conf) as api:
-            pods = await client.CoreV1Api(api).list_namespaced_pod(
-                NS, label_selector="app.kubernetes.io/name=kubepresence-manager"
-            )
-        ready = [
-            p.metadata.name for p in pods.items
-            if p.status.phase == "Running" and not p.metadata.deletion_timestamp
-        ]
-        async with websocket_client(conf) as ws:
-            forwarder = PortForwarder(ws, NS, ready[0], 8081)
-            channel = PortForwardChannel(forwarder, CONFIGURATION)
-            listening = asyncio.Event()
-            serving = asyncio.create_task(channel.run(listening))
-            await asyncio.wait_for(listening.wait(), 10)
-            calls = manager.ManagerStub(channel, timeout=10)
-            session = await calls.arrive_as_client(manager.ClientInfo(name="e2e@watcher"))
-            say(session=session.session_id)
-
-            async def remain():
-                while True:
-                    await asyncio.sleep(2)
-                    await calls.remain(session)
-
-            keeping = asyncio.create_task(remain())
-            if INTERCEPT:  # NS/WORKLOAD/PORT: create it, then follow the intercepts
-                ns, workload, port = INTERCEPT.split("/")
-                await calls.create_intercept(manager.InterceptRequest(
-                    session=session,
-                    spec=common.InterceptSpec(
-                        name="e2e", namespace=ns, workload_name=workload,
-                        service_port=port, local_port=9,
-                    ),
-                ))
-                async for snapshot in manager.ManagerStub(channel).watch_intercepts(session):
-                    say(intercepts=[
-                        {"name": i.spec.name, "state": i.state.name, "message": i.message}
-                        for i in snapshot.intercepts
-                    ])
-            watch = manager.ManagerStub(channel).watch_agents(session).__aiter__()
-            while True:
-                # The manager sends a snapshot at least every 10 s.
-                snapshot = await asyncio.wait_for(anext(watch), 30)
-                say(agents=[
-                    {
-                        "pod": a.pod_name, "namespace": a.namespace, "ip": a.pod_ip,
-                        "workload": [a.workload_kind.name, a.workload_name],
-                        "container": a.container, "version": a.version,
-                        "ports": [
-                            [p.name, p.port, p.agent_port, p.redirected] for p in a.ports
-                        ],
-                        "environment": dict(a.environment),
-                    }
-                    for a in snapshot.agents
-                ])
-
-    asyncio.run(main())
-    """
-)
+WATCHER = PROGRAMS / "agent_watcher.py"
 
 
 def agent_story(cluster: Cluster, namespace: str, pod: str) -> str:
@@ -252,7 +175,7 @@ class Watcher:
 
     def __init__(self, cluster: Cluster, manager_ns: str, intercept: str = "") -> None:
         self.proc = cluster.start_on_workstation(
-            [sys.executable, "-c", WATCHER, manager_ns, str(layout.WORKSTATION_KUBECONFIG)]
+            [sys.executable, str(WATCHER), manager_ns, str(layout.WORKSTATION_KUBECONFIG)]
             + ([intercept] if intercept else [])
         )
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
