@@ -43,7 +43,6 @@ import os
 import re
 import secrets
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ import yaml
 from kpcluster import kube, layout, lifecycle
 from kpcluster.commands import ClusterError, run, wait_for
 from kpcluster.harness import Cluster
+from workstation_servers import PROGRAMS
 
 from kubepresence.userd.core.manifests import ManagerInstall, Resources, manager_objects
 from kubepresence.userd.k8s.installing import Ref
@@ -327,73 +327,7 @@ def test_helm_install_and_uninstall(
 
 # --- the Python install, driven from the workstation ---------------------------------------
 
-DRIVER = textwrap.dedent(
-    """
-    import asyncio, json, sys
-    from pathlib import Path
-    from kubernetes_asyncio import client
-    from kubepresence.protocol.errors import KubepresenceError
-    from kubepresence.userd.core.manifests import ManagerInstall, Resources
-    from kubepresence.userd.k8s import installing
-    from kubepresence.userd.k8s.apiclient import load_configuration, websocket_client
-    from kubepresence.protocol.transport import CONFIGURATION
-    from kubepresence.userd.k8s.portforward_grpc import PortForwardChannel
-    from kubepresence.userd.k8s.portforward import PortForwarder
-    from kubepresence.userd.rpc.manager import ManagerClient
-
-    ACTION, NS, ARGS, KUBECONFIG = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
-
-    async def version(conf):
-        async with client.ApiClient(conf) as api:
-            pods = await client.CoreV1Api(api).list_namespaced_pod(
-                NS, label_selector="app.kubernetes.io/name=kubepresence-manager"
-            )
-        ready = [
-            p.metadata.name for p in pods.items
-            if p.status.phase == "Running" and not p.metadata.deletion_timestamp
-        ]
-        async with websocket_client(conf) as ws:
-            forwarder = PortForwarder(ws, NS, ready[0], 8081)
-            channel = PortForwardChannel(forwarder, CONFIGURATION)
-            listening = asyncio.Event()
-            serving = asyncio.create_task(channel.run(listening))
-            await asyncio.wait_for(listening.wait(), 10)
-            try:
-                return [await ManagerClient(channel).version(), ready[0]]
-            finally:
-                channel.close()
-                serving.cancel()
-
-    async def main():
-        conf = await load_configuration(Path(KUBECONFIG))
-        said = []
-        out = {"progress": said}
-        try:
-            if ACTION == "version":
-                out["result"] = await version(conf)
-            else:
-                async with client.ApiClient(conf) as api:
-                    if "impersonate" in ARGS:
-                        api.set_default_header("Impersonate-User", ARGS.pop("impersonate"))
-                    wait = ARGS.pop("wait", 120)
-                    if "resources" in ARGS:
-                        ARGS["resources"] = Resources(**ARGS["resources"])
-                    if ACTION == "ensure":
-                        install = ManagerInstall(namespace=NS, **ARGS)
-                        out["result"] = await installing.ensure_manager(
-                            api, install, said.append, wait_seconds=wait
-                        )
-                    elif ACTION == "find":
-                        out["result"] = await installing.find_manager(api, NS)
-                    elif ACTION == "uninstall":
-                        out["result"] = await installing.uninstall_manager(api, NS, said.append)
-        except KubepresenceError as error:
-            out["error"] = [error.category.value, error.message]
-        print(json.dumps(out))
-
-    asyncio.run(main())
-    """
-)
+DRIVER = PROGRAMS / "install_driver.py"
 
 
 def workstation(
@@ -409,8 +343,7 @@ def workstation(
     proc = cluster.on_workstation(
         [
             sys.executable,
-            "-c",
-            DRIVER,
+            str(DRIVER),
             action,
             ns,
             json.dumps(args),
