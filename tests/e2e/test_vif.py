@@ -189,18 +189,8 @@ def _connected(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def _uninstall_manager(name: str, cluster: Cluster) -> None:
-    uninstall = (
-        "import asyncio\n"
-        "from kubernetes_asyncio import client\n"
-        "from kubepresence.userd.k8s.apiclient import load_configuration\n"
-        "from kubepresence.userd.k8s.installing import uninstall_manager\n"
-        "async def main():\n"
-        f"    conf = await load_configuration('{layout.ADMIN_KUBECONFIG}')\n"
-        "    async with client.ApiClient(conf) as api:\n"
-        f"        await uninstall_manager(api, '{name}', lambda s: None)\n"
-        "asyncio.run(main())\n"
-    )
-    subprocess.run([sys.executable, "-c", uninstall], check=False, timeout=180)
+    uninstall = [str(PROGRAMS / "uninstall_manager.py"), str(layout.ADMIN_KUBECONFIG), name]
+    subprocess.run([sys.executable, *uninstall], check=False, timeout=180)
     cluster.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=false")
 
 

@@ -21,6 +21,9 @@ from typing import Any
 from kpcluster import kube, layout
 from kpcluster.harness import Cluster
 
+# userd's own uninstall, as the cluster admin (a real file: linted and type-checked).
+UNINSTALL = Path(__file__).resolve().parent / "programs" / "uninstall_manager.py"
+
 BIN = Path(sys.executable).parent
 WS_RESOLV_CONF = Path("/etc/netns") / layout.WORKSTATION_NETNS / "resolv.conf"
 
@@ -226,16 +229,6 @@ def delete_manager_pods(cluster: Cluster, namespace: str, *, wait: bool = True) 
 
 def uninstall_manager(cluster: Cluster, namespace: str) -> None:
     """Remove a test's traffic manager (cluster-scoped objects too) and its namespace."""
-    script = (
-        "import asyncio\n"
-        "from kubernetes_asyncio import client\n"
-        "from kubepresence.userd.k8s.apiclient import load_configuration\n"
-        "from kubepresence.userd.k8s.installing import uninstall_manager\n"
-        "async def main():\n"
-        f"    conf = await load_configuration('{layout.ADMIN_KUBECONFIG}')\n"
-        "    async with client.ApiClient(conf) as api:\n"
-        f"        await uninstall_manager(api, '{namespace}', lambda s: None)\n"
-        "asyncio.run(main())\n"
-    )
-    subprocess.run([sys.executable, "-c", script], check=False, timeout=180)
+    uninstall = [str(UNINSTALL), str(layout.ADMIN_KUBECONFIG), namespace]
+    subprocess.run([sys.executable, *uninstall], check=False, timeout=180)
     cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
