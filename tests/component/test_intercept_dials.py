@@ -8,7 +8,9 @@ daemon's real code (ManagerClient, answer_dials). Scenarios:
 - a connection the agent hands over reaches the local server and carries bytes both ways;
 - with nothing listening locally, the agent is told at once (DIAL_FAILED), no hang;
 - a second global intercept of the same port is refused; leaving frees the port;
-- an intercepted connection that lasts longer than the dial timeout keeps flowing.
+- an intercepted connection that lasts longer than the dial timeout keeps flowing;
+- a dial the manager no longer has (withdrawn while the workstation dialled locally) ends
+  that one connection with a KubepresenceError, never the daemon's dial answering.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from kubepresence.protocol import streams
 from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.transport import unix_channel
+from kubepresence.protocol.tunnel import send_connected
+from kubepresence.userd import answering
 from kubepresence.userd.answering import answer_dials
-from kubepresence.userd.rpc.manager import InterceptRequest, ManagerClient
+from kubepresence.userd.rpc.manager import Dial, InterceptRequest, ManagerClient
 
 
 @pytest.fixture
@@ -199,3 +203,27 @@ async def test_an_intercepted_connection_outlives_the_dial_timeout(
         dials.cancel()
     server.close()
     await server.wait_closed()
+
+
+async def test_a_withdrawn_dial_ends_only_its_connection(channel: Channel) -> None:
+    client = ManagerClient(channel)
+    session, _ = await client.arrive("dev@laptop", "laptop", "0.1.0")
+
+    async def claim() -> None:
+        async with client.answer_dial(session, "no-such-dial") as stream:
+            await send_connected(stream)
+            await asyncio.wait_for(stream.recv_message(), 10)
+
+    with pytest.raises(KubepresenceError, match="no-such-dial"):
+        await claim()
+    server, port = await local_echo()
+    try:
+        # The answering of one dial returns (logged): the GRPCError used to escape and end
+        # the task group that answers every dial.
+        await asyncio.wait_for(
+            answering._answer(client, session, Dial("no-such-dial", "echo", "127.0.0.1", port)),
+            10,
+        )
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -208,8 +208,14 @@ class ManagerClient:
 
     @contextlib.asynccontextmanager
     async def answer_dial(self, session_id: str, dial_id: str) -> AsyncIterator[Any]:
-        """An AnswerDial tunnel claiming `dial_id`, its open sent; yields the stream."""
-        async with streams.answer_dial(self._channel) as stream:
+        """An AnswerDial tunnel claiming `dial_id`, its open sent; yields the stream.
+
+        The manager's refusal (a dial withdrawn while we dialled locally: NOT_FOUND) or a
+        lost channel is a KubepresenceError, which ends this connection only."""
+        async with (
+            client_errors("the traffic manager does not answer"),
+            streams.answer_dial(self._channel) as stream,
+        ):
             await stream.send_message(
                 common.TunnelMessage(open=common.TunnelOpen(session_id=session_id, dial_id=dial_id))
             )
