@@ -21,7 +21,7 @@ from kubepresence.protocol.annotations import (
     INJECT_TRAFFIC_AGENT,
 )
 from kubepresence.protocol.errors import NotFoundError, UserError
-from kubepresence.protocol.workloads import KINDS
+from kubepresence.protocol.workloads import KIND_NAMES, KINDS
 from kubepresence.userd.core.arrival import ConditionView, ContainerView, PodView
 from kubepresence.userd.k8s.errors import KubernetesNotFoundError, api_errors
 
@@ -79,9 +79,7 @@ async def read_workload(api: client.ApiClient, namespace: str, name: str) -> tup
                 return kind, await read(name, namespace)
         except KubernetesNotFoundError:
             continue
-    raise NotFoundError(
-        f"no Deployment, StatefulSet or ReplicaSet named {name!r} in namespace {namespace!r}"
-    )
+    raise NotFoundError(f"no {KIND_NAMES} named {name!r} in namespace {namespace!r}")
 
 
 async def require_agents(api: client.ApiClient, workloads: list[tuple[str, str, str]]) -> None:
@@ -112,9 +110,7 @@ async def remove_agent(api: client.ApiClient, namespace: str, name: str) -> bool
         await _patch(kind, patch, name, namespace)
         await _replace_agent_pods(api, namespace, name)
         return True
-    raise NotFoundError(
-        f"no Deployment, StatefulSet or ReplicaSet named {name!r} in namespace {namespace!r}"
-    )
+    raise NotFoundError(f"no {KIND_NAMES} named {name!r} in namespace {namespace!r}")
 
 
 async def remove_all_agents(api: client.ApiClient, namespace: str) -> list[str]:

@@ -26,6 +26,7 @@ from kubepresence.protocol.annotations import (
     INJECT_TRAFFIC_AGENT,
 )
 from kubepresence.protocol.errors import UserError
+from kubepresence.protocol.workloads import by_kind
 from kubepresence.userd.core.podsecurity import TakeoverMethod, decide, rejected_by_pod_security
 from kubepresence.userd.core.serviceports import Resolved
 from kubepresence.userd.k8s.agents import read_workload
@@ -48,12 +49,10 @@ async def namespace_labels(api: client.ApiClient, namespace: str) -> dict[str, s
 
 
 def _patcher(apps: client.AppsV1Api, kind: str) -> Callable[..., Awaitable[Any]]:
-    patchers: dict[str, Callable[..., Awaitable[Any]]] = {
-        "Deployment": apps.patch_namespaced_deployment,
-        "StatefulSet": apps.patch_namespaced_stateful_set,
-        "ReplicaSet": apps.patch_namespaced_replica_set,
-    }
-    return patchers[kind]
+    workload_kind = by_kind(kind)
+    assert workload_kind is not None, kind  # read_workload found it among KINDS
+    patch: Callable[..., Awaitable[Any]] = getattr(apps, workload_kind.call("patch"))
+    return patch
 
 
 @dataclass(frozen=True)
