@@ -37,7 +37,7 @@ from kpcluster.imagebuild import BuiltImage
 from workstation_cli import Workstation
 from workstation_servers import answering_server, get_from_pod
 
-from kubepresence.protocol.annotations import AGENT_CONTAINER
+from kubepresence.protocol.workloads import AGENT_CONTAINER
 
 LOCAL_PORT = 8090
 MANAGER_SELECTOR = "app.kubernetes.io/name=kubepresence-manager"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from kubepresence.agent import diverting
+from kubepresence.agent import handing
 from kubepresence.agent.core.routing import AgentIntercept, Routes
-from kubepresence.agent.diverting import Diverter
+from kubepresence.agent.handing import Diverter
 from kubepresence.agent.net.appdialing import AppDialer
 from kubepresence.protocol.agents import PortTakeover
 
@@ -24,12 +24,10 @@ class FakeSession:
         self.channel = object()
 
 
-def diverter(session: FakeSession | None, *intercepts: AgentIntercept) -> Diverter:
+def diverter(session: FakeSession, *intercepts: AgentIntercept) -> Diverter:
     routes = Routes()
     routes.update(intercepts)
-    divert = Diverter(routes, AppDialer("127.0.0.1"), {})
-    divert.session = session  # type: ignore[assignment]
-    return divert
+    return Diverter(routes, AppDialer("127.0.0.1"), {}, session)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -39,7 +37,7 @@ def handed_over(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     async def hand_over(channel: object, session_id: str, intercept_id: str, *_: Any) -> None:
         calls.append((channel, session_id, intercept_id))
 
-    monkeypatch.setattr(diverting, "hand_over", hand_over)
+    monkeypatch.setattr(handing, "hand_over", hand_over)
     return calls
 
 
@@ -49,15 +47,14 @@ GLOBAL = AgentIntercept("alice:echo", "http", True)
 @pytest.mark.parametrize(
     ("session", "intercepts", "takeover"),
     [
-        (None, [GLOBAL], HTTP),  # the agent has not arrived yet
-        (FakeSession(None), [GLOBAL], HTTP),  # it lost its session
+        (FakeSession(None), [GLOBAL], HTTP),  # the agent has not arrived yet, or lost it
         (FakeSession("agent-1"), [], HTTP),  # nothing intercepted
         (FakeSession("agent-1"), [AgentIntercept("alice:echo", "http", False)], HTTP),  # waiting
         (FakeSession("agent-1"), [GLOBAL], OTHER),  # another port is intercepted
     ],
 )
 async def test_the_app_keeps_the_connection(
-    session: FakeSession | None,
+    session: FakeSession,
     intercepts: list[AgentIntercept],
     takeover: PortTakeover,
     handed_over: list[tuple[Any, ...]],

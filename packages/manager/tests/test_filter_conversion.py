@@ -1,5 +1,5 @@
 """A personal intercept's filter as the manager reads it from a client's spec (the
-conversion itself is protocol.filterwire's, tested there; here: the manager's checks)."""
+conversion itself is protocol.wire's, tested there; here: the manager's checks)."""
 
 from __future__ import annotations
 

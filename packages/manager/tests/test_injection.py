@@ -33,9 +33,8 @@ from kubepresence.manager.core.injection import (
     review,
     workload_of,
 )
-from kubepresence.protocol.agentconfig import CONFIG_ENV, AgentSettings, decode
-from kubepresence.protocol.agents import PortTakeover
-from kubepresence.protocol.annotations import AGENT_CONTAINER
+from kubepresence.protocol.agents import CONFIG_ENV, AgentSettings, PortTakeover, decode
+from kubepresence.protocol.workloads import AGENT_CONTAINER
 
 SETTINGS = InjectionSettings(
     agent_image="localhost/kubepresence-agent:0.1.0", manager_namespace="kp-system"
@@ -341,7 +340,7 @@ def test_named_port_is_renamed_and_taken_by_the_agent() -> None:
         "health_port": 9901,
         "app_env_names": ["GREETING", "POD_NAME"],
     }
-    # What the agent makes of it (the same contract reads it: protocol.agentconfig).
+    # What the agent makes of it (the same contract reads it: protocol.agents).
     env = {e["name"]: e for e in agent["env"]}
     assert decode(env[CONFIG_ENV]["value"]) == AgentSettings(
         workload_kind="Deployment",

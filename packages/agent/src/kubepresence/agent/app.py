@@ -22,8 +22,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from kubepresence.agent.core.config import AgentConfig
 from kubepresence.agent.core.routing import Routes
-from kubepresence.agent.diverting import Diverter
-from kubepresence.agent.handing import follow_intercepts
+from kubepresence.agent.handing import Diverter, follow_intercepts
 from kubepresence.agent.net.appdialing import AppDialer
 from kubepresence.agent.net.forwarding import Forwarder
 from kubepresence.agent.proxying import EgressDialer
@@ -54,9 +53,9 @@ class TrafficAgent:
         app = AppDialer(config.pod_ip)
         self.routes = Routes()
         # Which accepted connections go to a workstation instead of the app.
-        self.diverter = Diverter(self.routes, app, config.environment)
+        self.session = ManagerSession(config, manager_host, manager_port)
+        self.diverter = Diverter(self.routes, app, config.environment, self.session)
         self.forwarder = Forwarder(config.ports, host=listen_host, divert=self.diverter, app=app)
-        self.session: ManagerSession | None = None
         self.export = VolumeExport.of(config)  # the app's volumes, for `intercept --mount`
         self.egress = EgressDialer()  # client flows that leave the cluster from this pod
 
@@ -71,8 +70,7 @@ class TrafficAgent:
             self.manager_host,
             self.manager_port,
         )
-        session = self.session = ManagerSession(self.config, self.manager_host, self.manager_port)
-        self.diverter.session = session
+        session = self.session
         async with asyncio.TaskGroup() as connections:
             await self.forwarder.start(connections)
             await self.export.start(connections)

@@ -7,10 +7,11 @@
 - `logs`: logging setup (file or stdout, text or JSON lines) and runtime level changes.
 - `transport`: gRPC over unix sockets (mode, stale sockets, peer uid check, errors) and TCP.
 - `paths`: where sockets and logs live.
-- `agents`, `agentconfig`, `agentwire`: the port takeover and the agent's description;
-  the manager→agent configuration (KP_AGENT_* variables, the KP_AGENT_CONFIG document);
-  the description to and from the generated `AgentInfo`.
-- `workloads`: the workload kinds kubepresence intercepts and their Kubernetes API names.
+- `agents`: the port takeover, the agent's description, and the manager→agent
+  configuration (KP_AGENT_* variables, the KP_AGENT_CONFIG document).
+- `workloads`: the workload kinds kubepresence intercepts, their Kubernetes API names, and
+  the annotations on their pod templates.
+- `wire`: the shared plain types (HTTP filter, agent) to and from generated messages.
 - `backoff`: the one capped exponential backoff (sans-IO) every retry loop waits by.
 - `streams`: the raw gRPC streams (tunnels, progress): each path once, one way to open it.
 - `tunnel`, `dialing`, `datagrams`: relaying a flow over a tunnel; dialling its far end.

@@ -3,7 +3,7 @@
 The webhook (manager `core.injection`) gives the agent container the app container's env
 and envFrom (so the agent carries the app's environment), its pod's identity and its
 settings in KP_AGENT_* variables: their names and the KP_AGENT_CONFIG document are the
-contract `kubepresence.protocol.agentconfig` defines.
+contract `kubepresence.protocol.agents` defines.
 
 `load` turns these into an `AgentConfig`, or raises `ConfigError` with one clear line.
 `app_environment` is the app's environment as far as the agent can tell: its own
@@ -18,9 +18,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from kubepresence.protocol import agentconfig
-from kubepresence.protocol.agentconfig import AgentSettings
-from kubepresence.protocol.agents import Agent
+from kubepresence.protocol import agents
+from kubepresence.protocol.agents import Agent, AgentSettings
 from kubepresence.protocol.errors import ConfigError
 
 # Set by the agent's image, or by the runtime for the agent's user: the app's may differ.
@@ -55,17 +54,17 @@ class AgentConfig(AgentSettings):
 
 def load(environ: Mapping[str, str]) -> AgentConfig:
     """The agent's configuration from its environment (see the module docstring)."""
-    missing = [name for name in agentconfig.REQUIRED_ENV if not environ.get(name)]
+    missing = [name for name in agents.REQUIRED_ENV if not environ.get(name)]
     if missing:
         raise ConfigError(
             f"{', '.join(missing)} not set: the agent runs injected by the traffic manager"
         )
-    settings = agentconfig.decode(environ[agentconfig.CONFIG_ENV])
+    settings = agents.decode(environ[agents.CONFIG_ENV])
     return AgentConfig(
         **{f.name: getattr(settings, f.name) for f in fields(AgentSettings)},
-        pod_name=environ[agentconfig.POD_NAME_ENV],
-        namespace=environ[agentconfig.POD_NAMESPACE_ENV],
-        pod_ip=environ.get(agentconfig.POD_IP_ENV, ""),
+        pod_name=environ[agents.POD_NAME_ENV],
+        namespace=environ[agents.POD_NAMESPACE_ENV],
+        pod_ip=environ.get(agents.POD_IP_ENV, ""),
         environment=app_environment(environ, frozenset(settings.app_env_names)),
     )
 
@@ -92,5 +91,5 @@ def app_environment(
     return {
         k: v
         for k, v in sorted(environ.items())
-        if not k.startswith(agentconfig.PREFIX) and (k not in IMAGE_VARIABLES or k in app_names)
+        if not k.startswith(agents.PREFIX) and (k not in IMAGE_VARIABLES or k in app_names)
     }

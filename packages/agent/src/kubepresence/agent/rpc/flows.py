@@ -20,10 +20,10 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from kubepresence.agent.core.routing import AgentIntercept
 from kubepresence.protocol import streams
-from kubepresence.protocol.filterwire import from_message
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.httpfilter import HttpFilter
 from kubepresence.protocol.tunnel import send_dial_failed
+from kubepresence.protocol.wire import filter_from_message
 
 CALL_TIMEOUT = 10.0
 # What ends one call or one tunnel with the manager (not the agent).
@@ -51,7 +51,7 @@ class EgressOrder:
 
 def filter_of(info: common.InterceptInfo) -> HttpFilter | None:
     """A personal intercept's filter (the manager checked it); None for a global one."""
-    return from_message((info.spec or common.InterceptSpec()).http_filter)
+    return filter_from_message((info.spec or common.InterceptSpec()).http_filter)
 
 
 async def watch_intercepts(

@@ -15,7 +15,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from kubepresence.agent.core.config import AgentConfig
-from kubepresence.protocol import agentwire, version_of
+from kubepresence.protocol import version_of, wire
 from kubepresence.protocol.backoff import Backoff
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.logs import set_level_for
@@ -34,7 +34,7 @@ RETRY_LIMIT = 10.0
 
 
 def agent_info(config: AgentConfig) -> common.AgentInfo:
-    return agentwire.to_message(config.description(version_of("kubepresence-agent")))
+    return wire.agent_to_message(config.description(version_of("kubepresence-agent")))
 
 
 class ManagerSession:

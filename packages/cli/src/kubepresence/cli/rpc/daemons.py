@@ -13,12 +13,12 @@ from kubepresence.cli.core.filters import PreviewOptions
 from kubepresence.cli.core.mounts import MountRequest
 from kubepresence.protocol import routing
 from kubepresence.protocol.errors import Category, KubepresenceError
-from kubepresence.protocol.filterwire import from_message, to_message
 from kubepresence.protocol.gen import common, connector, daemon
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.httpfilter import HttpFilter, describe
 from kubepresence.protocol.routing import RoutingOptions
 from kubepresence.protocol.transport import client_errors, unix_channel
+from kubepresence.protocol.wire import filter_from_message, filter_to_message
 
 # Local daemons answer at once or not at all.
 LOCAL_TIMEOUT = 5.0
@@ -290,7 +290,7 @@ def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
         state=common.InterceptState(info.state).name.lower(),
         message=info.message,
         environment=dict(info.environment),
-        http_filter=_described(from_message(spec.http_filter)),
+        http_filter=_described(filter_from_message(spec.http_filter)),
         preview_url=info.preview_url,
         service=spec.service_name,
         mount_point=info.mount_point,
@@ -330,7 +330,7 @@ async def create_intercept(
                     service_port=port,
                     local_host=local[0],
                     local_port=local[1],
-                    http_filter=to_message(http_filter),
+                    http_filter=filter_to_message(http_filter),
                     preview_ingress_host=preview.ingress_host if preview else "",
                     preview_ingress_port=preview.ingress_port if preview else 0,
                     preview_ingress_tls=preview.ingress_tls if preview else False,

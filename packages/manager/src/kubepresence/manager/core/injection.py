@@ -45,7 +45,7 @@ of the pod declares) for `intercept --mount`. Its own settings travel in `KP_AGE
 they never collide with the app's (the echo test app itself defines POD_NAME): the pod's
 identity from the downward API (KP_AGENT_POD_NAME, KP_AGENT_POD_NAMESPACE, KP_AGENT_POD_IP)
 and KP_AGENT_CONFIG, a JSON document with the workload, the app container and the ports
-(both defined, with the agent's reading of them, in `kubepresence.protocol.agentconfig`).
+(both defined, with the agent's reading of them, in `kubepresence.protocol.agents`).
 
 Pure: no I/O, no clock. The shell (`webhook/serving.py`) hands in the request body.
 """
@@ -59,10 +59,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubepresence.protocol import agentconfig
-from kubepresence.protocol.agentconfig import AgentSettings
-from kubepresence.protocol.agents import PortTakeover
-from kubepresence.protocol.annotations import (
+from kubepresence.protocol import agents
+from kubepresence.protocol.agents import AgentSettings, PortTakeover
+from kubepresence.protocol.workloads import (
     AGENT_CONTAINER,
     INJECT_CONTAINER,
     INJECT_MANAGER_NAMESPACE,
@@ -500,8 +499,8 @@ def agent_container(
     _, app = _app_container(pod)
     env = [
         *app_env(app),
-        *(_field_env(name, path) for name, path in agentconfig.POD_FIELDS.items()),
-        {"name": agentconfig.CONFIG_ENV, "value": agentconfig.encode(agent_settings(pod, plan))},
+        *(_field_env(name, path) for name, path in agents.POD_FIELDS.items()),
+        {"name": agents.CONFIG_ENV, "value": agents.encode(agent_settings(pod, plan))},
     ]
     ports = []
     for takeover in plan.takeovers:

@@ -23,7 +23,7 @@ from typing import Any
 
 from kubepresence.manager.core.clusterinfo import collapse
 from kubepresence.manager.core.watchcache import Change, ChangeType, Object
-from kubepresence.protocol.annotations import AGENT_CONTAINER
+from kubepresence.protocol.workloads import AGENT_CONTAINER
 
 
 def _names(containers: Any) -> set[str]:

@@ -13,13 +13,14 @@ import logging
 from kubernetes_asyncio import client
 
 from kubepresence.manager.k8s.errors import api_errors
-from kubepresence.protocol.annotations import (
+from kubepresence.protocol.errors import NotFoundError
+from kubepresence.protocol.workloads import (
     INJECT_MANAGER_NAMESPACE,
     INJECT_NUMERIC_PORTS,
     INJECT_TRAFFIC_AGENT,
+    KIND_NAMES,
+    KINDS,
 )
-from kubepresence.protocol.errors import NotFoundError
-from kubepresence.protocol.workloads import KIND_NAMES, KINDS
 
 log = logging.getLogger(__name__)
 

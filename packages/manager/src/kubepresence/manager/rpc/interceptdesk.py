@@ -22,9 +22,9 @@ from kubepresence.manager.core.intercepts import (
 )
 from kubepresence.manager.core.previews import Ingress, PreviewRegistry, check_ingress
 from kubepresence.protocol.errors import NotFoundError, UserError
-from kubepresence.protocol.filterwire import from_message, to_message
 from kubepresence.protocol.gen import common
 from kubepresence.protocol.httpfilter import HttpFilter, describe, validate
+from kubepresence.protocol.wire import filter_from_message, filter_to_message
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ _STATE = {
 
 def filter_of(message: common.HttpFilter | None) -> HttpFilter | None:
     """A personal intercept's filter, checked; None (a global intercept) when empty."""
-    http_filter = from_message(message)
+    http_filter = filter_from_message(message)
     if http_filter is None:
         return None
     try:
@@ -98,7 +98,7 @@ class InterceptDesk:
                 service_port=intercept.target.port,
                 local_host=intercept.local_host,
                 local_port=intercept.local_port,
-                http_filter=to_message(intercept.filter),
+                http_filter=filter_to_message(intercept.filter),
             ),
             state=_STATE[intercept.state],
             message=intercept.message,

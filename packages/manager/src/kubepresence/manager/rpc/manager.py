@@ -28,7 +28,7 @@ from kubepresence.manager.k8s.discovery import ClusterNetwork
 from kubepresence.manager.k8s.workloads import Workloads
 from kubepresence.manager.net import resolving
 from kubepresence.manager.rpc.interceptdesk import InterceptDesk
-from kubepresence.protocol import agentwire, dialing, streams, version_of
+from kubepresence.protocol import dialing, streams, version_of, wire
 from kubepresence.protocol.agents import Agent
 from kubepresence.protocol.errors import KubepresenceError, UserError
 from kubepresence.protocol.gen import common, manager
@@ -78,7 +78,7 @@ def misfit(rpc: str, open_: common.TunnelOpen) -> str | None:
     raise ValueError(f"no tunnel RPC {rpc}")
 
 
-def wire(connection: common.ConnectionId | None) -> bytes:
+def encoded_connection(connection: common.ConnectionId | None) -> bytes:
     """A connection as the flow shells pass it on: wire-encoded, unread."""
     return bytes(connection) if connection is not None else b""
 
@@ -168,7 +168,7 @@ class ManagerService(manager.ManagerBase):
         return self._session_info(session)
 
     async def arrive_as_agent(self, message: common.AgentInfo) -> common.SessionInfo:
-        agent = agentwire.from_message(message)
+        agent = wire.agent_from_message(message)
         if not agent.pod_name or not agent.namespace:
             raise UserError("an agent names its pod and namespace")
         if agent.pod in self._terminating_pods:
@@ -388,7 +388,7 @@ class ManagerService(manager.ManagerBase):
         while True:
             changed = self._agents_changed  # taken before the yield: no change is missed
             yield manager.AgentSnapshot(
-                agents=[agentwire.to_message(a) for a in self._agents.snapshot()]
+                agents=[wire.agent_to_message(a) for a in self._agents.snapshot()]
             )
             try:
                 async with asyncio.timeout(WATCH_KEEPALIVE):
@@ -446,7 +446,7 @@ class ManagerService(manager.ManagerBase):
         self._agent(first.open.session_id)
         intercept = self._desk.active(first.open.intercept_id)
         await self._hand_overs.agent_tunnel(
-            stream, first.open.session_id, intercept, wire(first.open.connection)
+            stream, first.open.session_id, intercept, encoded_connection(first.open.connection)
         )
 
     async def _answer_dial(self, stream: Stream[Any, Any]) -> None:
@@ -482,7 +482,7 @@ class ManagerService(manager.ManagerBase):
             client,
             stream,
             (first.open.via_namespace, first.open.via_workload),
-            wire(first.open.connection),
+            encoded_connection(first.open.connection),
             agents,
             idle,
         )

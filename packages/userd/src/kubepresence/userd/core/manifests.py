@@ -35,14 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubepresence.protocol import version_of
-from kubepresence.protocol.annotations import (
+from kubepresence.protocol.errors import UserError
+from kubepresence.protocol.logs import LEVELS
+from kubepresence.protocol.workloads import (
     AGENT_CONTAINER,
     INJECT_ENABLED,
     INJECT_MANAGER_NAMESPACE,
     INJECT_TRAFFIC_AGENT,
 )
-from kubepresence.protocol.errors import UserError
-from kubepresence.protocol.logs import LEVELS
 
 MANAGER = "kubepresence-manager"
 AGENT_IMAGE_NAME = "kubepresence-agent"

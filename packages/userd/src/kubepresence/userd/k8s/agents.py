@@ -13,15 +13,16 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from kubepresence.protocol.annotations import (
+from kubepresence.protocol.errors import NotFoundError, UserError
+from kubepresence.protocol.workloads import (
     AGENT_CONTAINER,
     INJECT_ENABLED,
     INJECT_MANAGER_NAMESPACE,
     INJECT_NUMERIC_PORTS,
     INJECT_TRAFFIC_AGENT,
+    KIND_NAMES,
+    KINDS,
 )
-from kubepresence.protocol.errors import NotFoundError, UserError
-from kubepresence.protocol.workloads import KIND_NAMES, KINDS
 from kubepresence.userd.core.arrival import ConditionView, ContainerView, PodView
 from kubepresence.userd.k8s.errors import KubernetesNotFoundError, api_errors
 

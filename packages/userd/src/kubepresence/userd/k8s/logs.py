@@ -10,8 +10,8 @@ from pathlib import Path
 
 from kubernetes_asyncio import client
 
-from kubepresence.protocol.annotations import AGENT_CONTAINER
 from kubepresence.protocol.errors import UserError
+from kubepresence.protocol.workloads import AGENT_CONTAINER
 from kubepresence.userd.k8s.errors import KubernetesError, api_errors
 
 log = logging.getLogger(__name__)

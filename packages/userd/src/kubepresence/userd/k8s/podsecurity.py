@@ -20,13 +20,13 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from kubepresence.protocol.annotations import (
+from kubepresence.protocol.errors import UserError
+from kubepresence.protocol.workloads import (
     INJECT_MANAGER_NAMESPACE,
     INJECT_NUMERIC_PORTS,
     INJECT_TRAFFIC_AGENT,
+    by_kind,
 )
-from kubepresence.protocol.errors import UserError
-from kubepresence.protocol.workloads import by_kind
 from kubepresence.userd.core.podsecurity import TakeoverMethod, decide, rejected_by_pod_security
 from kubepresence.userd.core.serviceports import Resolved
 from kubepresence.userd.k8s.agents import read_workload

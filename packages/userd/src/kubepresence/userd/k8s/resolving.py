@@ -8,8 +8,8 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from kubepresence.protocol.annotations import INJECT_CONTAINER
 from kubepresence.protocol.errors import UserError
+from kubepresence.protocol.workloads import INJECT_CONTAINER
 from kubepresence.userd.core.serviceports import (
     ContainerPort,
     Resolved,

@@ -12,7 +12,7 @@ import grpclib.const
 from grpclib.server import Stream
 
 from kubepresence.protocol import paths, routing, streams, version_of
-from kubepresence.protocol.encoded import EncodedMessage
+from kubepresence.protocol.codec import EncodedMessage
 from kubepresence.protocol.errors import ConfigError, KubepresenceError, UserError
 from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.gen.google import protobuf

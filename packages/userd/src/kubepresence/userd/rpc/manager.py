@@ -20,7 +20,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from kubepresence.protocol import streams
-from kubepresence.protocol.encoded import EncodedMessage
+from kubepresence.protocol.codec import EncodedMessage
 from kubepresence.protocol.errors import ClusterError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf

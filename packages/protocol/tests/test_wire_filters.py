@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from kubepresence.protocol.filterwire import from_message, to_message
 from kubepresence.protocol.gen import common
 from kubepresence.protocol.httpfilter import HttpFilter
+from kubepresence.protocol.wire import filter_from_message, filter_to_message
 
 
 def test_round_trip_and_normalisation() -> None:
@@ -13,12 +13,12 @@ def test_round_trip_and_normalisation() -> None:
         path_prefix="/api/",
         method="post",
     )
-    received = from_message(sent)
+    received = filter_from_message(sent)
     assert received == HttpFilter(headers=(("x-dev", "Alice"),), path_prefix="/api/", method="POST")
-    assert from_message(to_message(received)) == received
+    assert filter_from_message(filter_to_message(received)) == received
 
 
 def test_no_filter_is_a_global_intercept() -> None:
-    assert from_message(None) is None
-    assert from_message(common.HttpFilter()) is None
-    assert to_message(None) is None
+    assert filter_from_message(None) is None
+    assert filter_from_message(common.HttpFilter()) is None
+    assert filter_to_message(None) is None

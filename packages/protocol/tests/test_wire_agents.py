@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubepresence.protocol import agentwire
+from kubepresence.protocol import wire
 from kubepresence.protocol.agents import Agent, PortTakeover
 from kubepresence.protocol.gen import common
 from kubepresence.protocol.workloads import KINDS
@@ -26,13 +26,13 @@ FULL = Agent(
 
 
 def test_every_field_round_trips() -> None:
-    assert agentwire.from_message(agentwire.to_message(FULL)) == FULL
+    assert wire.agent_from_message(wire.agent_to_message(FULL)) == FULL
     defaults = Agent(pod_name="", namespace="")
     assert all(getattr(FULL, name) != value for name, value in vars(defaults).items())
 
 
 def test_the_message() -> None:
-    message = agentwire.to_message(FULL)
+    message = wire.agent_to_message(FULL)
     assert message.workload_kind == common.WorkloadKind.STATEFULSET
     assert [(p.name, p.port, p.agent_port, p.redirected, p.protocol) for p in message.ports] == [
         ("http", 8080, 9900, False, common.Protocol.TCP),
@@ -45,14 +45,14 @@ def test_the_message() -> None:
 
 def test_every_workload_kind_has_a_wire_value() -> None:
     for kind in KINDS:
-        message = agentwire.to_message(Agent("p", "ns", workload_kind=kind.kind))
+        message = wire.agent_to_message(Agent("p", "ns", workload_kind=kind.kind))
         assert message.workload_kind != common.WorkloadKind.UNSPECIFIED
-        assert agentwire.from_message(message).workload_kind == kind.kind
+        assert wire.agent_from_message(message).workload_kind == kind.kind
 
 
 def test_unknown_values_read_as_defaults() -> None:
-    bare = agentwire.to_message(Agent("p", "ns", workload_kind="Job"))
+    bare = wire.agent_to_message(Agent("p", "ns", workload_kind="Job"))
     assert bare.workload_kind == common.WorkloadKind.UNSPECIFIED
-    assert agentwire.from_message(bare).workload_kind == ""
+    assert wire.agent_from_message(bare).workload_kind == ""
     info = common.AgentInfo(pod_name="p", namespace="ns", ports=[common.ContainerPort(port=1)])
-    assert agentwire.from_message(info).ports == (PortTakeover("", 1, 0),)
+    assert wire.agent_from_message(info).ports == (PortTakeover("", 1, 0),)

@@ -1,15 +1,47 @@
-"""An agent on the wire: `agents.Agent` to and from the generated `AgentInfo`.
+"""The shared plain types on the wire: each to and from its generated message, once.
 
-One conversion for the agent (which arrives with it) and the manager (which reads it, and
-shows its agents to clients). A workload kind the wire does not know, or a port protocol
-other than UDP, reads as "" and TCP.
+Used only by the parts' `rpc/` modules (the generated types stay there).
+
+- An HTTP filter (`httpfilter.HttpFilter`): names are lower-cased and the method
+  upper-cased on the way in (both compare case-insensitively); an empty message is no
+  filter at all (a global intercept). For the CLI, the manager and the agent.
+- An agent (`agents.Agent` as `AgentInfo`): for the agent (which arrives with it) and the
+  manager (which reads it, and shows its agents to clients). A workload kind the wire does
+  not know, or a port protocol other than UDP, reads as "" and TCP.
 """
 
 from __future__ import annotations
 
 from kubepresence.protocol.agents import Agent, PortTakeover
 from kubepresence.protocol.gen import common
+from kubepresence.protocol.httpfilter import HttpFilter
 from kubepresence.protocol.workloads import DEPLOYMENT, REPLICASET, STATEFULSET
+
+
+def filter_from_message(message: common.HttpFilter | None) -> HttpFilter | None:
+    if message is None:
+        return None
+    http_filter = HttpFilter(
+        headers=tuple((h.name.lower(), h.value) for h in message.headers),
+        path_prefix=message.path_prefix,
+        path_equal=message.path_equal,
+        path_regex=message.path_regex,
+        method=message.method.upper(),
+    )
+    return None if http_filter == HttpFilter() else http_filter
+
+
+def filter_to_message(http_filter: HttpFilter | None) -> common.HttpFilter | None:
+    if http_filter is None:
+        return None
+    return common.HttpFilter(
+        headers=[common.HeaderMatch(name=k, value=v) for k, v in http_filter.headers],
+        path_prefix=http_filter.path_prefix,
+        path_equal=http_filter.path_equal,
+        path_regex=http_filter.path_regex,
+        method=http_filter.method,
+    )
+
 
 _KIND_TO_MESSAGE = {
     DEPLOYMENT.kind: common.WorkloadKind.DEPLOYMENT,
@@ -20,7 +52,7 @@ _KIND_FROM_MESSAGE = {v: k for k, v in _KIND_TO_MESSAGE.items()}
 _PROTOCOL_TO_MESSAGE = {"TCP": common.Protocol.TCP, "UDP": common.Protocol.UDP}
 
 
-def to_message(agent: Agent) -> common.AgentInfo:
+def agent_to_message(agent: Agent) -> common.AgentInfo:
     return common.AgentInfo(
         pod_name=agent.pod_name,
         namespace=agent.namespace,
@@ -44,7 +76,7 @@ def to_message(agent: Agent) -> common.AgentInfo:
     )
 
 
-def from_message(info: common.AgentInfo) -> Agent:
+def agent_from_message(info: common.AgentInfo) -> Agent:
     ports = tuple(
         PortTakeover(
             p.name,

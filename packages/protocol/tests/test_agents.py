@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubepresence.protocol import agentconfig
-from kubepresence.protocol.agentconfig import AgentSettings, decode, encode
-from kubepresence.protocol.agents import PortTakeover
+from kubepresence.protocol import agents
+from kubepresence.protocol.agents import AgentSettings, PortTakeover, decode, encode
 from kubepresence.protocol.errors import ConfigError
 
 FULL = AgentSettings(
@@ -56,9 +55,9 @@ def test_absent_fields_are_defaults() -> None:
 
 
 def test_names_share_the_prefix_the_agent_strips() -> None:
-    names = [agentconfig.CONFIG_ENV, *agentconfig.POD_FIELDS]
-    assert all(name.startswith(agentconfig.PREFIX) for name in names)
-    assert set(agentconfig.REQUIRED_ENV) <= set(names)
+    names = [agents.CONFIG_ENV, *agents.POD_FIELDS]
+    assert all(name.startswith(agents.PREFIX) for name in names)
+    assert set(agents.REQUIRED_ENV) <= set(names)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from grpclib.encoding.proto import ProtoCodec
 
-from kubepresence.protocol.encoded import EncodedMessage
+from kubepresence.protocol.codec import EncodedMessage
 from kubepresence.protocol.gen.common import TunnelControl, TunnelControlCode, TunnelMessage
 
 
