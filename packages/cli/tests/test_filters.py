@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubepresence.cli.core.filters import (
+from kubepresence.cli.core.interceptflags import (
     PreviewOptions,
     filter_from_options,
     preview_options,

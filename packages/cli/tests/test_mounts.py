@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubepresence.cli.core.mounts import MountRequest, parse_mount
+from kubepresence.cli.core.interceptflags import MountRequest, parse_mount
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""core.outputs and the intercept command's checks before anything is applied.
+"""core.arguments (output paths) and the intercept command's checks before anything is applied.
 
 Scenarios: every reason an output path cannot be written is one line naming the option;
 `intercept ns/web` says how to name a workload and its namespace; both are refused before
@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kubepresence.cli.app import app
-from kubepresence.cli.core.outputs import PathFacts, unwritable, workload_hint
+from kubepresence.cli.core.arguments import PathFacts, unwritable, workload_hint
 
 OK = PathFacts(
     is_dir=False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubepresence.cli.core.ports import PortSpec, parse_port_spec
+from kubepresence.cli.core.interceptflags import PortSpec, parse_port_spec
 from kubepresence.protocol.errors import Category, KubepresenceError
 
 

@@ -28,22 +28,25 @@ from rich.markup import escape
 from kubepresence.cli import starting
 from kubepresence.cli.core import kubeconfig
 from kubepresence.cli.core.arguments import (
+    PathFacts,
     address_problem,
     cidr_problem,
     first_problem,
     label_problem,
+    unwritable,
+    workload_hint,
 )
 from kubepresence.cli.core.envfiles import SYNTAXES, EnvFileError, render_json, renderer
 from kubepresence.cli.core.exits import ExitCode, exit_code
-from kubepresence.cli.core.filters import (
+from kubepresence.cli.core.interceptflags import (
     AUTO,
+    ROOT_VARIABLE,
     filter_from_options,
+    parse_mount,
+    parse_port_spec,
     preview_options,
     wants_auto_header,
 )
-from kubepresence.cli.core.mounts import ROOT_VARIABLE, parse_mount
-from kubepresence.cli.core.outputs import PathFacts, unwritable, workload_hint
-from kubepresence.cli.core.ports import parse_port_spec
 from kubepresence.cli.core.rendering import OutputFormat, render
 from kubepresence.cli.core.routingflags import RoutingFlagError, parse_routing
 from kubepresence.cli.rpc import daemons

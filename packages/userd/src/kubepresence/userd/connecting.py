@@ -27,9 +27,8 @@ from kubepresence.protocol.transport import CONFIGURATION
 from kubepresence.userd.core.manifests import ManagerInstall
 from kubepresence.userd.k8s import installing
 from kubepresence.userd.k8s.apiclient import KubeTarget, rest_client, websocket_client
-from kubepresence.userd.k8s.manager_pods import find_manager_pod
 from kubepresence.userd.k8s.portforward import PortForwarder
-from kubepresence.userd.k8s.portforward_grpc import PortForwardChannel
+from kubepresence.userd.k8s.portforward_grpc import PortForwardChannel, find_manager_pod
 from kubepresence.userd.rpc.manager import (
     ClusterNetwork,
     InterceptRequest,

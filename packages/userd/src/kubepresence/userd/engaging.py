@@ -25,7 +25,7 @@ from typing import Protocol
 from kubepresence.protocol.errors import ClusterError, KubepresenceError, UserError
 from kubepresence.userd import mounting
 from kubepresence.userd.connecting import ClusterConnection
-from kubepresence.userd.core import arrival, localports
+from kubepresence.userd.core import arrival, interceptports
 from kubepresence.userd.k8s import agents, podsecurity, resolving
 from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc.manager import InterceptRequest, InterceptView
@@ -102,14 +102,14 @@ async def engage(
     )
     request = replace(asked, port=resolved.port)
     if not want.share_local_port:
-        clash = localports.conflict(
+        clash = interceptports.conflict(
             (
-                localports.LocalTarget(
+                interceptports.LocalTarget(
                     i.name, i.namespace, i.workload, i.port, i.local_host, i.local_port
                 )
                 for i in connection.intercepts
             ),
-            localports.LocalTarget(
+            interceptports.LocalTarget(
                 request.name, request.namespace, request.workload, request.port, *request.local
             ),
         )

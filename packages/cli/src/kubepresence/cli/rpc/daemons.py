@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubepresence.cli.core.filters import PreviewOptions
-from kubepresence.cli.core.mounts import MountRequest
+from kubepresence.cli.core.interceptflags import MountRequest, PreviewOptions
 from kubepresence.protocol import routing
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.gen import common, connector, daemon

@@ -27,8 +27,8 @@ from kubepresence.protocol.workloads import (
     INJECT_TRAFFIC_AGENT,
     by_kind,
 )
+from kubepresence.userd.core.interceptports import Resolved
 from kubepresence.userd.core.podsecurity import TakeoverMethod, decide, rejected_by_pod_security
-from kubepresence.userd.core.serviceports import Resolved
 from kubepresence.userd.k8s.agents import read_workload
 from kubepresence.userd.k8s.errors import KubernetesError, KubernetesForbiddenError, api_errors
 

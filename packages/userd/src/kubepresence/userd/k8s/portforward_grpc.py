@@ -8,6 +8,9 @@ the tunnel two system calls, two copies and a trip through the event loop in use
 Every new gRPC connection opens a fresh port-forward to whichever pod the forwarder
 names then (the manager's pod can be replaced while a session lives). The connections'
 tasks belong to `run`'s task group: cancelling `run` ends them all.
+
+The pod: `find_manager_pod` names a Ready traffic manager pod (by its label); userd asks
+it again for every port-forward the channel opens.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from typing import Any, Protocol
 from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
+from kubernetes_asyncio import client
 
 from kubepresence.protocol.errors import ClusterError
 from kubepresence.protocol.transport import CODEC
+from kubepresence.userd.k8s.errors import api_errors
 from kubepresence.userd.k8s.portforward_spdy import SpdyStream, SpdyTransport
 
 log = logging.getLogger(__name__)
@@ -216,3 +221,24 @@ class PortForwardChannel(Channel):
                 opened.set_exception(error)
             else:
                 log.warning("connection to the traffic manager ended: %s", error)
+
+
+MANAGER_SELECTOR = "app.kubernetes.io/name=kubepresence-manager"
+
+
+def _ready(pod: Any) -> bool:
+    if pod.metadata.deletion_timestamp is not None or pod.status.phase != "Running":
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+async def find_manager_pod(api: client.ApiClient, namespace: str) -> str:
+    """The name of a Ready traffic manager pod; ClusterError when there is none."""
+    with api_errors(f"cannot list the traffic manager's pods in {namespace}"):
+        pods = await client.CoreV1Api(api).list_namespaced_pod(
+            namespace, label_selector=MANAGER_SELECTOR
+        )
+    ready = sorted((p for p in pods.items if _ready(p)), key=lambda p: p.metadata.name)
+    if not ready:
+        raise ClusterError(f"no Ready traffic manager pod in namespace {namespace}")
+    return str(ready[0].metadata.name)

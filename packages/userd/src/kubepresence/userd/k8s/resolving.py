@@ -1,5 +1,5 @@
 """Reading what `intercept --port LOCAL[:PORT]` resolves through: the workload's pod
-template and the namespace's Services (the rules are in core.serviceports)."""
+template and the namespace's Services (the rules are in core.interceptports)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from kubernetes_asyncio import client
 
 from kubepresence.protocol.errors import UserError
 from kubepresence.protocol.workloads import INJECT_CONTAINER
-from kubepresence.userd.core.serviceports import (
+from kubepresence.userd.core.interceptports import (
     ContainerPort,
     Resolved,
     Service,

@@ -1,4 +1,4 @@
-"""core.localports: one local port, one intercept, unless shared on purpose.
+"""core.interceptports (the local end): one local port, one intercept, unless shared on purpose.
 
 Scenarios: the same port on the same or an any-address host conflicts and names the other
 intercept; another port, or another host, does not; the same workload port again is left
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubepresence.userd.core.localports import LocalTarget, conflict
+from kubepresence.userd.core.interceptports import LocalTarget, conflict
 
 WEB = LocalTarget("web", "shop", "web", "http", "127.0.0.1", 8080)
 

@@ -1,4 +1,7 @@
-"""Which container port an intercept takes: `--port LOCAL[:PORT]` resolved through a Service.
+"""The two ends of an intercept's port, checked before anything is applied. Pure: no I/O.
+
+The cluster end: which container port an intercept takes, `--port LOCAL[:PORT]` resolved
+through a Service.
 
 Theory of operation. The user names a *Service* port (name or number), as clients of the
 workload know it. The agent takes over *container* ports, so userd resolves:
@@ -23,7 +26,14 @@ callers dial the pod's port number, which only a redirect takes over. A note say
 Intercepts take TCP ports only. Every failure is a UserError with one line that lists
 what there is to choose from.
 
-Pure: no I/O. The shell (`k8s/resolving.py`) reads the workload and the Services.
+The shell (`k8s/resolving.py`) reads the workload and the Services.
+
+The local end: whether a new intercept's local address is already another intercept's.
+
+Two intercepts that send to one local port mix two workloads' traffic in one local
+server, silently. That is refused unless the user asks for it (`--share-local-port`).
+An intercept of the same workload port is not this rule's business: the manager refuses
+that one itself ("already intercepted").
 """
 
 from __future__ import annotations
@@ -202,3 +212,36 @@ def _without_service(workload: Workload, port: str, title: str) -> Resolved:
     return Resolved(
         port=str(named[0].number), numeric=True, note=f"{note} {port} ({named[0].number})"
     )
+
+
+ANY_ADDRESSES = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared, never bound
+
+
+@dataclass(frozen=True)
+class LocalTarget:
+    """Where one intercept sends its traffic on the workstation."""
+
+    name: str
+    namespace: str
+    workload: str
+    port: str  # the service port it takes
+    host: str
+    local_port: int
+
+
+def _same_address(a: str, b: str) -> bool:
+    return a == b or a in ANY_ADDRESSES or b in ANY_ADDRESSES
+
+
+def conflict(existing: Iterable[LocalTarget], new: LocalTarget) -> str | None:
+    """Why `new` may not send to its local port, or None."""
+    for other in existing:
+        if (other.namespace, other.workload, other.port) == (new.namespace, new.workload, new.port):
+            continue
+        if other.local_port == new.local_port and _same_address(other.host, new.host):
+            return (
+                f"local port {new.local_port} already receives intercept {other.name!r}"
+                f" ({other.namespace}/{other.workload}): pick another local port, or pass"
+                " --share-local-port to send both there"
+            )
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubepresence.protocol.errors import Category, KubepresenceError
-from kubepresence.userd.core.serviceports import (
+from kubepresence.userd.core.interceptports import (
     ContainerPort,
     Resolved,
     Service,
