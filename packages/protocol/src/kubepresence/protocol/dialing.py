@@ -15,8 +15,14 @@ import logging
 from dataclasses import dataclass
 
 from kubepresence.protocol import datagrams
-from kubepresence.protocol.gen.common import TunnelControlCode
-from kubepresence.protocol.tunnel import MessageStream, control, describe, relay, send_reset
+from kubepresence.protocol.tunnel import (
+    MessageStream,
+    describe,
+    relay,
+    send_connected,
+    send_dial_failed,
+    send_reset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +78,11 @@ async def dial(
                 flow = DialledFlow(host, port, streams=await asyncio.open_connection(host, port))
     except (OSError, TimeoutError) as error:
         log.info("dial %s:%d failed: %s", host, port, describe(error))
-        await stream.send_message(control(TunnelControlCode.DIAL_FAILED, describe(error)))
+        await send_dial_failed(stream, describe(error))
         return None
     log.debug("flow to %s:%d open", host, port)
     try:
-        await stream.send_message(control(TunnelControlCode.CONNECTED))
+        await send_connected(stream)
     except BaseException:
         flow.close()
         raise
