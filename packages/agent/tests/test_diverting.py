@@ -27,7 +27,9 @@ class FakeSession:
 def diverter(session: FakeSession, *intercepts: AgentIntercept) -> Diverter:
     routes = Routes()
     routes.update(intercepts)
-    return Diverter(routes, AppDialer("127.0.0.1"), {}, session)  # type: ignore[arg-type]
+    divert = Diverter(routes, AppDialer("127.0.0.1"), {})
+    divert.session = session  # type: ignore[assignment]
+    return divert
 
 
 @pytest.fixture

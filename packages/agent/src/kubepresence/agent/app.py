@@ -53,8 +53,9 @@ class TrafficAgent:
         app = AppDialer(config.pod_ip)
         self.routes = Routes()
         # Which accepted connections go to a workstation instead of the app.
-        self.session = ManagerSession(config, manager_host, manager_port)
-        self.diverter = Diverter(self.routes, app, config.environment, self.session)
+        self.diverter = Diverter(self.routes, app, config.environment)
+        # Made in `run`: its grpclib channel binds to the loop that exists by then.
+        self.session: ManagerSession | None = None
         self.forwarder = Forwarder(config.ports, host=listen_host, divert=self.diverter, app=app)
         self.export = VolumeExport.of(config)  # the app's volumes, for `intercept --mount`
         self.egress = EgressDialer()  # client flows that leave the cluster from this pod
@@ -70,7 +71,8 @@ class TrafficAgent:
             self.manager_host,
             self.manager_port,
         )
-        session = self.session
+        session = self.session = ManagerSession(self.config, self.manager_host, self.manager_port)
+        self.diverter.session = session
         async with asyncio.TaskGroup() as connections:
             await self.forwarder.start(connections)
             await self.export.start(connections)

@@ -145,12 +145,11 @@ class Diverter:
         routes: Routes,
         app: AppDialer,
         environment: Mapping[str, str],
-        session: ManagerSession,
     ) -> None:
         self.routes = routes
         self.app = app
         self.environment = environment
-        self.session = session  # the agent's (no session_id while it has none)
+        self.session: ManagerSession | None = None  # the agent's, once it runs
         self._told_not_http: set[str] = set()  # intercepts told their port is not all HTTP
 
     async def __call__(
@@ -158,7 +157,7 @@ class Diverter:
     ) -> bool:
         """Take the connection (True) or leave it to the app (False)."""
         session = self.session
-        if session.session_id is None:
+        if session is None or session.session_id is None:
             return False
         intercept_id = self.routes.intercept_for(takeover)
         if intercept_id is not None:
@@ -222,7 +221,7 @@ class Diverter:
         """A connection to the intercept's workstation: one end of a socket pair whose
         other end is handed over through the manager like a whole connection would be."""
         session = self.session
-        if session.session_id is None:
+        if session is None or session.session_id is None:
             raise ConnectionRefusedError("no session with the traffic manager")
         ours, theirs = socket.socketpair()
         try:
