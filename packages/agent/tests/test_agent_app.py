@@ -15,6 +15,7 @@ import socket
 import time
 
 import pytest
+import uvloop
 from grpclib.server import Server
 from kptest.waiting import eventually
 
@@ -220,3 +221,33 @@ async def test_a_taken_health_port_is_logged_not_fatal(caplog: pytest.LogCapture
         agent = TrafficAgent(config, "127.0.0.1", free_port(), listen_host="127.0.0.1")
         assert await agent._open_health_port() is None
     assert f"cannot open the health port {port}" in caplog.text
+
+
+def test_an_agent_made_outside_the_loop_arrives_from_the_daemons_loop() -> None:
+    """`__main__` makes the agent before the daemon's uvloop exists: whatever holds a
+    grpclib channel must be made in `run`, on that loop, or the agent never arrives."""
+    config = AgentConfig(pod_name="echo-abc", namespace="shop", pod_ip="127.0.0.1")
+    manager_port = free_port()
+    agent = TrafficAgent(config, "127.0.0.1", manager_port, listen_host="127.0.0.1")
+
+    async def scenario() -> list[str]:
+        fake = FakeManager()
+        grpc = Server([fake])
+        await grpc.start("127.0.0.1", manager_port)
+
+        async def main(supervisor: Supervisor) -> None:
+            running = asyncio.create_task(agent.run(supervisor))
+            try:
+                await asyncio.wait_for(fake.has_arrived.wait(), 5)
+            finally:
+                supervisor.request_stop("test over")
+                await running
+
+        try:
+            await supervise(main, handle_signals=False)
+        finally:
+            grpc.close()
+            await grpc.wait_closed()
+        return fake.arrived
+
+    assert uvloop.run(scenario()) == ["echo-abc"]

@@ -27,9 +27,7 @@ class FakeSession:
 def diverter(session: FakeSession, *intercepts: AgentIntercept) -> Diverter:
     routes = Routes()
     routes.update(intercepts)
-    divert = Diverter(routes, AppDialer("127.0.0.1"), {})
-    divert.session = session  # type: ignore[assignment]
-    return divert
+    return Diverter(session, routes, AppDialer("127.0.0.1"), {})  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -50,13 +50,9 @@ class TrafficAgent:
         self.manager_host = manager_host
         self.manager_port = manager_port
         self.listen_host = listen_host
-        app = AppDialer(config.pod_ip)
-        self.routes = Routes()
-        # Which accepted connections go to a workstation instead of the app.
-        self.diverter = Diverter(self.routes, app, config.environment)
-        # Made in `run`: its grpclib channel binds to the loop that exists by then.
+        self.routes = Routes()  # what the manager's intercepts ask of each takeover port
+        # Made in `run`, with what needs it: its grpclib channel binds to the running loop.
         self.session: ManagerSession | None = None
-        self.forwarder = Forwarder(config.ports, host=listen_host, divert=self.diverter, app=app)
         self.export = VolumeExport.of(config)  # the app's volumes, for `intercept --mount`
         self.egress = EgressDialer()  # client flows that leave the cluster from this pod
 
@@ -72,9 +68,12 @@ class TrafficAgent:
             self.manager_port,
         )
         session = self.session = ManagerSession(self.config, self.manager_host, self.manager_port)
-        self.diverter.session = session
+        app = AppDialer(self.config.pod_ip)
+        # Which accepted connections go to a workstation instead of the app.
+        diverter = Diverter(session, self.routes, app, self.config.environment)
+        forwarder = Forwarder(self.config.ports, host=self.listen_host, divert=diverter, app=app)
         async with asyncio.TaskGroup() as connections:
-            await self.forwarder.start(connections)
+            await forwarder.start(connections)
             await self.export.start(connections)
             self.egress.start(connections)
             health = await self._open_health_port()
@@ -87,11 +86,11 @@ class TrafficAgent:
                 keeping.cancel()
                 await session.depart()
                 await asyncio.sleep(LINGER)
-                self.forwarder.close()
+                forwarder.close()
                 self.export.close()
                 if health is not None:
                     health.close()
-                await self._drain()
+                await self._drain(forwarder)
 
     async def _open_health_port(self) -> asyncio.Server | None:
         """Listen on the readiness probe's port once the takeover ports listen: a probe
@@ -152,10 +151,10 @@ class TrafficAgent:
                 log.info("intercept watch interrupted: %s", describe(failed.exceptions[0]))
             await asyncio.sleep(FOLLOW_RETRY)
 
-    async def _drain(self) -> None:
+    async def _drain(self, forwarder: Forwarder) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_TIMEOUT):
-                await self.forwarder.idle.wait()
-        dropped = self.forwarder.abort() + self.egress.abort()
+                await forwarder.idle.wait()
+        dropped = forwarder.abort() + self.egress.abort()
         if dropped:
             log.info("dropped %d open connection(s) at shutdown", dropped)

@@ -142,14 +142,15 @@ async def hand_over(
 class Diverter:
     def __init__(
         self,
+        session: ManagerSession,
         routes: Routes,
         app: AppDialer,
         environment: Mapping[str, str],
     ) -> None:
+        self.session = session
         self.routes = routes
         self.app = app
         self.environment = environment
-        self.session: ManagerSession | None = None  # the agent's, once it runs
         self._told_not_http: set[str] = set()  # intercepts told their port is not all HTTP
 
     async def __call__(
@@ -157,7 +158,7 @@ class Diverter:
     ) -> bool:
         """Take the connection (True) or leave it to the app (False)."""
         session = self.session
-        if session is None or session.session_id is None:
+        if session.session_id is None:  # not arrived yet, or lost the manager
             return False
         intercept_id = self.routes.intercept_for(takeover)
         if intercept_id is not None:
@@ -221,7 +222,7 @@ class Diverter:
         """A connection to the intercept's workstation: one end of a socket pair whose
         other end is handed over through the manager like a whole connection would be."""
         session = self.session
-        if session is None or session.session_id is None:
+        if session.session_id is None:
             raise ConnectionRefusedError("no session with the traffic manager")
         ours, theirs = socket.socketpair()
         try:
