@@ -18,6 +18,14 @@ PATHS = (DIRECT, PORT_FORWARD, OUTBOUND, IN_CLUSTER, INBOUND)
 # Figures a run may legitimately lack: the manager gets installed by a connect attempt
 # that found ws1 busy, and then no connect is timed while installing it.
 OPTIONAL = frozenset({"connect, installing the manager"})
+CLI_BASELINE = "kubectl version --client"
+CLI_COMMANDS = (
+    "kubepresence version",
+    "kubepresence status",
+    "kubepresence list",
+    "kubepresence completion",
+)
+CLI_LIMIT_S = 0.15
 RSS_TARGETS_MIB = {"rootd": 60, "userd": 80, "agent": 50, "manager": 120}
 
 
@@ -166,6 +174,22 @@ def cluster_figures(cluster: dict[str, Any]) -> list[Figure]:
                 value,
                 target=f"≤ {limit:g} s",
                 met=_met(value, _at_most(limit)),
+            )
+        )
+    cli: dict[str, Any] = timings.get("cli", {})
+    kubectl_s = (cli.get(CLI_BASELINE) or {}).get("median_s")
+    for command in CLI_COMMANDS:
+        seconds = (cli.get(command) or {}).get("median_s")
+        figures.append(
+            Figure(
+                f"{command}, daemons running (median wall time)",
+                "s",
+                seconds,
+                kubectl_s,
+                CLI_BASELINE,
+                _ratio(seconds, kubectl_s),
+                f"≤ {CLI_LIMIT_S:g} s",
+                _met(seconds, _at_most(CLI_LIMIT_S)),
             )
         )
     for key, label in (

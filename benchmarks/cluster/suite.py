@@ -31,6 +31,7 @@ from workstation_cli import Workstation, uninstall_manager, ws1_vif_lock
 
 from benchmarks.cluster import clients, processes, profiling, workload
 from benchmarks.cluster.clients import PathResult, Sizes
+from benchmarks.cluster.report import CLI_BASELINE
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,7 @@ class Run:
             self.timings["connect_s_samples"] = [round(t, 2) for t in times]
             self.timings["connect_s"] = round(statistics.median(times), 2)
             self.timings["connect_s_min"] = round(min(times), 2)
+            self.timings["cli"] = self._cli_times(ws, namespace)
             self._outbound(ws, manager_namespace, service)
             with workstation_server(cluster):
                 self._inbound(ws, namespace, manager_namespace, client_pod, service)
@@ -263,6 +265,31 @@ class Run:
             if logs.is_dir():
                 shutil.copytree(logs, self.work_dir / "logs", dirs_exist_ok=True)
             shutil.rmtree(home, ignore_errors=True)
+
+    def _cli_times(self, ws: Workstation, namespace: str) -> dict[str, Any]:
+        """How long the CLI takes to answer with the daemons running (connected), beside
+        `kubectl version --client` run the same way in ws1, in the same minute."""
+        environment = [f"{k}={v}" for k, v in ws.env.items()]
+        completing = ["_KUBEPRESENCE_COMPLETE=complete_bash", "COMP_WORDS=kubepresence st"]
+        commands = {
+            CLI_BASELINE: ["env", *environment, str(layout.kubectl()), "version", "--client"],
+            "kubepresence version": ws.kp_argv("version"),
+            "kubepresence status": ws.kp_argv("status"),
+            "kubepresence list": ws.kp_argv("list", "-n", namespace),
+            "kubepresence completion": ["env", *completing, "COMP_CWORD=1", *ws.kp_argv()],
+        }
+        spec = json.dumps({"rounds": 2 if self.quick else 7, "commands": commands})
+        result = self.cluster.on_workstation(
+            [sys.executable, str(Path(__file__).with_name("commandtimes.py")), spec],
+            timeout=600,
+            check=False,
+        )
+        if result.returncode != 0:
+            self.problems.append(f"CLI timings: {result.stderr.strip()[-500:]}")
+            return {}
+        times: dict[str, Any] = json.loads(result.stdout)
+        log.info("CLI: %s", {k: v["median_s"] for k, v in times.items()})
+        return times
 
     def _pids(self, ws: Workstation, manager_namespace: str) -> dict[str, int | None]:
         return {

@@ -262,7 +262,7 @@ def test_a_daemon_coming_up_keeps_its_socket(tmp_path: Path) -> None:
     start with FileNotFoundError in its chmod)."""
     import socket
 
-    from kubepresence.cli.rpc.daemons import socket_is_live
+    from kubepresence.cli.sockets import socket_is_live
 
     path = tmp_path / "starting.socket"
     binding = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

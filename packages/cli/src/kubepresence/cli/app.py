@@ -7,7 +7,6 @@ into one line on stderr and the exit code of its category.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
@@ -15,17 +14,12 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec
 
-import anyio
 import typer
-import yaml
-from rich.console import Console
-from rich.markup import escape
 
-from kubepresence.cli import starting
 from kubepresence.cli.core import kubeconfig
 from kubepresence.cli.core.arguments import (
     PathFacts,
@@ -49,7 +43,9 @@ from kubepresence.cli.core.interceptflags import (
 )
 from kubepresence.cli.core.rendering import OutputFormat, render
 from kubepresence.cli.core.routingflags import RoutingFlagError, parse_routing
-from kubepresence.cli.rpc import daemons
+from kubepresence.cli.lazymodules import lazy_module
+from kubepresence.cli.sockets import socket_is_live
+from kubepresence.cli.terminal import err, fail, plain, say
 from kubepresence.protocol import paths, version_of
 from kubepresence.protocol.errors import (
     ConfigError,
@@ -62,6 +58,18 @@ from kubepresence.protocol.httpfilter import auto_header
 from kubepresence.protocol.logs import LEVELS
 from kubepresence.protocol.routing import DEFAULT_VIRTUAL_SUBNET
 
+if TYPE_CHECKING:
+    import asyncio
+
+    from kubepresence.cli import starting
+    from kubepresence.cli.rpc import daemons
+else:
+    # The gRPC stack and the event loop load when a command first needs them: `--help`,
+    # completion and `version` without daemons stay quick (see cli.lazymodules).
+    asyncio = lazy_module("asyncio")
+    daemons = lazy_module("kubepresence.cli.rpc.daemons")
+    starting = lazy_module("kubepresence.cli.starting")
+
 P = ParamSpec("P")
 PROGRESS_POLL = 1.0  # seconds between looks at a waiting intercept's progress
 # The caller's variables the user daemon reads (it runs with its own environment).
@@ -72,9 +80,6 @@ FORWARDED_VARIABLES = (
     "KUBEPRESENCE_REGISTRY",
     "KUBEPRESENCE_IMAGE_PULL_SECRETS",
 )
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 app = typer.Typer(
     name="kubepresence",
@@ -93,20 +98,18 @@ OutputOption = Annotated[
 ]
 
 
-def command(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
+def command(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
     """Run an async command body on uvloop and map errors to one line and an exit code."""
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        import uvloop
+
         try:
-            anyio.run(
-                functools.partial(fn, *args, **kwargs),
-                backend="asyncio",
-                backend_options={"use_uvloop": True},
-            )
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(fn(*args, **kwargs))
         except KubepresenceError as error:
-            # The message is data: "[Errno 111]" must not be read as rich markup.
-            err.print(f"[red]kubepresence:[/red] {escape(error.message)}", markup=True)
+            fail(error.message)
             raise typer.Exit(exit_code(error.category)) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
@@ -119,8 +122,7 @@ def command(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
 def report_unexpected(error: Exception) -> int:
     """A bug in the CLI itself: never a traceback on the terminal; one line that says
     where the traceback went (cli.log). The exit code to end with."""
-    message = unexpected_error_message(error, _cli_log(error))
-    err.print(f"[red]kubepresence:[/red] {escape(message)}", markup=True)
+    fail(unexpected_error_message(error, _cli_log(error)))
     return ExitCode.INTERNAL
 
 
@@ -195,7 +197,7 @@ async def version(output: OutputOption = OutputFormat.TEXT) -> None:
     state["user_daemon"] = await _userd_version()
     state["root_daemon"] = await _rootd_version()
     state["traffic_manager"] = await _manager_version()
-    out.print(render(state, output), markup=False)
+    say(render(state, output))
 
 
 @app.command()
@@ -204,7 +206,7 @@ async def status(output: OutputOption = OutputFormat.TEXT) -> None:
     """Show whether the daemons run and what they are connected to."""
     state: dict[str, Any] = {}
     socket = paths.userd_socket()
-    if daemons.socket_is_live(socket):
+    if socket_is_live(socket):
         info = await daemons.userd_status(socket)
         state["user_daemon"] = {"running": True, "version": info.version}
         state["connection"] = await daemons.userd_info(socket)
@@ -212,7 +214,7 @@ async def status(output: OutputOption = OutputFormat.TEXT) -> None:
         state["user_daemon"] = {"running": False}
     # A socket file outlives a killed daemon: running means it answers.
     state["root_daemon"] = {"running": await daemons.rootd_answers(paths.rootd_socket())}
-    out.print(render(state, output), markup=False)
+    say(render(state, output))
     connection = state.get("connection") or {}
     if connection.get("state") == "connected" and (
         connection.get("network_problem") or not state["root_daemon"]["running"]
@@ -226,18 +228,18 @@ async def status(output: OutputOption = OutputFormat.TEXT) -> None:
 async def quit_() -> None:
     """Stop the daemons; the machine is left as it was before `connect`."""
     stopped = []
-    if daemons.socket_is_live(paths.userd_socket()):
+    if socket_is_live(paths.userd_socket()):
         with contextlib.suppress(KubepresenceError):  # not connected: nothing to end
             await daemons.disconnect(paths.userd_socket())
-    if daemons.socket_is_live(paths.rootd_socket()):
+    if socket_is_live(paths.rootd_socket()):
         await daemons.quit_rootd(paths.rootd_socket())
         await _wait_gone("root daemon", paths.rootd_socket())
         stopped.append("root daemon")
-    if daemons.socket_is_live(paths.userd_socket()):
+    if socket_is_live(paths.userd_socket()):
         await daemons.quit_userd(paths.userd_socket())
         await _wait_gone("user daemon", paths.userd_socket())
         stopped.append("user daemon")
-    out.print(f"Stopped the {' and the '.join(stopped)}." if stopped else "Nothing was running.")
+    say(f"Stopped the {' and the '.join(stopped)}." if stopped else "Nothing was running.")
 
 
 @app.command()
@@ -269,23 +271,21 @@ async def loglevel(
             ("Root daemon", paths.rootd_socket(), daemons.set_rootd_log_level),
         ]
     userd_socket = paths.userd_socket()
-    connected = daemons.socket_is_live(userd_socket) and (
+    connected = socket_is_live(userd_socket) and (
         (await daemons.userd_status(userd_socket)).state == "connected"
     )
     if remote_only and not connected:
         raise ConfigError("not connected: run 'kubepresence connect' first")
     if connected and not local_only:
         targets.append(("Traffic manager and agents", userd_socket, daemons.set_cluster_log_level))
-    live = [
-        (name, socket, call) for name, socket, call in targets if daemons.socket_is_live(socket)
-    ]
+    live = [(name, socket, call) for name, socket, call in targets if socket_is_live(socket)]
     if not live:
         raise ConfigError(
             "the user and root daemons are not running: run 'kubepresence connect' first"
         )
     for name, socket, call in live:
         await call(socket, level, duration)
-        out.print(f"{name} log level: {level}" + (f" for {duration} s" if duration else ""))
+        say(f"{name} log level: {level}" + (f" for {duration} s" if duration else ""))
 
 
 @config_app.command("view")
@@ -314,7 +314,7 @@ async def config_view(
         "root_daemon_socket": str(paths.rootd_socket()),
         "log_dir": str(paths.state_dir()),
     }
-    out.print(render(state, output), markup=False)
+    say(render(state, output))
 
 
 # --- planned commands: each says so and exits non-zero ------------------------------
@@ -394,7 +394,7 @@ async def connect(
         )
     except RoutingFlagError as error:
         raise UserError(str(error)) from None
-    with err.status("starting the daemons", spinner="dots"):
+    with err().status("starting the daemons", spinner="dots"):
         socket = await starting.ensure_daemons()
     arguments = daemons.ConnectArguments(
         kubeconfig=kubeconfig_flag,
@@ -408,15 +408,15 @@ async def connect(
         environment={k: v for k, v in os.environ.items() if k in FORWARDED_VARIABLES},
         routing=routing,
     )
-    with err.status("connecting", spinner="dots") as spinner:
+    with err().status("connecting", spinner="dots") as spinner:
         info = await daemons.connect(socket, arguments, lambda s: spinner.update(s))
     if output is OutputFormat.TEXT:
-        out.print(
+        say(
             f"Connected to context {info['context']} ({info['server']}), "
             f"namespace {info['namespace']}."
         )
     else:
-        out.print(render(info, output), markup=False)
+        say(render(info, output))
 
 
 @app.command(name="list")
@@ -431,10 +431,10 @@ async def list_(
         _connected_socket(), namespace=namespace, intercepts_only=intercepts_only
     )
     if output is not OutputFormat.TEXT:
-        out.print(render({"workloads": found}, output), markup=False)
+        say(render({"workloads": found}, output))
         return
     if not found:
-        out.print("No workloads.")
+        say("No workloads.")
     for w in found:
         state = "; ".join(
             f"intercepted{_filtered(i)} → {i['local']} ({i['state']})"
@@ -442,7 +442,7 @@ async def list_(
             + (f": {i['message']}" if i["message"] else "")
             for i in w["intercepts"]
         ) or ("agent installed" if w["agent_installed"] else "ready to intercept")
-        out.print(f"{w['name']:30} {w['kind']:12} {state}")
+        say(f"{w['name']:30} {w['kind']:12} {state}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -557,11 +557,11 @@ async def intercept(
         method=http_method,
         auto=auto,
     )
-    with err.status(f"intercepting {workload}", spinner="dots") as spinner:
+    with err().status(f"intercepting {workload}", spinner="dots") as spinner:
         result = await _following_progress(
             socket,
             intercept_name,
-            lambda step: spinner.update(escape(f"intercepting {workload}: {step}")),
+            lambda step: spinner.update(plain(f"intercepting {workload}: {step}")),
             daemons.create_intercept(
                 socket,
                 workload=workload,
@@ -594,22 +594,22 @@ async def intercept(
                     f"cannot write {path}: {error.strerror}; the intercept was removed"
                 ) from None
         if output is not OutputFormat.TEXT:
-            out.print(render(vars(result), output), markup=False)
+            say(render(vars(result), output))
         else:
             if result.message:
-                err.print(result.message, markup=False)
+                err().print(result.message, markup=False)
             via = f"service {result.service} " if result.service else ""
-            out.print(
+            say(
                 f"Intercepting {result.namespace}/{result.workload} {via}port {result.port} "
                 f"→ {result.local}"
                 + (f", requests with {result.http_filter}" if result.http_filter else "")
             )
             if result.preview_url:
-                out.print(f"Preview URL: {result.preview_url}")
+                say(f"Preview URL: {result.preview_url}")
             if result.mount_point:
-                out.print(f"Volumes mounted at {result.mount_point}")
+                say(f"Volumes mounted at {result.mount_point}")
         if result.mount_error:  # the intercept works; only its volumes are missing
-            err.print(f"warning: {result.mount_error}", markup=False)
+            err().print(f"warning: {result.mount_error}", markup=False)
         if ctx.args:
             root = {ROOT_VARIABLE: result.mount_point} if result.mount_point else {}
             code = await _run_with_environment(ctx.args, {**result.environment, **root})
@@ -653,7 +653,7 @@ async def _awaited(awaitable: Awaitable[daemons.InterceptResult]) -> daemons.Int
 async def leave(name: Annotated[str, typer.Argument(help="intercept name")]) -> None:
     """End an intercept; the workload answers its own traffic again."""
     await daemons.remove_intercept(_connected_socket(), name)
-    out.print(f"Left {name}.")
+    say(f"Left {name}.")
 
 
 @app.command()
@@ -673,7 +673,7 @@ async def uninstall(
     await daemons.uninstall(
         _connected_socket(), workloads=workloads or [], namespace=namespace, all_agents=all_agents
     )
-    out.print("Agents removed; the workloads roll out without them.")
+    say("Agents removed; the workloads roll out without them.")
 
 
 @app.command(name="gather-logs")
@@ -689,7 +689,7 @@ async def gather_logs(
         raise UserError(why)
     socket = await starting.ensure_userd()
     files = await daemons.gather_logs(socket, output_file.resolve())
-    out.print(f"Wrote {output_file} ({len(files)} logs).")
+    say(f"Wrote {output_file} ({len(files)} logs).")
 
 
 HelmNamespace = Annotated[
@@ -704,7 +704,7 @@ async def _helm(action: str, namespace: str, context: str, kubeconfig_flag: str)
     if problem:
         raise UserError(problem)
     socket = await starting.ensure_userd()
-    with err.status(f"helm {action}", spinner="dots") as spinner:
+    with err().status(f"helm {action}", spinner="dots") as spinner:
         result = await daemons.manage_traffic_manager(
             socket,
             action=action,
@@ -714,7 +714,7 @@ async def _helm(action: str, namespace: str, context: str, kubeconfig_flag: str)
             environment={k: v for k, v in os.environ.items() if k in FORWARDED_VARIABLES},
             on_step=lambda s: spinner.update(s),
         )
-    out.print(result[:1].upper() + result[1:] + ".")
+    say(result[:1].upper() + result[1:] + ".")
 
 
 @helm_app.command("install")
@@ -759,7 +759,7 @@ def _filtered(intercept: dict[str, Any]) -> str:
 
 def _connected_socket() -> Path:
     socket = paths.userd_socket()
-    if not daemons.socket_is_live(socket):
+    if not socket_is_live(socket):
         raise ConfigError("not connected: run 'kubepresence connect' first")
     return socket
 
@@ -780,7 +780,7 @@ async def _wait_gone(name: str, socket: Path) -> None:
     """A daemon removes its socket last, after undoing what it changed: wait for that."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + QUIT_TIMEOUT
-    while daemons.socket_is_live(socket):
+    while socket_is_live(socket):
         if loop.time() > deadline:
             raise InternalError(
                 f"the {name} did not stop within {QUIT_TIMEOUT:.0f} s; see {paths.state_dir()}"
@@ -790,14 +790,14 @@ async def _wait_gone(name: str, socket: Path) -> None:
 
 async def _userd_version() -> str:
     socket = paths.userd_socket()
-    if not daemons.socket_is_live(socket):
+    if not socket_is_live(socket):
         return "not running"
     return (await daemons.userd_status(socket)).version
 
 
 async def _manager_version() -> str:
     socket = paths.userd_socket()
-    if not daemons.socket_is_live(socket):
+    if not socket_is_live(socket):
         return "not connected"
     info = await daemons.userd_info(socket)
     cluster = info.get("cluster")
@@ -806,12 +806,14 @@ async def _manager_version() -> str:
 
 async def _rootd_version() -> str:
     socket = paths.rootd_socket()
-    if not daemons.socket_is_live(socket):
+    if not socket_is_live(socket):
         return "not running"
     return (await daemons.rootd_version(socket)).version
 
 
 def _load_kubeconfig(path: Path) -> dict[str, Any]:
+    import yaml
+
     try:
         loaded = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:

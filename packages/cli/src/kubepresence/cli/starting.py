@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from kubepresence.cli.rpc import daemons
+from kubepresence.cli.sockets import socket_is_live
 from kubepresence.protocol import paths
 from kubepresence.protocol.errors import ConfigError, InternalError, KubepresenceError
 
@@ -46,7 +47,7 @@ async def _spawn_detached(argv: list[str]) -> None:
 
 
 async def _answers(check: object, socket: Path, *, starting: bool = False) -> bool:
-    if not daemons.socket_is_live(socket, remove_stale=not starting):
+    if not socket_is_live(socket, remove_stale=not starting):
         return False
     try:
         await check(socket)  # type: ignore[operator]

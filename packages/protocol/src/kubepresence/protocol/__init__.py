@@ -32,15 +32,13 @@ The words for traffic, used the same way in every part, in the .proto comments a
   intercept (a HandOver tunnel, which waits for the client's AnswerDial).
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 
 def version_of(distribution: str) -> str:
     """The installed version of a kubepresence distribution, e.g. ``kubepresence-cli``."""
+    # Imported here: importlib.metadata costs every CLI command ~25 ms it rarely needs.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version(distribution)
     except PackageNotFoundError:
         return "0.0.0+unknown"
-
-
-__version__ = version_of("kubepresence-protocol")

@@ -8,13 +8,15 @@ a number of seconds (`set_level_for`: a timer handle on the running loop turns i
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # the CLI reads LEVELS and must not pay for asyncio's import
+    import asyncio
 
 LogFormat = Literal["text", "json"]
 LEVELS = ("debug", "info", "warning", "error")
@@ -131,6 +133,8 @@ def set_level_for(level: str, seconds: float = 0) -> None:
         _Revert.handle = None
         set_level(previous)
         log.info("log level back to %s after %g s", previous, seconds)
+
+    import asyncio
 
     _Revert.level = previous
     _Revert.handle = asyncio.get_running_loop().call_later(seconds, revert)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from kubepresence.protocol.gen import common
-
 # RFC 2544's benchmarking range: never routed on the internet, rarely used by VPNs or
 # home networks (unlike 100.64.0.0/10, which Tailscale takes).
 DEFAULT_VIRTUAL_SUBNET = "198.18.0.0/15"
@@ -54,43 +52,3 @@ class VirtualAddress:
     virtual_ip: str
     cluster_ip: str
     via: str = ""  # namespace/workload for proxy-via
-
-
-def from_message(message: common.RoutingOptions | None) -> RoutingOptions:
-    if message is None:
-        return RoutingOptions()
-    return RoutingOptions(
-        allow_conflicting=tuple(message.allow_conflicting),
-        vnat=tuple(message.vnat),
-        proxy_via=tuple(ProxyVia(p.cidr, p.namespace, p.workload) for p in message.proxy_via),
-        virtual_subnet=message.virtual_subnet,
-        dns_exclude_suffixes=tuple(message.dns_exclude_suffixes),
-        dns_include_suffixes=tuple(message.dns_include_suffixes),
-        dns_mappings=tuple(sorted(message.dns_mappings.items())),
-    )
-
-
-def to_message(options: RoutingOptions) -> common.RoutingOptions:
-    return common.RoutingOptions(
-        allow_conflicting=list(options.allow_conflicting),
-        vnat=list(options.vnat),
-        proxy_via=[
-            common.ProxyVia(cidr=p.cidr, namespace=p.namespace, workload=p.workload)
-            for p in options.proxy_via
-        ],
-        virtual_subnet=options.virtual_subnet,
-        dns_exclude_suffixes=list(options.dns_exclude_suffixes),
-        dns_include_suffixes=list(options.dns_include_suffixes),
-        dns_mappings=dict(options.dns_mappings),
-    )
-
-
-def addresses_from_messages(messages: list[common.VirtualAddress]) -> list[VirtualAddress]:
-    return [VirtualAddress(m.virtual_ip, m.cluster_ip, m.via) for m in messages]
-
-
-def addresses_to_messages(addresses: list[VirtualAddress]) -> list[common.VirtualAddress]:
-    return [
-        common.VirtualAddress(virtual_ip=a.virtual_ip, cluster_ip=a.cluster_ip, via=a.via)
-        for a in addresses
-    ]

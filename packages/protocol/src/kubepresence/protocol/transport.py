@@ -186,16 +186,30 @@ async def close_server(server: Server, grace: float = 3.0) -> None:
         log.warning("calls still running after %.1f s at shutdown; dropping them", grace)
 
 
+class _Channel(Channel):
+    """grpclib's channel, without its race on a connection lost as it opens: grpclib
+    returns the new connection without looking whether the peer already closed it (a
+    daemon killed just then), and the call then fails inside grpclib with an
+    AttributeError instead of a connection error. Measured: 80 calls in 300 to a socket
+    that accepts and closes at once (test_transport_channels)."""
+
+    async def _create_connection(self) -> H2Protocol:
+        protocol = await super()._create_connection()
+        if getattr(protocol.handler, "connection_lost", False):  # the client Handler has it
+            raise ConnectionResetError("the connection was closed as it opened")
+        return protocol
+
+
 def unix_channel(path: Path) -> Channel:
     """A channel to a local daemon's socket."""
-    return Channel(path=str(path), codec=CODEC, config=CONFIGURATION)
+    return _Channel(path=str(path), codec=CODEC, config=CONFIGURATION)
 
 
 # How long one attempt to open a connection may take (name lookup and TCP handshake).
 CONNECT_TIMEOUT = 5.0
 
 
-class _BoundedConnectChannel(Channel):
+class _BoundedConnectChannel(_Channel):
     """grpclib opens a connection under a lock that every call on the channel waits for,
     and bounds the attempt only by the deadline of the call that started it. A call
     without one (a watch) whose SYN is lost, say to a pod that just went away while

@@ -8,6 +8,8 @@ Used only by the parts' `rpc/` modules (the generated types stay there).
 - An agent (`agents.Agent` as `AgentInfo`): for the agent (which arrives with it) and the
   manager (which reads it, and shows its agents to clients). A workload kind the wire does
   not know, or a port protocol other than UDP, reads as "" and TCP.
+- Routing options and virtual addresses (`routing`): from the CLI to userd, and on to
+  rootd; back in `status`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from kubepresence.protocol.agents import Agent, PortTakeover
 from kubepresence.protocol.gen import common
 from kubepresence.protocol.httpfilter import HttpFilter
+from kubepresence.protocol.routing import ProxyVia, RoutingOptions, VirtualAddress
 from kubepresence.protocol.workloads import DEPLOYMENT, REPLICASET, STATEFULSET
 
 
@@ -99,3 +102,43 @@ def agent_from_message(info: common.AgentInfo) -> Agent:
         info.version,
         info.sftp_port,
     )
+
+
+def routing_from_message(message: common.RoutingOptions | None) -> RoutingOptions:
+    if message is None:
+        return RoutingOptions()
+    return RoutingOptions(
+        allow_conflicting=tuple(message.allow_conflicting),
+        vnat=tuple(message.vnat),
+        proxy_via=tuple(ProxyVia(p.cidr, p.namespace, p.workload) for p in message.proxy_via),
+        virtual_subnet=message.virtual_subnet,
+        dns_exclude_suffixes=tuple(message.dns_exclude_suffixes),
+        dns_include_suffixes=tuple(message.dns_include_suffixes),
+        dns_mappings=tuple(sorted(message.dns_mappings.items())),
+    )
+
+
+def routing_to_message(options: RoutingOptions) -> common.RoutingOptions:
+    return common.RoutingOptions(
+        allow_conflicting=list(options.allow_conflicting),
+        vnat=list(options.vnat),
+        proxy_via=[
+            common.ProxyVia(cidr=p.cidr, namespace=p.namespace, workload=p.workload)
+            for p in options.proxy_via
+        ],
+        virtual_subnet=options.virtual_subnet,
+        dns_exclude_suffixes=list(options.dns_exclude_suffixes),
+        dns_include_suffixes=list(options.dns_include_suffixes),
+        dns_mappings=dict(options.dns_mappings),
+    )
+
+
+def addresses_from_messages(messages: list[common.VirtualAddress]) -> list[VirtualAddress]:
+    return [VirtualAddress(m.virtual_ip, m.cluster_ip, m.via) for m in messages]
+
+
+def addresses_to_messages(addresses: list[VirtualAddress]) -> list[common.VirtualAddress]:
+    return [
+        common.VirtualAddress(virtual_ip=a.virtual_ip, cluster_ip=a.cluster_ip, via=a.via)
+        for a in addresses
+    ]

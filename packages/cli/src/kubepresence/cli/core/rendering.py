@@ -7,8 +7,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 
 class OutputFormat(enum.StrEnum):
     TEXT = "text"
@@ -21,6 +19,8 @@ def render(data: Mapping[str, Any], fmt: OutputFormat) -> str:
     if fmt is OutputFormat.JSON:
         return json.dumps(data, indent=2, sort_keys=False)
     if fmt is OutputFormat.YAML:
+        import yaml  # here: text and JSON, the usual outputs, need not load it
+
         return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False).rstrip()
     return "\n".join(_text_lines(data, indent=0))
 

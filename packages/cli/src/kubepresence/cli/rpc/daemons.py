@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubepresence.cli.core.interceptflags import MountRequest, PreviewOptions
-from kubepresence.protocol import routing
+from kubepresence.cli.sockets import socket_is_live
+from kubepresence.protocol import routing, wire
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.gen import common, connector, daemon
 from kubepresence.protocol.gen.google import protobuf
@@ -55,29 +55,6 @@ async def _rootd(
             yield daemon.DaemonStub(channel, timeout=deadline_seconds)
     finally:
         channel.close()
-
-
-def socket_is_live(path: Path, *, remove_stale: bool = True) -> bool:
-    """Whether a daemon listens on this socket (it may still be too busy or frozen to
-    answer: the call finds out). The file of a killed daemon refuses connections: it is
-    removed, and nothing is running there. Not while a daemon we started comes up
-    (`remove_stale=False`): between its bind and its listen the socket refuses too."""
-    if not path.is_socket():
-        return False
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-    except ConnectionRefusedError:
-        if remove_stale:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        return False
-    except OSError:
-        return True  # there, but not for us to judge (a full backlog, permissions)
-    finally:
-        probe.close()
-    return True
 
 
 async def userd_status(socket: Path) -> UserdStatus:
@@ -166,7 +143,7 @@ async def connect(
             never_proxy=args.never_proxy,
             no_install=args.no_install,
             environment=args.environment,
-            routing=routing.to_message(args.routing),
+            routing=wire.routing_to_message(args.routing),
         )
         done: connector.ConnectInfo | None = None
         async for progress in stub.connect(request):
@@ -234,8 +211,8 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
 
 
 def _routing_dict(info: connector.ConnectInfo) -> dict[str, Any]:
-    options = routing.from_message(info.routing)
-    virtual = routing.addresses_from_messages(list(info.virtual_addresses))
+    options = wire.routing_from_message(info.routing)
+    virtual = wire.addresses_from_messages(list(info.virtual_addresses))
     return {
         "routing": {
             "allow_conflicting": list(options.allow_conflicting),

@@ -11,11 +11,11 @@ from kubepresence.protocol.gen import common, daemon
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.logs import set_level_for
-from kubepresence.protocol.routing import (
-    VirtualAddress,
+from kubepresence.protocol.routing import VirtualAddress
+from kubepresence.protocol.wire import (
     addresses_to_messages,
-    from_message,
-    to_message,
+    routing_from_message,
+    routing_to_message,
 )
 from kubepresence.rootd.core.network import NetworkRequest
 
@@ -39,7 +39,7 @@ def network_request(message: daemon.NetworkConfig) -> NetworkRequest:
         never_proxy=list(message.never_proxy),
         search_namespaces=list(message.search_namespaces),
         connector_socket=message.connector_socket,
-        routing=from_message(message.routing),
+        routing=routing_from_message(message.routing),
     )
 
 
@@ -57,7 +57,7 @@ def daemon_status(status: VifStatus) -> daemon.DaemonStatus:
             dropped=dict(status.fragments_dropped),
         ),
         resolver=status.resolver,
-        routing=to_message(status.routing) if status.connected else None,
+        routing=routing_to_message(status.routing) if status.connected else None,
         virtual_addresses=addresses_to_messages(
             [VirtualAddress(*entry) for entry in status.virtual_addresses]
         ),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import grpclib.const
 from grpclib.server import Stream
 
-from kubepresence.protocol import paths, routing, streams, version_of
+from kubepresence.protocol import paths, streams, version_of, wire
 from kubepresence.protocol.codec import EncodedMessage
 from kubepresence.protocol.errors import ConfigError, KubepresenceError, UserError
 from kubepresence.protocol.gen import common, connector
@@ -261,8 +261,8 @@ class ConnectorService(connector.ConnectorBase):
             info.open_flows = conn.open_flows
             info.fragments = conn.fragments.message()
             info.resolver = conn.resolver
-            info.routing = routing.to_message(conn.options.routing)
-            info.virtual_addresses = routing.addresses_to_messages(conn.virtual_addresses)
+            info.routing = wire.routing_to_message(conn.options.routing)
+            info.virtual_addresses = wire.addresses_to_messages(conn.virtual_addresses)
             info.intercepts = [_intercept_info(i, self._mounts) for i in conn.intercepts]
             for intercept in info.intercepts:
                 if intercept.id in self._progress:
@@ -304,7 +304,7 @@ class ConnectorService(connector.ConnectorBase):
                 install=install_from_environment(
                     request.manager_namespace or "kubepresence", request.environment
                 ),
-                routing=routing.from_message(request.routing),
+                routing=wire.routing_from_message(request.routing),
             ),
             progress=progress,
         )

@@ -8,13 +8,9 @@ from pathlib import Path
 from kubepresence.protocol.errors import Category
 from kubepresence.protocol.gen import common, daemon
 from kubepresence.protocol.gen.google import protobuf
-from kubepresence.protocol.routing import (
-    RoutingOptions,
-    VirtualAddress,
-    addresses_from_messages,
-    to_message,
-)
+from kubepresence.protocol.routing import RoutingOptions, VirtualAddress
 from kubepresence.protocol.transport import client_errors, unix_channel
+from kubepresence.protocol.wire import addresses_from_messages, routing_to_message
 from kubepresence.userd.rpc.manager import ClusterNetwork
 
 # Bringing up a TUN device, routes and the resolver takes a moment, not minutes.
@@ -52,7 +48,7 @@ async def connect_network(
                     never_proxy=never_proxy,
                     search_namespaces=search_namespaces,
                     connector_socket=str(connector_socket),
-                    routing=to_message(routing),
+                    routing=routing_to_message(routing),
                 )
             )
     finally:
