@@ -3,8 +3,8 @@
 `--help`, shell completion and `version` without daemons need neither the gRPC stack
 (asyncio, grpclib, betterproto2, the generated code: most of the CLI's start-up) nor the
 daemon starter. `importlib.util.LazyLoader` defers a module's execution until one of its
-attributes is read. (protocol.lazyimport, the daemons' tool for library packages, costs
-~10 ms to import itself: `ast`, `importlib.abc`.)
+attributes is read. (protocol.lazyimport, the daemons' tool for library packages, imports
+`ast` and `importlib.abc`, which the CLI otherwise does not need.)
 """
 
 from __future__ import annotations

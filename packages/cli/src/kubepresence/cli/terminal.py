@@ -1,8 +1,8 @@
 """Where the CLI writes: results on stdout as plain lines, messages for people on stderr.
 
-Results are written without rich: `version`, `status` and `list` answer within a shell
-keystroke's patience, and rich costs ~25 ms to import. Messages (colour, spinners) go
-through one rich console on stderr, made on first use.
+Results are written without rich, so `version`, `status` and `list` do not pay for
+importing it. Messages (colour, spinners) go through one rich console on stderr, made on
+first use.
 """
 
 from __future__ import annotations
