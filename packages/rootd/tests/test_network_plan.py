@@ -25,6 +25,7 @@ def request(**changes: Any) -> NetworkRequest:
         "dns_service_ip": "10.96.0.10",
         "search_namespaces": ["demo", "shop"],
         "connector_socket": "/run/user/1000/kubepresence/userd.socket",
+        "manager_socket": "/run/user/1000/kubepresence/userd-manager.socket",
     }
     base.update(changes)
     return NetworkRequest(**base)
@@ -65,6 +66,7 @@ def test_also_and_never_proxy_and_a_dns_route_when_excluded() -> None:
         ({"cluster_domain": "bad_domain"}, "is not a DNS name"),
         ({"search_namespaces": ["ok", "Not-OK"]}, "'Not-OK' is not a namespace name"),
         ({"connector_socket": ""}, "no connector socket"),
+        ({"manager_socket": ""}, "no manager socket"),
         ({"never_proxy": ["0.0.0.0/0"]}, "nothing to route"),
     ],
 )

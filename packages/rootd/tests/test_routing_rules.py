@@ -33,6 +33,7 @@ def request(**routing: Any) -> NetworkRequest:
         dns_service_ip="10.96.0.10",
         search_namespaces=["default"],
         connector_socket="/run/userd.socket",
+        manager_socket="/run/userd-manager.socket",
         routing=RoutingOptions(**routing),
     )
 

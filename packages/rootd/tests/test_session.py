@@ -26,6 +26,7 @@ REQUEST = NetworkRequest(
     dns_service_ip="10.96.0.10",
     search_namespaces=["demo"],
     connector_socket="/nonexistent/userd.socket",
+    manager_socket="/nonexistent/userd-manager.socket",
 )
 
 

@@ -1,12 +1,13 @@
 """Component test: rootd as a real process in a scratch network namespace, behind a fake userd.
 
-The fake userd (a grpclib Connector server on a unix socket, in this test process) answers
-Tunnel by dialling echo servers that run inside the namespace (its sockets are created in
-the namespace), with the manager's own relay semantics (`protocol.tunnel.relay`), and
-LookupDNS with canned answers. The "cluster" is RFC 2544 space: pods 198.19.0.0/16,
-services 198.18.0.0/24, DNS 198.18.0.10; the echo servers listen on 198.18.255.1, an
-address on the namespace's loopback outside the routed subnets; a tiny NXDOMAIN resolver on
-127.0.0.1:53 plays the resolver that was configured before.
+The fake userd (a grpclib server on a unix socket, in this test process) plays both ends
+rootd talks to: userd's Connector (LookupDNS with canned answers, and liveness) and, as the
+manager's socket, the Manager's DialCluster, which it answers by dialling echo servers that
+run inside the namespace (its sockets are created in the namespace), with the manager's
+own relay semantics (`protocol.tunnel.relay`). The "cluster" is RFC 2544 space: pods
+198.19.0.0/16, services 198.18.0.0/24, DNS 198.18.0.10; the echo servers listen on
+198.18.255.1, an address on the namespace's loopback outside the routed subnets; a tiny
+NXDOMAIN resolver on 127.0.0.1:53 plays the resolver that was configured before.
 
 Scenarios:
 - a Connect whose subnet overlaps a local route is refused with one line naming the subnet,
@@ -230,11 +231,12 @@ def socket_in(netns: str, kind: int) -> socket.socket:
 class FakeUserd(connector.ConnectorBase):
     netns: str
     flows: list[tuple[int, str, int]] = field(default_factory=list)
+    sessions: set[str] = field(default_factory=set)  # what the flows' opens named
     lookups: list[str] = field(default_factory=list)
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
-        mapping[streams.CONNECTOR_DIAL_CLUSTER_PATH] = streams.tunnel_handler(self._tunnel)
+        mapping[streams.DIAL_CLUSTER_PATH] = streams.tunnel_handler(self._tunnel)
         return mapping
 
     async def version(self, message: protobuf.Empty) -> common.VersionInfo:
@@ -258,6 +260,7 @@ class FakeUserd(connector.ConnectorBase):
         host = socket.inet_ntoa(conn.destination_ip)
         assert host == SERVICE, host  # rootd only tunnels routed destinations
         self.flows.append((int(conn.protocol), host, conn.destination_port))
+        self.sessions.add(first.open.session_id)
         loop = asyncio.get_running_loop()
         if conn.protocol == common.Protocol.UDP:
             await self._datagrams(stream, conn.destination_port)
@@ -418,6 +421,7 @@ class Rootd:
             ),
             search_namespaces=["demo", "shop"],
             connector_socket=str(userd_socket),
+            manager_socket=str(userd_socket),  # the fake plays the manager too
         )
         for key, value in changes.items():
             setattr(config, key, value)
@@ -642,6 +646,7 @@ async def test_flows_dns_and_every_way_of_ending(
     assert (6, SERVICE, ECHO_PORT) in fake.flows
     assert (6, SERVICE, CLOSED_PORT) in fake.flows
     assert (17, SERVICE, ECHO_PORT) in fake.flows
+    assert fake.sessions == {"client-test"}  # rootd names userd's session on every flow
 
     # A second rootd in the same namespace (same state dir) leaves the live session alone
     # at start-up and refuses to connect over it.

@@ -6,12 +6,6 @@ costs 26-34 µs for a 256 KiB payload here; writing or reading that one field di
 costs a single copy (~6 µs). Every other message, and a TunnelMessage carrying anything
 else, goes through betterproto2 as before; the bytes on the wire are the same either way
 (a unit test holds the two to each other).
-
-`EncodedMessage` is the other short way: a message passed along still encoded. grpclib's
-codec turns bytes into a message with `FromString` and back with `SerializeToString`;
-`EncodedMessage` answers both without parsing, so a part that only relays messages between
-two streams (userd between rootd and the manager) skips the decode and the encode of every
-payload message: two copies and the parser's work each.
 """
 
 from __future__ import annotations
@@ -65,17 +59,3 @@ class TunnelCodec(ProtoCodec):
             if start + length == len(data):  # that one field and nothing else
                 return TunnelMessage(data=data[start:])
         return super().decode(data, message_type)
-
-
-class EncodedMessage:
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> EncodedMessage:  # noqa: N802 - grpclib's codec API
-        return cls(data)
-
-    def SerializeToString(self) -> bytes:  # noqa: N802 - grpclib's codec API
-        return self.data

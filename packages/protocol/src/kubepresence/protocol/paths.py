@@ -33,3 +33,8 @@ def userd_socket() -> Path:
 
 def rootd_socket() -> Path:
     return runtime_dir() / "rootd.socket"
+
+
+def manager_splice_socket(userd_socket: Path) -> Path:
+    """Where userd splices rootd's connections to the traffic manager: beside its own."""
+    return userd_socket.with_name(f"{userd_socket.stem}-manager{userd_socket.suffix}")

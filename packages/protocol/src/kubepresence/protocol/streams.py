@@ -10,11 +10,10 @@ The words (flow, tunnel, dial, hand-over) are defined once, in the package docst
 
 The tunnel streams, by who opens them and what they carry:
 
-- Manager `DialCluster`: a client's flow to a destination in the cluster (userd, for
-  itself or carrying rootd's Connector `DialCluster` on).
+- Manager `DialCluster`: a client's flow to a destination in the cluster (userd's own,
+  and rootd's, over a connection that userd splices to the manager without decoding).
 - Manager `HandOver`: an agent's intercepted connection, for the intercept's client.
 - Manager `AnswerDial`: a client's or an agent's answer to a dial the manager posted.
-- Connector `DialCluster`: rootd's flow to the cluster, which userd carries on.
 """
 
 from __future__ import annotations
@@ -46,52 +45,41 @@ def path(service: str, method: str) -> str:
 DIAL_CLUSTER_PATH = path(MANAGER, "DialCluster")
 HAND_OVER_PATH = path(MANAGER, "HandOver")
 ANSWER_DIAL_PATH = path(MANAGER, "AnswerDial")
-CONNECTOR_DIAL_CLUSTER_PATH = path(CONNECTOR, "DialCluster")
 CONNECT_PATH = path(CONNECTOR, "Connect")
 MANAGE_TRAFFIC_MANAGER_PATH = path(CONNECTOR, "ManageTrafficManager")
 
-TUNNEL_PATHS = (DIAL_CLUSTER_PATH, HAND_OVER_PATH, ANSWER_DIAL_PATH, CONNECTOR_DIAL_CLUSTER_PATH)
+TUNNEL_PATHS = (DIAL_CLUSTER_PATH, HAND_OVER_PATH, ANSWER_DIAL_PATH)
 
 Handler = Callable[[Any], Coroutine[Any, Any, None]]
 
 
-def _open_tunnel(channel: Channel, tunnel_path: str, message_type: type[Any]) -> Any:
+def _open_tunnel(channel: Channel, tunnel_path: str) -> Any:
     # A flow lives as long as it moves: the relays' idle timeouts bound it, not a deadline.
     stream: Stream[Any, Any] = channel.request(
-        tunnel_path, Cardinality.STREAM_STREAM, message_type, message_type, timeout=None
+        tunnel_path, Cardinality.STREAM_STREAM, TunnelMessage, TunnelMessage, timeout=None
     )
     return stream
 
 
-def dial_cluster(channel: Channel, message_type: type[Any] = TunnelMessage) -> Any:
-    """Open a Manager DialCluster tunnel (an async context manager giving the stream).
-
-    `message_type`: `TunnelMessage`, or `encoded.EncodedMessage` to relay another
-    stream's messages without decoding them."""
-    return _open_tunnel(channel, DIAL_CLUSTER_PATH, message_type)
+def dial_cluster(channel: Channel) -> Any:
+    """Open a Manager DialCluster tunnel (an async context manager giving the stream)."""
+    return _open_tunnel(channel, DIAL_CLUSTER_PATH)
 
 
 def hand_over(channel: Channel) -> Any:
     """Open a Manager HandOver tunnel (an agent's intercepted connection)."""
-    return _open_tunnel(channel, HAND_OVER_PATH, TunnelMessage)
+    return _open_tunnel(channel, HAND_OVER_PATH)
 
 
 def answer_dial(channel: Channel) -> Any:
     """Open a Manager AnswerDial tunnel (the answer to a posted dial)."""
-    return _open_tunnel(channel, ANSWER_DIAL_PATH, TunnelMessage)
+    return _open_tunnel(channel, ANSWER_DIAL_PATH)
 
 
-def connector_dial_cluster(channel: Channel) -> Any:
-    """Open a Connector DialCluster tunnel (rootd's flow, which userd carries on)."""
-    return _open_tunnel(channel, CONNECTOR_DIAL_CLUSTER_PATH, TunnelMessage)
-
-
-def tunnel_handler(
-    handler: Handler, message_type: type[Any] = TunnelMessage
-) -> grpclib.const.Handler:
+def tunnel_handler(handler: Handler) -> grpclib.const.Handler:
     """Serve a tunnel path on the raw stream: a tunnel needs both directions at once,
     which the generated async-generator methods cannot do."""
-    return grpclib.const.Handler(handler, Cardinality.STREAM_STREAM, message_type, message_type)
+    return grpclib.const.Handler(handler, Cardinality.STREAM_STREAM, TunnelMessage, TunnelMessage)
 
 
 def connect_handler(handler: Handler) -> grpclib.const.Handler:

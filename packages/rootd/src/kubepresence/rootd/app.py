@@ -96,6 +96,14 @@ class RootDaemon:
             log.warning("the VIF did not stop within %.0f s", DISCONNECT_TIMEOUT)
         return True
 
+    def update_session(self, session_id: str) -> None:
+        """userd arrived again as `session_id`: the VIF's flows name it from now on."""
+        session = self._session
+        if session is None:
+            raise UserError("not connected")
+        session.session_id = session_id
+        log.info("the session is now %s", session_id)
+
     def status(self) -> VifStatus:
         session = self._session
         return session.status() if session is not None else VifStatus(connected=False)

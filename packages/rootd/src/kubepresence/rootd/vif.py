@@ -58,6 +58,7 @@ from kubepresence.rootd.net.terminating import Terminator
 from kubepresence.rootd.net.translating import TranslatedCluster
 from kubepresence.rootd.net.tun import TunDevice, add_first_address, configure_link
 from kubepresence.rootd.rpc.connector import ConnectorClient, UserdUnreachableError
+from kubepresence.rootd.rpc.manager import ManagerTunnels
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class VifSession:
         self.plan = plan
         self.settings = settings
         self.stop_reason = ""
+        self.session_id = plan.session_id  # userd tells a new one when it arrives again
         self.done = asyncio.Event()
         self._stop = asyncio.Event()
         self._nudge = asyncio.Event()
@@ -198,6 +200,8 @@ class VifSession:
             raise ConfigError(
                 f"rootd cannot reach userd at {plan.connector_socket}: {error}"
             ) from None
+        manager = ManagerTunnels(Path(plan.manager_socket), lambda: self.session_id)
+        undo.callback(manager.close)
 
         rewriter = ResolvConfRewriter(settings.state_dir, settings.resolv_conf)
         linker = ResolvedLink(settings.state_dir)
@@ -271,7 +275,7 @@ class VifSession:
                 mappings=dict(options.dns_mappings),
             ),
             lambda qname, qtype: client.lookup_dns(
-                plan.session_id, qname, qtype, seconds=DNS_LOOKUP_TIMEOUT
+                self.session_id, qname, qtype, seconds=DNS_LOOKUP_TIMEOUT
             ),
             upstreams,
             translate=virtual.virtual_for if virtual is not None else None,
@@ -291,7 +295,7 @@ class VifSession:
                 ),
             )
             relay = ClusterRelay(
-                client if virtual is None else TranslatedCluster(client, virtual),
+                manager if virtual is None else TranslatedCluster(manager, virtual),
                 tasks,
                 dns,
                 plan.dns_address,
@@ -381,7 +385,7 @@ class VifSession:
         )
 
     def _channel_error(self, error: BaseException) -> None:
-        log.debug("userd channel error: %s", error)
+        log.debug("manager channel error: %s", error)
         self._nudge.set()  # probe userd now rather than at the next interval
 
     async def _watch_userd(self, client: ConnectorClient) -> None:

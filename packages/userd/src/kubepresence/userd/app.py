@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.lifecycle import Supervisor
+from kubepresence.protocol.paths import manager_splice_socket
 from kubepresence.protocol.transport import close_server, serve_unix
 from kubepresence.userd.answering import answer_dials
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions, Progress
@@ -16,6 +17,7 @@ from kubepresence.userd.core.manifests import install_from_environment
 from kubepresence.userd.core.session import SessionState
 from kubepresence.userd.k8s import agents, installing, namespaces
 from kubepresence.userd.k8s.apiclient import kubeconfig_source, resolve_target, rest_client
+from kubepresence.userd.k8s.portforward_splice import ManagerSplices
 from kubepresence.userd.mounting import Mounts
 from kubepresence.userd.rpc import rootd
 from kubepresence.userd.rpc.connector import ConnectorService
@@ -29,6 +31,7 @@ class UserDaemon:
     def __init__(self, socket_path: Path, rootd_socket: Path) -> None:
         self.socket_path = socket_path
         self.rootd_socket = rootd_socket
+        self.manager_socket = manager_splice_socket(socket_path)  # rootd's way to the manager
         self.state = SessionState()
         self.connection: ClusterConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []  # the session's, on top of the port-forward
@@ -114,6 +117,15 @@ class UserDaemon:
                 name="manager-port-forward",
             )
             await connection.open(ready, progress)
+            splicing = asyncio.Event()
+            self._tasks.append(
+                self._supervisor.spawn(
+                    ManagerSplices(connection.forwarder, self.manager_socket).run(splicing),
+                    name="manager-splices",
+                )
+            )
+            await asyncio.wait_for(splicing.wait(), 10)
+            connection.on_new_session = self._tell_rootd_session
             await self._join_network(connection, progress)
             for coroutine, name in (
                 (self._watch_rootd(connection), "rootd-watch"),
@@ -146,6 +158,7 @@ class UserDaemon:
             never_proxy=connection.options.never_proxy,
             search_namespaces=[connection.target.namespace, *connection.options.mapped_namespaces],
             connector_socket=self.socket_path,
+            manager_socket=self.manager_socket,
             routing=connection.options.routing,
         )
         connection.vif_name = status.vif_name
@@ -154,6 +167,13 @@ class UserDaemon:
         connection.note(
             f"cluster network up on {status.vif_name}: {', '.join(status.routed_subnets)}"
         )
+
+    async def _tell_rootd_session(self, session_id: str, cluster_id: str) -> None:
+        """rootd's flows name the session: after arriving again, the new one."""
+        try:
+            await rootd.update_session(self.rootd_socket, session_id, cluster_id)
+        except KubepresenceError as error:  # a dead rootd is seen by the watch; a new one
+            log.warning("the root daemon did not take the new session: %s", error.message)
 
     async def _watch_rootd(self, connection: ClusterConnection) -> None:
         """Notice within seconds when the root daemon goes (SIGKILL, OOM, a crash) or stops

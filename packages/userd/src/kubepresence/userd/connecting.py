@@ -16,7 +16,7 @@ import getpass
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from kubepresence.protocol import version_of
@@ -80,6 +80,8 @@ class ClusterConnection:
         self.channel = PortForwardChannel(self.forwarder, CONFIGURATION)
         self.manager = ManagerClient(self.channel)
         self.session_id = ""
+        # Told (session id, cluster id) after arriving again: rootd's flows name the session.
+        self.on_new_session: Callable[[str, str], Awaitable[None]] | None = None
         self.cluster_id = ""
         self.network: ClusterNetwork | None = None
         self.vif_name = ""
@@ -179,6 +181,8 @@ class ClusterConnection:
                     self.note("the traffic manager forgot the session; arriving again")
                     await self._arrive()
                     self.note(f"arrived again as session {self.session_id}")
+                    if self.on_new_session is not None:
+                        await self.on_new_session(self.session_id, self.cluster_id)
                     await self._intercepts_again()
                 if backoff.succeeded():
                     self.note("traffic manager reachable again")

@@ -60,6 +60,7 @@ class NetworkRequest:
     never_proxy: Sequence[str] = ()
     search_namespaces: Sequence[str] = ()
     connector_socket: str = ""
+    manager_socket: str = ""
     routing: RoutingOptions = field(default_factory=RoutingOptions)
 
 
@@ -73,6 +74,7 @@ class NetworkPlan:
     cluster_domain: str
     search_namespaces: tuple[str, ...]
     connector_socket: str
+    manager_socket: str
     session_id: str
     # Routed subnets taken over from a local route: a table of their own + a policy rule.
     policy_routes: tuple[Network, ...] = ()
@@ -119,6 +121,8 @@ def plan(request: NetworkRequest) -> NetworkPlan:
         raise PlanError(f"{bad[0]!r} is not a namespace name")
     if not request.connector_socket:
         raise PlanError("no connector socket: rootd cannot reach userd")
+    if not request.manager_socket:
+        raise PlanError("no manager socket: rootd cannot reach the traffic manager")
     translated = [
         *(Translated(cidr) for cidr in vnat),
         *(Translated(cidr, p.workload_ref) for cidr, p in zip(via, options.proxy_via, strict=True)),
@@ -158,6 +162,7 @@ def plan(request: NetworkRequest) -> NetworkPlan:
         cluster_domain=domain,
         search_namespaces=tuple(dict.fromkeys(request.search_namespaces)),
         connector_socket=request.connector_socket,
+        manager_socket=request.manager_socket,
         session_id=request.session_id,
         policy_routes=tuple(policy_routes),
         allowed=tuple(allowed),

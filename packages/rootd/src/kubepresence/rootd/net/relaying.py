@@ -1,11 +1,12 @@
 """Carrying the VIF's flows to the cluster: the `FlowRelay` the terminator calls.
 
-Each TCP connection and each UDP flow to a routed address becomes one tunnel through userd
-(`Cluster.tunnel`, a Connector `DialCluster` stream in production, an in-memory fake in tests):
+Each TCP connection and each UDP flow to a routed address becomes one tunnel to the
+manager (`Cluster.tunnel`: a Manager `DialCluster` stream over userd's splice in
+production, an in-memory fake in tests):
 
 * TCP: the SYN waits (`accept` returns None) while the tunnel opens and the far end dials
   the destination; CONNECTED lets the handshake complete (`Terminator.decide(flow, True)`),
-  DIAL_FAILED, no answer, or a userd that cannot be reached refuses it (RST: the client
+  DIAL_FAILED, no answer, or a manager that cannot be reached refuses it (RST: the client
   sees "connection refused"). Then bytes go both ways, with half-close (`WRITE_CLOSED`
   one way is a FIN the other way) and resets (`RESET` <-> RST). Payload from the client
   is coalesced: a reader task drains the stream into a small bounded queue and the sender
@@ -17,8 +18,9 @@ Each TCP connection and each UDP flow to a routed address becomes one tunnel thr
 * DNS to the cluster DNS address (UDP and TCP port 53) is answered locally by `DnsService`.
 
 Every flow is a task in the relay's task group and catches its own failures: one broken
-flow never ends another. Failures that say userd itself is gone (the socket refuses, the
-channel drops) are reported through `on_channel_error` so the session can end.
+flow never ends another. Failures of the channel itself (the splice socket refuses, the
+connection drops) are reported through `on_channel_error`, which has userd probed at once:
+without userd there is no way to the manager, and the session ends.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from kubepresence.rootd.core.flows import FlowId
 from kubepresence.rootd.core.vnat import VirtualNetwork
 from kubepresence.rootd.net.relaying import Tunnel, TunnelEvent, TunnelEventKind
-from kubepresence.rootd.rpc.connector import ConnectorClient
+from kubepresence.rootd.rpc.manager import ManagerTunnels
 
 
 class _RefusedTunnel:
@@ -40,7 +40,7 @@ class _RefusedTunnel:
 
 
 class TranslatedCluster:
-    def __init__(self, client: ConnectorClient, virtual: VirtualNetwork) -> None:
+    def __init__(self, client: ManagerTunnels, virtual: VirtualNetwork) -> None:
         self._client = client
         self._virtual = virtual
 

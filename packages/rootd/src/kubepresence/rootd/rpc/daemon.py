@@ -39,6 +39,7 @@ def network_request(message: daemon.NetworkConfig) -> NetworkRequest:
         never_proxy=list(message.never_proxy),
         search_namespaces=list(message.search_namespaces),
         connector_socket=message.connector_socket,
+        manager_socket=message.manager_socket,
         routing=routing_from_message(message.routing),
     )
 
@@ -74,6 +75,10 @@ class DaemonService(daemon.DaemonBase):
 
     async def connect(self, message: daemon.NetworkConfig) -> daemon.DaemonStatus:
         return daemon_status(await self._root.connect(network_request(message)))
+
+    async def update_session(self, message: common.SessionInfo) -> protobuf.Empty:
+        self._root.update_session(message.session_id)
+        return protobuf.Empty()
 
     async def disconnect(self, message: protobuf.Empty) -> protobuf.Empty:
         # Idempotent: userd disconnects on quit whether or not the VIF is up.

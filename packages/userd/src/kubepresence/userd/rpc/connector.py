@@ -12,7 +12,6 @@ import grpclib.const
 from grpclib.server import Stream
 
 from kubepresence.protocol import paths, streams, version_of, wire
-from kubepresence.protocol.codec import EncodedMessage
 from kubepresence.protocol.errors import ConfigError, KubepresenceError, UserError
 from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.gen.google import protobuf
@@ -53,12 +52,6 @@ class ConnectorService(connector.ConnectorBase):
         mapping[streams.MANAGE_TRAFFIC_MANAGER_PATH] = streams.manage_traffic_manager_handler(
             self._manage_traffic_manager
         )
-        # A flow from rootd is carried on to the manager's DialCluster message by message,
-        # both ways at once, still encoded: only the first message is read (it lacks the
-        # session).
-        mapping[streams.CONNECTOR_DIAL_CLUSTER_PATH] = streams.tunnel_handler(
-            self._dial_cluster, EncodedMessage
-        )
         return mapping
 
     @property
@@ -70,24 +63,6 @@ class ConnectorService(connector.ConnectorBase):
         if connection is None:
             raise ConfigError("not connected: run 'kubepresence connect'")
         return connection
-
-    async def _dial_cluster(self, stream: Stream[Any, Any]) -> None:
-        connection = self._connection()
-        received: EncodedMessage | None = await stream.recv_message()
-        first = common.TunnelMessage.parse(received.data) if received is not None else None
-        if first is None or first.open is None:
-            raise UserError("a tunnel starts with an open message")
-        first.open.session_id = connection.session_id  # rootd does not know the session
-        async with connection.manager.encoded_dial_cluster_stream() as upstream:
-            await upstream.send_message(EncodedMessage(bytes(first)))
-            async with asyncio.TaskGroup() as group:
-                up = group.create_task(_pump_to_manager(stream, upstream), name="tunnel-up")
-                down = group.create_task(_pump_to_rootd(upstream, stream), name="tunnel-down")
-                await down
-                up_unfinished = not up.done()
-                up.cancel()  # the manager ended the flow: nothing more can go up
-            if up_unfinished:  # never ended: reset it, or leaving the call raises
-                await upstream.cancel()
 
     async def create_intercept(
         self, message: connector.CreateInterceptRequest
@@ -372,14 +347,3 @@ def _intercept_info(view: InterceptView, mounts: Mounts | None = None) -> common
         sftp_port=view.sftp_port,
         mount_point=str(mount.point.path) if mount is not None else "",
     )
-
-
-async def _pump_to_manager(source: Stream[Any, Any], upstream: Any) -> None:
-    while (message := await source.recv_message()) is not None:
-        await upstream.send_message(message)
-    await upstream.end()
-
-
-async def _pump_to_rootd(upstream: Any, sink: Stream[Any, Any]) -> None:
-    while (message := await upstream.recv_message()) is not None:
-        await sink.send_message(message)

@@ -20,7 +20,6 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from kubepresence.protocol import streams
-from kubepresence.protocol.codec import EncodedMessage
 from kubepresence.protocol.errors import ClusterError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
@@ -201,10 +200,6 @@ class ManagerClient:
         """A raw DialCluster tunnel (async context manager): the caller speaks the flow
         protocol, starting with the open."""
         return streams.dial_cluster(self._channel)
-
-    def encoded_dial_cluster_stream(self) -> Any:
-        """A DialCluster tunnel of `EncodedMessage`s, for relaying another stream's messages."""
-        return streams.dial_cluster(self._channel, EncodedMessage)
 
     @contextlib.asynccontextmanager
     async def answer_dial(self, session_id: str, dial_id: str) -> AsyncIterator[Any]:

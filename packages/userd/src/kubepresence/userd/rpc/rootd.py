@@ -28,6 +28,7 @@ async def connect_network(
     never_proxy: list[str],
     search_namespaces: list[str],
     connector_socket: Path,
+    manager_socket: Path,
     routing: RoutingOptions,
 ) -> daemon.DaemonStatus:
     channel = unix_channel(socket)
@@ -48,8 +49,21 @@ async def connect_network(
                     never_proxy=never_proxy,
                     search_namespaces=search_namespaces,
                     connector_socket=str(connector_socket),
+                    manager_socket=str(manager_socket),
                     routing=routing_to_message(routing),
                 )
+            )
+    finally:
+        channel.close()
+
+
+async def update_session(socket: Path, session_id: str, cluster_id: str) -> None:
+    channel = unix_channel(socket)
+    try:
+        stub = daemon.DaemonStub(channel, timeout=STATUS_TIMEOUT)
+        async with client_errors("the root daemon does not answer", Category.INTERNAL):
+            await stub.update_session(
+                common.SessionInfo(session_id=session_id, cluster_id=cluster_id)
             )
     finally:
         channel.close()

@@ -23,7 +23,7 @@ __all__ = (
     "WorkloadList",
 )
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -654,30 +654,6 @@ class ConnectorStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
-    async def dial_cluster(
-        self,
-        messages: "AsyncIterable[_common__.TunnelMessage] | Iterable[_common__.TunnelMessage]",
-        *,
-        timeout: "float | None" = None,
-        deadline: "Deadline | None" = None,
-        metadata: "MetadataLike | None" = None,
-    ) -> "AsyncIterator[_common__.TunnelMessage]":
-        """
-        Used by rootd: one tunnel per flow to the cluster, which userd carries on to the
-        manager's DialCluster (see manager.proto for flow, tunnel and dial).
-        """
-
-        async for response in self._stream_stream(
-            "/kubepresence.connector.Connector/DialCluster",
-            messages,
-            _common__.TunnelMessage,
-            _common__.TunnelMessage,
-            timeout=timeout,
-            deadline=deadline,
-            metadata=metadata,
-        ):
-            yield response
-
     async def lookup_dns(
         self,
         message: "_common__.DnsRequest",
@@ -686,6 +662,10 @@ class ConnectorStub(betterproto2_grpclib.ServiceStub):
         deadline: "Deadline | None" = None,
         metadata: "MetadataLike | None" = None,
     ) -> "_common__.DnsResponse":
+        """
+        Used by rootd, whose flows go to the manager's DialCluster through userd's splice
+        socket (daemon.proto NetworkConfig.manager_socket), not through this service.
+        """
 
         return await self._unary_unary(
             "/kubepresence.connector.Connector/LookupDNS",
@@ -777,18 +757,11 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield Progress()
 
-    async def dial_cluster(
-        self, messages: "AsyncIterator[_common__.TunnelMessage]"
-    ) -> "AsyncIterator[_common__.TunnelMessage]":
-        """
-        Used by rootd: one tunnel per flow to the cluster, which userd carries on to the
-        manager's DialCluster (see manager.proto for flow, tunnel and dial).
-        """
-
-        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
-        yield _common__.TunnelMessage()
-
     async def lookup_dns(self, message: "_common__.DnsRequest") -> "_common__.DnsResponse":
+        """
+        Used by rootd, whose flows go to the manager's DialCluster through userd's splice
+        socket (daemon.proto NetworkConfig.manager_socket), not through this service.
+        """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -902,16 +875,6 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
-    async def __rpc_dial_cluster(
-        self, stream: "grpclib.server.Stream[_common__.TunnelMessage, _common__.TunnelMessage]"
-    ) -> None:
-        request = stream.__aiter__()
-        await self._call_rpc_handler_server_stream(
-            self.dial_cluster,
-            stream,
-            request,
-        )
-
     async def __rpc_lookup_dns(
         self, stream: "grpclib.server.Stream[_common__.DnsRequest, _common__.DnsResponse]"
     ) -> None:
@@ -999,12 +962,6 @@ class ConnectorBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 TrafficManagerRequest,
                 Progress,
-            ),
-            "/kubepresence.connector.Connector/DialCluster": grpclib.const.Handler(
-                self.__rpc_dial_cluster,
-                grpclib.const.Cardinality.STREAM_STREAM,
-                _common__.TunnelMessage,
-                _common__.TunnelMessage,
             ),
             "/kubepresence.connector.Connector/LookupDNS": grpclib.const.Handler(
                 self.__rpc_lookup_dns,

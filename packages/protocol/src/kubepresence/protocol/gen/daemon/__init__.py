@@ -81,7 +81,13 @@ class NetworkConfig(betterproto2.Message):
 
     connector_socket: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
     """
-    where rootd reaches userd for Tunnel and DNS
+    where rootd reaches userd for DNS and liveness
+    """
+
+    manager_socket: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    Where rootd reaches the traffic manager: every connection to this unix socket is a
+    fresh port-forward to the manager's gRPC port, spliced by userd without decoding it.
     """
 
     routing: "_common__.RoutingOptions | None" = betterproto2.field(
@@ -177,6 +183,28 @@ class DaemonStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def update_session(
+        self,
+        message: "_common__.SessionInfo",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "__google__protobuf__.Empty":
+        """
+        The session userd holds now (it arrived again after the manager forgot it): rootd's
+        flows name it from now on.
+        """
+
+        return await self._unary_unary(
+            "/kubepresence.daemon.Daemon/UpdateSession",
+            message,
+            __google__protobuf__.Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def set_log_level(
         self,
         message: "_common__.LogLevelRequest",
@@ -243,6 +271,16 @@ class DaemonBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def update_session(
+        self, message: "_common__.SessionInfo"
+    ) -> "__google__protobuf__.Empty":
+        """
+        The session userd holds now (it arrived again after the manager forgot it): rootd's
+        flows name it from now on.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def set_log_level(
         self, message: "_common__.LogLevelRequest"
     ) -> "__google__protobuf__.Empty":
@@ -284,6 +322,14 @@ class DaemonBase(betterproto2_grpclib.ServiceBase):
         request = await stream.recv_message()
         assert request is not None
         response = await self.status(request)
+        await stream.send_message(response)
+
+    async def __rpc_update_session(
+        self, stream: "grpclib.server.Stream[_common__.SessionInfo, __google__protobuf__.Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.update_session(request)
         await stream.send_message(response)
 
     async def __rpc_set_log_level(
@@ -328,6 +374,12 @@ class DaemonBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 __google__protobuf__.Empty,
                 DaemonStatus,
+            ),
+            "/kubepresence.daemon.Daemon/UpdateSession": grpclib.const.Handler(
+                self.__rpc_update_session,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                _common__.SessionInfo,
+                __google__protobuf__.Empty,
             ),
             "/kubepresence.daemon.Daemon/SetLogLevel": grpclib.const.Handler(
                 self.__rpc_set_log_level,
