@@ -10,6 +10,7 @@ import pytest
 
 from kubepresence.agent import handing
 from kubepresence.agent.core.routing import AgentIntercept, Routes
+from kubepresence.agent.direct import DirectDesk
 from kubepresence.agent.handing import Diverter
 from kubepresence.agent.net.appdialing import AppDialer
 from kubepresence.protocol.agents import PortTakeover
@@ -27,15 +28,15 @@ class FakeSession:
 def diverter(session: FakeSession, *intercepts: AgentIntercept) -> Diverter:
     routes = Routes()
     routes.update(intercepts)
-    return Diverter(session, routes, AppDialer("127.0.0.1"), {})  # type: ignore[arg-type]
+    return Diverter(session, routes, AppDialer("127.0.0.1"), {}, DirectDesk())  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def handed_over(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     calls: list[tuple[Any, ...]] = []
 
-    async def hand_over(channel: object, session_id: str, intercept_id: str, *_: Any) -> None:
-        calls.append((channel, session_id, intercept_id))
+    async def hand_over(hand_overs: handing.HandOvers, intercept_id: str, *_: Any) -> None:
+        calls.append((hand_overs.session.channel, hand_overs.session.session_id, intercept_id))
 
     monkeypatch.setattr(handing, "hand_over", hand_over)
     return calls

@@ -338,6 +338,7 @@ def test_named_port_is_renamed_and_taken_by_the_agent() -> None:
         "app_mounts_root": APP_MOUNTS_ROOT,
         "sftp_port": 8022,
         "health_port": 9901,
+        "direct_port": 9902,
         "app_env_names": ["GREETING", "POD_NAME"],
     }
     # What the agent makes of it (the same contract reads it: protocol.agents).
@@ -350,6 +351,7 @@ def test_named_port_is_renamed_and_taken_by_the_agent() -> None:
         app_mounts_root=APP_MOUNTS_ROOT,
         sftp_port=8022,
         health_port=9901,
+        direct_port=9902,
         app_env_names=("GREETING", "POD_NAME"),
     )
     assert result["metadata"]["annotations"][INJECTED_ANNOTATION] == "http=9900>8080"

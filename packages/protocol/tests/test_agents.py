@@ -22,6 +22,7 @@ FULL = AgentSettings(
     app_mounts_root="/kubepresence/app-mounts",
     sftp_port=8022,
     health_port=9902,
+    direct_port=9903,
     app_env_names=("PGDATA", "HOME"),
 )
 
@@ -44,6 +45,7 @@ def test_the_document_the_agent_reads() -> None:
         "app_mounts_root": "/kubepresence/app-mounts",
         "sftp_port": 8022,
         "health_port": 9902,
+        "direct_port": 9903,
         "app_env_names": ["PGDATA", "HOME"],
     }
     assert " " not in encode(FULL)  # compact: it is one env value

@@ -1,7 +1,7 @@
 """The raw streams' paths and types (`protocol.streams`) match the generated services.
 
 Scenarios:
-- every path streams defines is an RPC of the generated Manager or Connector service,
+- every path streams defines is an RPC of the generated Manager, Connector or Agent service,
   with the cardinality and message types its opener or handler uses;
 - the old Manager/Connector Tunnel and PrepareIntercept RPCs are gone.
 """
@@ -15,7 +15,7 @@ import pytest
 from grpclib.const import Cardinality
 
 from kubepresence.protocol import streams
-from kubepresence.protocol.gen import common, connector, manager
+from kubepresence.protocol.gen import agent, common, connector, manager
 
 
 def generated() -> dict[str, grpclib.const.Handler]:
@@ -23,6 +23,7 @@ def generated() -> dict[str, grpclib.const.Handler]:
     mapping: dict[str, grpclib.const.Handler] = {}
     mapping.update(manager.ManagerBase().__mapping__())
     mapping.update(connector.ConnectorBase().__mapping__())
+    mapping.update(agent.AgentBase().__mapping__())
     return mapping
 
 

@@ -22,6 +22,7 @@ FULL = Agent(
     environment={"GREETING": "hello"},
     version="1.2.3",
     sftp_port=8022,
+    direct_port=9903,
 )
 
 

@@ -19,16 +19,20 @@ import contextlib
 import logging
 
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.server import Server
 
 from kubepresence.agent.core.config import AgentConfig
 from kubepresence.agent.core.routing import Routes
+from kubepresence.agent.direct import DirectDesk
 from kubepresence.agent.handing import Diverter, follow_intercepts
 from kubepresence.agent.net.appdialing import AppDialer
 from kubepresence.agent.net.forwarding import Forwarder
 from kubepresence.agent.proxying import EgressDialer
+from kubepresence.agent.rpc.direct import serve_direct
 from kubepresence.agent.rpc.manager import ManagerSession, follow_log_level
 from kubepresence.agent.volumes.exporting import VolumeExport
 from kubepresence.protocol.lifecycle import Supervisor
+from kubepresence.protocol.transport import close_server
 from kubepresence.protocol.tunnel import describe
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,7 @@ class TrafficAgent:
         self.session: ManagerSession | None = None
         self.export = VolumeExport.of(config)  # the app's volumes, for `intercept --mount`
         self.egress = EgressDialer()  # client flows that leave the cluster from this pod
+        self.direct = DirectDesk()  # clients that port-forward here take their connections
 
     async def run(self, supervisor: Supervisor) -> None:
         log.info(
@@ -70,13 +75,14 @@ class TrafficAgent:
         session = self.session = ManagerSession(self.config, self.manager_host, self.manager_port)
         app = AppDialer(self.config.pod_ip)
         # Which accepted connections go to a workstation instead of the app.
-        diverter = Diverter(session, self.routes, app, self.config.environment)
+        diverter = Diverter(session, self.routes, app, self.config.environment, self.direct)
         forwarder = Forwarder(self.config.ports, host=self.listen_host, divert=diverter, app=app)
         async with asyncio.TaskGroup() as connections:
             await forwarder.start(connections)
             await self.export.start(connections)
             self.egress.start(connections)
             health = await self._open_health_port()
+            direct = await self._serve_direct()
             keeping = supervisor.spawn(session.run(), name="manager-session")
             following = supervisor.spawn(self._follow(session), name="intercept-watch")
             try:
@@ -90,6 +96,8 @@ class TrafficAgent:
                 self.export.close()
                 if health is not None:
                     health.close()
+                if direct is not None:
+                    await close_server(direct, grace=0.5)
                 await self._drain(forwarder)
 
     async def _open_health_port(self) -> asyncio.Server | None:
@@ -108,6 +116,20 @@ class TrafficAgent:
         except OSError as error:  # something undeclared listens there: its answer will do
             log.warning(
                 "cannot open the health port %d: %s", self.config.health_port, describe(error)
+            )
+            return None
+
+    async def _serve_direct(self) -> Server | None:
+        """The Agent service on the pod's loopback, when the manager gave it a port."""
+        if not self.config.direct_port:
+            return None
+        try:
+            return await serve_direct(self.direct, self.config.direct_port)
+        except OSError as error:  # hand-overs still go through the manager
+            log.warning(
+                "cannot serve direct hand-overs on port %d: %s",
+                self.config.direct_port,
+                describe(error),
             )
             return None
 

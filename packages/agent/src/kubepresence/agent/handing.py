@@ -1,11 +1,13 @@
 """The agent's side of intercepts: review what the manager asks of this pod, and hand
-the connections of an active intercept to the workstation through the manager.
+the connections of an active intercept to the workstation.
 
-A hand-over is a HandOver tunnel naming the intercept. The manager offers it to the
-client that owns the intercept; the client answers CONNECTED (then bytes flow both ways)
-or DIAL_FAILED (nothing listens on the workstation: the caller is reset at once, it does
-not hang). While no intercept is active — or the manager is away — traffic goes to the
-app. The wire side is `rpc.flows`.
+A hand-over goes straight to the client that owns the intercept when that client watches
+its dials at this agent (it port-forwards to the pod: see `direct`); otherwise it is a
+HandOver tunnel naming the intercept, which the manager offers to the client. Either
+way the client answers CONNECTED (then bytes flow both ways) or DIAL_FAILED (nothing
+listens on the workstation: the caller is reset at once, it does not hang). While no
+intercept is active — or the manager is away — traffic goes to the app. The wire side is
+`rpc.flows` (through the manager) and `rpc.direct` (straight).
 
 Diverting: which connections on a takeover port leave the app's path, and where they go.
 The forwarder asks for every connection it accepts (`Diverter.__call__`): while the agent
@@ -18,14 +20,17 @@ without a session, the connection stays the app's (False: the forwarder passes i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from grpclib.client import Channel
 
 from kubepresence.agent.core.http1 import RequestHead
 from kubepresence.agent.core.routing import AgentIntercept, Routes, review
+from kubepresence.agent.direct import DirectDesk, NoAnswerError
 from kubepresence.agent.net.appdialing import AppDialer
 from kubepresence.agent.net.forwarding import STREAM_LIMIT
 from kubepresence.agent.net.httprouting import APP, route_http
@@ -98,9 +103,31 @@ async def report_not_http(
             log.info("intercept %s: could not report non-HTTP traffic: %s", intercept_id, error)
 
 
+class HandOvers:
+    """Where an intercepted connection goes: straight to a client that watches here, else
+    through the manager."""
+
+    def __init__(self, session: ManagerSession, routes: Routes, desk: DirectDesk) -> None:
+        self.session = session
+        self.routes = routes
+        self.desk = desk
+
+    def route(
+        self, intercept_id: str, peer: tuple[str, int], local: tuple[str, int]
+    ) -> contextlib.AbstractAsyncContextManager[Any]:
+        intercept = self.routes.intercept(intercept_id)
+        if intercept is not None and self.desk.watching(intercept.client):
+            return self.desk.hand_over(
+                intercept.client, intercept_id, peer, local, intercept.workstation
+            )
+        session_id = self.session.session_id
+        if session_id is None:
+            raise ConnectionRefusedError("no session with the traffic manager")
+        return flows.hand_over(self.session.channel, session_id, intercept_id, peer, local)
+
+
 async def hand_over(
-    channel: Channel,
-    session_id: str,
+    hand_overs: HandOvers,
     intercept_id: str,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -116,7 +143,7 @@ async def hand_over(
         writer.get_extra_info("sockname") or _UNKNOWN_ADDRESS,
     )
     try:
-        async with flows.hand_over(channel, session_id, intercept_id, peer, local) as stream:
+        async with hand_overs.route(intercept_id, peer, local) as stream:
             async with asyncio.timeout(HAND_OVER_TIMEOUT):
                 reply = await stream.recv_message()
             reason = flows.refusal(reply)
@@ -131,7 +158,7 @@ async def hand_over(
                 writer.transport.abort()
             else:
                 await stream.end()
-    except flows.STREAM_ERRORS as error:
+    except (*flows.STREAM_ERRORS, NoAnswerError) as error:
         log.info("intercept %s: hand-over failed (%s)", intercept_id, describe(error))
         writer.transport.abort()
 
@@ -146,9 +173,11 @@ class Diverter:
         routes: Routes,
         app: AppDialer,
         environment: Mapping[str, str],
+        desk: DirectDesk,
     ) -> None:
         self.session = session
         self.routes = routes
+        self.hand_overs = HandOvers(session, routes, desk)
         self.app = app
         self.environment = environment
         self._told_not_http: set[str] = set()  # intercepts told their port is not all HTTP
@@ -162,7 +191,7 @@ class Diverter:
             return False
         intercept_id = self.routes.intercept_for(takeover)
         if intercept_id is not None:
-            await hand_over(session.channel, session.session_id, intercept_id, reader, writer)
+            await hand_over(self.hand_overs, intercept_id, reader, writer)
             return True
         if self.routes.personal_for(takeover) is None:
             return False
@@ -234,14 +263,7 @@ class Diverter:
             theirs.close()
             raise
         group.create_task(
-            hand_over(
-                session.channel,
-                session.session_id,
-                intercept_id,
-                their_reader,
-                their_writer,
-                addresses,
-            ),
+            hand_over(self.hand_overs, intercept_id, their_reader, their_writer, addresses),
             name=f"hand-over {intercept_id}",
         )
         return await asyncio.open_connection(sock=ours, limit=STREAM_LIMIT)

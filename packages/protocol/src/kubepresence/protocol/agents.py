@@ -13,11 +13,13 @@ How the configuration travels. The webhook (manager `core.injection`) sets, in t
   `decode`d by the agent:
   `{"workload_kind", "workload_name", "container",
     "ports": [{"name", "app_port", "agent_port", "redirected"}],
-    "app_mounts_root", "sftp_port", "health_port", "app_env_names"}`.
+    "app_mounts_root", "sftp_port", "health_port", "direct_port", "app_env_names"}`.
   The app's volumes are mounted under `app_mounts_root` and exported over SFTP on
   `sftp_port` (0 or absent: the app has no volumes, nothing to export); the kubelet's
-  readiness probe connects to `health_port` (0 or absent: none); `app_env_names` are the
-  names the app container's `env` lists.
+  readiness probe connects to `health_port` (0 or absent: none); clients that port-forward
+  to the pod take their intercepts' connections straight from the agent's `Agent` service
+  on 127.0.0.1:`direct_port` (0 or absent: only through the manager); `app_env_names` are
+  the names the app container's `env` lists.
 
 Every agent setting has the KP_AGENT_ prefix, so it never collides with the app's own
 environment, which the agent container carries too.
@@ -61,6 +63,7 @@ class Agent:
     environment: Mapping[str, str] = field(default_factory=dict)
     version: str = ""
     sftp_port: int = 0  # where it exports the app's volumes; 0: none
+    direct_port: int = 0  # its Agent service, on the pod's loopback; 0: none
 
     @property
     def pod(self) -> tuple[str, str]:
@@ -93,6 +96,7 @@ class AgentSettings:
     app_mounts_root: str = ""
     sftp_port: int = 0
     health_port: int = 0
+    direct_port: int = 0
     app_env_names: tuple[str, ...] = ()
 
 
@@ -114,6 +118,7 @@ def encode(settings: AgentSettings) -> str:
         "app_mounts_root": settings.app_mounts_root,
         "sftp_port": settings.sftp_port,
         "health_port": settings.health_port,
+        "direct_port": settings.direct_port,
         # The agent reports these even where its image sets the same names (PATH, HOME…).
         "app_env_names": list(settings.app_env_names),
     }
@@ -168,5 +173,6 @@ def decode(text: str) -> AgentSettings:
         app_mounts_root=str(raw.get("app_mounts_root") or ""),
         sftp_port=_port(raw["sftp_port"]) if raw.get("sftp_port") else 0,
         health_port=_port(raw["health_port"]) if raw.get("health_port") else 0,
+        direct_port=_port(raw["direct_port"]) if raw.get("direct_port") else 0,
         app_env_names=_names(raw.get("app_env_names")),
     )

@@ -14,6 +14,8 @@ The tunnel streams, by who opens them and what they carry:
   and rootd's, over a connection that userd splices to the manager without decoding).
 - Manager `HandOver`: an agent's intercepted connection, for the intercept's client.
 - Manager `AnswerDial`: a client's or an agent's answer to a dial the manager posted.
+- Agent `AnswerDial`: a client's answer to a dial an agent posted on the client's Agent
+  `WatchDials` (the client port-forwards to the agent's pod: the manager is not in the path).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from kubepresence.protocol.gen.connector import (
 )
 
 MANAGER = "kubepresence.manager.Manager"
+AGENT = "kubepresence.agent.Agent"
 CONNECTOR = "kubepresence.connector.Connector"
 
 
@@ -45,10 +48,11 @@ def path(service: str, method: str) -> str:
 DIAL_CLUSTER_PATH = path(MANAGER, "DialCluster")
 HAND_OVER_PATH = path(MANAGER, "HandOver")
 ANSWER_DIAL_PATH = path(MANAGER, "AnswerDial")
+AGENT_ANSWER_DIAL_PATH = path(AGENT, "AnswerDial")
 CONNECT_PATH = path(CONNECTOR, "Connect")
 MANAGE_TRAFFIC_MANAGER_PATH = path(CONNECTOR, "ManageTrafficManager")
 
-TUNNEL_PATHS = (DIAL_CLUSTER_PATH, HAND_OVER_PATH, ANSWER_DIAL_PATH)
+TUNNEL_PATHS = (DIAL_CLUSTER_PATH, HAND_OVER_PATH, ANSWER_DIAL_PATH, AGENT_ANSWER_DIAL_PATH)
 
 Handler = Callable[[Any], Coroutine[Any, Any, None]]
 
@@ -74,6 +78,11 @@ def hand_over(channel: Channel) -> Any:
 def answer_dial(channel: Channel) -> Any:
     """Open a Manager AnswerDial tunnel (the answer to a posted dial)."""
     return _open_tunnel(channel, ANSWER_DIAL_PATH)
+
+
+def agent_answer_dial(channel: Channel) -> Any:
+    """Open an Agent AnswerDial tunnel (the answer to a dial an agent posted directly)."""
+    return _open_tunnel(channel, AGENT_ANSWER_DIAL_PATH)
 
 
 def tunnel_handler(handler: Handler) -> grpclib.const.Handler:

@@ -76,6 +76,7 @@ def agent_to_message(agent: Agent) -> common.AgentInfo:
         environment=dict(agent.environment),
         sftp_port=agent.sftp_port,
         version=agent.version,
+        direct_port=agent.direct_port,
     )
 
 
@@ -101,6 +102,7 @@ def agent_from_message(info: common.AgentInfo) -> Agent:
         dict(info.environment),
         info.version,
         info.sftp_port,
+        info.direct_port,
     )
 
 

@@ -1,7 +1,9 @@
 """Taking the inbound connections of our intercepts: the workstation end of a dial.
 
-The manager posts a dial on our WatchDials stream for every connection an agent hands
-over; we answer each with an AnswerDial tunnel (`ManagerClient.answer_dial`). We connect
+A dial is posted on a WatchDials stream for every connection an agent hands over: by
+the manager (an agent that has no watch of ours), or by the agent itself, over our
+port-forward to its pod (`direct`). We answer each with an AnswerDial tunnel to whoever
+posted it (`DialSource.answer_dial`). We connect
 to the intercept's local address; if nothing listens we answer DIAL_FAILED at once (the
 caller in the cluster is refused fast, it does not hang); otherwise we answer CONNECTED
 and relay bytes until both sides are done.
@@ -10,8 +12,10 @@ and relay bytes until both sides are done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 from kubepresence.protocol.backoff import Backoff
 from kubepresence.protocol.errors import KubepresenceError
@@ -22,7 +26,7 @@ from kubepresence.protocol.tunnel import (
     send_dial_failed,
     send_reset,
 )
-from kubepresence.userd.rpc.manager import Dial, ManagerClient
+from kubepresence.userd.rpc.manager import Dial
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +37,26 @@ FIRST_RETRY = 0.5
 MAX_BACKOFF = 15.0
 
 
+class DialSource(Protocol):
+    """Who posts dials and takes their answers: the manager or one agent."""
+
+    def watch_dials(self, session_id: str) -> AsyncIterator[Dial]: ...
+    def answer_dial(
+        self, session_id: str, dial_id: str
+    ) -> contextlib.AbstractAsyncContextManager[Any]: ...
+
+
 async def answer_dials(
-    manager: ManagerClient,
+    manager: DialSource,
     session: Callable[[], str],
     pause: Callable[[float, str], Awaitable[None]] | None = None,
+    on_trouble: Callable[[str], None] = lambda problem: None,
 ) -> None:
     """Serve dials until cancelled, re-watching (with backoff) when the stream breaks.
 
     `pause(seconds, watched_session)` waits before the next watch; it may end early when
-    the session arrived again (ClusterConnection.pause)."""
+    the session arrived again (ClusterConnection.pause). `on_trouble` hears why a watch
+    broke, and "" once one answers again."""
     wait = pause or (lambda seconds, _: asyncio.sleep(seconds))
     backoff = Backoff(first=FIRST_RETRY, limit=MAX_BACKOFF)
     async with asyncio.TaskGroup() as group:
@@ -49,6 +64,8 @@ async def answer_dials(
             watched = session()
             try:
                 async for dial in manager.watch_dials(watched):
+                    if backoff.failing:
+                        on_trouble("")
                     backoff.succeeded()
                     if dial.dial_id:
                         group.create_task(_answer(manager, session(), dial), name="dial")
@@ -58,13 +75,14 @@ async def answer_dials(
                     error,
                     backoff.next_delay,
                 )
+                on_trouble(error.message)
             await wait(backoff.failed()[0], watched)
             # Sooner when the session arrived again (a restarted manager): dials wait for us.
             if session() != watched:
                 backoff.succeeded()
 
 
-async def _answer(manager: ManagerClient, session_id: str, dial: Dial) -> None:
+async def _answer(manager: DialSource, session_id: str, dial: Dial) -> None:
     target = f"{dial.local_host}:{dial.local_port}"
     try:
         async with asyncio.timeout(LOCAL_DIAL_TIMEOUT):

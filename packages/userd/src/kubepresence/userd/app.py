@@ -11,6 +11,7 @@ from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.lifecycle import Supervisor
 from kubepresence.protocol.paths import manager_splice_socket
 from kubepresence.protocol.transport import close_server, serve_unix
+from kubepresence.userd.agentdials import AgentDials
 from kubepresence.userd.answering import answer_dials
 from kubepresence.userd.connecting import ClusterConnection, ConnectOptions, Progress
 from kubepresence.userd.core.manifests import install_from_environment
@@ -127,6 +128,15 @@ class UserDaemon:
             await asyncio.wait_for(splicing.wait(), 10)
             connection.on_new_session = self._tell_rootd_session
             await self._join_network(connection, progress)
+            connection.agent_dials = AgentDials(
+                connection.manager,
+                connection.ws_api,
+                connection.options.port_forward,
+                session=lambda: connection.session_id,
+                intercepts=lambda: connection.intercepts,
+                changed=connection.intercept_changed,
+                pause=connection.pause,
+            )
             for coroutine, name in (
                 (self._watch_rootd(connection), "rootd-watch"),
                 (connection.keep_alive(), "session-keep-alive"),
@@ -137,6 +147,7 @@ class UserDaemon:
                     ),
                     "dial-answers",
                 ),
+                (connection.agent_dials.run(), "agent-dials"),
             ):
                 self._tasks.append(self._supervisor.spawn(coroutine, name=name))
         except BaseException:

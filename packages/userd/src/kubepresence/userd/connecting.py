@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kubepresence.protocol import version_of
 from kubepresence.protocol.backoff import Backoff
@@ -37,6 +38,9 @@ from kubepresence.userd.rpc.manager import (
     SessionGoneError,
 )
 from kubepresence.userd.rpc.rootd import FragmentCounters
+
+if TYPE_CHECKING:
+    from kubepresence.userd.agentdials import AgentDials
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,8 @@ class ClusterConnection:
         # Told (session id, cluster id) after arriving again: rootd's flows name the session.
         self.on_new_session: Callable[[str, str], Awaitable[None]] | None = None
         self.cluster_id = ""
+        # Our intercepts' connections straight from their agents (set once connected).
+        self.agent_dials: AgentDials | None = None
         self.network: ClusterNetwork | None = None
         self.vif_name = ""
         self.routed_subnets: list[str] = []

@@ -49,6 +49,7 @@ class AgentConfig(AgentSettings):
             environment=dict(self.environment),
             version=version,
             sftp_port=self.sftp_port,
+            direct_port=self.direct_port,
         )
 
 

@@ -27,6 +27,8 @@ class AgentIntercept:
     port: str
     active: bool
     http_filter: HttpFilter | None = None  # None: global
+    client: str = ""  # the owning client's session
+    workstation: tuple[str, int] = ("", 0)  # where the client delivers its connections
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ class Routes:
 
     def update(self, intercepts: Iterable[AgentIntercept]) -> None:
         self._active = sorted((i for i in intercepts if i.active), key=lambda i: i.id)
+
+    def intercept(self, intercept_id: str) -> AgentIntercept | None:
+        """The active intercept of that id, if any."""
+        return next((i for i in self._active if i.id == intercept_id), None)
 
     def intercept_for(self, takeover: PortTakeover) -> str | None:
         """The global intercept that takes every connection of this port, if any."""

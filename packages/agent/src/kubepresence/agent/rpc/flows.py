@@ -54,21 +54,25 @@ def filter_of(info: common.InterceptInfo) -> HttpFilter | None:
     return filter_from_message((info.spec or common.InterceptSpec()).http_filter)
 
 
+def intercept_of(info: common.InterceptInfo) -> AgentIntercept:
+    spec = info.spec or common.InterceptSpec()
+    return AgentIntercept(
+        id=info.id,
+        port=spec.service_port,
+        active=info.state == common.InterceptState.ACTIVE,
+        http_filter=filter_of(info),
+        client=info.client_session_id,
+        workstation=(spec.local_host or "127.0.0.1", spec.local_port),
+    )
+
+
 async def watch_intercepts(
     channel: Channel, session_id: str
 ) -> AsyncIterator[list[AgentIntercept]]:
     """This workload's intercepts, now and after every change, until the stream ends."""
     watch = manager.ManagerStub(channel)  # no deadline: the watch lives with the session
     async for snapshot in watch.watch_intercepts(common.SessionInfo(session_id=session_id)):
-        yield [
-            AgentIntercept(
-                id=info.id,
-                port=(info.spec or common.InterceptSpec()).service_port,
-                active=info.state == common.InterceptState.ACTIVE,
-                http_filter=filter_of(info),
-            )
-            for info in snapshot.intercepts
-        ]
+        yield [intercept_of(info) for info in snapshot.intercepts]
 
 
 async def review_intercept(

@@ -206,6 +206,8 @@ def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
         f"{f', volumes at {r.mount_point}' if r.mount_point else ''}"
         for r in map(_intercept_result, info.intercepts)
     ]
+    if info.inbound:
+        data["inbound"] = info.inbound
     data["events"] = list(info.events)
     return data
 

@@ -437,17 +437,20 @@ class PortPlan:
     # The agent's readiness probe's port, never a takeover port (while intercepted, a
     # probe there would be a connection to the workstation every two seconds); 0: none.
     health_port: int
+    # The agent's Agent service on the pod's loopback, for clients that port-forward.
+    direct_port: int = 0
 
 
 def plan_ports(pod: Mapping[str, Any]) -> PortPlan:
     takeovers, renames = plan_takeovers(pod)
     probe_ports = plan_probe_ports(pod, takeovers)
     sftp = sftp_port(pod, takeovers)
-    health = 0
+    health = direct = 0
     if takeovers:
         taken = {t.agent_port for t in takeovers} | set(probe_ports.values()) | {sftp}
-        health = _PortPicker(pod, also_taken=taken)()
-    return PortPlan(takeovers, renames, probe_ports, sftp, health)
+        picker = _PortPicker(pod, also_taken=taken)
+        health, direct = picker(), picker()
+    return PortPlan(takeovers, renames, probe_ports, sftp, health, direct)
 
 
 def agent_settings(pod: Mapping[str, Any], plan: PortPlan) -> AgentSettings:
@@ -462,6 +465,7 @@ def agent_settings(pod: Mapping[str, Any], plan: PortPlan) -> AgentSettings:
         app_mounts_root=APP_MOUNTS_ROOT,
         sftp_port=plan.sftp_port,
         health_port=plan.health_port,
+        direct_port=plan.direct_port,
         app_env_names=tuple(e["name"] for e in app.get("env") or [] if e.get("name")),
     )
 

@@ -120,6 +120,7 @@ class ManagerService(manager.ManagerBase):
         self._log_level = ClusterLogLevel()
         self._log_level_changed = asyncio.Event()
         self._terminating_pods: set[tuple[str, str]] = set()
+        self._counts = manager.FlowCounts()
         self._network = network
         self._dial_timeout = dial_timeout
         self._idle_timeout = idle_timeout
@@ -347,6 +348,13 @@ class ManagerService(manager.ManagerBase):
                 )
             self._sessions.get(message.session_id)  # the watch ends with the session
 
+    async def get_flow_counts(self, message: protobuf.Empty) -> manager.FlowCounts:
+        return manager.FlowCounts(
+            client_flows=self._counts.client_flows,
+            egress_flows=self._counts.egress_flows,
+            hand_overs=self._counts.hand_overs,
+        )
+
     async def set_log_level(self, message: common.LogLevelRequest) -> protobuf.Empty:
         try:
             set_level_for(message.level, message.duration_seconds)
@@ -435,8 +443,10 @@ class ManagerService(manager.ManagerBase):
         if first.open.idle_timeout is not None and first.open.idle_timeout.total_seconds() > 0:
             idle = first.open.idle_timeout.total_seconds()
         if first.open.via_workload or first.open.via_namespace:
+            self._counts.egress_flows += 1
             await self._egress_flow(stream, first, idle)
             return
+        self._counts.client_flows += 1
         await self._own_flow(stream, host, port, conn.protocol == common.Protocol.UDP, idle)
 
     async def _hand_over(self, stream: Stream[Any, Any]) -> None:
@@ -445,6 +455,7 @@ class ManagerService(manager.ManagerBase):
         assert first.open is not None
         self._agent(first.open.session_id)
         intercept = self._desk.active(first.open.intercept_id)
+        self._counts.hand_overs += 1
         await self._hand_overs.agent_tunnel(
             stream, first.open.session_id, intercept, encoded_connection(first.open.connection)
         )

@@ -234,6 +234,7 @@ class ConnectorService(connector.ConnectorBase):
             info.vif_name = conn.vif_name
             info.network_problem = conn.network_problem
             info.open_flows = conn.open_flows
+            info.inbound = conn.agent_dials.summary() if conn.agent_dials is not None else ""
             info.fragments = conn.fragments.message()
             info.resolver = conn.resolver
             info.routing = wire.routing_to_message(conn.options.routing)

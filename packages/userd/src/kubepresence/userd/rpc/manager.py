@@ -20,10 +20,12 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from kubepresence.protocol import streams
+from kubepresence.protocol.agents import Agent
 from kubepresence.protocol.errors import ClusterError
 from kubepresence.protocol.gen import common, manager
 from kubepresence.protocol.gen.google import protobuf
 from kubepresence.protocol.transport import client_errors
+from kubepresence.protocol.wire import agent_from_message
 
 CALL_TIMEOUT = 10.0
 DIAL_TIMEOUT = 15.0
@@ -274,6 +276,14 @@ class ManagerClient:
 
     async def agent_pods(self, session_id: str, namespace: str, workload: str) -> set[str]:
         """The pods of `workload` whose agents are present in the manager now."""
+        return {
+            a.pod_name
+            for a in await self.agents(session_id)
+            if (a.namespace, a.workload_name) == (namespace, workload)
+        }
+
+    async def agents(self, session_id: str) -> list[Agent]:
+        """The agents present in the manager now."""
         snapshots = self._stub.watch_agents(common.SessionInfo(session_id=session_id))
         try:
             async with client_errors("the traffic manager does not answer"):
@@ -284,11 +294,7 @@ class ManagerClient:
                 await close()
         if snapshot is None:
             raise ClusterError("the traffic manager ended the agent watch at once")
-        return {
-            a.pod_name
-            for a in snapshot.agents
-            if (a.namespace, a.workload_name) == (namespace, workload)
-        }
+        return [agent_from_message(a) for a in snapshot.agents]
 
     async def watch_dials(self, session_id: str) -> AsyncIterator[Dial]:
         """Inbound connections of our intercepts to take (empty dial ids are keep-alives)."""

@@ -258,6 +258,11 @@ class AgentInfo(betterproto2.Message):
 
     version: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
 
+    direct_port: "int" = betterproto2.field(11, betterproto2.TYPE_UINT32)
+    """
+    its Agent service on the pod's loopback (port-forward); 0: none
+    """
+
 
 default_message_pool.register_message("kubepresence.common", "AgentInfo", AgentInfo)
 

@@ -165,6 +165,13 @@ class ConnectInfo(betterproto2.Message):
         16, betterproto2.TYPE_MESSAGE, repeated=True
     )
 
+    inbound: "str" = betterproto2.field(17, betterproto2.TYPE_STRING)
+    """
+    How intercepted connections reach this workstation: straight from the agents over
+    port-forwards to their pods, or through the traffic manager, and why ("" when there
+    is no active intercept).
+    """
+
 
 default_message_pool.register_message("kubepresence.connector", "ConnectInfo", ConnectInfo)
 

@@ -8,6 +8,7 @@ __all__ = (
     "ClientInfo",
     "Disposition",
     "EgressDial",
+    "FlowCounts",
     "InterceptRequest",
     "InterceptSnapshot",
     "ManagerBase",
@@ -112,6 +113,27 @@ class EgressDial(betterproto2.Message):
 
 
 default_message_pool.register_message("kubepresence.manager", "EgressDial", EgressDial)
+
+
+@dataclass(eq=False, repr=False)
+class FlowCounts(betterproto2.Message):
+    client_flows: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+    """
+    DialCluster flows the manager dialled itself
+    """
+
+    egress_flows: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    DialCluster flows it spliced to an agent's egress dial
+    """
+
+    hand_overs: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    intercepted connections it spliced from an agent to a client
+    """
+
+
+default_message_pool.register_message("kubepresence.manager", "FlowCounts", FlowCounts)
 
 
 @dataclass(eq=False, repr=False)
@@ -549,6 +571,31 @@ class ManagerStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
+    async def get_flow_counts(
+        self,
+        message: "__google__protobuf__.Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "FlowCounts":
+        """
+        How many flows of each kind this manager carried since it started (for tests and
+        benchmarks: shows which traffic crosses the manager).
+        """
+
+        if message is None:
+            message = __google__protobuf__.Empty()
+
+        return await self._unary_unary(
+            "/kubepresence.manager.Manager/GetFlowCounts",
+            message,
+            FlowCounts,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def set_log_level(
         self,
         message: "_common__.LogLevelRequest",
@@ -730,6 +777,14 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield EgressDial()
 
+    async def get_flow_counts(self, message: "__google__protobuf__.Empty") -> "FlowCounts":
+        """
+        How many flows of each kind this manager carried since it started (for tests and
+        benchmarks: shows which traffic crosses the manager).
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def set_log_level(
         self, message: "_common__.LogLevelRequest"
     ) -> "__google__protobuf__.Empty":
@@ -901,6 +956,14 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
+    async def __rpc_get_flow_counts(
+        self, stream: "grpclib.server.Stream[__google__protobuf__.Empty, FlowCounts]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_flow_counts(request)
+        await stream.send_message(response)
+
     async def __rpc_set_log_level(
         self, stream: "grpclib.server.Stream[_common__.LogLevelRequest, __google__protobuf__.Empty]"
     ) -> None:
@@ -1023,6 +1086,12 @@ class ManagerBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 _common__.SessionInfo,
                 EgressDial,
+            ),
+            "/kubepresence.manager.Manager/GetFlowCounts": grpclib.const.Handler(
+                self.__rpc_get_flow_counts,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                __google__protobuf__.Empty,
+                FlowCounts,
             ),
             "/kubepresence.manager.Manager/SetLogLevel": grpclib.const.Handler(
                 self.__rpc_set_log_level,
