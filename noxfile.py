@@ -177,10 +177,10 @@ def teardown(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, each figure beside a baseline from the same run, on the local cluster
     (`-- --quick`: small sizes, checks only that every figure is produced; `-- --profile`:
-    py-spy profiles of userd, rootd, manager and agent; `-- --only components|cluster`)."""
+    py-spy profiles of userd, rootd, manager and agent; `-- --only components|cluster|scale`)."""
     install_parts(session)
     install(session, "-r", "tests/cluster/requirements.txt", "matplotlib", "py-spy")
-    if "--only" not in session.posargs or "cluster" in session.posargs:
+    if "--only" not in session.posargs or {"cluster", "scale"} & set(session.posargs):
         _require_root(session)
         session.run(*CLUSTER, "up")
         if "--quick" not in session.posargs:  # in CI, e2e imported this checkout's images

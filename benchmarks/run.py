@@ -7,7 +7,10 @@ Suites:
 - tunnel transport: userd's manager client → the manager's Tunnel → a TCP sink, against
   direct loopback TCP into the same sink (the gRPC half of the data path);
 - TCP engine (root only): the kernel → TUN → rootd's userspace TCP engine → an in-process
-  sink/source, against the kernel's loopback TCP in the same namespace (the TUN half).
+  sink/source, against the kernel's loopback TCP in the same namespace (the TUN half);
+- the manager at scale (benchmarks/cluster/scale.py; root, cluster up): one manager serving
+  200 simulated client sessions, 2,000 flows and 100 intercepts, against the same manager
+  serving one session: its RSS and CPU, dial and keep-alive p50/p99.
 
 A full run writes results.json (everything, with the machine and the versions), results.md
 (measured, baseline, ratio, the issue's target, met/missed) and chart.png under
@@ -136,6 +139,8 @@ def render(full: dict[str, Any], out: Path) -> list[Any]:
     if "cluster" in full:
         figures += report.cluster_figures(full["cluster"])
         report.chart(full["cluster"], out / "chart.png")
+    if "scale" in full:
+        figures += report.scale_figures(full["scale"])
     machine, found = full["machine"], full["versions"]
     header = [
         f"# kubepresence benchmarks {found['kubepresence-cli']} ({full['mode']}, {full['date']})",
@@ -157,7 +162,7 @@ def main() -> int:
         "--quick", action="store_true", help="small sizes; check every figure is produced"
     )
     parser.add_argument("--profile", action="store_true", help="py-spy profiles of the daemons")
-    parser.add_argument("--only", choices=("all", "cluster", "components"), default="all")
+    parser.add_argument("--only", choices=("all", "cluster", "components", "scale"), default="all")
     parser.add_argument("--out", type=Path, help="results folder (default: see above)")
     parser.add_argument(
         "--render", type=Path, metavar="DIR", help="only re-render DIR/results.json (md, png)"
@@ -207,11 +212,26 @@ def main() -> int:
             run.problems.append(f"suite failed: {error!r}")
             failed = True
         full["cluster"] = run.results()
+    if args.only in ("all", "scale"):
+        from benchmarks.cluster import scale
+
+        full["versions"].setdefault("kubernetes", kubernetes_version())
+        scaling = scale.ScaleRun(
+            scale.QUICK if args.quick else scale.FULL, work_dir=ROOT / "bench-results" / "work"
+        )
+        try:
+            scaling.run()
+        except Exception as error:
+            log.exception("the manager-at-scale suite failed")
+            scaling.problems.append(f"suite failed: {error!r}")
+            failed = True
+        full["scale"] = scaling.results()
     full["seconds"] = round(time.monotonic() - started, 1)
     figures = render(full, out)
     print((out / "results.md").read_text())
     missing = [f.figure for f in figures if f.measured is None and f.figure not in report.OPTIONAL]
     problems = full.get("cluster", {}).get("problems", [])
+    problems += [f"scale: {p}" for p in full.get("scale", {}).get("problems", [])]
     for path in full.get("cluster", {}).get("paths", {}).values():
         problems += [f"{path['path']}: {p}" for p in path["problems"]]
     if problems:

@@ -15,6 +15,7 @@ from typing import Any
 from kpcluster import kube, layout
 
 from benchmarks.cluster import processes
+from benchmarks.cluster.report import percentile
 from benchmarks.cluster.workload import CLIENT_SOURCE, blob_sha256
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,6 @@ def in_pod(path: str, namespace: str, pod: str, host: str, port: int) -> Client:
         CLIENT_SOURCE,
     )
     return Client(path, prefix, host, port)
-
-
-def percentile(samples: Sequence[float], fraction: float) -> float | None:
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 @dataclass

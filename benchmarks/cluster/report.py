@@ -4,7 +4,7 @@ table and a PNG chart (throughput bars, latency distributions per path)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,14 @@ class Figure:
     ratio: float | None = None
     target: str = ""
     met: bool | None = None
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float | None:
+    """The sample at `fraction` (0.99: p99) of the sorted samples; None without samples."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def _ratio(measured: float | None, baseline: float | None) -> float | None:
@@ -425,3 +433,140 @@ def write(report: dict[str, Any], figures: list[Figure], out_dir: Path, header: 
         + machine_cpu_markdown(report.get("cluster", {}))
         + profile_markdown(profiles)
     )
+
+
+# --- the manager at scale (benchmarks/cluster/scale.py) ---------------------------------
+
+SCALE_RSS_LIMIT_MIB = 250
+SCALE_DIAL_P99_RATIO = 3.0
+
+
+def scale_phase(
+    events: dict[str, dict[str, Any]],
+    *,
+    sessions: int,
+    flows: int,
+    intercepts: int,
+    rss_before_mib: float | None,
+    rss_peak_mib: float | None,
+    cpu_total_s: float | None,
+    cpu_steady_s: float | None,
+    steady_s: float,
+) -> dict[str, Any]:
+    """One phase's figures from what the scale client programs said ("probe ready",
+    "measured", "probe done", and "load ready", "load done" when a load ran) and the
+    manager's usage sampled meanwhile."""
+    measured = events.get("measured", {})
+    dial_ms: list[float] = measured.get("dial_ms", [])
+    keepalive_ms: list[float] = measured.get("keepalive_ms", [])
+    readies = [e for name, e in events.items() if name.endswith(" ready")]
+    setup_dials = [s for e in readies for s in e.get("setup_dial_ms", [])]
+    active = [s for e in readies for s in e.get("intercept_active_ms", [])]
+    errors: dict[str, int] = {}
+    for name, said in events.items():
+        for kind, count in said.get("errors", {}).items():
+            key = f"{name.split()[0]} {kind}" if name != "measured" else f"probe {kind}"
+            errors[key] = errors.get(key, 0) + count
+    dones = [e for name, e in events.items() if name.endswith(" done")]
+    return {
+        "client_sessions": sessions,
+        "agent_sessions": intercepts,
+        "flows": flows,
+        "flows_open": sum(e.get("flows_open", 0) for e in readies),
+        "intercepts": intercepts,
+        "setup_s": max((e.get("setup_s", 0.0) for e in readies), default=None),
+        "rss_before_mib": rss_before_mib,
+        "rss_peak_mib": rss_peak_mib,
+        "cpu_setup_s": None
+        if cpu_total_s is None or cpu_steady_s is None
+        else round(cpu_total_s - cpu_steady_s, 2),
+        "cpu_steady_cores": None
+        if cpu_steady_s is None or not steady_s
+        else round(cpu_steady_s / steady_s, 3),
+        "steady_s": round(steady_s, 2),
+        "dial_p50_ms": percentile(dial_ms, 0.5),
+        "dial_p99_ms": percentile(dial_ms, 0.99),
+        "dials": len(dial_ms),
+        "keepalive_p50_ms": percentile(keepalive_ms, 0.5),
+        "keepalive_p99_ms": percentile(keepalive_ms, 0.99),
+        "keepalive_requests": len(keepalive_ms),
+        "setup_dial_p50_ms": percentile(setup_dials, 0.5),
+        "setup_dial_p99_ms": percentile(setup_dials, 0.99),
+        "intercept_active_p99_ms": percentile(active, 0.99),
+        "background_requests": sum(e.get("background_requests", 0) for e in dones),
+        "client_cpu_s": sum(e.get("client_cpu_s", 0.0) for e in dones),
+        "errors": errors,
+        "raw_samples": {"dial_ms": dial_ms, "keepalive_ms": keepalive_ms},
+    }
+
+
+def scale_figures(scale: dict[str, Any]) -> list[Figure]:
+    """The N-session phase beside the 1-session phase of the same run."""
+    phases: dict[str, dict[str, Any]] = scale.get("phases", {})
+    one, many = phases.get("one", {}), phases.get("many", {})
+    sizes = scale.get("sizes", {})
+    n = many.get("client_sessions") or sizes.get("sessions")
+    what = (
+        f"manager, {n} sessions / {many.get('flows') or sizes.get('flows')} flows / "
+        f"{many.get('intercepts') or sizes.get('intercepts')} intercepts"
+    )
+    baseline_is = "1 session"
+
+    def get(phase: dict[str, Any], key: str) -> float | None:
+        value = phase.get(key)
+        return None if value is None else float(value)
+
+    figures = []
+    rss = get(many, "rss_peak_mib")
+    figures.append(
+        Figure(
+            f"{what}: RSS (peak)",
+            "MiB",
+            rss,
+            get(one, "rss_peak_mib"),
+            baseline_is,
+            _ratio(rss, get(one, "rss_peak_mib")),
+            f"≤ {SCALE_RSS_LIMIT_MIB} MiB",
+            _met(rss, _at_most(SCALE_RSS_LIMIT_MIB)),
+        )
+    )
+    for key, label, unit in (
+        ("cpu_steady_cores", "CPU while the probe ran (cores)", "cores"),
+        ("cpu_setup_s", "CPU to set up the sessions, flows and intercepts", "s"),
+        ("dial_p50_ms", "dial p50 (open → CONNECTED)", "ms"),
+    ):
+        measured, base = get(many, key), get(one, key)
+        figures.append(
+            Figure(f"{what}: {label}", unit, measured, base, baseline_is, _ratio(measured, base))
+        )
+    dial_p99, one_p99 = get(many, "dial_p99_ms"), get(one, "dial_p99_ms")
+    ratio = _ratio(dial_p99, one_p99)
+    figures.append(
+        Figure(
+            f"{what}: dial p99 (open → CONNECTED)",
+            "ms",
+            dial_p99,
+            one_p99,
+            baseline_is,
+            ratio,
+            f"≤ {SCALE_DIAL_P99_RATIO:g} x 1 session",
+            _met(ratio, _at_most(SCALE_DIAL_P99_RATIO)),
+        )
+    )
+    for key, label in (
+        ("keepalive_p50_ms", "keep-alive request p50 (64 B echoed, open flow)"),
+        ("keepalive_p99_ms", "keep-alive request p99 (64 B echoed, open flow)"),
+        ("setup_dial_p99_ms", "dial p99 while all flows were opening"),
+    ):
+        measured, base = get(many, key), get(one, key)
+        figures.append(
+            Figure(f"{what}: {label}", "ms", measured, base, baseline_is, _ratio(measured, base))
+        )
+    for phase, name in ((one, "1 session"), (many, f"{n} sessions")):
+        errors = phase.get("errors")
+        count = None if errors is None else float(sum(errors.values()))
+        named = ", ".join(f"{c} {kind}" for kind, c in (errors or {}).items())
+        figures.append(
+            Figure(f"manager, {name}: errors" + (f" ({named})" if named else ""), "errors", count)
+        )
+    return figures
