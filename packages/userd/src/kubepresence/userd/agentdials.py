@@ -4,7 +4,8 @@ For every agent pod of a workload we have an active intercept on, userd port-for
 the agent's `direct_port` and watches its dials there (the agent's `direct`): those pods
 then hand our connections to us without the traffic manager, one Python hop less per
 byte. Replicas each get their own watch; pods that come and go (a rollout, a scale) are
-followed every few seconds and whenever our intercepts change. Where the port-forward
+followed every few seconds and whenever our intercepts change; after arriving again at a
+restarted manager the watches start anew under the new session. Where the port-forward
 is refused (the user may not port-forward to that namespace's pods) or fails, that
 pod's connections keep coming through the manager, whose dial watch always runs; `status`
 says which way they come and why (`summary`).
@@ -83,6 +84,7 @@ class AgentDials:
         self._changed = changed
         self._pause = pause
         self._watches: dict[AgentPod, asyncio.Task[None]] = {}
+        self._watched_session = ""  # the session the watches name (an agent posts by it)
         self.up: set[AgentPod] = set()  # pods that post our dials straight to us
         self.problems: dict[AgentPod, str] = {}  # pods whose dials come through the manager
 
@@ -105,6 +107,11 @@ class AgentDials:
         try:
             async with asyncio.TaskGroup() as group:
                 while True:
+                    if self._session() != self._watched_session:
+                        # Arrived again (a restarted manager): the intercepts name the new
+                        # session, so the agents post for it; watch anew under it.
+                        self._follow(set(), group)
+                        self._watched_session = self._session()
                     wanted = await self._wanted()
                     if wanted is not None:
                         self._follow(wanted, group)
