@@ -43,6 +43,22 @@ class AgentPod:
         return f"{self.namespace}/{self.pod}"
 
 
+def inbound_summary(pods: list[AgentPod], up: set[AgentPod], problems: dict[AgentPod, str]) -> str:
+    """Which way the connections of `pods` come: straight when each one's watch is up
+    without a problem, else through the manager, with why; "" when there are no pods."""
+    if not pods:
+        return ""
+    direct = [p for p in pods if p in up and p not in problems]
+    if len(direct) == len(pods):
+        return f"straight from the agents ({len(pods)} pod(s), port-forward to each)"
+    others = [p for p in pods if p not in direct]
+    reasons = sorted({problems.get(p, "the port-forward is opening") for p in others})
+    return (
+        f"through the traffic manager for {len(others)} of {len(pods)} agent pod(s) "
+        f"({', '.join(map(str, others))}): {'; '.join(reasons)}"
+    )
+
+
 class _Watching:
     """An agent's dials, telling `up` when the watch answers (the agent says so at once)."""
 
@@ -90,18 +106,7 @@ class AgentDials:
 
     def summary(self) -> str:
         """One line for `status`: which way intercepted connections come; "" for none."""
-        pods = sorted(self._watches)
-        if not pods:
-            return ""
-        direct = [p for p in pods if p in self.up and p not in self.problems]
-        if len(direct) == len(pods):
-            return f"straight from the agents ({len(pods)} pod(s), port-forward to each)"
-        others = [p for p in pods if p not in direct]
-        reasons = sorted({self.problems.get(p, "the port-forward is opening") for p in others})
-        return (
-            f"through the traffic manager for {len(others)} of {len(pods)} agent pod(s) "
-            f"({', '.join(map(str, others))}): {'; '.join(reasons)}"
-        )
+        return inbound_summary(sorted(self._watches), self.up, self.problems)
 
     async def run(self) -> None:
         try:
