@@ -7,6 +7,8 @@ socket (the e2e tests splice through the real API server, over SPDY).
 Scenarios:
 - calls and a 4 MiB flow through the manager's DialCluster pass intact both ways, also when
   the port-forward is slow to send (the splice holds the reader back, loses nothing);
+- on uvloop, as userd runs, what rootd sends at once (the HTTP/2 preface, before the
+  port-forward is open) is held and sent on, not lost;
 - each connection to the splice socket is one port-forward; when the port-forward ends,
   the channel's next call opens a new connection and so a new port-forward;
 - a port-forward that cannot be opened ends that connection at once (the call fails with
@@ -23,10 +25,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import uvloop
 from grpclib.client import Channel
 
+from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.protocol.errors import ClusterError, KubepresenceError
-from kubepresence.protocol.transport import unix_channel
+from kubepresence.protocol.transport import serve_unix, unix_channel
 from kubepresence.userd.k8s.portforward_splice import ManagerSplices
 from kubepresence.userd.rpc.manager import ManagerClient
 
@@ -113,6 +117,26 @@ async def test_calls_and_a_flow_pass_intact_through_a_slow_port_forward(
         assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
         assert len(opener.streams) == 1  # one connection, one port-forward
         assert splices.connections == 1
+
+
+def test_on_uvloop_what_arrives_before_the_port_forward_is_sent_on(
+    tmp_path: Path, manager_service: ManagerService
+) -> None:
+    """uvloop delivers the first bytes of an accepted connection even when the protocol
+    pauses reading in connection_made: the splice must keep them for the port-forward."""
+
+    async def scenario() -> str:
+        manager_path = tmp_path / "manager.socket"
+        server = await serve_unix([manager_service], manager_path)
+        try:
+            opener = SocketOpener(manager_path, send_delay=0.002)
+            async with spliced(opener, tmp_path / "userd-manager.socket") as (_, channel):
+                return await asyncio.wait_for(ManagerClient(channel).version(), CALL_DEADLINE)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert uvloop.run(scenario()).count(".") >= 2
 
 
 async def test_a_lost_port_forward_is_a_new_connection_and_a_new_port_forward(

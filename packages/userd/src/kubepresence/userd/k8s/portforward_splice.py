@@ -39,6 +39,9 @@ class _Side(asyncio.Protocol):
         self.lost = asyncio.Event()
         self._held = held
         self._closed = closed
+        # What arrived before the other end existed (uvloop may deliver data before the
+        # pause in connection_made takes effect): sent on as soon as it does.
+        self._early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -52,12 +55,19 @@ class _Side(asyncio.Protocol):
         """Splice to `peer`: from now on what arrives leaves through it."""
         assert self.transport is not None
         self.peer = peer
+        early, self._early = self._early, []
+        for data in early:
+            peer.write(data)
         if self._held:
             self._held = False
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None, "the other end reads only once the splice is made"
+        if self.peer is None:
+            self._early.append(bytes(data))
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
         self.peer.write(data)
 
     def eof_received(self) -> bool:
