@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kptest.standins import local_echo
 from kptest.waiting import eventually
 
 from kubepresence.agent import handing
@@ -40,17 +41,6 @@ CLIENT = "client-1"
 class FakeSession:
     session_id = "agent-1"
     channel = None
-
-
-async def local_echo() -> tuple[asyncio.Server, int]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(b"workstation:" + data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
 
 
 def hand_overs(desk: DirectDesk, *intercepts: AgentIntercept) -> handing.HandOvers:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from grpclib.client import Channel
+from kptest.standins import local_echo
 
 from kubepresence.manager.rpc.manager import ManagerService
 from kubepresence.protocol import streams
@@ -39,17 +40,6 @@ async def channel(manager_socket: Path) -> AsyncIterator[Channel]:
     ch = unix_channel(manager_socket)
     yield ch
     ch.close()
-
-
-async def local_echo() -> tuple[asyncio.Server, int]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(b"workstation:" + data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
 
 
 async def arrive_agent(stub: manager.ManagerStub) -> str:

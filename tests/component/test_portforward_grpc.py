@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from grpclib.protocol import H2Protocol
+from kptest.standins import SocketOpener
 
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.transport import CONFIGURATION
@@ -32,45 +33,6 @@ from kubepresence.userd.k8s.portforward_grpc import (
     PortForwardTransport,
 )
 from kubepresence.userd.rpc.manager import ManagerClient
-
-
-class SocketStream:
-    """A port-forward stand-in: bytes to and from a unix socket; optionally slow to send."""
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, send_delay: float
-    ) -> None:
-        self.reader, self.writer, self.send_delay = reader, writer, send_delay
-        self.sent: list[int] = []
-
-    def new_message(self) -> bytearray:
-        return bytearray()
-
-    async def send_message(self, message: bytearray) -> None:
-        self.sent.append(len(message))
-        if self.send_delay:
-            await asyncio.sleep(self.send_delay)
-        self.writer.write(message)
-        await self.writer.drain()
-
-    async def receive(self) -> bytes | None:
-        return await self.reader.read(256 * 1024) or None
-
-
-class SocketOpener:
-    def __init__(self, path: Path, send_delay: float = 0.0) -> None:
-        self.path, self.send_delay = path, send_delay
-        self.streams: list[SocketStream] = []
-
-    @contextlib.asynccontextmanager
-    async def open(self) -> AsyncIterator[SocketStream]:
-        reader, writer = await asyncio.open_unix_connection(str(self.path))
-        stream = SocketStream(reader, writer, self.send_delay)
-        self.streams.append(stream)
-        try:
-            yield stream
-        finally:
-            writer.close()
 
 
 @contextlib.asynccontextmanager

@@ -27,54 +27,15 @@ from pathlib import Path
 import pytest
 import uvloop
 from grpclib.client import Channel
+from kptest.standins import SocketOpener
 
 from kubepresence.manager.rpc.manager import ManagerService
-from kubepresence.protocol.errors import ClusterError, KubepresenceError
+from kubepresence.protocol.errors import KubepresenceError
 from kubepresence.protocol.transport import serve_unix, unix_channel
 from kubepresence.userd.k8s.portforward_splice import ManagerSplices
 from kubepresence.userd.rpc.manager import ManagerClient
 
 CALL_DEADLINE = 10.0
-
-
-class SocketStream:
-    """A port-forward stand-in: bytes to and from a unix socket; optionally slow to send."""
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, send_delay: float
-    ) -> None:
-        self.reader, self.writer, self.send_delay = reader, writer, send_delay
-
-    def new_message(self) -> bytearray:
-        return bytearray()
-
-    async def send_message(self, message: bytearray) -> None:
-        if self.send_delay:
-            await asyncio.sleep(self.send_delay)
-        self.writer.write(message)
-        await self.writer.drain()
-
-    async def receive(self) -> bytes | None:
-        return await self.reader.read(256 * 1024) or None
-
-
-class SocketOpener:
-    def __init__(self, path: Path, send_delay: float = 0.0) -> None:
-        self.path, self.send_delay = path, send_delay
-        self.streams: list[SocketStream] = []
-        self.refuse = ""  # when set: opening fails with this
-
-    @contextlib.asynccontextmanager
-    async def open(self) -> AsyncIterator[SocketStream]:
-        if self.refuse:
-            raise ClusterError(self.refuse)
-        reader, writer = await asyncio.open_unix_connection(str(self.path))
-        stream = SocketStream(reader, writer, self.send_delay)
-        self.streams.append(stream)
-        try:
-            yield stream
-        finally:
-            writer.close()
 
 
 @contextlib.asynccontextmanager

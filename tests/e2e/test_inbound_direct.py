@@ -27,11 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from kpcluster import layout
 from kpcluster.commands import wait_for
 from kpcluster.harness import Cluster
-from workstation_cli import MANAGER_SELECTOR, Workstation
+from workstation_cli import MANAGER_SELECTOR, Workstation, token_kubeconfig
 from workstation_servers import PROGRAMS, answering_server
 
 LOCAL_PORT = 8092
@@ -166,12 +164,7 @@ def no_forwarding_kubeconfig(
         ]
     )  # fmt: skip
     try:
-        token = cluster.kubectl("create", "token", ACCOUNT, "-n", namespace).strip()
-        config = yaml.safe_load(layout.WORKSTATION_KUBECONFIG.read_text())
-        for user in config["users"]:
-            user["user"] = {"token": token}
-        path.write_text(yaml.safe_dump(config))
-        yield path
+        yield token_kubeconfig(cluster, namespace, ACCOUNT, path)
     finally:
         cluster.kubectl("delete", "clusterrolebinding,clusterrole", role, "--ignore-not-found")
 

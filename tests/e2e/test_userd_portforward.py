@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from kpcluster import layout
 from kpcluster.harness import Cluster
+from workstation_cli import token_kubeconfig
 from workstation_servers import PROGRAMS
 
 # userd's port-forward code run on the workstation, one subcommand per test.
@@ -110,15 +110,6 @@ def test_auto_falls_back_to_websocket_where_spdy_is_refused(
     assert "refused: 400 Bad Request: only WebSocket upgrades here" in message
 
 
-def _token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
-    token = cluster.kubectl("create", "token", account, "-n", namespace).strip()
-    config = yaml.safe_load(layout.WORKSTATION_KUBECONFIG.read_text())
-    for user in config["users"]:
-        user["user"] = {"token": token}
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def test_spdy_authenticates_with_a_bearer_token(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
@@ -158,8 +149,8 @@ def test_spdy_authenticates_with_a_bearer_token(
             },
         ]
     )
-    allowed = _token_kubeconfig(cluster, namespace, "forwarder", tmp_path / "forwarder.conf")
-    refused = _token_kubeconfig(cluster, namespace, "onlooker", tmp_path / "onlooker.conf")
+    allowed = token_kubeconfig(cluster, namespace, "forwarder", tmp_path / "forwarder.conf")
+    refused = token_kubeconfig(cluster, namespace, "onlooker", tmp_path / "onlooker.conf")
     result = cluster.on_workstation(
         [
             sys.executable,

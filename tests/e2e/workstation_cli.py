@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kpcluster import kube, layout
 from kpcluster.harness import Cluster
 
@@ -232,3 +233,13 @@ def uninstall_manager(cluster: Cluster, namespace: str) -> None:
     uninstall = [str(UNINSTALL), str(layout.ADMIN_KUBECONFIG), namespace]
     subprocess.run([sys.executable, *uninstall], check=False, timeout=180)
     cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
+
+
+def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """The workstation's kubeconfig with a ServiceAccount's token as its credentials."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace).strip()
+    config = yaml.safe_load(layout.WORKSTATION_KUBECONFIG.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path.write_text(yaml.safe_dump(config))
+    return path
