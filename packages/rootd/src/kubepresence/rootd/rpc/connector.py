@@ -13,17 +13,8 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from kubepresence.protocol.gen import common, connector
 from kubepresence.protocol.transport import unix_channel
-from kubepresence.rootd.net.relaying import TunnelEventKind
 
 log = logging.getLogger(__name__)
-
-_CONTROL_KINDS = {
-    common.TunnelControlCode.CONNECTED: TunnelEventKind.CONNECTED,
-    common.TunnelControlCode.DIAL_FAILED: TunnelEventKind.DIAL_FAILED,
-    common.TunnelControlCode.WRITE_CLOSED: TunnelEventKind.WRITE_CLOSED,
-    common.TunnelControlCode.RESET: TunnelEventKind.RESET,
-    common.TunnelControlCode.KEEP_ALIVE: TunnelEventKind.KEEP_ALIVE,
-}
 
 
 class UserdUnreachableError(ConnectionError):
