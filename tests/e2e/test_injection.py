@@ -432,7 +432,7 @@ def test_injected_apps_serve_as_before(
     assert [p["name"] for p in containers["echo"]["ports"]] == ["kp-http"]
     assert containers["kubepresence-agent"]["ports"][0]["name"] == "http"
     assert containers["kubepresence-agent"]["ports"][0]["containerPort"] == 9900
-    assert containers["kubepresence-agent"]["image"] == "localhost/kubepresence-agent:0.1.0"
+    assert containers["kubepresence-agent"]["image"] == cluster.images["kubepresence-agent"]
     assert "initContainers" not in shown["spec"]
     shown = pod_yaml("tcp-numeric")
     [init] = shown["spec"]["initContainers"]
