@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kpcluster import kube, layout
+from kpcluster import imagebuild, kube, layout
 from kpcluster.commands import ClusterError
 from kpcluster.harness import Cluster
 from kubernetes_asyncio import client
@@ -272,7 +272,7 @@ class ScaleRun:
         cluster, sizes = self.cluster, self.sizes
         log.info("scale: installing a manager in %s", manager_namespace)
         self.manager["install"] = asyncio.run(_install_manager(manager_namespace, namespace))
-        manager_image = cluster.images["kubepresence-manager"]
+        manager_image = f"localhost/kubepresence-manager:{imagebuild.project_version()}"
         cluster.apply(
             manifests(
                 namespace,

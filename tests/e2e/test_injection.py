@@ -53,7 +53,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kpcluster import kube, layout, manifests
+from kpcluster import imagebuild, kube, layout, manifests
 from kpcluster.commands import run, wait_for
 from kpcluster.harness import Cluster
 from kubernetes_asyncio import client
@@ -432,7 +432,8 @@ def test_injected_apps_serve_as_before(
     assert [p["name"] for p in containers["echo"]["ports"]] == ["kp-http"]
     assert containers["kubepresence-agent"]["ports"][0]["name"] == "http"
     assert containers["kubepresence-agent"]["ports"][0]["containerPort"] == 9900
-    assert containers["kubepresence-agent"]["image"] == cluster.images["kubepresence-agent"]
+    agent_image = f"localhost/kubepresence-agent:{imagebuild.project_version()}"
+    assert containers["kubepresence-agent"]["image"] == agent_image
     assert "initContainers" not in shown["spec"]
     shown = pod_yaml("tcp-numeric")
     [init] = shown["spec"]["initContainers"]
