@@ -170,11 +170,10 @@ class AgentDials:
                 self.problems.pop(pod, None)
 
             def trouble(problem: str) -> None:
-                if problem:
-                    if pod not in self.problems:
-                        log.info("dials at %s come through the manager: %s", pod, problem)
-                    self.problems[pod] = problem
-                    self.up.discard(pod)
+                if pod not in self.problems:
+                    log.info("dials at %s come through the manager: %s", pod, problem)
+                self.problems[pod] = problem
+                self.up.discard(pod)
 
             await answer_dials(
                 _Watching(AgentClient(channel, str(pod)), up),

@@ -56,7 +56,7 @@ async def answer_dials(
 
     `pause(seconds, watched_session)` waits before the next watch; it may end early when
     the session arrived again (ClusterConnection.pause). `on_trouble` hears why a watch
-    broke, and "" once one answers again."""
+    broke."""
     wait = pause or (lambda seconds, _: asyncio.sleep(seconds))
     backoff = Backoff(first=FIRST_RETRY, limit=MAX_BACKOFF)
     async with asyncio.TaskGroup() as group:
@@ -64,8 +64,6 @@ async def answer_dials(
             watched = session()
             try:
                 async for dial in manager.watch_dials(watched):
-                    if backoff.failing:
-                        on_trouble("")
                     backoff.succeeded()
                     if dial.dial_id:
                         group.create_task(_answer(manager, session(), dial), name="dial")
