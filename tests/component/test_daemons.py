@@ -3,6 +3,8 @@
 Scenarios:
 - `kubepresence status` / `version` see a running user daemon and root daemon over their
   unix sockets (mode 0600);
+- `status`, `version` and `list` ask the daemons' JSON calls, loading neither typer nor
+  the gRPC stack, and `curl` can ask them too; a bad call gets a Connect error;
 - `kubepresence loglevel debug` changes the running userd's level (its log shows it);
 - `kubepresence quit` stops both daemons: they exit 0 and remove their sockets;
 - SIGTERM stops a daemon gracefully, with exit code 0 and a log line saying why;
@@ -91,7 +93,7 @@ NEEDS_ROOT = pytest.mark.skipif(
 def test_status_version_loglevel_and_quit(daemons: Daemons) -> None:
     userd = daemons.start("userd")
     rootd = daemons.start("rootd")
-    for name in ("userd", "rootd"):
+    for name in ("userd", "rootd", "userd-json", "rootd-json"):
         assert (daemons.run_dir / f"{name}.socket").stat().st_mode & 0o777 == 0o600
 
     status = daemons.cli("status", "-o", "json")
@@ -113,11 +115,122 @@ def test_status_version_loglevel_and_quit(daemons: Daemons) -> None:
     assert "Stopped the root daemon and the user daemon." in quit_.stdout
     assert userd.wait(10) == 0
     assert rootd.wait(10) == 0
-    assert not (daemons.run_dir / "userd.socket").exists()
-    assert not (daemons.run_dir / "rootd.socket").exists()
+    for name in ("userd", "rootd", "userd-json", "rootd-json"):
+        assert not (daemons.run_dir / f"{name}.socket").exists()
     assert json.loads(daemons.cli("status", "-o", "json").stdout)["user_daemon"] == {
         "running": False
     }
+
+
+# What a quick command must not load (each takes milliseconds to tens of them to import;
+# grpclib's status codes alone, which the error categories use, are cheap).
+HEAVY = (
+    "asyncio",
+    "grpclib.client",
+    "grpclib.protocol",
+    "h2",
+    "betterproto2",
+    "kubepresence.protocol.gen",
+    "typer",
+    "pydantic",
+)
+PROBE = """
+import json, sys
+sys.argv = ["kubepresence", *{argv!r}]
+from kubepresence.cli.__main__ import main
+try:
+    main()
+except SystemExit as ended:
+    code = ended.code
+heavy = sorted({{h for h in {heavy!r} for n in sys.modules if n == h or n.startswith(h + ".")}})
+print(json.dumps({{"code": code, "heavy": heavy}}), file=sys.__stderr__)
+"""
+
+
+def probed(daemons: Daemons, *argv: str) -> tuple[str, dict[str, object]]:
+    """Run the CLI's entry point in a fresh interpreter: its stdout, and its exit code
+    and the heavy modules it loaded."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(argv=list(argv), heavy=HEAVY)],
+        env=daemons.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.stdout, json.loads(done.stderr.strip().splitlines()[-1])
+
+
+@NEEDS_ROOT
+def test_quick_commands_use_the_json_calls(daemons: Daemons) -> None:
+    daemons.start("userd")
+    daemons.start("rootd")
+    out, probe = probed(daemons, "status", "-o", "json")
+    assert probe == {"code": 0, "heavy": []}
+    state = json.loads(out)
+    assert state["user_daemon"]["running"] is True
+    assert state["root_daemon"] == {"running": True}
+    out, probe = probed(daemons, "version", "-o", "json")
+    assert probe == {"code": 0, "heavy": []}
+    assert json.loads(out)["root_daemon"] == json.loads(out)["client"]
+    # Not connected: list says so, still without the heavy modules.
+    out, probe = probed(daemons, "list")
+    assert probe == {"code": 3, "heavy": []}
+    # typer's way (a line the quick parser leaves to it) answers the same.
+    slow = daemons.cli("status", "--output=json", "-o", "json", "--output", "json")
+    assert slow.returncode == 0, slow.stderr
+    assert json.loads(slow.stdout) == state
+
+
+@NEEDS_ROOT
+def test_curl_asks_the_json_calls(daemons: Daemons) -> None:
+    daemons.start("userd")
+
+    def curl(path: str, *args: str) -> tuple[int, dict[str, object]]:
+        done = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--unix-socket",
+                str(daemons.run_dir / "userd-json.socket"),
+                "-w",
+                "\n%{http_code}",
+                *args,
+                f"http://localhost{path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        body, _, code = done.stdout.rpartition("\n")
+        return int(code), json.loads(body)
+
+    json_post = ("-H", "Content-Type: application/json", "-d", "{}")
+    code, info = curl("/kubepresence.connector.Connector/Status", *json_post)
+    assert (code, info["state"], info["open_flows"]) == (200, "CONNECT_STATE_DISCONNECTED", "0")
+    # Only the quick, read-only methods: not Quit.
+    assert curl("/kubepresence.connector.Connector/Quit", *json_post) == (
+        501,
+        {
+            "code": "unimplemented",
+            "message": "/kubepresence.connector.Connector/Quit is not served in JSON here",
+        },
+    )
+    assert curl("/kubepresence.connector.Connector/Status")[0] == 405  # a GET
+    code, error = curl(
+        "/kubepresence.connector.Connector/List",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        '{"namespace": 7}',
+    )
+    assert (code, error["code"]) == (400, "invalid_argument")
+    code, error = curl("/kubepresence.connector.Connector/List", *json_post)
+    assert (code, error) == (
+        400,
+        {"code": "failed_precondition", "message": "not connected: run 'kubepresence connect'"},
+    )
 
 
 def test_sigterm_is_a_graceful_stop(daemons: Daemons) -> None:

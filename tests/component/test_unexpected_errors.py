@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kubepresence.cli import app as cli_app
+from kubepresence.cli import quick
 from kubepresence.protocol.errors import Category, KubepresenceError, UserError
 from kubepresence.protocol.gen import common
 from kubepresence.protocol.gen import daemon as pb
@@ -95,7 +96,7 @@ def test_a_bug_in_the_cli_is_one_line_naming_cli_log(
     def broken() -> str:
         raise KeyError("no such thing")
 
-    monkeypatch.setattr(cli_app, "client_version", broken)
+    monkeypatch.setattr(quick, "client_version", broken)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     result = CliRunner().invoke(cli_app.app, ["version", "-o", "json"])

@@ -18,6 +18,7 @@ import pytest
 
 from kubepresence.cli import __main__ as entry
 from kubepresence.cli import app as cli_app
+from kubepresence.cli import quick
 from kubepresence.cli.core.exits import ExitCode
 
 
@@ -43,7 +44,7 @@ def broken() -> str:
 def test_a_bug_in_a_command_is_one_line_naming_cli_log(
     private_dirs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli_app, "client_version", broken)
+    monkeypatch.setattr(quick, "client_version", broken)
     assert run_main(monkeypatch, "version", "-o", "json") == ExitCode.INTERNAL
     out, err = capsys.readouterr()
     assert out == ""
@@ -63,7 +64,7 @@ def test_a_bug_outside_any_command_is_one_line_too(
         raise RuntimeError("the parser broke\nsecond line")
 
     monkeypatch.setattr(cli_app, "app", exploding_app)
-    assert run_main(monkeypatch, "status") == ExitCode.INTERNAL
+    assert run_main(monkeypatch, "quit") == ExitCode.INTERNAL  # not a quick command
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     assert err.splitlines() == [
@@ -80,7 +81,7 @@ def test_an_unwritable_state_dir_sends_the_traceback_to_the_temporary_directory(
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "not-a-dir"))
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    monkeypatch.setattr(cli_app, "client_version", broken)
+    monkeypatch.setattr(quick, "client_version", broken)
     assert run_main(monkeypatch, "version") == ExitCode.INTERNAL
     _, err = capsys.readouterr()
     fallback = next((tmp_path / "tmp").glob("kubepresence-cli-*.log"))

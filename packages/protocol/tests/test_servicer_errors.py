@@ -1,4 +1,4 @@
-"""What a servicer's failure becomes on the wire (`transport._translate`)."""
+"""What a servicer's failure becomes on the wire (`transport.translated`)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _translated(*failures: BaseException) -> BaseException:
 
     async def main() -> BaseException:
         try:
-            await transport._translate(method)(None)  # type: ignore[arg-type]
+            await transport.translated(method)(None)  # type: ignore[arg-type]
         except BaseException as error:  # noqa: BLE001 - what the client would get
             return error
         raise AssertionError("no failure")

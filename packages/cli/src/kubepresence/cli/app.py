@@ -10,17 +10,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sys
 import tempfile
-import time
-import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec
 
 import typer
 
-from kubepresence.cli.core import kubeconfig
+from kubepresence.cli import quick
+from kubepresence.cli.core import kubeconfig, views
 from kubepresence.cli.core.arguments import (
     PathFacts,
     address_problem,
@@ -46,13 +44,13 @@ from kubepresence.cli.core.routingflags import RoutingFlagError, parse_routing
 from kubepresence.cli.lazymodules import lazy_module
 from kubepresence.cli.sockets import socket_is_live
 from kubepresence.cli.terminal import err, fail, plain, say
-from kubepresence.protocol import paths, version_of
+from kubepresence.cli.unexpected import report_unexpected
+from kubepresence.protocol import paths
 from kubepresence.protocol.errors import (
     ConfigError,
     InternalError,
     KubepresenceError,
     UserError,
-    unexpected_error_message,
 )
 from kubepresence.protocol.httpfilter import auto_header
 from kubepresence.protocol.logs import LEVELS
@@ -119,13 +117,6 @@ def command(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
     return run
 
 
-def report_unexpected(error: Exception) -> int:
-    """A bug in the CLI itself: never a traceback on the terminal; one line that says
-    where the traceback went (cli.log). The exit code to end with."""
-    fail(unexpected_error_message(error, _cli_log(error)))
-    return ExitCode.INTERNAL
-
-
 def _path_facts(path: Path) -> PathFacts:
     parent = path.parent
     return PathFacts(
@@ -155,72 +146,19 @@ def _can_append(path: Path) -> bool:
         return False
 
 
-def _cli_log(error: Exception) -> str:
-    """Append the traceback of an unexpected CLI error to cli.log in the state dir (in the
-    temporary directory when the state dir cannot be written); where it went."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    trace = "".join(traceback.format_exception(error))
-    entry = f"{stamp} kubepresence {' '.join(sys.argv[1:])}\n{trace}\n"
-    refusals = []
-    for path in _cli_log_paths():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8") as log_file:
-                log_file.write(entry)
-        except OSError as refused:
-            refusals.append(f"{path}: {refused.strerror or refused}")
-        else:
-            return str(path)
-    return f"no file ({'; '.join(refusals)})"
-
-
-def _cli_log_paths() -> list[Path]:
-    fallback = Path(tempfile.gettempdir()) / f"kubepresence-cli-{os.getuid()}.log"
-    try:
-        return [paths.state_dir() / "cli.log", fallback]
-    except OSError:  # no state dir at all (it is made on first use)
-        return [fallback]
-
-
-def client_version() -> str:
-    return version_of("kubepresence-cli")
-
-
 # --- commands that work -------------------------------------------------------------
 
 
 @app.command()
-@command
-async def version(output: OutputOption = OutputFormat.TEXT) -> None:
+def version(output: OutputOption = OutputFormat.TEXT) -> None:
     """Show the versions of the client, the daemons and the traffic manager."""
-    state: dict[str, Any] = {"client": client_version()}
-    state["user_daemon"] = await _userd_version()
-    state["root_daemon"] = await _rootd_version()
-    state["traffic_manager"] = await _manager_version()
-    say(render(state, output))
+    raise typer.Exit(quick.run_version(output))
 
 
 @app.command()
-@command
-async def status(output: OutputOption = OutputFormat.TEXT) -> None:
+def status(output: OutputOption = OutputFormat.TEXT) -> None:
     """Show whether the daemons run and what they are connected to."""
-    state: dict[str, Any] = {}
-    socket = paths.userd_socket()
-    if socket_is_live(socket):
-        info = await daemons.userd_status(socket)
-        state["user_daemon"] = {"running": True, "version": info.version}
-        state["connection"] = await daemons.userd_info(socket)
-    else:
-        state["user_daemon"] = {"running": False}
-    # A socket file outlives a killed daemon: running means it answers.
-    state["root_daemon"] = {"running": await daemons.rootd_answers(paths.rootd_socket())}
-    say(render(state, output))
-    connection = state.get("connection") or {}
-    if connection.get("state") == "connected" and (
-        connection.get("network_problem") or not state["root_daemon"]["running"]
-    ):
-        # Connected, but not to the cluster's network: scripts must see that.
-        raise typer.Exit(ExitCode.CONFIG)
+    raise typer.Exit(quick.run_status(output))
 
 
 @app.command(name="quit")
@@ -420,29 +358,13 @@ async def connect(
 
 
 @app.command(name="list")
-@command
-async def list_(
+def list_(
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "",
     intercepts_only: Annotated[bool, typer.Option("--intercepts", "-i")] = False,
     output: OutputOption = OutputFormat.TEXT,
 ) -> None:
     """List the workloads that can be intercepted, with agent and intercept state."""
-    found = await daemons.list_workloads(
-        _connected_socket(), namespace=namespace, intercepts_only=intercepts_only
-    )
-    if output is not OutputFormat.TEXT:
-        say(render({"workloads": found}, output))
-        return
-    if not found:
-        say("No workloads.")
-    for w in found:
-        state = "; ".join(
-            f"intercepted{_filtered(i)} → {i['local']} ({i['state']})"
-            + (f", volumes at {i['mount_point']}" if i["mount_point"] else "")
-            + (f": {i['message']}" if i["message"] else "")
-            for i in w["intercepts"]
-        ) or ("agent installed" if w["agent_installed"] else "ready to intercept")
-        say(f"{w['name']:30} {w['kind']:12} {state}")
+    raise typer.Exit(quick.run_list(namespace, intercepts_only, output))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -539,7 +461,7 @@ async def intercept(
     for option, path in (("--env-file", env_file), ("--env-json", env_json)):
         if path is not None and (why := unwritable(option, str(path), _path_facts(path))):
             raise UserError(why)  # before anything is applied
-    socket = _connected_socket()
+    socket = quick.connected_socket()
     intercept_name = name or workload
     headers = http_header or []
     preview = preview_options(preview_url, ingress_host, ingress_port, ingress_tls)
@@ -625,8 +547,8 @@ async def _following_progress(
     socket: Path,
     name: str,
     show: Callable[[str], None],
-    creating: Awaitable[daemons.InterceptResult],
-) -> daemons.InterceptResult:
+    creating: Awaitable[views.InterceptResult],
+) -> views.InterceptResult:
     """Wait for the intercept's creation, showing the step userd reports it is at."""
     try:
         async with asyncio.TaskGroup() as group:
@@ -644,7 +566,7 @@ async def _following_progress(
     return work.result()
 
 
-async def _awaited(awaitable: Awaitable[daemons.InterceptResult]) -> daemons.InterceptResult:
+async def _awaited(awaitable: Awaitable[views.InterceptResult]) -> views.InterceptResult:
     return await awaitable
 
 
@@ -652,7 +574,7 @@ async def _awaited(awaitable: Awaitable[daemons.InterceptResult]) -> daemons.Int
 @command
 async def leave(name: Annotated[str, typer.Argument(help="intercept name")]) -> None:
     """End an intercept; the workload answers its own traffic again."""
-    await daemons.remove_intercept(_connected_socket(), name)
+    await daemons.remove_intercept(quick.connected_socket(), name)
     say(f"Left {name}.")
 
 
@@ -671,7 +593,10 @@ async def uninstall(
     if not workloads and not all_agents:
         raise UserError("name the workloads to remove the agent from, or pass --all-agents")
     await daemons.uninstall(
-        _connected_socket(), workloads=workloads or [], namespace=namespace, all_agents=all_agents
+        quick.connected_socket(),
+        workloads=workloads or [],
+        namespace=namespace,
+        all_agents=all_agents,
     )
     say("Agents removed; the workloads roll out without them.")
 
@@ -753,17 +678,6 @@ async def helm_uninstall(
 # --- helpers ------------------------------------------------------------------------
 
 
-def _filtered(intercept: dict[str, Any]) -> str:
-    return f" ({intercept['http_filter']})" if intercept.get("http_filter") else ""
-
-
-def _connected_socket() -> Path:
-    socket = paths.userd_socket()
-    if not socket_is_live(socket):
-        raise ConfigError("not connected: run 'kubepresence connect' first")
-    return socket
-
-
 async def _run_with_environment(argv: list[str], environment: dict[str, str]) -> int:
     """Run the user's command with the app's environment on top of ours."""
     try:
@@ -786,29 +700,6 @@ async def _wait_gone(name: str, socket: Path) -> None:
                 f"the {name} did not stop within {QUIT_TIMEOUT:.0f} s; see {paths.state_dir()}"
             )
         await asyncio.sleep(0.05)
-
-
-async def _userd_version() -> str:
-    socket = paths.userd_socket()
-    if not socket_is_live(socket):
-        return "not running"
-    return (await daemons.userd_status(socket)).version
-
-
-async def _manager_version() -> str:
-    socket = paths.userd_socket()
-    if not socket_is_live(socket):
-        return "not connected"
-    info = await daemons.userd_info(socket)
-    cluster = info.get("cluster")
-    return str(cluster["manager_version"]) if cluster else "not connected"
-
-
-async def _rootd_version() -> str:
-    socket = paths.rootd_socket()
-    if not socket_is_live(socket):
-        return "not running"
-    return (await daemons.rootd_version(socket)).version
 
 
 def _load_kubeconfig(path: Path) -> dict[str, Any]:

@@ -98,5 +98,19 @@ def to_grpc_error(error: KubepresenceError) -> GRPCError:
 def from_grpc_error(error: GRPCError) -> KubepresenceError:
     """The category and message a client reports for a failed RPC (any other status, such
     as UNKNOWN or INTERNAL, is a bug somewhere: INTERNAL)."""
-    category = _CATEGORY_OF.get(error.status, Category.INTERNAL)
-    return KubepresenceError(error.message or error.status.name.lower(), category)
+    return _from_status(error.status, error.message or "")
+
+
+def from_status_name(code: str, message: str) -> KubepresenceError:
+    """As `from_grpc_error`, for a status named in lower case ("not_found"), as the JSON
+    calls carry it (see `jsoncalls`); an unknown name is UNKNOWN."""
+    try:
+        status = Status[code.upper()]
+    except KeyError:
+        status = Status.UNKNOWN
+    return _from_status(status, message)
+
+
+def _from_status(status: Status, message: str) -> KubepresenceError:
+    category = _CATEGORY_OF.get(status, Category.INTERNAL)
+    return KubepresenceError(message or status.name.lower(), category)

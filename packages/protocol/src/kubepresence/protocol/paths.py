@@ -38,3 +38,8 @@ def rootd_socket() -> Path:
 def manager_splice_socket(userd_socket: Path) -> Path:
     """Where userd splices rootd's connections to the traffic manager: beside its own."""
     return userd_socket.with_name(f"{userd_socket.stem}-manager{userd_socket.suffix}")
+
+
+def json_calls_socket(grpc_socket: Path) -> Path:
+    """Where a daemon answers its JSON calls (see `jsoncalls`): beside its gRPC socket."""
+    return grpc_socket.with_name(f"{grpc_socket.stem}-json{grpc_socket.suffix}")

@@ -59,8 +59,10 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
-def _translate(method: IServerMethodFunc) -> IServerMethodFunc:
-    async def translated(stream: Stream[Any, Any]) -> None:
+def translated(method: IServerMethodFunc) -> IServerMethodFunc:
+    """`method` with the error rules of every server here (see the module's docstring)."""
+
+    async def with_errors(stream: Stream[Any, Any]) -> None:
         try:
             await method(stream)
         except KubepresenceError as error:
@@ -85,7 +87,7 @@ def _translate(method: IServerMethodFunc) -> IServerMethodFunc:
             message = unexpected_error_message(error, logs.log_location())
             raise GRPCError(Status.INTERNAL, message) from error
 
-    return translated
+    return with_errors
 
 
 def _expected_leaf(
@@ -120,12 +122,12 @@ def _install_request_hooks(server: Server, allowed_uids: Collection[int] | None)
             if uid not in allowed_uids:
                 log.warning("refused %s from uid %d", event.method_name, uid)
                 raise GRPCError(Status.PERMISSION_DENIED, "this socket serves another user")
-        event.method_func = _translate(event.method_func)
+        event.method_func = translated(event.method_func)
 
     listen(server, RecvRequest, on_request)
 
 
-def _remove_stale_socket(path: Path) -> None:
+def remove_stale_socket(path: Path) -> None:
     """Remove a socket left by a crashed process; refuse to replace a live one."""
     if not path.exists():
         return
@@ -151,7 +153,7 @@ async def serve_unix(
 ) -> Server:
     """Start a gRPC server on a unix socket with the given mode (and owner)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _remove_stale_socket(path)
+    remove_stale_socket(path)
     server = Server(list(handlers), codec=CODEC, config=CONFIGURATION)
     _install_request_hooks(server, allowed_uids)
     # Create the socket with no permissions for anyone else, then open it up to `mode`.

@@ -8,7 +8,10 @@ import logging
 from pathlib import Path
 
 from kubepresence.protocol.errors import ConfigError, KubepresenceError, UserError
+from kubepresence.protocol.jsoncalls import ROOTD_CALLS
+from kubepresence.protocol.jsonserving import close_json_calls, serve_json_calls
 from kubepresence.protocol.lifecycle import Supervisor
+from kubepresence.protocol.paths import json_calls_socket
 from kubepresence.protocol.transport import close_server, serve_unix
 from kubepresence.rootd.core.network import NetworkRequest, PlanError, plan
 from kubepresence.rootd.rpc.daemon import DaemonService
@@ -38,19 +41,32 @@ class RootDaemon:
         service = DaemonService(self, supervisor)
         # Only the invoking user may call; the socket belongs to them so that their
         # userd can connect, and mode 0600 keeps everyone else out at the file level too.
-        server = await serve_unix(
+        json_socket = json_calls_socket(self.socket_path)
+        json_server = await serve_json_calls(
             [service],
-            self.socket_path,
-            mode=0o600,
+            ROOTD_CALLS,
+            json_socket,
             allowed_uids={self.allowed_uid},
             owner_uid=self.allowed_uid,
         )
+        try:
+            server = await serve_unix(
+                [service],
+                self.socket_path,
+                mode=0o600,
+                allowed_uids={self.allowed_uid},
+                owner_uid=self.allowed_uid,
+            )
+        except BaseException:
+            await close_json_calls(json_server, json_socket)
+            raise
         try:
             await supervisor.stopping.wait()
         finally:
             await self.disconnect(supervisor.stop_reason or "rootd is stopping")
             await close_server(server)
             self.socket_path.unlink(missing_ok=True)
+            await close_json_calls(json_server, json_socket)
 
     async def connect(self, request: NetworkRequest) -> VifStatus:
         """Bring up the VIF for a session; UserError when one is up already."""

@@ -8,8 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from kubepresence.protocol.errors import KubepresenceError
+from kubepresence.protocol.jsoncalls import USERD_CALLS
+from kubepresence.protocol.jsonserving import close_json_calls, serve_json_calls
 from kubepresence.protocol.lifecycle import Supervisor
-from kubepresence.protocol.paths import manager_splice_socket
+from kubepresence.protocol.paths import json_calls_socket, manager_splice_socket
 from kubepresence.protocol.transport import close_server, serve_unix
 from kubepresence.userd.agentdials import AgentDials
 from kubepresence.userd.answering import answer_dials
@@ -43,13 +45,22 @@ class UserDaemon:
     async def run(self, supervisor: Supervisor) -> None:
         self._supervisor = supervisor
         service = ConnectorService(self, supervisor)
-        server = await serve_unix([service], self.socket_path, mode=0o600)
+        # The CLI's quick commands ask in JSON first: it answers before the gRPC socket
+        # does, so that one answering means both do.
+        json_socket = json_calls_socket(self.socket_path)
+        json_server = await serve_json_calls([service], USERD_CALLS, json_socket)
+        try:
+            server = await serve_unix([service], self.socket_path, mode=0o600)
+        except BaseException:
+            await close_json_calls(json_server, json_socket)
+            raise
         try:
             await supervisor.stopping.wait()
         finally:
             await self.disconnect()
             await close_server(server)
             self.socket_path.unlink(missing_ok=True)
+            await close_json_calls(json_server, json_socket)
 
     async def connect(
         self,

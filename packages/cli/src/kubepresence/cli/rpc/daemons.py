@@ -8,16 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubepresence.cli.core import views
 from kubepresence.cli.core.interceptflags import MountRequest, PreviewOptions
 from kubepresence.cli.sockets import socket_is_live
-from kubepresence.protocol import routing, wire
+from kubepresence.protocol import wire
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.gen import common, connector, daemon
 from kubepresence.protocol.gen.google import protobuf
-from kubepresence.protocol.httpfilter import HttpFilter, describe
+from kubepresence.protocol.httpfilter import HttpFilter
+from kubepresence.protocol.jsonserving import message_dict
 from kubepresence.protocol.routing import RoutingOptions
 from kubepresence.protocol.transport import client_errors, unix_channel
-from kubepresence.protocol.wire import filter_from_message, filter_to_message
+from kubepresence.protocol.wire import filter_to_message
 
 # Local daemons answer at once or not at all.
 LOCAL_TIMEOUT = 5.0
@@ -153,12 +155,12 @@ async def connect(
                 done = progress.done
         if done is None:
             raise KubepresenceError("the user daemon ended the connect without a result")
-        return connect_info_dict(done)
+        return views.connection(message_dict(done))
 
 
 async def userd_info(socket: Path) -> dict[str, Any]:
     async with _userd(socket) as stub:
-        return connect_info_dict(await stub.status(protobuf.Empty()))
+        return views.connection(message_dict(await stub.status(protobuf.Empty())))
 
 
 async def disconnect(socket: Path) -> None:
@@ -166,118 +168,8 @@ async def disconnect(socket: Path) -> None:
         await stub.disconnect(protobuf.Empty())
 
 
-def connect_info_dict(info: connector.ConnectInfo) -> dict[str, Any]:
-    """The CLI's view of a connection, ready for rendering."""
-    data: dict[str, Any] = {"state": connector.ConnectState(info.state).name.lower()}
-    if info.state != connector.ConnectState.CONNECTED:
-        return data
-    data["context"] = info.context
-    data["server"] = info.cluster_server
-    data["namespace"] = info.namespace
-    data["manager_namespace"] = info.manager_namespace
-    if info.session is not None:
-        data["session"] = info.session.session_id
-    if info.cluster is not None:
-        data["cluster"] = {
-            "pod_subnets": list(info.cluster.pod_subnets),
-            "service_subnets": list(info.cluster.service_subnets),
-            "cluster_domain": info.cluster.cluster_domain,
-            "dns_service_ip": info.cluster.dns_service_ip,
-            "manager_version": info.cluster.manager_version,
-        }
-    data["vif"] = info.vif_name
-    if info.network_problem:
-        data["network_problem"] = info.network_problem
-    data["open_flows"] = info.open_flows
-    data["resolver"] = info.resolver
-    fragments = info.fragments or common.IpFragments()
-    data["ip_fragments"] = {
-        "received": fragments.received,
-        "reassembled": fragments.reassembled,
-        "sent": fragments.sent,
-        "dropped": dict(sorted(fragments.dropped.items())),
-    }
-    data.update(_routing_dict(info))
-    data["intercepts"] = [
-        f"{r.name}: {r.namespace}/{r.workload} port {r.port}"
-        f"{f' ({r.http_filter})' if r.http_filter else ''} -> {r.local} "
-        f"({r.state}{f': {r.message}' if r.message else ''})"
-        f"{f', preview {r.preview_url}' if r.preview_url else ''}"
-        f"{f', volumes at {r.mount_point}' if r.mount_point else ''}"
-        for r in map(_intercept_result, info.intercepts)
-    ]
-    if info.inbound:
-        data["inbound"] = info.inbound
-    data["events"] = list(info.events)
-    return data
-
-
-def _routing_dict(info: connector.ConnectInfo) -> dict[str, Any]:
-    options = wire.routing_from_message(info.routing)
-    virtual = wire.addresses_from_messages(list(info.virtual_addresses))
-    return {
-        "routing": {
-            "allow_conflicting": list(options.allow_conflicting),
-            "vnat": list(options.vnat),
-            "proxy_via": [f"{p.cidr}={p.workload_ref}" for p in options.proxy_via],
-            "virtual_subnet": (options.virtual_subnet or routing.DEFAULT_VIRTUAL_SUBNET)
-            if options.translated
-            else "",
-            "virtual_addresses": [
-                f"{a.virtual_ip} -> {a.cluster_ip}" + (f" via {a.via}" if a.via else "")
-                for a in virtual
-            ],
-        },
-        "dns": {
-            "exclude_suffixes": list(options.dns_exclude_suffixes),
-            "include_suffixes": list(options.dns_include_suffixes),
-            "mappings": dict(options.dns_mappings),
-        },
-    }
-
-
 # Creating an intercept may roll the workload to inject the agent.
 INTERCEPT_TIMEOUT = 180.0
-
-
-@dataclass(frozen=True)
-class InterceptResult:
-    name: str
-    namespace: str
-    workload: str
-    port: str
-    local: str
-    state: str
-    message: str
-    environment: dict[str, str]
-    http_filter: str = ""  # personal intercepts: which requests come here
-    preview_url: str = ""
-    service: str = ""  # the Service whose port led to the container port ("" none)
-    mount_point: str = ""  # where the app's volumes are mounted ("" not mounted)
-    mount_error: str = ""  # why they are not, when a mount was asked for
-
-
-def _intercept_result(info: common.InterceptInfo) -> InterceptResult:
-    spec = info.spec or common.InterceptSpec()
-    return InterceptResult(
-        name=spec.name,
-        namespace=spec.namespace,
-        workload=spec.workload_name,
-        port=spec.service_port,
-        local=f"{spec.local_host}:{spec.local_port}",
-        state=common.InterceptState(info.state).name.lower(),
-        message=info.message,
-        environment=dict(info.environment),
-        http_filter=_described(filter_from_message(spec.http_filter)),
-        preview_url=info.preview_url,
-        service=spec.service_name,
-        mount_point=info.mount_point,
-        mount_error=info.mount_error,
-    )
-
-
-def _described(http_filter: HttpFilter | None) -> str:
-    return "" if http_filter is None else describe(http_filter)
 
 
 async def create_intercept(
@@ -293,7 +185,7 @@ async def create_intercept(
     preview: PreviewOptions | None = None,
     mount: MountRequest | None = None,
     share_local_port: bool = False,
-) -> InterceptResult:
+) -> views.InterceptResult:
     mount = mount or MountRequest(wanted=False)
     async with _userd(socket, INTERCEPT_TIMEOUT) as stub:
         info = await stub.create_intercept(
@@ -316,7 +208,7 @@ async def create_intercept(
                 ),
             )
         )
-        return _intercept_result(info)
+        return views.intercept_result(message_dict(info))
 
 
 async def remove_intercept(socket: Path, name: str) -> None:
@@ -324,10 +216,10 @@ async def remove_intercept(socket: Path, name: str) -> None:
         await stub.remove_intercept(connector.RemoveInterceptRequest(name=name))
 
 
-async def intercepts(socket: Path) -> list[InterceptResult]:
+async def intercepts(socket: Path) -> list[views.InterceptResult]:
     async with _userd(socket) as stub:
         info = await stub.status(protobuf.Empty())
-        return [_intercept_result(i) for i in info.intercepts]
+        return [views.intercept_result(message_dict(i)) for i in info.intercepts]
 
 
 async def uninstall(
@@ -339,25 +231,6 @@ async def uninstall(
                 workloads=workloads, namespace=namespace, all_agents=all_agents
             )
         )
-
-
-async def list_workloads(
-    socket: Path, *, namespace: str, intercepts_only: bool
-) -> list[dict[str, Any]]:
-    async with _userd(socket, LOCAL_TIMEOUT * 3) as stub:
-        found = await stub.list(
-            connector.ListRequest(namespace=namespace, only_intercepted=intercepts_only)
-        )
-        return [
-            {
-                "name": w.name,
-                "namespace": w.namespace,
-                "kind": common.WorkloadKind(w.kind).name.capitalize(),
-                "agent_installed": w.agent_installed,
-                "intercepts": [vars(_intercept_result(i)) for i in w.intercepts],
-            }
-            for w in found.workloads
-        ]
 
 
 # Logs of every agent pod can take a while to fetch.
