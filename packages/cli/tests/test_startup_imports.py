@@ -80,10 +80,8 @@ def test_status_without_daemons_loads_none(tmp_path: Path, argv: tuple[str, ...]
 
 @pytest.mark.timeout(60)
 def test_list_without_daemons_loads_only_rich_for_its_error(tmp_path: Path) -> None:
-    """"not connected" is a failure line: rich draws it in red."""
-    assert loaded_after(running("list", "-n", "shop", "--intercepts"), tmp_path) == [
-        "rich.console"
-    ]
+    """Not connected is a failure line: rich draws it in red."""
+    assert loaded_after(running("list", "-n", "shop", "--intercepts"), tmp_path) == ["rich.console"]
 
 
 @pytest.mark.timeout(60)

@@ -9,20 +9,18 @@ import sys
 # terminal: option names get cut (`--manager-namesp…`) in `--help | less` or a script.
 # Piped, draw them as wide as they need; a COLUMNS the user set still wins.
 PIPED_COLUMNS = "200"
-COMPLETION_VARIABLE = "_KUBEPRESENCE_COMPLETE"  # set: typer answers a shell's completion
 
 
 def main() -> None:
     if "COLUMNS" not in os.environ and not sys.stdout.isatty():
         os.environ["COLUMNS"] = PIPED_COLUMNS
-    if COMPLETION_VARIABLE not in os.environ:
-        from kubepresence.cli.core.quickargs import parse
+    from kubepresence.cli.core.quickargs import parse
 
-        quick_command = parse(sys.argv[1:])
-        if quick_command is not None:  # no typer: it costs a quick command most of its time
-            from kubepresence.cli import quick
+    quick_command = parse(sys.argv[1:], os.environ)
+    if quick_command is not None:  # no typer: it costs a quick command most of its time
+        from kubepresence.cli import quick
 
-            sys.exit(quick.run(quick_command))
+        sys.exit(quick.run(quick_command))
     import typer
 
     from kubepresence.cli import app as cli  # after COLUMNS: rich reads it when it draws

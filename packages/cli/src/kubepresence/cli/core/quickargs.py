@@ -8,12 +8,13 @@ it the same answer or its usual error; being left out costs only time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kubepresence.cli.core.rendering import OutputFormat
 
 QUICK_COMMANDS = ("version", "status", "list")
+COMPLETION_VARIABLE = "_KUBEPRESENCE_COMPLETE"  # set: the shell asks typer to complete
 _FORMATS = {f.value: f for f in OutputFormat}
 # option spellings → the field they set; per command
 _VALUED = {
@@ -32,10 +33,10 @@ class QuickCommand:
     intercepts_only: bool = False  # list
 
 
-def parse(argv: Sequence[str]) -> QuickCommand | None:
+def parse(argv: Sequence[str], environment: Mapping[str, str]) -> QuickCommand | None:
     """The quick command `argv` (the words after the program's name) asks for; None
-    when typer must read it."""
-    if not argv or argv[0] not in QUICK_COMMANDS:
+    when typer must read it (also for every completion: the words are the shell's)."""
+    if COMPLETION_VARIABLE in environment or not argv or argv[0] not in QUICK_COMMANDS:
         return None
     name = argv[0]
     valued, flags = _VALUED[name], _FLAGS.get(name, {})
