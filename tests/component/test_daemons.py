@@ -233,6 +233,35 @@ def test_curl_asks_the_json_calls(daemons: Daemons) -> None:
     )
 
 
+@NEEDS_ROOT
+def test_rootds_guardian_waits_in_a_shell_and_goes_with_rootd(daemons: Daemons) -> None:
+    """The guardian costs the session a shell, not an idle Python (the e2e fault suite
+    shows it restoring what a SIGKILLed rootd left)."""
+    rootd = daemons.start("rootd")
+    children = Path(f"/proc/{rootd.pid}/task/{rootd.pid}/children")
+    wait_for(lambda: children.read_text().split())
+    [guardian] = [int(pid) for pid in children.read_text().split()]
+    argv = Path(f"/proc/{guardian}/cmdline").read_bytes().split(b"\0")
+    assert argv[0] == b"/bin/sh"
+    assert b"kubepresence.rootd.guardian" in argv
+    rss_kib = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{guardian}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    assert rss_kib < 4096
+    rootd.kill()
+    rootd.wait(10)
+    wait_for(lambda: not Path(f"/proc/{guardian}").exists() or _is_zombie(guardian))
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def test_sigterm_is_a_graceful_stop(daemons: Daemons) -> None:
     userd = daemons.start("userd")
     userd.send_signal(signal.SIGTERM)

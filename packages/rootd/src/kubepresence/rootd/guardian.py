@@ -5,12 +5,14 @@ and the kernel removes the TUN device and its routes with rootd's last file desc
 rootd killed with SIGKILL (or by the OOM killer) restores nothing: the workstation's
 lookups would all go to a cluster DNS address nobody serves until the next rootd starts
 (resolved forgets a link's settings with the link, but a TUN that outlives rootd keeps
-them). So at start-up rootd starts this
-guardian, a small separate Python process (about 10 MiB; it imports the recovery code
-only when it needs it): it blocks on a pipe whose only write end rootd holds, and when
-that read returns end-of-file (rootd is gone, however it went) it runs the recovery a new
-rootd runs at start-up (`vif.recover`), then exits. After a clean stop there is
-nothing left to recover and it exits at once.
+them). So at start-up rootd starts this guardian: it blocks on a pipe whose only write
+end rootd holds, and when that read returns end-of-file (rootd is gone, however it went)
+it runs the recovery a new rootd runs at start-up (`vif.recover`), then exits. After a
+clean stop there is nothing left to recover and it exits at once.
+
+The waiting is done by `/bin/sh` (about 1 MiB resident), which then becomes this module's
+Python `main` (`exec`): an idle Python interpreter would hold some 13 MiB for the whole
+session to run a few milliseconds of recovery at its end.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _keep: list[int] = []  # the pipe's write end: open as long as rootd lives
+# Ignore SIGINT (as main does), wait for the pipe's end, then run `main` in its place.
+# (`read` returns at end-of-file, or at a line nobody writes.)
+WAIT_THEN_RECOVER = 'trap "" INT; while read -r _; do :; done; exec "$@"'
 
 
 def start(*, tun_name: str, state_dir: Path, log_file: Path | None) -> int:
@@ -35,22 +40,21 @@ def start(*, tun_name: str, state_dir: Path, log_file: Path | None) -> int:
     hold it: only the end of this process closes it.
     """
     read_end, write_end = os.pipe()
-    argv = [
+    recovering = [
         sys.executable,
         "-m",
         "kubepresence.rootd.guardian",
-        f"--fd={read_end}",
+        "--fd=0",  # the pipe, as the shell's standard input: at end-of-file already
         f"--rootd={os.getpid()}",
         f"--tun-name={tun_name}",
         f"--state-dir={state_dir}",
     ]
     if log_file is not None:
-        argv.append(f"--log-file={log_file}")
+        recovering.append(f"--log-file={log_file}")
     try:
         process = subprocess.Popen(
-            argv,
-            pass_fds=(read_end,),
-            stdin=subprocess.DEVNULL,
+            ["/bin/sh", "-c", WAIT_THEN_RECOVER, "kp-guardian", *recovering],
+            stdin=read_end,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # no terminal's or process group's signals
