@@ -238,7 +238,12 @@ def test_a_killed_daemons_socket_is_not_a_running_daemon(tmp_path: Path) -> None
 
     from kubepresence.protocol import paths
 
-    for path in (paths.userd_socket(), paths.rootd_socket()):
+    left = [
+        path
+        for grpc in (paths.userd_socket(), paths.rootd_socket())
+        for path in (grpc, paths.json_calls_socket(grpc))
+    ]
+    for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(path))
@@ -249,11 +254,30 @@ def test_a_killed_daemons_socket_is_not_a_running_daemon(tmp_path: Path) -> None
     state = json.loads(result.output)
     assert state["user_daemon"] == {"running": False}
     assert state["root_daemon"] == {"running": False}
-    assert not paths.userd_socket().exists()
-    assert not paths.rootd_socket().exists()
+    assert [path for path in left if path.exists()] == []
     quitted = runner.invoke(app, ["quit"])
     assert quitted.exit_code == 0
     assert "Nothing was running." in quitted.output
+
+
+def test_a_daemon_without_json_calls_is_named_older(tmp_path: Path) -> None:
+    """A userd of an older kubepresence answers gRPC only: status says what to do."""
+    import socket
+
+    from kubepresence.protocol import paths
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(paths.userd_socket()))
+    listener.listen()
+    try:
+        result = runner.invoke(app, ["status"])
+    finally:
+        listener.close()
+    assert result.exit_code == ExitCode.CONFIG
+    assert result.output.strip() == (
+        "kubepresence: the user daemon is older than this command (it has no "
+        "userd-json.socket): run 'kubepresence quit', then connect again"
+    )
 
 
 def test_a_daemon_coming_up_keeps_its_socket(tmp_path: Path) -> None:

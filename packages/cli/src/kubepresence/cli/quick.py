@@ -68,16 +68,26 @@ def _reported(body: Callable[[], int]) -> int:
 
 
 def _userd(path: str, message: dict[str, Any], timeout: float = LOCAL_TIMEOUT) -> dict[str, Any]:
-    socket = paths.json_calls_socket(paths.userd_socket())
-    return jsoncalls.call(socket, path, message, timeout=timeout, what="the user daemon")
+    return _call(paths.userd_socket(), path, message, timeout, "the user daemon")
 
 
 def _rootd_version(timeout: float) -> str:
-    socket = paths.json_calls_socket(paths.rootd_socket())
-    reply = jsoncalls.call(
-        socket, jsoncalls.ROOTD_VERSION, {}, timeout=timeout, what="the root daemon"
-    )
+    reply = _call(paths.rootd_socket(), jsoncalls.ROOTD_VERSION, {}, timeout, "the root daemon")
     return str(reply["version"])
+
+
+def _call(
+    grpc_socket: Path, path: str, message: dict[str, Any], timeout: float, what: str
+) -> dict[str, Any]:
+    """A JSON call to the daemon whose gRPC socket is live."""
+    socket = paths.json_calls_socket(grpc_socket)
+    if not socket.is_socket():
+        # It answers gRPC but has no JSON calls: a daemon of an older kubepresence.
+        raise ConfigError(
+            f"{what} is older than this command (it has no {socket.name}): "
+            "run 'kubepresence quit', then connect again"
+        )
+    return jsoncalls.call(socket, path, message, timeout=timeout, what=what)
 
 
 def _version(output: OutputFormat) -> int:
