@@ -489,3 +489,89 @@ async def test_a_far_end_gone_after_both_closes_is_still_a_clean_end() -> None:
     assert await asyncio.wait_for(task, 1) is None
     assert owner.to_client == b"reply"
     assert not owner.rst
+
+
+# -- early acceptance: destinations that answered recently ---------------------------
+
+
+def second(flow: FlowId, port: int) -> FlowId:
+    return FlowId(flow.protocol, flow.source, port, flow.destination, flow.destination_port)
+
+
+async def connect_once(relay: ClusterRelay, cluster: FakeCluster, flow: FlowId) -> None:
+    """A first connection to the flow's destination that dials and is relayed."""
+    assert relay.accept(flow) is None
+    tunnel = await asyncio.wait_for(cluster.opened.get(), 1)
+    far(tunnel, TunnelEvent(K.CONNECTED))
+    await eventually(lambda: relay._awaiting.get(flow) is not None, "the SYN accepted")
+    relay.tcp_connected(new_stream(Owner(), flow))
+
+
+async def test_a_destination_that_answered_has_its_next_syn_accepted_at_once() -> None:
+    relay, cluster, terminator, _, _ = await relay_env()
+    try:
+        await connect_once(relay, cluster, TCP_FLOW)
+        flow = second(TCP_FLOW, 40010)
+        assert relay.accept(flow) is True  # SYN-ACK now, the dial runs meanwhile
+        tunnel = await asyncio.wait_for(cluster.opened.get(), 1)
+        owner = Owner()
+        stream = new_stream(owner, flow)
+        relay.tcp_connected(stream)
+        stream.feed(b"GET / HTTP/1.1\r\n\r\n")  # the client sends before the dial is done
+        far(tunnel, TunnelEvent(K.CONNECTED), TunnelEvent(K.DATA, b"HTTP/1.1 200 OK\r\n"))
+        await eventually(lambda: tunnel.data() and owner.to_client, "bytes both ways")
+        assert tunnel.data() == b"GET / HTTP/1.1\r\n\r\n"
+        assert owner.to_client == b"HTTP/1.1 200 OK\r\n"
+        assert (relay.tcp_accepted_early, relay.tcp_relayed) == (1, 2)
+        assert [d for d in terminator.decisions if d[0] == flow] == []  # never deferred
+    finally:
+        await close_env(relay)
+
+
+async def test_a_failed_dial_after_an_early_accept_resets_and_forgets() -> None:
+    relay, cluster, _, _, _ = await relay_env()
+    try:
+        await connect_once(relay, cluster, TCP_FLOW)
+        flow = second(TCP_FLOW, 40011)
+        assert relay.accept(flow) is True
+        tunnel = await asyncio.wait_for(cluster.opened.get(), 1)
+        owner = Owner()
+        relay.tcp_connected(new_stream(owner, flow))
+        far(tunnel, TunnelEvent(K.DIAL_FAILED, message="connection refused"))
+        await eventually(lambda: owner.rst, "the accepted connection reset")
+        assert relay.tcp_refused == 1
+        # The destination is forgotten: the next SYN waits for its dial and is refused.
+        assert relay.accept(second(TCP_FLOW, 40012)) is None
+        await asyncio.wait_for(cluster.opened.get(), 1)
+    finally:
+        await close_env(relay)
+
+
+async def test_a_failed_dial_before_the_handshake_resets_the_late_stream() -> None:
+    relay, cluster, _, _, _ = await relay_env()
+    try:
+        await connect_once(relay, cluster, TCP_FLOW)
+        flow = second(TCP_FLOW, 40013)
+        assert relay.accept(flow) is True
+        tunnel = await asyncio.wait_for(cluster.opened.get(), 1)
+        far(tunnel, TunnelEvent(K.DIAL_FAILED, message="no route"))
+        await eventually(lambda: flow not in relay._awaiting, "the flow abandoned")
+        owner = Owner()
+        relay.tcp_connected(new_stream(owner, flow))  # the client's ACK, too late
+        assert owner.rst
+    finally:
+        await close_env(relay)
+
+
+async def test_a_destination_that_refused_is_not_accepted_early() -> None:
+    relay, cluster, terminator, _, _ = await relay_env()
+    try:
+        relay.accept(TCP_FLOW)
+        tunnel = await asyncio.wait_for(cluster.opened.get(), 1)
+        far(tunnel, TunnelEvent(K.DIAL_FAILED, message="connection refused"))
+        await eventually(lambda: terminator.decisions, "the SYN refused")
+        assert relay.accept(second(TCP_FLOW, 40014)) is None
+        assert relay.tcp_accepted_early == 0
+        await asyncio.wait_for(cluster.opened.get(), 1)
+    finally:
+        await close_env(relay)

@@ -7,11 +7,14 @@ production, an in-memory fake in tests):
 * TCP: the SYN waits (`accept` returns None) while the tunnel opens and the far end dials
   the destination; CONNECTED lets the handshake complete (`Terminator.decide(flow, True)`),
   DIAL_FAILED, no answer, or a manager that cannot be reached refuses it (RST: the client
-  sees "connection refused"). Then bytes go both ways, with half-close (`WRITE_CLOSED`
-  one way is a FIN the other way) and resets (`RESET` <-> RST). Payload from the client
-  is coalesced: a reader task drains the stream into a small bounded queue and the sender
-  joins whatever is waiting into one message of up to `MESSAGE_SIZE` bytes, because the
-  per-message cost of gRPC in Python dominates (notes/python-stack.md §9).
+  sees "connection refused"). A destination that answered a dial recently
+  (`core.answering`) has its SYN accepted at once instead, and the dial runs while the
+  client sends: a dial that fails then resets the connection. Then bytes go both ways,
+  with half-close (`WRITE_CLOSED` one way is a FIN the other way) and resets (`RESET` <->
+  RST). Payload from the client is coalesced: a reader task drains the stream into a
+  small bounded queue and the sender joins whatever is waiting into one message of up to
+  `MESSAGE_SIZE` bytes, because the per-message cost of gRPC in Python dominates
+  (notes/python-stack.md §9).
 * UDP: the flow's first datagram opens the tunnel; datagrams wait in a bounded queue until
   the far end is CONNECTED, then each is one `data` message; answers go back to the client
   as datagrams. The endpoint's idle timeout ends the flow (WRITE_CLOSED to the far end).
@@ -35,6 +38,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kubepresence.rootd.core.answering import AnsweringDestinations
 from kubepresence.rootd.core.errors import LocalProtocolError
 from kubepresence.rootd.core.flows import Address, FlowId
 from kubepresence.rootd.core.packets import PROTO_TCP, PROTO_UDP
@@ -245,11 +249,13 @@ class ClusterRelay:
         self._dns_address = dns_address
         self._on_channel_error = on_channel_error
         self._awaiting: dict[FlowId, asyncio.Future[TcpStream]] = {}
+        self._answering = AnsweringDestinations()
         self._udp: dict[FlowId, _UdpFlow] = {}
         self._flow_tasks: set[asyncio.Task[Any]] = set()
         self._dns_in_flight = 0
         self.tcp_relayed = 0
         self.tcp_refused = 0
+        self.tcp_accepted_early = 0  # SYNs answered before their dial (see the docstring)
         self.udp_relayed = 0
         self.closed = False
 
@@ -287,6 +293,13 @@ class ClusterRelay:
         if self._is_dns(flow):
             return True
         if flow.protocol == PROTO_TCP:
+            loop = asyncio.get_running_loop()
+            if self._answering.answers(_destination(flow), loop.time()):
+                waiting: asyncio.Future[TcpStream] = loop.create_future()
+                self._awaiting[flow] = waiting
+                self.tcp_accepted_early += 1
+                self._spawn(self._tcp_flow(flow, waiting), str(flow))
+                return True
             self._spawn(self._tcp_flow(flow), str(flow))
             return None
         return flow.protocol == PROTO_UDP
@@ -328,33 +341,42 @@ class ClusterRelay:
     def _decide(self, flow: FlowId, accepted: bool) -> bool:
         return self._terminator.decide(flow, accepted)
 
-    async def _tcp_flow(self, flow: FlowId) -> None:
-        decided = False
+    async def _tcp_flow(
+        self, flow: FlowId, accepted: asyncio.Future[TcpStream] | None = None
+    ) -> None:
+        """One TCP connection: its dial, then its bytes. `accepted`: its SYN was accepted
+        at once, and the handshake's stream arrives there."""
+        destination = _destination(flow)
+        waiting = accepted
+        decided = accepted is not None
+        relayed = False
         try:
             async with self._cluster.tunnel(flow) as tunnel:
                 answer = await _first_answer(tunnel)
                 if answer.kind != TunnelEventKind.CONNECTED:
                     log.info("%s refused: %s", flow, answer.message or answer.kind.value)
+                    self._answering.failed(destination)
                     self.tcp_refused += 1
+                    if not decided:
+                        decided = True
+                        self._decide(flow, False)
+                    return  # an early-accepted connection is reset below
+                self._answering.answered(destination, asyncio.get_running_loop().time())
+                if waiting is None:
+                    waiting = asyncio.get_running_loop().create_future()
+                    self._awaiting[flow] = waiting
                     decided = True
-                    self._decide(flow, False)
-                    return
-                waiting: asyncio.Future[TcpStream] = asyncio.get_running_loop().create_future()
-                self._awaiting[flow] = waiting
-                decided = True
-                try:
                     if not self._decide(flow, True):
                         await tunnel.send_reset("the client gave up before the dial completed")
                         return
-                    try:
-                        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                            stream = await waiting
-                    except TimeoutError:
-                        await tunnel.send_reset("the client did not complete the handshake")
-                        return
-                finally:
-                    self._awaiting.pop(flow, None)
+                try:
+                    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                        stream = await asyncio.shield(waiting)
+                except TimeoutError:
+                    await tunnel.send_reset("the client did not complete the handshake")
+                    return
                 self.tcp_relayed += 1
+                relayed = True
                 reason = await relay_tcp(stream, tunnel)
                 if reason is not None:
                     log.debug("%s reset: %s", flow, reason)
@@ -365,6 +387,18 @@ class ClusterRelay:
             if not decided:
                 self.tcp_refused += 1
                 self._decide(flow, False)
+            if waiting is not None and not relayed:
+                self._abandon(flow, waiting)
+
+    def _abandon(self, flow: FlowId, waiting: asyncio.Future[TcpStream]) -> None:
+        """A connection that will not be relayed: reset its stream if the handshake gave
+        one, or have `tcp_connected` reset the one it would give."""
+        if self._awaiting.get(flow) is waiting:
+            del self._awaiting[flow]
+        if waiting.done() and not waiting.cancelled():
+            waiting.result().abort()
+        else:
+            waiting.cancel()
 
     async def _udp_flow(self, state: _UdpFlow) -> None:
         flow = state.flow
@@ -419,6 +453,10 @@ class ClusterRelay:
             return
         with contextlib.suppress(LocalProtocolError):  # the client's flow is gone
             self._terminator.send_datagram(flow, reply)
+
+
+def _destination(flow: FlowId) -> tuple[Address, int]:
+    return flow.destination, flow.destination_port
 
 
 def _first_leaf(group: BaseException) -> BaseException:
