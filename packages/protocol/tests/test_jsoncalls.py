@@ -4,6 +4,8 @@ servicer's replies and errors carried as the gRPC call would carry them."""
 from __future__ import annotations
 
 import json
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -248,3 +250,21 @@ def test_the_served_calls_exist_and_are_unary() -> None:
     assert {h.cardinality for h in handlers} == {Cardinality.UNARY_UNARY}
     with pytest.raises(ValueError, match="no unary method"):
         jsonserving.served_handlers([Daemon()], ["/kubepresence.daemon.Daemon/Nope"])
+
+
+def test_a_daemon_that_never_answers_is_one_line(tmp_path: Path) -> None:
+    """A frozen daemon's socket accepts (the kernel's backlog) and sends nothing."""
+    path = tmp_path / "frozen.socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen()
+        with pytest.raises(KubepresenceError) as failed:
+            jsoncalls.call(path, STATUS, {}, timeout=0.2, what="the user daemon")
+    assert failed.value.message == "the user daemon does not answer (nothing within 0.2 s)"
+
+
+def test_a_socket_nobody_serves_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(KubepresenceError) as failed:
+        jsoncalls.call(tmp_path / "none.socket", STATUS, {}, timeout=1, what="the root daemon")
+    assert failed.value.message == "the root daemon does not answer (No such file or directory)"
+    assert failed.value.category is Category.INTERNAL

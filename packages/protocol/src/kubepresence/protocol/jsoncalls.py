@@ -222,7 +222,7 @@ def call(
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
         except TimeoutError:
             raise KubepresenceError(
-                f"{what} did not answer within {timeout:g} s", Category.INTERNAL
+                f"{what} does not answer (nothing within {timeout:g} s)", Category.INTERNAL
             ) from None
         except OSError as error:
             raise KubepresenceError(
