@@ -13,7 +13,9 @@ Scenarios (the session half of connect; routing through the VIF has its own test
 - the manager pod is deleted while connected: the session comes back by itself and
   `status` lists what happened, with the port-forward over SPDY and over WebSocket
   (`KUBEPRESENCE_PORT_FORWARD`);
-- `quit`: the daemons stop and their sockets are gone.
+- `quit`: the daemons stop and their sockets are gone;
+- `connect -- CMD`: CMD runs on the cluster network (cluster names resolve), the command's
+  exit code is `connect`'s, and nothing it started stays: no daemons, sockets or TUN device.
 """
 
 from __future__ import annotations
@@ -154,3 +156,25 @@ def test_subnet_conflict_is_refused_with_nothing_applied(
     assert workstation.status()["connection"] == {"state": "disconnected"}
     links = cluster.on_workstation(["ip", "-o", "link"]).stdout
     assert "kp0" not in links
+
+
+def test_connect_runs_a_command_on_the_cluster_network_and_leaves_nothing(
+    cluster: Cluster, workstation: Workstation, manager_namespace: str, tmp_path: Path
+) -> None:
+    result = workstation.kp(
+        "connect",
+        "--manager-namespace",
+        manager_namespace,
+        "--",
+        "sh",
+        "-c",
+        "getent hosts kubernetes.default.svc.cluster.local && exit 7",
+    )
+    assert result.returncode == 7, result.stderr + workstation.log("userd")
+    assert result.stdout.splitlines()[-1].split()[0] == "10.96.0.1"  # the cluster's DNS
+    state = workstation.status()
+    assert state["user_daemon"] == {"running": False}
+    assert state["root_daemon"] == {"running": False}
+    assert list((tmp_path / "run" / "kubepresence").glob("*.socket")) == []
+    links = cluster.on_workstation(["ip", "-o", "link", "show"]).stdout
+    assert " kp0:" not in links, links

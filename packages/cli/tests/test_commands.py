@@ -300,3 +300,14 @@ def test_a_daemon_coming_up_keeps_its_socket(tmp_path: Path) -> None:
         binding.close()
     assert not socket_is_live(path)  # nobody there any more: removed
     assert not path.exists()
+
+
+def test_connect_with_a_command_that_cannot_run_starts_nothing(tmp_path: Path) -> None:
+    from kubepresence.protocol import paths
+
+    result = runner.invoke(app, ["connect", "--", "no-such-program-kp", "--flag"])
+    assert result.exit_code == ExitCode.USER
+    assert result.output.strip() == (
+        "kubepresence: cannot run no-such-program-kp: no such program on PATH, or not executable"
+    )
+    assert list(paths.runtime_dir().glob("*.socket")) == []  # no daemon was started

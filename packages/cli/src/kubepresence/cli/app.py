@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
+import signal
 import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -23,6 +25,7 @@ from kubepresence.cli.core.arguments import (
     PathFacts,
     address_problem,
     cidr_problem,
+    executable_problem,
     first_problem,
     label_problem,
     unwritable,
@@ -165,6 +168,12 @@ def status(output: OutputOption = OutputFormat.TEXT) -> None:
 @command
 async def quit_() -> None:
     """Stop the daemons; the machine is left as it was before `connect`."""
+    stopped = await _stop_daemons()
+    say(f"Stopped the {' and the '.join(stopped)}." if stopped else "Nothing was running.")
+
+
+async def _stop_daemons() -> list[str]:
+    """End the session and stop both daemons; which ones were running."""
     stopped = []
     if socket_is_live(paths.userd_socket()):
         with contextlib.suppress(KubepresenceError):  # not connected: nothing to end
@@ -177,7 +186,7 @@ async def quit_() -> None:
         await daemons.quit_userd(paths.userd_socket())
         await _wait_gone("user daemon", paths.userd_socket())
         stopped.append("user daemon")
-    say(f"Stopped the {' and the '.join(stopped)}." if stopped else "Nothing was running.")
+    return stopped
 
 
 @app.command()
@@ -255,12 +264,12 @@ async def config_view(
     say(render(state, output))
 
 
-# --- planned commands: each says so and exits non-zero ------------------------------
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True})
 @command
 async def connect(
+    ctx: typer.Context,
     output: OutputOption = OutputFormat.TEXT,
     context: Annotated[str, typer.Option(help="kubeconfig context (default: current)")] = "",
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="default namespace")] = "",
@@ -308,9 +317,16 @@ async def connect(
         typer.Option(help="NAME=TARGET: answer NAME with an IP address or another name's answer"),
     ] = None,
 ) -> None:
-    """Join the cluster network: cluster services by name, ClusterIP and pod IP."""
+    """Join the cluster network: cluster services by name, ClusterIP and pod IP.
+
+    With `-- CMD [ARGS]`: run CMD on the cluster network, then undo what this connect
+    started (the session, the daemons), and exit with CMD's exit code."""
+    command_line = list(ctx.args)
     problem = first_problem(
         [
+            executable_problem(command_line[0], shutil.which(command_line[0]))
+            if command_line
+            else None,
             label_problem("--manager-namespace", manager_namespace),
             label_problem("--namespace", namespace) if namespace else None,
             *(label_problem("--mapped-namespaces", n) for n in mapped_namespaces or []),
@@ -332,6 +348,10 @@ async def connect(
         )
     except RoutingFlagError as error:
         raise UserError(str(error)) from None
+    daemons_were_up = socket_is_live(paths.userd_socket()) and socket_is_live(paths.rootd_socket())
+    was_connected = (
+        daemons_were_up and (await daemons.userd_status(paths.userd_socket())).state == "connected"
+    )
     with err().status("starting the daemons", spinner="dots"):
         socket = await starting.ensure_daemons()
     arguments = daemons.ConnectArguments(
@@ -346,15 +366,25 @@ async def connect(
         environment={k: v for k, v in os.environ.items() if k in FORWARDED_VARIABLES},
         routing=routing,
     )
-    with err().status("connecting", spinner="dots") as spinner:
-        info = await daemons.connect(socket, arguments, lambda s: spinner.update(s))
-    if output is OutputFormat.TEXT:
-        say(
-            f"Connected to context {info['context']} ({info['server']}), "
-            f"namespace {info['namespace']}."
-        )
-    else:
-        say(render(info, output))
+    try:
+        with err().status("connecting", spinner="dots") as spinner:
+            info = await daemons.connect(socket, arguments, lambda s: spinner.update(s))
+        if output is OutputFormat.TEXT:
+            say(
+                f"Connected to context {info['context']} ({info['server']}), "
+                f"namespace {info['namespace']}."
+            )
+        else:
+            say(render(info, output))
+        if command_line:
+            raise typer.Exit(await _run_in_foreground(command_line))
+    finally:
+        if command_line:  # what this connect started ends with its command, whatever happened
+            if not daemons_were_up:
+                await _stop_daemons()
+            elif not was_connected:
+                with contextlib.suppress(KubepresenceError):
+                    await daemons.disconnect(socket)
 
 
 @app.command(name="list")
@@ -685,6 +715,25 @@ async def _run_with_environment(argv: list[str], environment: dict[str, str]) ->
     except OSError as error:
         raise UserError(f"cannot run {argv[0]}: {error.strerror}") from error
     return await process.wait()
+
+
+async def _run_in_foreground(argv: list[str]) -> int:
+    """Run the user's command as a shell runs a foreground job; its exit code (128 + the
+    signal's number when a signal ended it). Ctrl-C reaches it from the terminal: here it
+    only waits. A SIGTERM sent to this process is passed on to it."""
+    try:
+        process = await asyncio.create_subprocess_exec(*argv)
+    except OSError as error:
+        raise UserError(f"cannot run {argv[0]}: {error.strerror}") from error
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
+    loop.add_signal_handler(signal.SIGTERM, process.terminate)
+    try:
+        code = await process.wait()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+    return 128 - code if code < 0 else code
 
 
 QUIT_TIMEOUT = 15.0

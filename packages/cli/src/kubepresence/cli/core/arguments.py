@@ -55,6 +55,14 @@ def address_problem(option: str, value: str) -> str | None:
     return None
 
 
+def executable_problem(program: str, found: str | None) -> str | None:
+    """`-- CMD`: what is wrong with CMD's program, given where `shutil.which` found it
+    (checked before anything is applied)."""
+    if found is None:
+        return f"cannot run {program}: no such program on PATH, or not executable"
+    return None
+
+
 def first_problem(problems: list[str | None]) -> str | None:
     return next((p for p in problems if p), None)
 
