@@ -517,10 +517,12 @@ async def test_a_destination_that_answered_has_its_next_syn_accepted_at_once() -
         owner = Owner()
         stream = new_stream(owner, flow)
         relay.tcp_connected(stream)
-        stream.feed(b"GET / HTTP/1.1\r\n\r\n")  # the client sends before the dial is done
-        far(tunnel, TunnelEvent(K.CONNECTED), TunnelEvent(K.DATA, b"HTTP/1.1 200 OK\r\n"))
-        await eventually(lambda: tunnel.data() and owner.to_client, "bytes both ways")
+        stream.feed(b"GET / HTTP/1.1\r\n\r\n")
+        # The request goes out behind the open message, before the dial's answer.
+        await eventually(lambda: tunnel.data(), "the request sent before CONNECTED")
         assert tunnel.data() == b"GET / HTTP/1.1\r\n\r\n"
+        far(tunnel, TunnelEvent(K.CONNECTED), TunnelEvent(K.DATA, b"HTTP/1.1 200 OK\r\n"))
+        await eventually(lambda: owner.to_client, "the answer relayed")
         assert owner.to_client == b"HTTP/1.1 200 OK\r\n"
         assert (relay.tcp_accepted_early, relay.tcp_relayed) == (1, 2)
         assert [d for d in terminator.decisions if d[0] == flow] == []  # never deferred
@@ -547,7 +549,7 @@ async def test_a_failed_dial_after_an_early_accept_resets_and_forgets() -> None:
         await close_env(relay)
 
 
-async def test_a_failed_dial_before_the_handshake_resets_the_late_stream() -> None:
+async def test_a_failed_dial_before_the_handshake_resets_the_stream() -> None:
     relay, cluster, _, _, _ = await relay_env()
     try:
         await connect_once(relay, cluster, TCP_FLOW)
@@ -555,10 +557,50 @@ async def test_a_failed_dial_before_the_handshake_resets_the_late_stream() -> No
         assert relay.accept(flow) is True
         tunnel = await asyncio.wait_for(cluster.opened.get(), 1)
         far(tunnel, TunnelEvent(K.DIAL_FAILED, message="no route"))
-        await eventually(lambda: flow not in relay._awaiting, "the flow abandoned")
         owner = Owner()
-        relay.tcp_connected(new_stream(owner, flow))  # the client's ACK, too late
+        relay.tcp_connected(new_stream(owner, flow))  # the client's ACK, after the failure
+        await eventually(lambda: owner.rst, "the accepted connection reset")
+        assert relay.tcp_refused == 1
+        assert relay.accept(second(TCP_FLOW, 40015)) is None  # forgotten
+        await asyncio.wait_for(cluster.opened.get(), 1)
+    finally:
+        await close_env(relay)
+
+
+async def test_an_early_accepted_connection_without_a_handshake_resets_the_tunnel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(relaying, "HANDSHAKE_TIMEOUT", 0.05)
+    relay, cluster, _, _, _ = await relay_env()
+    try:
+        await connect_once(relay, cluster, TCP_FLOW)
+        flow = second(TCP_FLOW, 40016)
+        assert relay.accept(flow) is True
+        tunnel = await asyncio.wait_for(cluster.opened.get(), 1)
+        await eventually(lambda: tunnel.sent, "the tunnel reset")
+        assert tunnel.kinds() == ["reset"]
+        owner = Owner()
+        relay.tcp_connected(new_stream(owner, flow))  # too late: nobody waits for it
         assert owner.rst
+    finally:
+        await close_env(relay)
+
+
+async def test_no_dial_answer_for_an_early_accepted_connection_resets_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    relay, cluster, _, _, _ = await relay_env()
+    try:
+        await connect_once(relay, cluster, TCP_FLOW)
+        monkeypatch.setattr(relaying, "DIAL_TIMEOUT", 0.05)
+        flow = second(TCP_FLOW, 40017)
+        assert relay.accept(flow) is True
+        await asyncio.wait_for(cluster.opened.get(), 1)
+        owner = Owner()
+        relay.tcp_connected(new_stream(owner, flow))
+        await eventually(lambda: owner.rst, "the accepted connection reset")
+        assert relay.accept(second(TCP_FLOW, 40018)) is None
+        await asyncio.wait_for(cluster.opened.get(), 1)
     finally:
         await close_env(relay)
 

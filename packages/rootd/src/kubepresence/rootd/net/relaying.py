@@ -8,8 +8,9 @@ production, an in-memory fake in tests):
   the destination; CONNECTED lets the handshake complete (`Terminator.decide(flow, True)`),
   DIAL_FAILED, no answer, or a manager that cannot be reached refuses it (RST: the client
   sees "connection refused"). A destination that answered a dial recently
-  (`core.answering`) has its SYN accepted at once instead, and the dial runs while the
-  client sends: a dial that fails then resets the connection. Then bytes go both ways,
+  (`core.answering`) has its SYN accepted at once instead, and the client's bytes follow
+  the open message without waiting for the dial: a dial that fails then resets the
+  connection. Then bytes go both ways,
   with half-close (`WRITE_CLOSED` one way is a FIN the other way) and resets (`RESET` <->
   RST). Payload from the client is coalesced: a reader task drains the stream into a
   small bounded queue and the sender joins whatever is waiting into one message of up to
@@ -298,7 +299,7 @@ class ClusterRelay:
                 waiting: asyncio.Future[TcpStream] = loop.create_future()
                 self._awaiting[flow] = waiting
                 self.tcp_accepted_early += 1
-                self._spawn(self._tcp_flow(flow, waiting), str(flow))
+                self._spawn(self._early_tcp_flow(flow, waiting), str(flow))
                 return True
             self._spawn(self._tcp_flow(flow), str(flow))
             return None
@@ -341,15 +342,11 @@ class ClusterRelay:
     def _decide(self, flow: FlowId, accepted: bool) -> bool:
         return self._terminator.decide(flow, accepted)
 
-    async def _tcp_flow(
-        self, flow: FlowId, accepted: asyncio.Future[TcpStream] | None = None
-    ) -> None:
-        """One TCP connection: its dial, then its bytes. `accepted`: its SYN was accepted
-        at once, and the handshake's stream arrives there."""
+    async def _tcp_flow(self, flow: FlowId) -> None:
+        """A connection whose SYN waits: the dial first, then the handshake and its bytes."""
         destination = _destination(flow)
-        waiting = accepted
-        decided = accepted is not None
-        relayed = False
+        waiting: asyncio.Future[TcpStream] | None = None
+        decided = relayed = False
         try:
             async with self._cluster.tunnel(flow) as tunnel:
                 answer = await _first_answer(tunnel)
@@ -357,29 +354,21 @@ class ClusterRelay:
                     log.info("%s refused: %s", flow, answer.message or answer.kind.value)
                     self._answering.failed(destination)
                     self.tcp_refused += 1
-                    if not decided:
-                        decided = True
-                        self._decide(flow, False)
-                    return  # an early-accepted connection is reset below
-                self._answering.answered(destination, asyncio.get_running_loop().time())
-                if waiting is None:
-                    waiting = asyncio.get_running_loop().create_future()
-                    self._awaiting[flow] = waiting
                     decided = True
-                    if not self._decide(flow, True):
-                        await tunnel.send_reset("the client gave up before the dial completed")
-                        return
-                try:
-                    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                        stream = await asyncio.shield(waiting)
-                except TimeoutError:
-                    await tunnel.send_reset("the client did not complete the handshake")
+                    self._decide(flow, False)
                     return
-                self.tcp_relayed += 1
+                self._answering.answered(destination, asyncio.get_running_loop().time())
+                waiting = asyncio.get_running_loop().create_future()
+                self._awaiting[flow] = waiting
+                decided = True
+                if not self._decide(flow, True):
+                    await tunnel.send_reset("the client gave up before the dial completed")
+                    return
+                stream = await _handshake(waiting, tunnel)
+                if stream is None:
+                    return
                 relayed = True
-                reason = await relay_tcp(stream, tunnel)
-                if reason is not None:
-                    log.debug("%s reset: %s", flow, reason)
+                await self._relay(flow, stream, tunnel)
         except (ConnectionError, OSError) as error:
             self._on_channel_error(error)
             raise
@@ -389,6 +378,40 @@ class ClusterRelay:
                 self._decide(flow, False)
             if waiting is not None and not relayed:
                 self._abandon(flow, waiting)
+
+    async def _early_tcp_flow(self, flow: FlowId, waiting: asyncio.Future[TcpStream]) -> None:
+        """A connection accepted before its dial: the client's bytes go out right behind
+        the open message (the far end reads them once it has dialled), and the dial's
+        answer is the tunnel's first event (`_DialWatch`)."""
+        destination = _destination(flow)
+        relayed = False
+
+        def answered(connected: bool) -> None:
+            if connected:
+                self._answering.answered(destination, asyncio.get_running_loop().time())
+            else:
+                self._answering.failed(destination)
+                self.tcp_refused += 1
+
+        try:
+            async with self._cluster.tunnel(flow) as tunnel:
+                stream = await _handshake(waiting, tunnel)
+                if stream is None:
+                    return
+                relayed = True
+                await self._relay(flow, stream, _DialWatch(tunnel, answered))
+        except (ConnectionError, OSError) as error:
+            self._on_channel_error(error)
+            raise
+        finally:
+            if not relayed:
+                self._abandon(flow, waiting)
+
+    async def _relay(self, flow: FlowId, stream: TcpStream, tunnel: Tunnel) -> None:
+        self.tcp_relayed += 1
+        reason = await relay_tcp(stream, tunnel)
+        if reason is not None:
+            log.debug("%s reset: %s", flow, reason)
 
     def _abandon(self, flow: FlowId, waiting: asyncio.Future[TcpStream]) -> None:
         """A connection that will not be relayed: reset its stream if the handshake gave
@@ -453,6 +476,52 @@ class ClusterRelay:
             return
         with contextlib.suppress(LocalProtocolError):  # the client's flow is gone
             self._terminator.send_datagram(flow, reply)
+
+
+async def _handshake(waiting: asyncio.Future[TcpStream], tunnel: Tunnel) -> TcpStream | None:
+    """The stream of the client's completed handshake; None (the tunnel reset) when the
+    client does not complete it in time."""
+    try:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            return await asyncio.shield(waiting)
+    except TimeoutError:
+        await tunnel.send_reset("the client did not complete the handshake")
+        return None
+
+
+class _DialWatch:
+    """A tunnel whose first answer is its dial's, told to `answered` (True: CONNECTED).
+    A failed dial, or none within DIAL_TIMEOUT, reads as a reset: the client's connection
+    was accepted already, so it is reset rather than refused."""
+
+    def __init__(self, tunnel: Tunnel, answered: Callable[[bool], None]) -> None:
+        self._tunnel = tunnel
+        self._answered: Callable[[bool], None] | None = answered
+
+    async def receive(self) -> TunnelEvent:
+        told = self._answered
+        if told is None:
+            return await self._tunnel.receive()
+        self._answered = None
+        answer = await _first_answer(self._tunnel)
+        told(answer.kind == TunnelEventKind.CONNECTED)
+        if answer.kind == TunnelEventKind.DIAL_FAILED:
+            return TunnelEvent(
+                TunnelEventKind.RESET, message=f"the dial failed: {answer.message}".rstrip(": ")
+            )
+        return answer
+
+    async def send_data(self, data: bytes) -> None:
+        await self._tunnel.send_data(data)
+
+    async def send_write_closed(self) -> None:
+        await self._tunnel.send_write_closed()
+
+    async def send_reset(self, reason: str) -> None:
+        await self._tunnel.send_reset(reason)
+
+    async def end(self) -> None:
+        await self._tunnel.end()
 
 
 def _destination(flow: FlowId) -> tuple[Address, int]:
