@@ -7,15 +7,11 @@ production, an in-memory fake in tests):
 * TCP: the SYN waits (`accept` returns None) while the tunnel opens and the far end dials
   the destination; CONNECTED lets the handshake complete (`Terminator.decide(flow, True)`),
   DIAL_FAILED, no answer, or a manager that cannot be reached refuses it (RST: the client
-  sees "connection refused"). A destination that answered a dial recently
-  (`core.answering`) has its SYN accepted at once instead, and the client's bytes follow
-  the open message without waiting for the dial: a dial that fails then resets the
-  connection. Then bytes go both ways,
-  with half-close (`WRITE_CLOSED` one way is a FIN the other way) and resets (`RESET` <->
-  RST). Payload from the client is coalesced: a reader task drains the stream into a
-  small bounded queue and the sender joins whatever is waiting into one message of up to
-  `MESSAGE_SIZE` bytes, because the per-message cost of gRPC in Python dominates
-  (notes/python-stack.md §9).
+  sees "connection refused"). Then bytes go both ways, with half-close (`WRITE_CLOSED`
+  one way is a FIN the other way) and resets (`RESET` <-> RST). Payload from the client
+  is coalesced: a reader task drains the stream into a small bounded queue and the sender
+  joins whatever is waiting into one message of up to `MESSAGE_SIZE` bytes, because the
+  per-message cost of gRPC in Python dominates (notes/python-stack.md §9).
 * UDP: the flow's first datagram opens the tunnel; datagrams wait in a bounded queue until
   the far end is CONNECTED, then each is one `data` message; answers go back to the client
   as datagrams. The endpoint's idle timeout ends the flow (WRITE_CLOSED to the far end).
@@ -39,7 +35,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kubepresence.rootd.core.answering import AnsweringDestinations
 from kubepresence.rootd.core.errors import LocalProtocolError
 from kubepresence.rootd.core.flows import Address, FlowId
 from kubepresence.rootd.core.packets import PROTO_TCP, PROTO_UDP
@@ -250,13 +245,11 @@ class ClusterRelay:
         self._dns_address = dns_address
         self._on_channel_error = on_channel_error
         self._awaiting: dict[FlowId, asyncio.Future[TcpStream]] = {}
-        self._answering = AnsweringDestinations()
         self._udp: dict[FlowId, _UdpFlow] = {}
         self._flow_tasks: set[asyncio.Task[Any]] = set()
         self._dns_in_flight = 0
         self.tcp_relayed = 0
         self.tcp_refused = 0
-        self.tcp_accepted_early = 0  # SYNs answered before their dial (see the docstring)
         self.udp_relayed = 0
         self.closed = False
 
@@ -294,13 +287,6 @@ class ClusterRelay:
         if self._is_dns(flow):
             return True
         if flow.protocol == PROTO_TCP:
-            loop = asyncio.get_running_loop()
-            if self._answering.answers(_destination(flow), loop.time()):
-                waiting: asyncio.Future[TcpStream] = loop.create_future()
-                self._awaiting[flow] = waiting
-                self.tcp_accepted_early += 1
-                self._spawn(self._early_tcp_flow(flow, waiting), str(flow))
-                return True
             self._spawn(self._tcp_flow(flow), str(flow))
             return None
         return flow.protocol == PROTO_UDP
@@ -343,32 +329,35 @@ class ClusterRelay:
         return self._terminator.decide(flow, accepted)
 
     async def _tcp_flow(self, flow: FlowId) -> None:
-        """A connection whose SYN waits: the dial first, then the handshake and its bytes."""
-        destination = _destination(flow)
-        waiting: asyncio.Future[TcpStream] | None = None
-        decided = relayed = False
+        decided = False
         try:
             async with self._cluster.tunnel(flow) as tunnel:
                 answer = await _first_answer(tunnel)
                 if answer.kind != TunnelEventKind.CONNECTED:
                     log.info("%s refused: %s", flow, answer.message or answer.kind.value)
-                    self._answering.failed(destination)
                     self.tcp_refused += 1
                     decided = True
                     self._decide(flow, False)
                     return
-                self._answering.answered(destination, asyncio.get_running_loop().time())
-                waiting = asyncio.get_running_loop().create_future()
+                waiting: asyncio.Future[TcpStream] = asyncio.get_running_loop().create_future()
                 self._awaiting[flow] = waiting
                 decided = True
-                if not self._decide(flow, True):
-                    await tunnel.send_reset("the client gave up before the dial completed")
-                    return
-                stream = await _handshake(waiting, tunnel)
-                if stream is None:
-                    return
-                relayed = True
-                await self._relay(flow, stream, tunnel)
+                try:
+                    if not self._decide(flow, True):
+                        await tunnel.send_reset("the client gave up before the dial completed")
+                        return
+                    try:
+                        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                            stream = await waiting
+                    except TimeoutError:
+                        await tunnel.send_reset("the client did not complete the handshake")
+                        return
+                finally:
+                    self._awaiting.pop(flow, None)
+                self.tcp_relayed += 1
+                reason = await relay_tcp(stream, tunnel)
+                if reason is not None:
+                    log.debug("%s reset: %s", flow, reason)
         except (ConnectionError, OSError) as error:
             self._on_channel_error(error)
             raise
@@ -376,52 +365,6 @@ class ClusterRelay:
             if not decided:
                 self.tcp_refused += 1
                 self._decide(flow, False)
-            if waiting is not None and not relayed:
-                self._abandon(flow, waiting)
-
-    async def _early_tcp_flow(self, flow: FlowId, waiting: asyncio.Future[TcpStream]) -> None:
-        """A connection accepted before its dial: the client's bytes go out right behind
-        the open message (the far end reads them once it has dialled), and the dial's
-        answer is the tunnel's first event (`_DialWatch`)."""
-        destination = _destination(flow)
-        relayed = False
-
-        def answered(connected: bool) -> None:
-            if connected:
-                self._answering.answered(destination, asyncio.get_running_loop().time())
-            else:
-                self._answering.failed(destination)
-                self.tcp_refused += 1
-
-        try:
-            async with self._cluster.tunnel(flow) as tunnel:
-                stream = await _handshake(waiting, tunnel)
-                if stream is None:
-                    return
-                relayed = True
-                await self._relay(flow, stream, _DialWatch(tunnel, answered))
-        except (ConnectionError, OSError) as error:
-            self._on_channel_error(error)
-            raise
-        finally:
-            if not relayed:
-                self._abandon(flow, waiting)
-
-    async def _relay(self, flow: FlowId, stream: TcpStream, tunnel: Tunnel) -> None:
-        self.tcp_relayed += 1
-        reason = await relay_tcp(stream, tunnel)
-        if reason is not None:
-            log.debug("%s reset: %s", flow, reason)
-
-    def _abandon(self, flow: FlowId, waiting: asyncio.Future[TcpStream]) -> None:
-        """A connection that will not be relayed: reset its stream if the handshake gave
-        one, or have `tcp_connected` reset the one it would give."""
-        if self._awaiting.get(flow) is waiting:
-            del self._awaiting[flow]
-        if waiting.done() and not waiting.cancelled():
-            waiting.result().abort()
-        else:
-            waiting.cancel()
 
     async def _udp_flow(self, state: _UdpFlow) -> None:
         flow = state.flow
@@ -476,56 +419,6 @@ class ClusterRelay:
             return
         with contextlib.suppress(LocalProtocolError):  # the client's flow is gone
             self._terminator.send_datagram(flow, reply)
-
-
-async def _handshake(waiting: asyncio.Future[TcpStream], tunnel: Tunnel) -> TcpStream | None:
-    """The stream of the client's completed handshake; None (the tunnel reset) when the
-    client does not complete it in time."""
-    try:
-        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-            return await asyncio.shield(waiting)
-    except TimeoutError:
-        await tunnel.send_reset("the client did not complete the handshake")
-        return None
-
-
-class _DialWatch:
-    """A tunnel whose first answer is its dial's, told to `answered` (True: CONNECTED).
-    A failed dial, or none within DIAL_TIMEOUT, reads as a reset: the client's connection
-    was accepted already, so it is reset rather than refused."""
-
-    def __init__(self, tunnel: Tunnel, answered: Callable[[bool], None]) -> None:
-        self._tunnel = tunnel
-        self._answered: Callable[[bool], None] | None = answered
-
-    async def receive(self) -> TunnelEvent:
-        told = self._answered
-        if told is None:
-            return await self._tunnel.receive()
-        self._answered = None
-        answer = await _first_answer(self._tunnel)
-        told(answer.kind == TunnelEventKind.CONNECTED)
-        if answer.kind == TunnelEventKind.DIAL_FAILED:
-            return TunnelEvent(
-                TunnelEventKind.RESET, message=f"the dial failed: {answer.message}".rstrip(": ")
-            )
-        return answer
-
-    async def send_data(self, data: bytes) -> None:
-        await self._tunnel.send_data(data)
-
-    async def send_write_closed(self) -> None:
-        await self._tunnel.send_write_closed()
-
-    async def send_reset(self, reason: str) -> None:
-        await self._tunnel.send_reset(reason)
-
-    async def end(self) -> None:
-        await self._tunnel.end()
-
-
-def _destination(flow: FlowId) -> tuple[Address, int]:
-    return flow.destination, flow.destination_port
 
 
 def _first_leaf(group: BaseException) -> BaseException:
