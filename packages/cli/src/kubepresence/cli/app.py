@@ -264,8 +264,6 @@ async def config_view(
     say(render(state, output))
 
 
-
-
 @app.command(context_settings={"allow_extra_args": True})
 @command
 async def connect(
