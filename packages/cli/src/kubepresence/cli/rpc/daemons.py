@@ -10,7 +10,6 @@ from typing import Any
 
 from kubepresence.cli.core import views
 from kubepresence.cli.core.interceptflags import MountRequest, PreviewOptions
-from kubepresence.cli.sockets import socket_is_live
 from kubepresence.protocol import wire
 from kubepresence.protocol.errors import Category, KubepresenceError
 from kubepresence.protocol.gen import common, connector, daemon
@@ -23,7 +22,6 @@ from kubepresence.protocol.wire import filter_to_message
 
 # Local daemons answer at once or not at all.
 LOCAL_TIMEOUT = 5.0
-STATUS_TIMEOUT = 2.0  # `status` asks whether a daemon answers, and must stay quick
 
 
 @dataclass(frozen=True)
@@ -65,18 +63,6 @@ async def userd_status(socket: Path) -> UserdStatus:
         info = await stub.status(protobuf.Empty())
         state = connector.ConnectState(info.state).name.lower()
         return UserdStatus(version.version, state, info.context, info.namespace)
-
-
-async def rootd_answers(socket: Path) -> bool:
-    """Whether a root daemon serves this socket (a stale file from a killed one does not)."""
-    if not socket_is_live(socket):
-        return False
-    try:
-        async with _rootd(socket, STATUS_TIMEOUT) as stub:
-            await stub.version(protobuf.Empty())
-    except KubepresenceError:
-        return False
-    return True
 
 
 async def rootd_version(socket: Path) -> common.VersionInfo:
